@@ -1,0 +1,173 @@
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open database: {0}")]
+    Open(String),
+    #[error("database error: {0}")]
+    Storage(String),
+    #[error("database writer has stopped")]
+    Closed,
+}
+
+impl From<redb::Error> for DbError {
+    fn from(e: redb::Error) -> Self {
+        DbError::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),+) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                DbError::Storage(e.to_string())
+            }
+        }
+    )+};
+}
+storage_error_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    serde_json::Error
+);
+
+/// Runs after the commit with its outcome.
+type Completer = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+/// A write: applied to the shared transaction, returns its completer.
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Completer + Send>;
+
+struct Request {
+    job: Job,
+    durable: bool,
+}
+
+/// Largest number of writes sharing one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// A redb database with one writer thread that commits concurrent writes
+/// together (group commit). Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    database: Arc<Database>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let database = Database::create(path)
+            .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
+        let database = Arc::new(database);
+        let (sender, receiver) = mpsc::channel::<Request>();
+        let writer_db = database.clone();
+        let writer = std::thread::Builder::new()
+            .name("mdc-db-writer".into())
+            .spawn(move || write_loop(&writer_db, &receiver))
+            .map_err(|e| DbError::Open(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                database,
+                sender: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Runs `f` in a transaction of its own, outside the group commit; for
+    /// start-up work such as creating tables.
+    pub fn write_now<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let txn = self.inner.database.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    pub fn read(&self) -> Result<ReadTransaction, DbError> {
+        Ok(self.inner.database.begin_read()?)
+    }
+
+    /// Applies `f` in the next group commit and returns its result once the
+    /// commit is done. With `durable`, the commit is fsynced before returning;
+    /// without, it becomes durable with the next durable commit.
+    pub async fn write<T, F>(&self, durable: bool, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = f(txn);
+            Box::new(move |commit: Result<(), DbError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        {
+            let sender = self.inner.sender.lock().map_err(|_| DbError::Closed)?;
+            let sender = sender.as_ref().ok_or(DbError::Closed)?;
+            sender
+                .send(Request { job, durable })
+                .map_err(|_| DbError::Closed)?;
+        }
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn write_loop(database: &Database, receiver: &mpsc::Receiver<Request>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|r| r.durable);
+        let mut completers = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), DbError> {
+            let mut txn = database.begin_write()?;
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?;
+            for request in batch {
+                completers.push((request.job)(&txn));
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "Database commit failed; the writes of this batch are lost and reported as errors");
+        }
+        for completer in completers {
+            completer(outcome.clone());
+        }
+    }
+}

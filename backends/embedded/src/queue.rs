@@ -1,0 +1,289 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mdc_core::ports::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
+use mdc_core::Priority;
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::Notify;
+
+use crate::db::{Db, DbError};
+
+/// How long an idle `fetch` waits before returning an empty batch.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Partition counts: per priority for message topics, and for the responses topic.
+#[derive(Debug, Clone)]
+pub struct QueueLayout {
+    pub partitions: HashMap<Priority, u32>,
+    pub response_partitions: u32,
+}
+
+impl QueueLayout {
+    pub fn partitions(&self, topic: Topic) -> u32 {
+        match topic {
+            Topic::Messages(_, priority) => self.partitions.get(&priority).copied().unwrap_or(1),
+            Topic::Responses => self.response_partitions,
+        }
+        .max(1)
+    }
+}
+
+impl Default for QueueLayout {
+    fn default() -> Self {
+        Self {
+            partitions: Priority::ALL.iter().map(|&p| (p, 4)).collect(),
+            response_partitions: 4,
+        }
+    }
+}
+
+/// Table names are `'static`; one leaked string per topic, made once.
+fn table(topic: Topic) -> TableDefinition<'static, (u32, u64), &'static [u8]> {
+    use std::sync::OnceLock;
+    static NAMES: OnceLock<HashMap<Topic, &'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        Topic::all()
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    &*Box::leak(format!("queue.{}", t.name()).into_boxed_str()),
+                )
+            })
+            .collect()
+    });
+    TableDefinition::new(names[&topic])
+}
+
+/// A record on disk: key length, key, payload.
+fn encode(key: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + key.len() + payload.len());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<(String, Vec<u8>), DbError> {
+    let corrupt = || DbError::Storage("corrupt queue record".into());
+    let len = u16::from_le_bytes(
+        bytes
+            .get(..2)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let key = bytes.get(2..2 + len).ok_or_else(corrupt)?;
+    let key = String::from_utf8(key.to_vec()).map_err(|_| corrupt())?;
+    Ok((key, bytes[2 + len..].to_vec()))
+}
+
+fn partition_of(key: &str, partitions: u32) -> u32 {
+    // FNV-1a: stable across builds, so a key keeps its partition (and its
+    // order) across restarts and upgrades.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(partitions)) as u32
+}
+
+struct TopicState {
+    /// Next offset per partition; advanced only inside the writer, so offsets
+    /// are assigned in commit order.
+    next: Vec<AtomicU64>,
+    arrived: Notify,
+}
+
+/// A durable queue on the embedded database: one table per topic, keyed by
+/// (partition, offset). Records stay until acknowledged.
+pub struct EmbeddedQueue {
+    db: Db,
+    topics: HashMap<Topic, Arc<TopicState>>,
+}
+
+impl From<DbError> for QueueError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Closed => QueueError::Closed,
+            other => QueueError::Other(other.to_string()),
+        }
+    }
+}
+
+impl EmbeddedQueue {
+    pub fn open(db: Db, layout: QueueLayout) -> Result<Self, DbError> {
+        let topics = db.write_now(|txn| {
+            let mut topics = HashMap::new();
+            for topic in Topic::all() {
+                let table = txn.open_table(table(topic))?;
+                let partitions = layout.partitions(topic);
+                let mut next: Vec<u64> = vec![0; partitions as usize];
+                for entry in table.iter()? {
+                    let (key, _) = entry?;
+                    let (partition, offset) = key.value();
+                    if partition >= partitions {
+                        return Err(DbError::Open(format!(
+                            "topic {topic} holds records in partition {partition}, but only {partitions} partitions are configured; the partition count of a topic cannot shrink"
+                        )));
+                    }
+                    let slot = &mut next[partition as usize];
+                    *slot = (*slot).max(offset + 1);
+                }
+                let state = TopicState {
+                    next: next.into_iter().map(AtomicU64::new).collect(),
+                    arrived: Notify::new(),
+                };
+                topics.insert(topic, Arc::new(state));
+            }
+            Ok(topics)
+        })?;
+        Ok(Self { db, topics })
+    }
+
+    /// Records waiting in `topic` (produced and not yet acknowledged).
+    pub fn depth(&self, topic: Topic) -> Result<u64, QueueError> {
+        let txn = self.db.read()?;
+        let table = txn.open_table(table(topic)).map_err(DbError::from)?;
+        Ok(table.len().map_err(DbError::from)?)
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        let state = self.topics[&topic].clone();
+        let partition = partition_of(key, state.next.len() as u32);
+        let record = encode(key, &payload);
+        let writer_state = state.clone();
+        self.db
+            .write(true, move |txn| {
+                let offset = writer_state.next[partition as usize].load(Ordering::Relaxed);
+                txn.open_table(table(topic))?
+                    .insert((partition, offset), record.as_slice())?;
+                writer_state.next[partition as usize].store(offset + 1, Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        state.arrived.notify_waiters();
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        let state = self.topics[&topic].clone();
+        let count = spec.count.max(1);
+        let partitions: Vec<u32> = (0..state.next.len() as u32)
+            .filter(|p| p % count == spec.index)
+            .collect();
+        Ok(Arc::new(EmbeddedConsumer {
+            db: self.db.clone(),
+            topic,
+            state,
+            cursors: Mutex::new(partitions.iter().map(|&p| (p, 0)).collect()),
+            partitions,
+            rotation: AtomicUsize::new(0),
+        }))
+    }
+}
+
+struct EmbeddedConsumer {
+    db: Db,
+    topic: Topic,
+    state: Arc<TopicState>,
+    partitions: Vec<u32>,
+    /// Next offset to hand out, per owned partition.
+    cursors: Mutex<HashMap<u32, u64>>,
+    /// Which partition goes first in the next fetch, for fairness.
+    rotation: AtomicUsize,
+}
+
+impl EmbeddedConsumer {
+    fn read(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let txn = self.db.read()?;
+        let table = txn.open_table(table(self.topic)).map_err(DbError::from)?;
+        let mut cursors = self
+            .cursors
+            .lock()
+            .map_err(|_| QueueError::Other("cursor lock poisoned".into()))?;
+        let mut out = Vec::new();
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let n = self.partitions.len();
+        // Share the batch between partitions, then top up from any with more.
+        let share = max.div_ceil(n.max(1));
+        for pass in 0..2 {
+            for i in 0..n {
+                if out.len() >= max {
+                    break;
+                }
+                let partition = self.partitions[(start + i) % n];
+                let cursor = cursors
+                    .get_mut(&partition)
+                    .ok_or_else(|| QueueError::Other("unknown partition".into()))?;
+                let room = if pass == 0 {
+                    share.min(max - out.len())
+                } else {
+                    max - out.len()
+                };
+                for entry in table
+                    .range((partition, *cursor)..=(partition, u64::MAX))
+                    .map_err(DbError::from)?
+                    .take(room)
+                {
+                    let (key, value) = entry.map_err(DbError::from)?;
+                    let (partition, offset) = key.value();
+                    let (key, payload) = decode(value.value())?;
+                    out.push(Delivery {
+                        topic: self.topic,
+                        partition,
+                        offset,
+                        key,
+                        payload,
+                    });
+                    *cursor = offset + 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for EmbeddedConsumer {
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        if self.partitions.is_empty() || max == 0 {
+            tokio::time::sleep(IDLE_WAIT).await;
+            return Ok(Vec::new());
+        }
+        let arrived = self.state.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let batch = self.read(max)?;
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        if tokio::time::timeout(IDLE_WAIT, arrived).await.is_err() {
+            return Ok(Vec::new());
+        }
+        self.read(max)
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let key = (delivery.partition, delivery.offset);
+        let topic = self.topic;
+        // Not fsynced on its own: a lost acknowledgement only means a
+        // redelivery, which the dispatcher's claim absorbs.
+        self.db
+            .write(false, move |txn| {
+                txn.open_table(table(topic))?.remove(key)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}

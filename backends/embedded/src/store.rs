@@ -1,0 +1,298 @@
+use async_trait::async_trait;
+use mdc_core::ports::store::{apply_claim, apply_update};
+use mdc_core::ports::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+use mdc_core::{Event, MessageId, MessageRecord, Timestamp};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use crate::db::{Db, DbError};
+
+/// id → record without its events (JSON).
+const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// (id, sequence) → event (JSON): the append-only trail.
+const EVENTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("events");
+const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency_keys");
+/// `provider \x1f provider message id` → id.
+const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider_message_ids");
+const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_created");
+const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
+const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_recipient");
+
+/// The message store on the embedded database.
+pub struct EmbeddedStore {
+    db: Db,
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Closed => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+fn provider_key(provider: &str, provider_message_id: &str) -> String {
+    format!("{provider}\u{1f}{provider_message_id}")
+}
+
+fn load(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<MessageRecord>, DbError> {
+    match table.get(id)? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the record (events go to their own table) and keeps the indexes in step.
+fn save(
+    txn: &WriteTransaction,
+    messages: &mut Table<&str, &[u8]>,
+    record: &mut MessageRecord,
+    previous_status: Option<&str>,
+    first_event_seq: u32,
+) -> Result<(), DbError> {
+    let id = record.message.id.as_str();
+    let created = record.message.created_at.timestamp_millis();
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        for (i, event) in record.events.drain(..).enumerate() {
+            events.insert(
+                (id, first_event_seq + i as u32),
+                serde_json::to_vec(&event)?.as_slice(),
+            )?;
+        }
+    }
+    let status = record.status.as_str();
+    if previous_status != Some(status) {
+        let mut by_status = txn.open_table(BY_STATUS)?;
+        if let Some(previous) = previous_status {
+            by_status.remove((previous, created, id))?;
+        }
+        by_status.insert((status, created, id), ())?;
+    }
+    if let (Some(provider), Some(pmid)) = (&record.provider, &record.provider_message_id) {
+        txn.open_table(PROVIDER_IDS)?
+            .insert(provider_key(provider, pmid).as_str(), id)?;
+    }
+    messages.insert(id, serde_json::to_vec(record)?.as_slice())?;
+    Ok(())
+}
+
+fn next_event_seq(txn: &WriteTransaction, id: &str) -> Result<u32, DbError> {
+    let events = txn.open_table(EVENTS)?;
+    let last = events
+        .range((id, 0)..=(id, u32::MAX))?
+        .next_back()
+        .transpose()?;
+    Ok(last.map_or(0, |(key, _)| key.value().1 + 1))
+}
+
+impl EmbeddedStore {
+    pub fn open(db: Db) -> Result<Self, DbError> {
+        db.write_now(|txn| {
+            txn.open_table(MESSAGES)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(PROVIDER_IDS)?;
+            txn.open_table(BY_CREATED)?;
+            txn.open_table(BY_STATUS)?;
+            txn.open_table(BY_RECIPIENT)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Read-modify-write of one record inside the group commit.
+    async fn modify<T, F>(&self, id: &MessageId, f: F) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut MessageRecord) -> T + Send + 'static,
+    {
+        let id = id.clone();
+        let result = self
+            .db
+            .write(true, move |txn| {
+                let mut messages = txn.open_table(MESSAGES)?;
+                let Some(mut record) = load(&messages, id.as_str())? else {
+                    return Ok(None);
+                };
+                let before = record.clone();
+                let out = f(&mut record);
+                if record == before {
+                    return Ok(Some(out));
+                }
+                let seq = next_event_seq(txn, id.as_str())?;
+                save(
+                    txn,
+                    &mut messages,
+                    &mut record,
+                    Some(before.status.as_str()),
+                    seq,
+                )?;
+                Ok(Some(out))
+            })
+            .await?;
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
+        let mut record = record.clone();
+        let created = self
+            .db
+            .write(true, move |txn| {
+                let key = record.message.idempotency_key.clone();
+                let existing_id = txn
+                    .open_table(IDEMPOTENCY)?
+                    .get(key.as_str())?
+                    .map(|v| v.value().to_owned());
+                let mut messages = txn.open_table(MESSAGES)?;
+                if let Some(existing_id) = existing_id {
+                    let existing = load(&messages, &existing_id)?.ok_or_else(|| {
+                        DbError::Storage(format!("idempotency key points at missing {existing_id}"))
+                    })?;
+                    return Ok(Created::Existing(Box::new(existing)));
+                }
+                let id = record.message.id.as_str().to_owned();
+                if messages.get(id.as_str())?.is_some() {
+                    return Err(DbError::Storage(format!("duplicate message id {id}")));
+                }
+                txn.open_table(IDEMPOTENCY)?
+                    .insert(key.as_str(), id.as_str())?;
+                let created = record.message.created_at.timestamp_millis();
+                txn.open_table(BY_CREATED)?
+                    .insert((created, id.as_str()), ())?;
+                txn.open_table(BY_RECIPIENT)?
+                    .insert((record.message.to.as_str(), created, id.as_str()), ())?;
+                save(txn, &mut messages, &mut record, None, 0)?;
+                Ok(Created::New)
+            })
+            .await?;
+        Ok(created)
+    }
+
+    async fn claim(
+        &self,
+        id: &MessageId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        let component = component.to_owned();
+        let claim = self
+            .modify(id, move |record| {
+                apply_claim(record, now, lease_until, &component)
+            })
+            .await?;
+        Ok(claim.unwrap_or(Claim::NotFound))
+    }
+
+    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError> {
+        let updated = self
+            .modify(id, move |record| apply_update(record, update))
+            .await?;
+        Ok(updated.unwrap_or(Updated::NotFound))
+    }
+
+    async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        let txn = self.db.read()?;
+        let messages = match txn.open_table(MESSAGES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(DbError::from(e).into()),
+        };
+        let Some(mut record) = load(&messages, id.as_str())? else {
+            return Ok(None);
+        };
+        let events = txn.open_table(EVENTS).map_err(DbError::from)?;
+        for entry in events
+            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+            .map_err(DbError::from)?
+        {
+            let (_, value) = entry.map_err(DbError::from)?;
+            let event: Event = serde_json::from_slice(value.value()).map_err(DbError::from)?;
+            record.events.push(event);
+        }
+        Ok(Some(record))
+    }
+
+    async fn find_by_provider_message_id(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let txn = self.db.read()?;
+        let table = match txn.open_table(PROVIDER_IDS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(DbError::from(e).into()),
+        };
+        let found = table
+            .get(provider_key(provider, provider_message_id).as_str())
+            .map_err(DbError::from)?;
+        Ok(found.and_then(|v| v.value().parse().ok()))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        let filter = filter.clone();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || list(&db, &filter))
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+}
+
+/// Walks the most selective index newest first, loading and filtering records.
+fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, DbError> {
+    let txn = db.read()?;
+    let messages = match txn.open_table(MESSAGES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let lo = filter
+        .created_after
+        .map_or(i64::MIN, |t| t.timestamp_millis());
+    let hi = filter
+        .created_before
+        .map_or(i64::MAX, |t| t.timestamp_millis());
+    let mut ids: Box<dyn Iterator<Item = Result<String, DbError>>> = if let Some(to) = &filter.to {
+        let table = txn.open_table(BY_RECIPIENT)?;
+        let range = table.range((to.as_str(), lo, "")..=(to.as_str(), hi, "\u{10ffff}"))?;
+        Box::new(range.rev().map(|r| {
+            r.map(|(k, _)| k.value().2.to_owned())
+                .map_err(DbError::from)
+        }))
+    } else if let Some(status) = filter.status {
+        let table = txn.open_table(BY_STATUS)?;
+        let range = table.range((status.as_str(), lo, "")..=(status.as_str(), hi, "\u{10ffff}"))?;
+        Box::new(range.rev().map(|r| {
+            r.map(|(k, _)| k.value().2.to_owned())
+                .map_err(DbError::from)
+        }))
+    } else {
+        let table = txn.open_table(BY_CREATED)?;
+        let range = table.range((lo, "")..=(hi, "\u{10ffff}"))?;
+        Box::new(range.rev().map(|r| {
+            r.map(|(k, _)| k.value().1.to_owned())
+                .map_err(DbError::from)
+        }))
+    };
+    let mut out = Vec::new();
+    while out.len() < filter.limit {
+        let Some(id) = ids.next().transpose()? else {
+            break;
+        };
+        if let Some(record) = load(&messages, &id)? {
+            if filter.matches(&record) {
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,171 @@
+//! The [`Queue`] contract.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ports::queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, Topic};
+use crate::{Channel, Priority};
+
+const SOLO: ConsumerSpec = ConsumerSpec { index: 0, count: 1 };
+const SMS_NORMAL: Topic = Topic::Messages(Channel::Sms, Priority::Normal);
+
+/// Fetches until `n` records arrived, failing after a generous deadline.
+pub async fn fetch_n(consumer: &Arc<dyn QueueConsumer>, n: usize) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            got.len()
+        );
+        got.extend(consumer.fetch(n - got.len()).await.expect("fetch"));
+    }
+    got
+}
+
+pub async fn produced_records_are_fetched_with_key_and_payload(queue: Arc<dyn Queue>) {
+    let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    queue
+        .produce(SMS_NORMAL, "+14155550100", b"hello".to_vec())
+        .await
+        .expect("produce");
+    let got = fetch_n(&consumer, 1).await;
+    assert_eq!(got[0].key, "+14155550100");
+    assert_eq!(got[0].payload, b"hello");
+    assert_eq!(got[0].topic, SMS_NORMAL);
+    consumer.ack(&got[0]).await.expect("ack");
+}
+
+pub async fn unacknowledged_records_are_redelivered_to_a_new_member(queue: Arc<dyn Queue>) {
+    for i in 0..4u8 {
+        queue
+            .produce(SMS_NORMAL, &format!("k{i}"), vec![i])
+            .await
+            .expect("produce");
+    }
+    let first = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    let got = fetch_n(&first, 4).await;
+    for delivery in got.iter().filter(|d| d.payload[0] % 2 == 0) {
+        first.ack(delivery).await.expect("ack");
+    }
+    drop(first);
+    let second = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    let again = fetch_n(&second, 2).await;
+    let mut payloads: Vec<u8> = again.iter().map(|d| d.payload[0]).collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, vec![1, 3]);
+}
+
+pub async fn records_with_one_key_keep_their_order(queue: Arc<dyn Queue>) {
+    let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    for i in 0..50u8 {
+        let key = if i % 2 == 0 { "a" } else { "b" };
+        queue
+            .produce(SMS_NORMAL, key, vec![i])
+            .await
+            .expect("produce");
+    }
+    let got = fetch_n(&consumer, 50).await;
+    for key in ["a", "b"] {
+        let seq: Vec<u8> = got
+            .iter()
+            .filter(|d| d.key == key)
+            .map(|d| d.payload[0])
+            .collect();
+        let mut sorted = seq.clone();
+        sorted.sort_unstable();
+        assert_eq!(seq, sorted, "order of key {key}");
+        assert_eq!(seq.len(), 25);
+    }
+}
+
+pub async fn group_members_share_the_records_exactly_once(queue: Arc<dyn Queue>) {
+    let a = queue
+        .consumer(SMS_NORMAL, ConsumerSpec { index: 0, count: 2 })
+        .await
+        .expect("a");
+    let b = queue
+        .consumer(SMS_NORMAL, ConsumerSpec { index: 1, count: 2 })
+        .await
+        .expect("b");
+    for i in 0..40u8 {
+        queue
+            .produce(SMS_NORMAL, &format!("recipient-{i}"), vec![i])
+            .await
+            .expect("produce");
+    }
+    let mut seen = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 40 && tokio::time::Instant::now() < deadline {
+        for consumer in [&a, &b] {
+            let batch = tokio::time::timeout(Duration::from_millis(300), consumer.fetch(40)).await;
+            for delivery in batch.unwrap_or(Ok(Vec::new())).expect("fetch") {
+                *seen.entry(delivery.payload[0]).or_insert(0) += 1;
+                consumer.ack(&delivery).await.expect("ack");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 40);
+    assert!(seen.values().all(|&n| n == 1), "duplicates: {seen:?}");
+}
+
+pub async fn topics_are_isolated(queue: Arc<dyn Queue>) {
+    let bulk_topic = Topic::Messages(Channel::Sms, Priority::Bulk);
+    let bulk = queue.consumer(bulk_topic, SOLO).await.expect("consumer");
+    let responses = queue
+        .consumer(Topic::Responses, SOLO)
+        .await
+        .expect("consumer");
+    queue
+        .produce(SMS_NORMAL, "k", b"normal".to_vec())
+        .await
+        .expect("produce");
+    queue
+        .produce(Topic::Responses, "k", b"report".to_vec())
+        .await
+        .expect("produce");
+    let got = fetch_n(&responses, 1).await;
+    assert_eq!(got[0].payload, b"report");
+    let nothing = tokio::time::timeout(Duration::from_millis(500), bulk.fetch(10)).await;
+    let leaked: HashSet<Vec<u8>> = nothing
+        .unwrap_or(Ok(Vec::new()))
+        .expect("fetch")
+        .into_iter()
+        .map(|d| d.payload)
+        .collect();
+    assert!(leaked.is_empty(), "bulk consumer saw {leaked:?}");
+}
+
+pub async fn fetch_returns_when_idle(queue: Arc<dyn Queue>) {
+    let consumer = queue
+        .consumer(Topic::Messages(Channel::Push, Priority::Critical), SOLO)
+        .await
+        .expect("consumer");
+    let result = tokio::time::timeout(Duration::from_secs(10), consumer.fetch(10)).await;
+    let batch = result
+        .expect("fetch must return an empty batch when idle")
+        .expect("fetch");
+    assert!(batch.is_empty());
+}
+
+/// Expands to one test per case of the queue contract. `$make` is an
+/// expression yielding a future of a fresh, empty `Arc<dyn Queue>`.
+#[macro_export]
+macro_rules! queue_contract {
+    ($make:expr) => {
+        $crate::__contract_cases!(
+            queue,
+            $make,
+            [
+                produced_records_are_fetched_with_key_and_payload,
+                unacknowledged_records_are_redelivered_to_a_new_member,
+                records_with_one_key_keep_their_order,
+                group_members_share_the_records_exactly_once,
+                topics_are_isolated,
+                fetch_returns_when_idle,
+            ]
+        );
+    };
+}

@@ -1,0 +1,380 @@
+//! The [`Store`] contract.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use super::sample_message;
+use crate::message::Content;
+use crate::ports::store::{Claim, Created, ListFilter, StatusUpdate, Store, Updated};
+use crate::{Channel, Event, MessageId, MessageRecord, Status};
+
+fn record(to: &str) -> MessageRecord {
+    MessageRecord::new(
+        sample_message(to),
+        Status::Queued,
+        Event::new("ingest", "accepted").status(Status::Queued),
+    )
+}
+
+async fn stored(store: &Arc<dyn Store>, to: &str) -> MessageRecord {
+    let record = record(to);
+    assert_eq!(store.create(&record).await.expect("create"), Created::New);
+    record
+}
+
+pub async fn create_then_get_round_trips(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550100").await;
+    let got = store
+        .get(&record.message.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.message, record.message);
+    assert_eq!(got.status, Status::Queued);
+    assert_eq!(got.events.len(), 1);
+    assert_eq!(got.events[0].details, "accepted");
+    assert!(store
+        .get(&MessageId::generate())
+        .await
+        .expect("get")
+        .is_none());
+}
+
+pub async fn same_idempotency_key_returns_the_existing_message(store: Arc<dyn Store>) {
+    let first = stored(&store, "+14155550101").await;
+    let mut second = record("+14155550101");
+    second.message.idempotency_key = first.message.idempotency_key.clone();
+    match store.create(&second).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, first.message.id),
+        other => panic!("expected the existing message, got {other:?}"),
+    }
+    assert!(store.get(&second.message.id).await.expect("get").is_none());
+}
+
+pub async fn concurrent_claims_yield_one_owner(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550102").await;
+    let now = crate::now();
+    let lease = now + Duration::seconds(30);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let id = record.message.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim(&id, now, lease, "test").await
+        }));
+    }
+    let mut claimed = 0;
+    for task in tasks {
+        match task.await.expect("join").expect("claim") {
+            Claim::Claimed {
+                record,
+                verify_first,
+            } => {
+                claimed += 1;
+                assert_eq!(record.attempts, 1);
+                assert_eq!(record.status, Status::Sending);
+                assert!(!verify_first);
+            }
+            Claim::Busy { lease_until } => assert_eq!(lease_until, lease),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 1);
+}
+
+pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550103").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    assert!(matches!(
+        store
+            .claim(id, now, now + Duration::seconds(30), "test")
+            .await
+            .expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let mut sent = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
+    sent.provider = Some("sim".into());
+    sent.provider_message_id = Some("p-1".into());
+    sent.end_attempt = true;
+    assert_eq!(
+        store.update(id, sent).await.expect("update"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+    let later = now + Duration::minutes(5);
+    assert_eq!(
+        store.claim(id, later, later, "test").await.expect("claim"),
+        Claim::Finished {
+            status: Status::Sent
+        }
+    );
+    assert_eq!(
+        store
+            .claim(&MessageId::generate(), now, now, "test")
+            .await
+            .expect("claim"),
+        Claim::NotFound
+    );
+}
+
+pub async fn expired_lease_is_taken_over_with_verification(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550104").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    let lease = now + Duration::seconds(10);
+    assert!(matches!(
+        store.claim(id, now, lease, "a").await.expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let after = lease + Duration::seconds(1);
+    match store
+        .claim(id, after, after + Duration::seconds(10), "b")
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed {
+            record,
+            verify_first,
+        } => {
+            assert!(verify_first, "the dead attempt may have reached the vendor");
+            assert_eq!(record.attempts, 2);
+        }
+        other => panic!("expected a takeover, got {other:?}"),
+    }
+}
+
+pub async fn pending_retry_is_claimed_only_when_due(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550105").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    assert!(matches!(
+        store
+            .claim(id, now, now + Duration::seconds(30), "t")
+            .await
+            .expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let due = now + Duration::seconds(60);
+    let mut retry = StatusUpdate::to(Status::Sending, Event::new("dispatcher", "transient"));
+    retry.end_attempt = true;
+    retry.next_attempt_at = Some(due);
+    retry.expect_attempt = Some(1);
+    assert!(matches!(
+        store.update(id, retry).await.expect("update"),
+        Updated::Applied { .. }
+    ));
+    assert_eq!(
+        store
+            .claim(id, now, now + Duration::seconds(30), "t")
+            .await
+            .expect("claim"),
+        Claim::NotDue { at: due }
+    );
+    match store
+        .claim(id, due, due + Duration::seconds(30), "t")
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed {
+            record,
+            verify_first,
+        } => {
+            assert_eq!(record.attempts, 2);
+            assert!(!verify_first);
+        }
+        other => panic!("expected claim when due, got {other:?}"),
+    }
+}
+
+pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550106").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    let delivered = StatusUpdate::to(
+        Status::Delivered,
+        Event::new("response-handler", "delivered"),
+    );
+    assert_eq!(
+        store.update(id, delivered).await.expect("update"),
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let late = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
+    assert_eq!(
+        store.update(id, late).await.expect("update"),
+        Updated::Ignored {
+            current: Status::Delivered
+        }
+    );
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.status, Status::Delivered);
+    let details: Vec<&str> = got.events.iter().map(|e| e.details.as_str()).collect();
+    assert_eq!(details.len(), 4, "{details:?}");
+    assert!(details[3].starts_with("sent (ignored"), "{details:?}");
+    assert_eq!(
+        store
+            .update(
+                &MessageId::generate(),
+                StatusUpdate::event(Event::new("t", "x"))
+            )
+            .await
+            .expect("update"),
+        Updated::NotFound
+    );
+}
+
+pub async fn stale_attempt_outcomes_are_ignored(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550107").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    let mut failed = StatusUpdate::to(Status::Failed, Event::new("dispatcher", "late outcome"));
+    failed.expect_attempt = Some(7);
+    assert_eq!(
+        store.update(id, failed).await.expect("update"),
+        Updated::Ignored {
+            current: Status::Sending
+        }
+    );
+}
+
+pub async fn finds_messages_by_provider_message_id(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550108").await;
+    let id = &record.message.id;
+    let mut sent = StatusUpdate::to(Status::Sending, Event::new("dispatcher", "sent"));
+    sent.provider = Some("sim-sms".into());
+    sent.provider_message_id = Some("vendor-42".into());
+    store.update(id, sent).await.expect("update");
+    assert_eq!(
+        store
+            .find_by_provider_message_id("sim-sms", "vendor-42")
+            .await
+            .expect("find"),
+        Some(id.clone())
+    );
+    assert_eq!(
+        store
+            .find_by_provider_message_id("other", "vendor-42")
+            .await
+            .expect("find"),
+        None
+    );
+}
+
+pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
+    let a = stored(&store, "+14155550109").await;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let mut email = record("b@example.com");
+    email.message.content = Content::Email {
+        from: "noreply@example.com".into(),
+        subject: "Hi".into(),
+        text: Some("Hello".into()),
+        html: None,
+    };
+    store.create(&email).await.expect("create");
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let c = stored(&store, "+14155550109").await;
+    store
+        .update(
+            &c.message.id,
+            StatusUpdate::to(Status::Cancelled, Event::new("support", "cancelled")),
+        )
+        .await
+        .expect("update");
+
+    let all = store
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<_> = all.iter().map(|r| r.message.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            c.message.id.clone(),
+            email.message.id.clone(),
+            a.message.id.clone()
+        ]
+    );
+
+    let sms = ListFilter {
+        channel: Some(Channel::Sms),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list(&sms).await.expect("list").len(), 2);
+    let queued = ListFilter {
+        status: Some(Status::Queued),
+        to: Some("+14155550109".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let got = store.list(&queued).await.expect("list");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.id, a.message.id);
+    let limited = store
+        .list(&ListFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(limited.len(), 1);
+    let since = ListFilter {
+        created_after: Some(email.message.created_at),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list(&since).await.expect("list").len(), 2);
+}
+
+/// Expands to one test per case of the store contract. `$make` is an
+/// expression yielding a future of a fresh `Arc<dyn Store>`.
+#[macro_export]
+macro_rules! store_contract {
+    ($make:expr) => {
+        $crate::__contract_cases!(
+            store,
+            $make,
+            [
+                create_then_get_round_trips,
+                same_idempotency_key_returns_the_existing_message,
+                concurrent_claims_yield_one_owner,
+                sent_and_terminal_messages_are_not_claimed,
+                expired_lease_is_taken_over_with_verification,
+                pending_retry_is_claimed_only_when_due,
+                statuses_only_move_forward,
+                stale_attempt_outcomes_are_ignored,
+                finds_messages_by_provider_message_id,
+                lists_by_filters_newest_first,
+            ]
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_cases {
+    ($suite:ident, $make:expr, [$($case:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $make.await;
+                $crate::contract::$suite::$case(backend).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,240 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MessageId, Status, Timestamp};
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "must be one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// The way a message reaches its recipient.
+    Channel { Sms => "sms", Email => "email", Push => "push" }
+);
+
+named_enum!(
+    /// Urgency lane. Each priority has its own topic per channel, with its own
+    /// partition and consumer counts.
+    Priority { Critical => "critical", Normal => "normal", Bulk => "bulk" }
+);
+
+named_enum!(
+    /// What the message is for; selects the sender id, the default deadline and
+    /// the vendor's message class (OTP / transactional / promotional).
+    MessageType { Otp => "otp", Transactional => "transactional", Marketing => "marketing" }
+);
+
+/// How an SMS body is encoded on the air interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmsEncoding {
+    Gsm7,
+    Ucs2,
+}
+
+/// Who a push notification goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum PushTarget {
+    DeviceToken(String),
+    UserId(String),
+}
+
+/// The channel-specific part of a message, already validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "channel")]
+pub enum Content {
+    Sms {
+        body: String,
+        encoding: SmsEncoding,
+        segments: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_id: Option<String>,
+    },
+    Email {
+        from: String,
+        subject: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        html: Option<String>,
+    },
+    Push {
+        target: PushTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        body: String,
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        data: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+impl Content {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Content::Sms { .. } => Channel::Sms,
+            Content::Email { .. } => Channel::Email,
+            Content::Push { .. } => Channel::Push,
+        }
+    }
+}
+
+/// A validated, enriched message: what producers put on a priority topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub priority: Priority,
+    #[serde(rename = "type")]
+    pub message_type: MessageType,
+    /// Normalised recipient: E.164 number, lower-cased address domain, device
+    /// token or `user:` id. Also the queue key, so one recipient's messages
+    /// keep their order.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    pub content: Content,
+    pub idempotency_key: String,
+    pub created_at: Timestamp,
+    /// After this instant the message is `expired`, never sent late.
+    pub deadline: Timestamp,
+}
+
+impl Message {
+    pub fn channel(&self) -> Channel {
+        self.content.channel()
+    }
+}
+
+/// One entry of a message's append-only trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Timestamp,
+    /// The part of MDC that recorded it: `ingest`, `dispatcher`, `response-handler`, ...
+    pub component: String,
+    /// The status the message moved to, when the event moved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    pub details: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The vendor's own payload, verbatim, when the event came from a vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(component: &str, details: impl Into<String>) -> Self {
+        Self {
+            at: crate::now(),
+            component: component.to_owned(),
+            status: None,
+            details: details.into(),
+            provider: None,
+            provider_message_id: None,
+            error: None,
+            raw: None,
+        }
+    }
+
+    pub fn status(mut self, status: Status) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn provider(mut self, provider: &str, provider_message_id: Option<&str>) -> Self {
+        self.provider = Some(provider.to_owned());
+        self.provider_message_id = provider_message_id.map(str::to_owned);
+        self
+    }
+
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    pub fn raw(mut self, raw: serde_json::Value) -> Self {
+        self.raw = Some(raw);
+        self
+    }
+}
+
+/// The stored state of a message: the message itself, where it is, and its trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub message: Message,
+    pub status: Status,
+    pub updated_at: Timestamp,
+    /// Send attempts started so far.
+    pub attempts: u32,
+    /// While an attempt is in flight: the time after which its sender is presumed dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Timestamp>,
+    /// When the next attempt is due, while a retry is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    /// Set after an ambiguous outcome: ask the vendor before sending again.
+    #[serde(default)]
+    pub verify_before_send: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+impl MessageRecord {
+    pub fn new(message: Message, status: Status, event: Event) -> Self {
+        Self {
+            updated_at: event.at,
+            message,
+            status,
+            attempts: 0,
+            lease_until: None,
+            next_attempt_at: None,
+            verify_before_send: false,
+            provider: None,
+            provider_message_id: None,
+            events: vec![event],
+        }
+    }
+}

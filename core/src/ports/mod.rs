@@ -1,0 +1,12 @@
+//! The traits every backend implements. Each has a contract suite in
+//! [`crate::contract`] that all implementations must pass.
+
+pub mod provider;
+pub mod queue;
+pub mod retry;
+pub mod store;
+
+pub use provider::{Provider, ProviderError, Receipt};
+pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
+pub use retry::{RetryError, RetryItem, RetryScheduler};
+pub use store::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};

@@ -1,0 +1,44 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Channel, Message, MessageId};
+
+/// The vendor accepted the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub provider_message_id: String,
+    pub raw: serde_json::Value,
+}
+
+/// Why a send did not succeed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The vendor refused the message for good (bad number, unverified sender, ...).
+    #[error("permanent: {message}")]
+    Permanent { code: String, message: String },
+    /// Trying again later can succeed; the vendor may say when.
+    #[error("transient: {message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request may or may not have reached the vendor (e.g. a timeout after
+    /// sending). Ask the vendor before sending again.
+    #[error("ambiguous: {message}")]
+    Ambiguous { message: String },
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Stable name used in events, config and metrics.
+    fn name(&self) -> &str;
+
+    fn channel(&self) -> Channel;
+
+    async fn send(&self, message: &Message) -> Result<Receipt, ProviderError>;
+
+    /// Asks the vendor whether it already holds a message sent with MDC's id as
+    /// its reference; used after an ambiguous outcome so nothing is sent twice.
+    async fn lookup(&self, reference: &MessageId) -> Result<Option<Receipt>, ProviderError>;
+}

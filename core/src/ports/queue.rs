@@ -1,0 +1,99 @@
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Channel, Priority};
+
+/// A named stream of records: one per channel × priority for messages, one for
+/// normalised vendor responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Messages(Channel, Priority),
+    Responses,
+}
+
+impl Topic {
+    /// Every topic MDC uses.
+    pub fn all() -> Vec<Topic> {
+        let mut all = Vec::new();
+        for &channel in Channel::ALL {
+            for &priority in Priority::ALL {
+                all.push(Topic::Messages(channel, priority));
+            }
+        }
+        all.push(Topic::Responses);
+        all
+    }
+
+    /// `sms.critical`, `responses`: prefixed by backends that share a namespace.
+    pub fn name(&self) -> String {
+        match self {
+            Topic::Messages(channel, priority) => format!("{channel}.{priority}"),
+            Topic::Responses => "responses".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Which member of a topic's consumer group a consumer is. Backends with their
+/// own group coordination (Kafka) may ignore `index`; the embedded queue gives
+/// member `i` the partitions `p` with `p % count == i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// One record handed to a consumer. It is redelivered (after a restart or a
+/// rebalance) until acknowledged.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: Topic,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue is shutting down")]
+    Closed,
+    #[error("queue error: {0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Appends a record. Returns only once the record is durable; records with
+    /// the same key keep their order.
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError>;
+
+    /// Joins `topic`'s consumer group as member `spec`.
+    async fn consumer(
+        &self,
+        topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError>;
+}
+
+#[async_trait]
+pub trait QueueConsumer: Send + Sync {
+    /// Waits for records and returns up to `max` of them, in order per
+    /// partition. Never returns a record twice to the same consumer; returns an
+    /// empty batch when nothing arrived for a while, so callers can check for
+    /// shutdown.
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Marks a record as fully processed: its outcome is stored, so it is not
+    /// delivered again.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+}

@@ -1,0 +1,237 @@
+use async_trait::async_trait;
+
+use crate::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// The result of [`Store::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New,
+    /// A message with the same idempotency key exists; here it is.
+    Existing(Box<MessageRecord>),
+}
+
+/// The result of [`Store::claim`]: whether this dispatcher may send now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller owns attempt `record.attempts` until `record.lease_until`.
+    /// With `verify_first`, an earlier attempt may have reached the vendor:
+    /// ask it before sending.
+    Claimed {
+        record: Box<MessageRecord>,
+        verify_first: bool,
+    },
+    /// Another attempt is in flight until then.
+    Busy {
+        lease_until: Timestamp,
+    },
+    /// A retry is scheduled for later.
+    NotDue {
+        at: Timestamp,
+    },
+    /// Sent or finished: nothing left to send.
+    Finished {
+        status: Status,
+    },
+    NotFound,
+}
+
+/// A change to a stored message. The event is always appended; the status and
+/// the fields change only when the move is allowed ([`Status::can_move_to`]) and
+/// `expect_attempt` (if given) matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub status: Option<Status>,
+    pub event: Event,
+    pub expect_attempt: Option<u32>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// Ends the in-flight attempt (clears its lease).
+    pub end_attempt: bool,
+    /// Records when the next attempt is due.
+    pub next_attempt_at: Option<Timestamp>,
+    pub verify_before_send: Option<bool>,
+}
+
+impl StatusUpdate {
+    /// Appends an event and moves to `status`.
+    pub fn to(status: Status, event: Event) -> Self {
+        Self::new(Some(status), event.status(status))
+    }
+
+    /// Appends an event without changing the status.
+    pub fn event(event: Event) -> Self {
+        Self::new(None, event)
+    }
+
+    fn new(status: Option<Status>, event: Event) -> Self {
+        Self {
+            status,
+            event,
+            expect_attempt: None,
+            provider: None,
+            provider_message_id: None,
+            end_attempt: false,
+            next_attempt_at: None,
+            verify_before_send: None,
+        }
+    }
+}
+
+/// The result of [`Store::update`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    Applied {
+        status: Status,
+    },
+    /// The move was not allowed (e.g. a late `sent` after `delivered`); the
+    /// event was still appended so support sees it.
+    Ignored {
+        current: Status,
+    },
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub channel: Option<Channel>,
+    pub to: Option<String>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub limit: usize,
+}
+
+impl ListFilter {
+    pub fn matches(&self, record: &MessageRecord) -> bool {
+        self.status.is_none_or(|s| record.status == s)
+            && self.channel.is_none_or(|c| record.message.channel() == c)
+            && self.to.as_ref().is_none_or(|to| &record.message.to == to)
+            && self
+                .created_after
+                .is_none_or(|t| record.message.created_at >= t)
+            && self
+                .created_before
+                .is_none_or(|t| record.message.created_at < t)
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new message; unique on id and on idempotency key.
+    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError>;
+
+    /// Claims the message for one send attempt (see [`Claim`]); atomic, so two
+    /// dispatchers never both get `Claimed` for the same attempt.
+    async fn claim(
+        &self,
+        id: &MessageId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError>;
+
+    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError>;
+
+    /// The message with its whole event trail.
+    async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+
+    async fn find_by_provider_message_id(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageId>, StoreError>;
+
+    /// Newest first, at most `filter.limit`; event trails are left empty.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
+}
+
+/// The claim rule, for backends that read-modify-write under a lock or
+/// transaction. Mutates `record` when it returns `Claimed`.
+pub fn apply_claim(
+    record: &mut MessageRecord,
+    now: Timestamp,
+    lease_until: Timestamp,
+    component: &str,
+) -> Claim {
+    // Another process's clock may run slightly ahead of ours.
+    let slack = chrono::Duration::seconds(1);
+    let verify_first = match record.status {
+        Status::Accepted | Status::Queued => false,
+        Status::Sending => match (record.lease_until, record.next_attempt_at) {
+            (Some(lease), _) if lease > now => return Claim::Busy { lease_until: lease },
+            // The previous sender died mid-attempt: it may have reached the vendor.
+            (Some(_), _) => true,
+            (None, Some(at)) if at > now + slack => return Claim::NotDue { at },
+            (None, _) => record.verify_before_send,
+        },
+        status => return Claim::Finished { status },
+    };
+    record.attempts += 1;
+    record.status = Status::Sending;
+    record.lease_until = Some(lease_until);
+    record.next_attempt_at = None;
+    record.verify_before_send = verify_first;
+    record.updated_at = now;
+    let mut event = Event::new(component, format!("attempt {} started", record.attempts))
+        .status(Status::Sending);
+    event.at = now;
+    if verify_first {
+        event
+            .details
+            .push_str("; an earlier attempt may have reached the vendor, verifying first");
+    }
+    record.events.push(event);
+    Claim::Claimed {
+        record: Box::new(record.clone()),
+        verify_first,
+    }
+}
+
+/// The update rule, shared by read-modify-write backends.
+pub fn apply_update(record: &mut MessageRecord, update: StatusUpdate) -> Updated {
+    let attempt_matches = update.expect_attempt.is_none_or(|n| n == record.attempts);
+    let allowed = attempt_matches
+        && update
+            .status
+            .is_none_or(|s| s == record.status && !s.is_terminal() || record.status.can_move_to(s));
+    let mut event = update.event;
+    if !allowed {
+        event.status = None;
+        event.details = format!("{} (ignored: message is {})", event.details, record.status);
+        record.events.push(event);
+        return Updated::Ignored {
+            current: record.status,
+        };
+    }
+    if let Some(status) = update.status {
+        record.status = status;
+    }
+    if update.provider.is_some() {
+        record.provider = update.provider;
+    }
+    if update.provider_message_id.is_some() {
+        record.provider_message_id = update.provider_message_id;
+    }
+    if update.end_attempt || record.status.is_terminal() || record.status == Status::Sent {
+        record.lease_until = None;
+    }
+    if let Some(at) = update.next_attempt_at {
+        record.next_attempt_at = Some(at);
+    }
+    if let Some(verify) = update.verify_before_send {
+        record.verify_before_send = verify;
+    }
+    record.updated_at = event.at;
+    record.events.push(event);
+    Updated::Applied {
+        status: record.status,
+    }
+}

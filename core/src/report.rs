@@ -1,0 +1,26 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{MessageId, Timestamp};
+
+/// A vendor's word on a message, normalised into one shape whatever the vendor:
+/// what the response listener puts on the responses topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    pub provider: String,
+    pub provider_message_id: String,
+    /// MDC's message id when the vendor echoes it back (preferred for correlation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<MessageId>,
+    pub outcome: ReportOutcome,
+    pub at: Timestamp,
+    /// The vendor's payload, kept verbatim for the event trail.
+    #[serde(default)]
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ReportOutcome {
+    Delivered,
+    Failed { reason: String },
+}
