@@ -1,0 +1,114 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mdc_core::{MessageType, Priority};
+use serde::{Deserialize, Serialize};
+
+/// What enrichment and validation need to know; part of `mdc`'s config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Sender id (SMS) per message type, used when a request names none.
+    pub senders: HashMap<MessageType, String>,
+    /// How long a message of each type may wait before it expires.
+    #[serde(with = "duration_map")]
+    pub deadlines: HashMap<MessageType, Duration>,
+    /// Caps the deadline per priority (e.g. bulk may wait longer than critical).
+    #[serde(with = "duration_map")]
+    pub priority_deadline_caps: HashMap<Priority, Duration>,
+    /// Longest SMS accepted, in segments.
+    pub sms_max_segments: u32,
+    /// Largest email body (text plus HTML), in bytes.
+    pub email_max_body_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            senders: HashMap::from([
+                (MessageType::Otp, "MDCOTP".to_owned()),
+                (MessageType::Transactional, "MDC".to_owned()),
+                (MessageType::Marketing, "MDCPROMO".to_owned()),
+            ]),
+            deadlines: HashMap::from([
+                (MessageType::Otp, Duration::from_secs(10 * 60)),
+                (MessageType::Transactional, Duration::from_secs(24 * 3600)),
+                (MessageType::Marketing, Duration::from_secs(72 * 3600)),
+            ]),
+            priority_deadline_caps: HashMap::new(),
+            sms_max_segments: 10,
+            email_max_body_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The deadline of a message of this type and priority, from its creation.
+    pub fn deadline(&self, message_type: MessageType, priority: Priority) -> Duration {
+        let by_type = self
+            .deadlines
+            .get(&message_type)
+            .copied()
+            .unwrap_or(Duration::from_secs(24 * 3600));
+        match self.priority_deadline_caps.get(&priority) {
+            Some(&cap) => by_type.min(cap),
+            None => by_type,
+        }
+    }
+
+    /// Errors name the config key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sms_max_segments == 0 {
+            return Err("client.sms_max_segments must be at least 1".into());
+        }
+        for (kind, deadline) in &self.deadlines {
+            if deadline.is_zero() {
+                return Err(format!("client.deadlines.{kind} must be longer than zero"));
+            }
+        }
+        for (kind, sender) in &self.senders {
+            if sender.is_empty()
+                || sender.len() > 11 && !sender.chars().all(|c| c.is_ascii_digit() || c == '+')
+            {
+                return Err(format!(
+                    "client.senders.{kind} must be 1-11 letters/digits or a phone number, got {sender:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `{ otp = "10m" }` maps with humantime durations.
+mod duration_map {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize + Eq + Hash, S: Serializer>(
+        map: &HashMap<K, Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let texts: HashMap<&K, String> = map
+            .iter()
+            .map(|(k, v)| (k, humantime::format_duration(*v).to_string()))
+            .collect();
+        texts.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HashMap<K, Duration>, D::Error> {
+        let texts: HashMap<K, String> = HashMap::deserialize(deserializer)?;
+        texts
+            .into_iter()
+            .map(|(k, v)| {
+                humantime::parse_duration(&v)
+                    .map(|d| (k, d))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}

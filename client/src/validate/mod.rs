@@ -1,0 +1,58 @@
+//! Parsers for everything a caller sends: each returns the normalised value or
+//! an error naming the field and the rule it broke.
+
+mod email;
+mod phone;
+mod push;
+mod text;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub use email::email_address;
+pub use phone::phone_number;
+pub use push::{push_payload, push_target};
+pub use text::{email_subject, sms_body, SmsShape, SMS_GSM7_SEGMENT, SMS_UCS2_SEGMENT};
+
+/// Input MDC cannot accept. `field` is the request field; `rule` a stable
+/// machine-readable name of the rule broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+/// Accepted, but worth knowing (a fixed-line number, a multi-part SMS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub field: String,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}

@@ -1,0 +1,149 @@
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, Type};
+
+use super::{ValidationError, Warning};
+
+/// Parses a number in E.164 or international format (`+44 7700 900123`,
+/// `+1 (415) 555-0123`, `0044…`) into E.164. Numbers that libphonenumber
+/// calls invalid are rejected; fixed-line numbers, which usually cannot take
+/// SMS, are accepted with a warning.
+pub fn phone_number(
+    field: &str,
+    input: &str,
+) -> Result<(String, Option<Warning>), ValidationError> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "required",
+            "a phone number is required",
+        ));
+    }
+    if trimmed.len() > 40 {
+        return Err(ValidationError::new(
+            field,
+            "phone_format",
+            "is too long to be a phone number",
+        ));
+    }
+    // Visual separators go before parsing: the parser reads the country code
+    // wrongly when a separator splits the first digits unusually (`+14155-50-123`).
+    let compact: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}'))
+        .collect();
+    let international = match compact.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => compact,
+    };
+    if !international.starts_with('+') {
+        return Err(ValidationError::new(
+            field,
+            "phone_country_code",
+            "must be in international format with a country code, e.g. +14155550123",
+        ));
+    }
+    let number = phonenumber::parse(None, &international).map_err(|e| {
+        ValidationError::new(
+            field,
+            "phone_format",
+            format!("is not a phone number ({e})"),
+        )
+    })?;
+    if !number.is_valid() {
+        return Err(ValidationError::new(
+            field,
+            "phone_invalid",
+            "is not a valid phone number for its country (wrong length or unassigned range)",
+        ));
+    }
+    let e164 = number.format().mode(Mode::E164).to_string();
+    let warning = match number.number_type(&DATABASE) {
+        Type::FixedLine => Some(Warning::new(
+            field,
+            "is a fixed-line number, which usually cannot receive SMS",
+        )),
+        _ => None,
+    };
+    Ok((e164, warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phone_number;
+
+    /// One valid mobile number per country, in the formats people write.
+    const VALID: &[(&str, &str, &str)] = &[
+        ("US", "+1 (415) 555-0123", "+14155550123"),
+        ("CA", "+1 604 555 0123", "+16045550123"),
+        ("GB", "+44 7911 123456", "+447911123456"),
+        ("IN", "+91 98765 43210", "+919876543210"),
+        ("DE", "+49 1512 3456789", "+4915123456789"),
+        ("FR", "+33 6 12 34 56 78", "+33612345678"),
+        ("ES", "+34 612 34 56 78", "+34612345678"),
+        ("IT", "+39 312 345 6789", "+393123456789"),
+        ("NL", "+31 6 12345678", "+31612345678"),
+        ("BR", "+55 11 91234-5678", "+5511912345678"),
+        ("MX", "+52 55 1234 5678", "+525512345678"),
+        ("AU", "+61 412 345 678", "+61412345678"),
+        ("JP", "+81 90-1234-5678", "+819012345678"),
+        ("CN", "+86 131 2345 6789", "+8613123456789"),
+        ("SG", "+65 8123 4567", "+6581234567"),
+        ("AE", "+971 50 123 4567", "+971501234567"),
+        ("ZA", "+27 71 123 4567", "+27711234567"),
+        ("NG", "+234 802 123 4567", "+2348021234567"),
+        ("KE", "+254 712 345678", "+254712345678"),
+        ("SE", "+46 70 123 45 67", "+46701234567"),
+        ("PL", "+48 512 345 678", "+48512345678"),
+        ("ID", "+62 812 3456 7890", "+6281234567890"),
+        ("PH", "+63 917 123 4567", "+639171234567"),
+        ("NZ", "+64 21 123 4567", "+64211234567"),
+        ("IE", "0035 3851234567", "+353851234567"),
+    ];
+
+    #[test]
+    fn normalises_numbers_of_many_countries_to_e164() {
+        for (country, input, e164) in VALID {
+            match phone_number("to", input) {
+                Ok((got, warning)) => {
+                    assert_eq!(&got, e164, "{country}: {input}");
+                    assert!(
+                        warning.is_none(),
+                        "{country}: unexpected warning {warning:?}"
+                    );
+                }
+                Err(e) => panic!("{country}: {input} rejected: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_numbers_naming_the_rule() {
+        let cases = [
+            ("", "required"),
+            ("4155550123", "phone_country_code"),
+            ("+1 415 555", "phone_invalid"),
+            ("+44 1234", "phone_invalid"),
+            ("+999 123456789", "phone_format"),
+            ("+91 98765 432101", "phone_invalid"),
+            ("call me maybe", "phone_country_code"),
+            (
+                "+1 415 555 0123 4567 8901 2345 6789 0123 4567",
+                "phone_format",
+            ),
+        ];
+        for (input, rule) in cases {
+            let err = phone_number("to", input).expect_err(input);
+            assert_eq!(err.rule, rule, "{input}: {err}");
+            assert_eq!(err.field, "to");
+        }
+    }
+
+    #[test]
+    fn fixed_line_numbers_are_accepted_with_a_warning() {
+        let (e164, warning) = phone_number("to", "+44 20 7946 0018").expect("valid London number");
+        assert_eq!(e164, "+442079460018");
+        let warning = warning.expect("fixed line warning");
+        assert!(warning.message.contains("fixed-line"));
+    }
+}

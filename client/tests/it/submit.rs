@@ -1,0 +1,144 @@
+//! Submitting through the client onto the embedded backends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mdc_client::{ClientConfig, SubmitError, SubmitRequest, Submitter};
+use mdc_core::contract::queue::fetch_n;
+use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, Store, Topic};
+use mdc_core::{Channel, Message, Priority, Status};
+use mdc_embedded::{Embedded, QueueLayout};
+
+/// The embedded queue with a switch that makes producing fail, as a broker
+/// outage would.
+struct Switchable {
+    inner: Arc<dyn Queue>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Queue for Switchable {
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("broker down".into()));
+        }
+        self.inner.produce(topic, key, payload).await
+    }
+
+    async fn consumer(
+        &self,
+        topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.inner.consumer(topic, spec).await
+    }
+}
+
+fn setup() -> (Submitter, Arc<dyn Store>, Arc<Switchable>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
+    let queue = Arc::new(Switchable {
+        inner: embedded.queue,
+        down: AtomicBool::new(false),
+    });
+    let store: Arc<dyn Store> = embedded.store;
+    (
+        Submitter::new(store.clone(), queue.clone(), ClientConfig::default()),
+        store,
+        queue,
+    )
+}
+
+fn otp(key: Option<&str>) -> SubmitRequest {
+    SubmitRequest {
+        channel: Some("sms".into()),
+        to: Some("+14155550123".into()),
+        body: Some("Your code is 123456".into()),
+        priority: Some("critical".into()),
+        message_type: Some("otp".into()),
+        idempotency_key: key.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn submitted_messages_are_queued_and_recorded() {
+    let (submitter, store, queue) = setup();
+    let submitted = submitter.submit(&otp(None)).await.expect("submit");
+    assert_eq!(submitted.status, Status::Queued);
+    let record = store
+        .get(&submitted.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.status, Status::Queued);
+    let topic = Topic::Messages(Channel::Sms, Priority::Critical);
+    let consumer = queue
+        .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    let delivery = &fetch_n(&consumer, 1).await[0];
+    let message: Message = serde_json::from_slice(&delivery.payload).expect("message");
+    assert_eq!(message.id, submitted.id);
+    assert_eq!(delivery.key, "+14155550123");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_message() {
+    let (submitter, _, _) = setup();
+    let first = submitter
+        .submit(&otp(Some("login-42")))
+        .await
+        .expect("submit");
+    let second = submitter
+        .submit(&otp(Some("login-42")))
+        .await
+        .expect("submit");
+    assert_eq!(first.id, second.id);
+    assert!(second.duplicate);
+    let third = submitter.submit(&otp(None)).await.expect("submit");
+    assert_ne!(third.id, first.id);
+}
+
+#[tokio::test]
+async fn a_queue_outage_is_an_error_and_a_retry_with_the_key_completes_it() {
+    let (submitter, store, queue) = setup();
+    queue.down.store(true, Ordering::SeqCst);
+    let err = submitter
+        .submit(&otp(Some("k-1")))
+        .await
+        .expect_err("queue down");
+    assert!(matches!(err, SubmitError::Unavailable(_)), "{err}");
+    queue.down.store(false, Ordering::SeqCst);
+    let retried = submitter.submit(&otp(Some("k-1"))).await.expect("submit");
+    assert_eq!(retried.status, Status::Queued);
+    let record = store.get(&retried.id).await.expect("get").expect("stored");
+    assert_eq!(record.status, Status::Queued);
+    let topic = Topic::Messages(Channel::Sms, Priority::Critical);
+    let consumer = queue
+        .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    assert_eq!(fetch_n(&consumer, 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_requests_store_nothing() {
+    let (submitter, store, _) = setup();
+    let mut request = otp(None);
+    request.to = Some("+1 415 555".into());
+    let err = submitter.submit(&request).await.expect_err("invalid");
+    match err {
+        SubmitError::Invalid(e) => assert_eq!(e.field, "to"),
+        other => panic!("{other}"),
+    }
+    let all = store
+        .list(&mdc_core::ports::ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(all.is_empty());
+}
