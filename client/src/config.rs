@@ -11,10 +11,10 @@ pub struct ClientConfig {
     /// Sender id (SMS) per message type, used when a request names none.
     pub senders: HashMap<MessageType, String>,
     /// How long a message of each type may wait before it expires.
-    #[serde(with = "duration_map")]
+    #[serde(with = "mdc_core::durations::map")]
     pub deadlines: HashMap<MessageType, Duration>,
     /// Caps the deadline per priority (e.g. bulk may wait longer than critical).
-    #[serde(with = "duration_map")]
+    #[serde(with = "mdc_core::durations::map")]
     pub priority_deadline_caps: HashMap<Priority, Duration>,
     /// Longest SMS accepted, in segments.
     pub sms_max_segments: u32,
@@ -76,39 +76,5 @@ impl ClientConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// `{ otp = "10m" }` maps with humantime durations.
-mod duration_map {
-    use std::collections::HashMap;
-    use std::hash::Hash;
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<K: Serialize + Eq + Hash, S: Serializer>(
-        map: &HashMap<K, Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        let texts: HashMap<&K, String> = map
-            .iter()
-            .map(|(k, v)| (k, humantime::format_duration(*v).to_string()))
-            .collect();
-        texts.serialize(serializer)
-    }
-
-    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<HashMap<K, Duration>, D::Error> {
-        let texts: HashMap<K, String> = HashMap::deserialize(deserializer)?;
-        texts
-            .into_iter()
-            .map(|(k, v)| {
-                humantime::parse_duration(&v)
-                    .map(|d| (k, d))
-                    .map_err(serde::de::Error::custom)
-            })
-            .collect()
     }
 }

@@ -49,12 +49,6 @@ pub struct Submitter {
     config: Arc<ClientConfig>,
 }
 
-/// What goes on a priority topic: the whole message, so a dispatcher needs
-/// nothing else to send it.
-pub fn encode(message: &Message) -> Vec<u8> {
-    serde_json::to_vec(message).unwrap_or_default()
-}
-
 impl Submitter {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: ClientConfig) -> Self {
         Self {
@@ -108,7 +102,7 @@ impl Submitter {
         let topic = Topic::Messages(message.channel(), message.priority);
         if let Err(e) = self
             .queue
-            .produce(topic, &message.to, encode(message))
+            .produce(topic, &message.to, message.encode())
             .await
         {
             tracing::warn!(message_id = %message.id, topic = %topic, error = %e, "Could not queue message; caller told to retry");

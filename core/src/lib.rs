@@ -5,6 +5,7 @@
 //! crates and prove themselves against the contract suites in [`contract`].
 
 pub mod contract;
+pub mod durations;
 pub mod id;
 pub mod mask;
 pub mod message;

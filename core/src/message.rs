@@ -238,3 +238,14 @@ impl MessageRecord {
         }
     }
 }
+
+impl Message {
+    /// The record a producer puts on a priority topic.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

@@ -1,1 +1,9 @@
+//! Handlers behind the queue: the response handler applies vendor reports to
+//! stored messages; the retry handler puts messages back on their lane when
+//! their next attempt is due.
 
+mod response;
+mod retry;
+
+pub use response::ResponseHandler;
+pub use retry::RetryHandler;

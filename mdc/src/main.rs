@@ -1,1 +1,75 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use figment::providers::Serialized;
+use figment::Figment;
+use mdc::cli::{self, Cli, Command};
+use mdc::Config;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut overrides = Figment::new();
+            if let Some(listen) = &args.listen {
+                overrides = overrides.merge(Serialized::default("listen", listen));
+            }
+            if let Some(dir) = &args.data_dir {
+                overrides = overrides.merge(Serialized::default("data_dir", dir));
+            }
+            let config = Config::load(args.config.as_deref(), overrides)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signals(shutdown.clone()));
+            mdc::run(config, shutdown).await
+        }
+        Command::Send { message, server } => cli::send(&message, &server.server).await,
+        Command::Status { id, server } => cli::status(&id, &server.server).await,
+    }
+}
+
+/// SIGTERM or Ctrl-C starts a graceful shutdown.
+async fn signals(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    shutdown.cancel();
+}

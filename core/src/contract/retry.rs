@@ -107,7 +107,7 @@ pub async fn uncompleted_items_survive_a_restart(open: Open) {
     while got.len() < 2 && tokio::time::Instant::now() < deadline {
         got.extend(take_within(&scheduler, Duration::from_secs(2)).await);
     }
-    got.sort_by(|a, b| a.due.cmp(&b.due));
+    got.sort_by_key(|item| item.due);
     assert_eq!(got, vec![pending, later]);
 }
 

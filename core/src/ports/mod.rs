@@ -10,3 +10,10 @@ pub use provider::{Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+
+/// Where normalised vendor reports go: the response listener's output.
+#[async_trait::async_trait]
+pub trait ReportSink: Send + Sync + 'static {
+    /// Returns once the report is durable (on the responses topic).
+    async fn submit(&self, report: crate::DeliveryReport) -> Result<(), QueueError>;
+}

@@ -1,0 +1,361 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use mdc_core::ports::{
+    Claim, ConsumerSpec, Delivery, Provider, ProviderError, Queue, QueueConsumer, Receipt,
+    RetryItem, RetryScheduler, StatusUpdate, Store, Topic,
+};
+use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::DispatcherConfig;
+
+const COMPONENT: &str = "dispatcher";
+
+/// Pause after a backend error before the next fetch.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    queue: Arc<dyn Queue>,
+    store: Arc<dyn Store>,
+    retry: Arc<dyn RetryScheduler>,
+    providers: HashMap<Channel, Arc<dyn Provider>>,
+    config: DispatcherConfig,
+    in_flight: Semaphore,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// What became of one queued record.
+enum Outcome {
+    /// Nothing more to do: acknowledge it.
+    Done,
+    /// The store could not be reached: leave it unacknowledged.
+    Retry(String),
+}
+
+impl Dispatcher {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn Store>,
+        retry: Arc<dyn RetryScheduler>,
+        providers: HashMap<Channel, Arc<dyn Provider>>,
+        config: DispatcherConfig,
+    ) -> Self {
+        let in_flight = Semaphore::new(config.max_in_flight);
+        Self {
+            queue,
+            store,
+            retry,
+            providers,
+            config,
+            in_flight,
+        }
+    }
+
+    /// Consumes every lane until `shutdown`, then finishes the sends in flight
+    /// (within the drain timeout) and returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = Vec::new();
+        for &channel in Channel::ALL {
+            if !self.providers.contains_key(&channel) {
+                continue;
+            }
+            for &priority in Priority::ALL {
+                let count = self.config.consumers(priority);
+                for index in 0..count {
+                    let topic = Topic::Messages(channel, priority);
+                    let consumer = self
+                        .queue
+                        .consumer(topic, ConsumerSpec { index, count })
+                        .await?;
+                    let this = self.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.push(tokio::spawn(async move {
+                        this.consume(topic, consumer, shutdown).await
+                    }));
+                }
+            }
+        }
+        let drained =
+            tokio::time::timeout(self.config.drain_timeout + ERROR_BACKOFF, join_all(tasks));
+        shutdown.cancelled().await;
+        if drained.await.is_err() {
+            tracing::warn!(
+                "Dispatcher drain timed out; unacknowledged messages are redelivered on restart"
+            );
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        topic: Topic,
+        consumer: Arc<dyn QueueConsumer>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                batch = consumer.fetch(self.config.batch_size) => batch,
+            };
+            match batch {
+                Ok(batch) if !batch.is_empty() => self.process_batch(&consumer, batch).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "Fetching from the queue failed; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    /// Records of one recipient are handled in order; different recipients
+    /// concurrently.
+    async fn process_batch(&self, consumer: &Arc<dyn QueueConsumer>, batch: Vec<Delivery>) {
+        let mut by_key: HashMap<&str, Vec<&Delivery>> = HashMap::new();
+        for delivery in &batch {
+            by_key
+                .entry(delivery.key.as_str())
+                .or_default()
+                .push(delivery);
+        }
+        join_all(by_key.into_values().map(|deliveries| async move {
+            for delivery in deliveries {
+                self.process(consumer, delivery).await;
+            }
+        }))
+        .await;
+    }
+
+    async fn process(&self, consumer: &Arc<dyn QueueConsumer>, delivery: &Delivery) {
+        loop {
+            match self.handle(delivery).await {
+                Outcome::Done => break,
+                Outcome::Retry(error) => {
+                    tracing::warn!(topic = %delivery.topic, offset = delivery.offset, %error, "Store unavailable while dispatching; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+        }
+        if let Err(e) = consumer.ack(delivery).await {
+            tracing::warn!(error = %e, "Acknowledgement failed; the message will be redelivered and skipped");
+        }
+    }
+
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let message = match Message::decode(&delivery.payload) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::error!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, error = %e, "Dropping an unreadable queue record");
+                return Outcome::Done;
+            }
+        };
+        let span = tracing::info_span!("dispatch", message_id = %message.id, channel = %message.channel(), priority = %message.priority);
+        self.dispatch(message).instrument(span).await
+    }
+
+    async fn dispatch(&self, message: Message) -> Outcome {
+        let id = &message.id;
+        let now = mdc_core::now();
+        if now > message.deadline {
+            let event = Event::new(
+                COMPONENT,
+                "deadline passed before the message could be sent",
+            );
+            return match self
+                .store
+                .update(id, StatusUpdate::to(Status::Expired, event))
+                .await
+            {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Retry(e.to_string()),
+            };
+        }
+        let lease_until = now + chrono(self.config.lease);
+        let claim = match self.store.claim(id, now, lease_until, COMPONENT).await {
+            Ok(claim) => claim,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        match claim {
+            Claim::Claimed {
+                record,
+                verify_first,
+            } => self.attempt(*record, verify_first).await,
+            Claim::Finished { status } => {
+                tracing::debug!(%status, "Already sent or finished; skipping redelivery");
+                Outcome::Done
+            }
+            Claim::NotDue { at } => {
+                tracing::debug!(due = %at, "Retry not due yet; the scheduler holds it");
+                Outcome::Done
+            }
+            Claim::Busy { lease_until } => {
+                // Another attempt is in flight; look again when its lease ends.
+                self.schedule(&message, lease_until).await
+            }
+            Claim::NotFound => {
+                tracing::warn!("Queued message missing from the store; dropping it");
+                Outcome::Done
+            }
+        }
+    }
+
+    async fn schedule(&self, message: &Message, due: Timestamp) -> Outcome {
+        let item = RetryItem {
+            message_id: message.id.clone(),
+            channel: message.channel(),
+            priority: message.priority,
+            due,
+        };
+        match self.retry.schedule(item).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    async fn attempt(&self, record: MessageRecord, verify_first: bool) -> Outcome {
+        let message = &record.message;
+        let Some(provider) = self.providers.get(&message.channel()).cloned() else {
+            let event = Event::new(COMPONENT, "no provider is configured for this channel");
+            return self
+                .finish(&record, StatusUpdate::to(Status::Failed, event))
+                .await;
+        };
+        let _permit = self.in_flight.acquire().await;
+        if verify_first {
+            match provider.lookup(&message.id).await {
+                Ok(Some(receipt)) => {
+                    return self
+                        .sent(
+                            &record,
+                            provider.name(),
+                            receipt,
+                            "vendor already had it from an earlier attempt; not resent",
+                        )
+                        .await
+                }
+                Ok(None) => tracing::info!("Vendor does not have the message; sending"),
+                Err(error) => {
+                    return self
+                        .failed_attempt(&record, provider.name(), error, true)
+                        .await
+                }
+            }
+        }
+        let result =
+            match tokio::time::timeout(self.config.send_timeout, provider.send(message)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Ambiguous {
+                    message: format!("no answer within {:?}", self.config.send_timeout),
+                }),
+            };
+        match result {
+            Ok(receipt) => self.sent(&record, provider.name(), receipt, "sent").await,
+            Err(error) => {
+                self.failed_attempt(&record, provider.name(), error, false)
+                    .await
+            }
+        }
+    }
+
+    async fn sent(
+        &self,
+        record: &MessageRecord,
+        provider: &str,
+        receipt: Receipt,
+        details: &str,
+    ) -> Outcome {
+        let event = Event::new(COMPONENT, details)
+            .provider(provider, Some(&receipt.provider_message_id))
+            .raw(receipt.raw);
+        let mut update = StatusUpdate::to(Status::Sent, event);
+        update.provider = Some(provider.to_owned());
+        update.provider_message_id = Some(receipt.provider_message_id);
+        update.verify_before_send = Some(false);
+        self.finish(record, update).await
+    }
+
+    async fn failed_attempt(
+        &self,
+        record: &MessageRecord,
+        provider: &str,
+        error: ProviderError,
+        verifying: bool,
+    ) -> Outcome {
+        let message = &record.message;
+        let attempt = record.attempts;
+        let (retry_after, ambiguous) = match &error {
+            ProviderError::Permanent { .. } => {
+                tracing::info!(to = %mask::recipient(&message.to), %error, "Vendor refused the message");
+                let event = Event::new(COMPONENT, format!("attempt {attempt} refused"))
+                    .provider(provider, None)
+                    .error(error.to_string());
+                return self
+                    .finish(record, StatusUpdate::to(Status::Failed, event))
+                    .await;
+            }
+            ProviderError::Transient { retry_after, .. } => (*retry_after, verifying),
+            ProviderError::Ambiguous { .. } => (None, true),
+        };
+        let schedule = &self.config.retry_schedule;
+        let Some(&delay) = schedule.get(attempt as usize - 1) else {
+            let event = Event::new(
+                COMPONENT,
+                format!("attempt {attempt} failed; giving up after {attempt} attempts"),
+            )
+            .provider(provider, None)
+            .error(error.to_string());
+            return self
+                .finish(record, StatusUpdate::to(Status::Failed, event))
+                .await;
+        };
+        let delay = retry_after.map_or(delay, |after| after.max(delay));
+        let due = mdc_core::now() + chrono(delay);
+        if due > message.deadline {
+            let event = Event::new(
+                COMPONENT,
+                format!("attempt {attempt} failed and the next would be after the deadline"),
+            )
+            .provider(provider, None)
+            .error(error.to_string());
+            return self
+                .finish(record, StatusUpdate::to(Status::Expired, event))
+                .await;
+        }
+        // The timer first: if we stop between the two writes, the timer finds
+        // the attempt's lease and waits it out, so nothing is stranded.
+        if let Outcome::Retry(e) = self.schedule(message, due).await {
+            return Outcome::Retry(e);
+        }
+        let event = Event::new(
+            COMPONENT,
+            format!(
+                "attempt {attempt} failed; next attempt at {}",
+                due.to_rfc3339()
+            ),
+        )
+        .provider(provider, None)
+        .error(error.to_string());
+        let mut update = StatusUpdate::to(Status::Sending, event);
+        update.next_attempt_at = Some(due);
+        update.end_attempt = true;
+        update.verify_before_send = Some(ambiguous);
+        self.finish(record, update).await
+    }
+
+    /// Records an attempt's outcome, unless a newer attempt has taken over.
+    async fn finish(&self, record: &MessageRecord, mut update: StatusUpdate) -> Outcome {
+        update.expect_attempt = Some(record.attempts);
+        match self.store.update(&record.message.id, update).await {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The HTTP API: submit messages, read their status and trail, list them.
+//!
+//! Every error is JSON, `{"error": {"field": …, "rule": …, "message": …}}`:
+//! 400 for malformed JSON, 413 for an oversized body, 422 for a request that
+//! parses but breaks a rule, 404 for an unknown message, 503 when the queue or
+//! store cannot take the message (nothing was queued; retry with the same
+//! idempotency key).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures::StreamExt;
+use mdc_client::{SubmitError, SubmitRequest, Submitter};
+use mdc_core::ports::{ListFilter, Store};
+use mdc_core::{Channel, MessageId, MessageRecord, Status};
+use mdc_providers::Ledger;
+use serde_json::{json, Value};
+
+/// Most messages a list returns.
+const MAX_LIST: usize = 1000;
+
+#[derive(Clone)]
+pub struct State {
+    pub submitter: Submitter,
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<Ledger>,
+    pub max_body_bytes: usize,
+}
+
+pub fn server(state: State, listen: SocketAddr) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
+            )
+            .route("/v1/messages", web::post().to(submit))
+            .route("/v1/messages", web::get().to(list))
+            .route("/v1/messages/{id}", web::get().to(get))
+            .route("/v1/simulator/sends", web::get().to(simulator_sends))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(not_found("no such endpoint"))
+            }))
+    })
+    .disable_signals()
+    .shutdown_timeout(10)
+    .bind(listen)?
+    .run())
+}
+
+/// An error answer: `{"error": {"field", "rule", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    field: Option<String>,
+    rule: Option<&'static str>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field: None,
+            rule: None,
+            message: message.into(),
+        }
+    }
+
+    fn field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
+    }
+
+    fn rule(mut self, rule: &'static str) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl actix_web::ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({ "message": self.message });
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        if let Some(rule) = self.rule {
+            body["rule"] = json!(rule);
+        }
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(json!({ "error": body }))
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+fn not_found(message: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, message)
+}
+
+fn unprocessable(field: &str, rule: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        .field(field)
+        .rule(rule)
+}
+
+/// Reads the body up to the limit.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the body must be a JSON object",
+        )
+        .rule("json_object"));
+    }
+    let request: SubmitRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // An unknown field is named in the message, not the path.
+        let field = if path == "." {
+            inner.split('`').nth(1).unwrap_or("").to_owned()
+        } else {
+            path
+        };
+        unprocessable(&field, "type", inner)
+    })?;
+    match state.submitter.submit(&request).await {
+        Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
+        Err(SubmitError::Invalid(e)) => Err(unprocessable(&e.field, e.rule, e.message)),
+        Err(e @ SubmitError::Unavailable(_)) => Err(unavailable(e)),
+    }
+}
+
+/// The message as support sees it.
+fn view(record: &MessageRecord, with_events: bool) -> Value {
+    let message = &record.message;
+    let mut view = json!({
+        "id": message.id,
+        "status": record.status,
+        "channel": message.channel(),
+        "priority": message.priority,
+        "type": message.message_type,
+        "to": message.to,
+        "sender": message.sender,
+        "idempotency_key": message.idempotency_key,
+        "created_at": message.created_at,
+        "updated_at": record.updated_at,
+        "deadline": message.deadline,
+        "attempts": record.attempts,
+        "next_attempt_at": record.next_attempt_at,
+        "provider": record.provider,
+        "provider_message_id": record.provider_message_id,
+        "content": message.content,
+    });
+    if with_events {
+        view["events"] = json!(record.events);
+    }
+    view
+}
+
+async fn get(path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let id = path.parse::<MessageId>().map_err(|_| {
+        not_found("no such message (ids look like msg_01J…)")
+            .field("id")
+            .rule("message_id")
+    })?;
+    match state.store.get(&id).await.map_err(unavailable)? {
+        Some(record) => Ok(HttpResponse::Ok().json(view(&record, true))),
+        None => Err(not_found("no such message").field("id")),
+    }
+}
+
+fn parse_param<T: std::str::FromStr>(
+    query: &HashMap<String, String>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    match query.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| unprocessable(key, "query", format!("must be {what}: {e}"))),
+    }
+}
+
+async fn list(
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    const KNOWN: [&str; 6] = [
+        "status",
+        "channel",
+        "to",
+        "created_after",
+        "created_before",
+        "limit",
+    ];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(unprocessable(
+            unknown,
+            "query",
+            format!("unknown filter; use {}", KNOWN.join(", ")),
+        ));
+    }
+    let filter = ListFilter {
+        status: parse_param::<Status>(&query, "status", "a status")?,
+        channel: parse_param::<Channel>(&query, "channel", "a channel")?,
+        to: query.get("to").cloned(),
+        created_after: parse_param(&query, "created_after", "an RFC 3339 time")?,
+        created_before: parse_param(&query, "created_before", "an RFC 3339 time")?,
+        limit: parse_param::<usize>(&query, "limit", "a number")?
+            .unwrap_or(100)
+            .min(MAX_LIST),
+    };
+    let records = state.store.list(&filter).await.map_err(unavailable)?;
+    let messages: Vec<Value> = records.iter().map(|r| view(r, false)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+}
+
+/// What the simulated vendors accepted, per message: `accepted` above 1 would
+/// be a duplicate send.
+async fn simulator_sends(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.ledger.entries().map_err(unavailable)?))
+}

@@ -1,0 +1,254 @@
+//! Command-line arguments and the `send` / `status` client commands, which
+//! talk to a running server over its HTTP API.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mdc",
+    version,
+    about = "Message Distribution Center: send SMS, email and push, and see what became of each message"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process (embedded backends, simulated vendors).
+    Serve(ServeArgs),
+    /// Submit a message to a running server and print its id.
+    Send {
+        #[command(subcommand)]
+        message: SendCommand,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Print a message's status and timeline.
+    Status {
+        /// The message id (msg_…).
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for the HTTP API [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory for the embedded backends' data [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (see mdc.example.toml)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// Base URL of the MDC server.
+    #[arg(
+        long,
+        env = "MDC_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// critical, normal or bulk
+    #[arg(long)]
+    priority: Option<String>,
+    /// otp, transactional or marketing
+    #[arg(long = "type")]
+    message_type: Option<String>,
+    /// Makes a retried submission return the first one instead of sending twice.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SendCommand {
+    Sms {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        body: String,
+        /// Sender id overriding the configured one.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    Email {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        body: Option<String>,
+        #[arg(long)]
+        html: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    Push {
+        /// Device token, or user:<id>.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        body: String,
+        /// Custom data as a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl SendCommand {
+    fn body(&self) -> anyhow::Result<Value> {
+        let (mut body, common) = match self {
+            SendCommand::Sms {
+                to,
+                body,
+                from,
+                common,
+            } => (
+                json!({"channel": "sms", "to": to, "body": body, "from": from}),
+                common,
+            ),
+            SendCommand::Email {
+                to,
+                from,
+                subject,
+                body,
+                html,
+                common,
+            } => (
+                json!({"channel": "email", "to": to, "from": from, "subject": subject, "body": body, "html": html}),
+                common,
+            ),
+            SendCommand::Push {
+                to,
+                title,
+                body,
+                data,
+                common,
+            } => {
+                let data: Option<Value> = match data {
+                    Some(text) => {
+                        Some(serde_json::from_str(text).context("--data must be a JSON object")?)
+                    }
+                    None => None,
+                };
+                (
+                    json!({"channel": "push", "to": to, "title": title, "body": body, "data": data}),
+                    common,
+                )
+            }
+        };
+        body["priority"] = json!(common.priority);
+        body["type"] = json!(common.message_type);
+        body["idempotency_key"] = json!(common.idempotency_key);
+        if let Value::Object(map) = &mut body {
+            map.retain(|_, v| !v.is_null());
+        }
+        Ok(body)
+    }
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let error = &body["error"];
+        let field = error["field"]
+            .as_str()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        bail!(
+            "{status}: {field}{}",
+            error["message"].as_str().unwrap_or("request failed")
+        );
+    }
+    Ok(body)
+}
+
+pub async fn send(message: &SendCommand, server: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/messages", server.trim_end_matches('/'));
+    let response = client()?
+        .post(&url)
+        .json(&message.body()?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let body = answer(response).await?;
+    for warning in body["warnings"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: {}: {}",
+            warning["field"].as_str().unwrap_or(""),
+            warning["message"].as_str().unwrap_or("")
+        );
+    }
+    println!("{}", body["id"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub async fn status(id: &str, server: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/messages/{id}", server.trim_end_matches('/'));
+    let response = client()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let body = answer(response).await?;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    println!(
+        "{}  {}  {} {} to {}",
+        text(&body["id"]),
+        text(&body["status"]).to_uppercase(),
+        text(&body["priority"]),
+        text(&body["channel"]),
+        text(&body["to"])
+    );
+    for event in body["events"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "  {}  {:<17} {}",
+            text(&event["at"]),
+            text(&event["component"]),
+            text(&event["details"])
+        );
+        if let Some(provider) = event["provider"].as_str() {
+            line.push_str(&format!("  [{provider}"));
+            if let Some(id) = event["provider_message_id"].as_str() {
+                line.push_str(&format!(" {id}"));
+            }
+            line.push(']');
+        }
+        if let Some(error) = event["error"].as_str() {
+            line.push_str(&format!("  error: {error}"));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

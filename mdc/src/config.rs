@@ -1,0 +1,250 @@
+//! One typed config: defaults built in, then a TOML file, then `MDC_`
+//! environment variables (`MDC_LISTEN`, `MDC_DISPATCHER__BATCH_SIZE`), then
+//! command-line flags. Validated at start-up; errors name the key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use mdc_client::ClientConfig;
+use mdc_core::Priority;
+use mdc_dispatcher::DispatcherConfig;
+use mdc_embedded::QueueLayout;
+use mdc_providers::SimulatorConfig;
+use serde::{Deserialize, Serialize};
+
+/// Partitions and consumers of one priority's topics (one topic per channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    pub partitions: u32,
+    pub consumers: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Where the embedded backends keep their data.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub lanes: HashMap<Priority, Lane>,
+    pub responses: Lane,
+    pub client: ClientConfig,
+    pub dispatcher: DispatcherConfig,
+    pub simulator: SimulatorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            max_body_bytes: 256 * 1024,
+            lanes: HashMap::from([
+                (
+                    Priority::Critical,
+                    Lane {
+                        partitions: 4,
+                        consumers: 2,
+                    },
+                ),
+                (
+                    Priority::Normal,
+                    Lane {
+                        partitions: 4,
+                        consumers: 2,
+                    },
+                ),
+                (
+                    Priority::Bulk,
+                    Lane {
+                        partitions: 2,
+                        consumers: 1,
+                    },
+                ),
+            ]),
+            responses: Lane {
+                partitions: 4,
+                consumers: 2,
+            },
+            client: ClientConfig::default(),
+            dispatcher: DispatcherConfig::default(),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers the sources; `file` is optional, `overrides` come from flags.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Missing(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let figment = figment
+            .merge(Env::prefixed("MDC_").split("__"))
+            .merge(overrides);
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        config.dispatcher.consumers = config
+            .lanes
+            .iter()
+            .map(|(&p, lane)| (p, lane.consumers))
+            .collect();
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for &priority in Priority::ALL {
+            let Some(lane) = self.lanes.get(&priority) else {
+                return Err(format!(
+                    "lanes.{priority} is missing; every priority needs partitions and consumers"
+                ));
+            };
+            check_lane(&format!("lanes.{priority}"), lane)?;
+        }
+        check_lane("responses", &self.responses)?;
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes must be at least 1024".into());
+        }
+        self.client.validate()?;
+        self.dispatcher.validate()?;
+        Ok(())
+    }
+
+    pub fn queue_layout(&self) -> QueueLayout {
+        QueueLayout {
+            partitions: self
+                .lanes
+                .iter()
+                .map(|(&p, lane)| (p, lane.partitions))
+                .collect(),
+            response_partitions: self.responses.partitions,
+        }
+    }
+}
+
+fn check_lane(key: &str, lane: &Lane) -> Result<(), String> {
+    if !(1..=1024).contains(&lane.partitions) {
+        return Err(format!("{key}.partitions must be between 1 and 1024"));
+    }
+    if !(1..=256).contains(&lane.consumers) {
+        return Err(format!("{key}.consumers must be between 1 and 256"));
+    }
+    if lane.consumers > lane.partitions {
+        return Err(format!("{key}.consumers must not exceed {key}.partitions (a consumer without a partition idles)"));
+    }
+    Ok(())
+}
+
+/// Figment's errors, one line per problem, each naming its key and source.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mdc.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(Some(&path), Figment::new())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, Figment::new()).expect("defaults");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.dispatcher.consumers(Priority::Critical), 2);
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let config = load_toml(
+            "listen = \"127.0.0.1:9000\"\n[lanes.bulk]\npartitions = 8\nconsumers = 3\n[client.deadlines]\notp = \"5m\"\n[dispatcher]\nretry_schedule = [\"2s\", \"1m\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(
+            config.lanes[&Priority::Bulk],
+            Lane {
+                partitions: 8,
+                consumers: 3
+            }
+        );
+        assert_eq!(config.dispatcher.consumers(Priority::Bulk), 3);
+        assert_eq!(
+            config.client.deadlines[&mdc_core::MessageType::Otp].as_secs(),
+            300
+        );
+        assert_eq!(config.dispatcher.retry_schedule.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("listen = \"not an address\"", "listen"),
+            (
+                "[lanes.bulk]\npartitions = 0\nconsumers = 1",
+                "lanes.bulk.partitions",
+            ),
+            (
+                "[lanes.bulk]\npartitions = 2\nconsumers = 3",
+                "lanes.bulk.consumers",
+            ),
+            ("[dispatcher]\nlease = \"1s\"", "dispatcher.lease"),
+            (
+                "[dispatcher]\nsend_timeout = \"soon\"",
+                "dispatcher.send_timeout",
+            ),
+            ("[client]\nsms_max_segments = 0", "client.sms_max_segments"),
+            ("unknown_key = 1", "unknown_key"),
+            ("[lanes.urgent]\npartitions = 1\nconsumers = 1", "urgent"),
+        ];
+        for (text, key) in cases {
+            let err = load_toml(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let missing = Config::load(Some(Path::new("/nonexistent/mdc.toml")), Figment::new())
+            .expect_err("missing");
+        assert!(missing.to_string().contains("does not exist"));
+    }
+}

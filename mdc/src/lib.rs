@@ -1,0 +1,106 @@
+//! The `mdc` binary's library: configuration, the HTTP API, the command-line
+//! client, and [`run`], which wires every role together.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mdc_client::Submitter;
+use mdc_core::ports::{Provider, Queue, RetryScheduler, Store};
+use mdc_core::Channel;
+use mdc_dispatcher::Dispatcher;
+use mdc_embedded::Embedded;
+use mdc_handlers::{ResponseHandler, RetryHandler};
+use mdc_providers::{Ledger, Simulator};
+use mdc_response_listener::QueueReportSink;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Runs every role in this process on the embedded backends and simulated
+/// vendors until `shutdown` is cancelled; then stops taking requests, lets
+/// the workers drain, and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let embedded = Embedded::open(&config.data_dir, config.queue_layout())
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let queue: Arc<dyn Queue> = embedded.queue.clone();
+    let store: Arc<dyn Store> = embedded.store.clone();
+    let retry: Arc<dyn RetryScheduler> = embedded.retry.clone();
+
+    let workers = CancellationToken::new();
+    let ledger = Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);
+    let reports = Arc::new(QueueReportSink::new(queue.clone()));
+    let mut providers: HashMap<Channel, Arc<dyn Provider>> = HashMap::new();
+    for simulator in Simulator::all(
+        ledger.clone(),
+        reports,
+        config.simulator.clone(),
+        workers.clone(),
+    ) {
+        let owed = simulator
+            .resume()
+            .await
+            .context("resuming simulator reports")?;
+        if owed > 0 {
+            tracing::info!(
+                provider = simulator.name(),
+                owed,
+                "Resuming delivery reports owed from before a restart"
+            );
+        }
+        providers.insert(simulator.channel(), simulator);
+    }
+
+    let dispatcher = Arc::new(Dispatcher::new(
+        queue.clone(),
+        store.clone(),
+        retry.clone(),
+        providers,
+        config.dispatcher.clone(),
+    ));
+    let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone()));
+    let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(dispatcher.run(workers.clone()));
+    tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
+    let retry_token = workers.clone();
+    tasks.spawn(async move {
+        retries.run(retry_token).await;
+        Ok(())
+    });
+
+    let state = api::State {
+        submitter: Submitter::new(store.clone(), queue, config.client.clone()),
+        store,
+        ledger,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let server = api::server(state, config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let handle = server.handle();
+    let http = tokio::spawn(server);
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "MDC is serving");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("Shutting down: no new requests; draining in-flight work"),
+        result = tasks.join_next() => {
+            tracing::error!(?result, "A worker stopped unexpectedly; shutting down");
+        }
+    }
+    handle.stop(true).await;
+    let _ = http.await;
+    workers.cancel();
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "Worker failed"),
+            Err(e) => tracing::error!(error = %e, "Worker panicked"),
+        }
+    }
+    tracing::info!("MDC stopped cleanly");
+    Ok(())
+}

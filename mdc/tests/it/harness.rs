@@ -1,0 +1,206 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Retries come quickly in tests; everything else is the default config.
+pub const TEST_CONFIG: &str = r#"
+[dispatcher]
+retry_schedule = ["200ms", "400ms", "800ms"]
+send_timeout = "2s"
+lease = "3s"
+
+[simulator]
+report_delay = "20ms"
+"#;
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub base: String,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Server {
+    pub async fn start(dir: &Path) -> Server {
+        Self::start_with(dir, TEST_CONFIG).await
+    }
+
+    pub async fn start_with(dir: &Path, config: &str) -> Server {
+        let config_path = dir.join("mdc.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("mdc.log"))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_mdc"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mdc");
+        let server = Server {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = server
+                .http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mdc did not come up; log:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mdc.log")).unwrap_or_default()
+    }
+
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/messages", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn submit(&self, body: &Value) -> String {
+        let (status, answer) = self.post(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls until the message reaches a terminal status, and returns it.
+    pub async fn wait_terminal(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let message = self.message(id).await;
+            let status = message["status"].as_str().unwrap_or_default();
+            if ["delivered", "failed", "expired", "rejected", "cancelled"].contains(&status) {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} stuck in {status}: {message:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Accepted sends per message, as the simulated vendors recorded them.
+    pub async fn vendor_sends(&self) -> Value {
+        let (status, body) = self.get("/v1/simulator/sends").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns whether it exited cleanly.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mdc did not exit within {within:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn sms(to: &str) -> Value {
+    json!({"channel": "sms", "to": to, "body": "Your code is 123456", "priority": "critical", "type": "otp"})
+}
+
+pub fn email(to: &str) -> Value {
+    json!({"channel": "email", "to": to, "from": "noreply@example.com", "subject": "Receipt", "body": "Thanks", "html": "<p>Thanks</p>"})
+}
+
+pub fn push(to: &str) -> Value {
+    json!({"channel": "push", "to": to, "title": "Shipped", "body": "Your order is on its way", "data": {"order": 42}})
+}
