@@ -43,6 +43,7 @@ pub fn server(state: State, listen: SocketAddr) -> std::io::Result<Server> {
             .route("/v1/messages", web::post().to(submit))
             .route("/v1/messages", web::get().to(list))
             .route("/v1/messages/{id}", web::get().to(get))
+            .route("/v1/stats", web::get().to(stats))
             .route("/v1/simulator/sends", web::get().to(simulator_sends))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(not_found("no such endpoint"))
@@ -283,6 +284,13 @@ async fn list(
     let records = state.store.list(&filter).await.map_err(unavailable)?;
     let messages: Vec<Value> = records.iter().map(|r| view(r, false)).collect();
     Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+}
+
+/// Messages per status: `{"statuses": {"delivered": 10, ...}, "total": 12}`.
+async fn stats(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let counts = state.store.count_by_status().await.map_err(unavailable)?;
+    let total: u64 = counts.values().sum();
+    Ok(HttpResponse::Ok().json(json!({ "statuses": counts, "total": total })))
 }
 
 /// What the simulated vendors accepted, per message: `accepted` above 1 would

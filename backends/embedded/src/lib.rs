@@ -26,16 +26,18 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens (creating if needed) `dir/mdc.redb`. Fails if another process has
-    /// it open.
+    /// Opens (creating if needed) `dir/queue.redb` and `dir/store.redb`: two
+    /// files, so queue and store writes commit in parallel. Fails if another
+    /// process has them open.
     pub fn open(dir: &Path, layout: QueueLayout) -> Result<Self, DbError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))?;
-        let db = Db::open(&dir.join("mdc.redb"))?;
+        let queue = Db::open(&dir.join("queue.redb"))?;
+        let store = Db::open(&dir.join("store.redb"))?;
         Ok(Self {
-            queue: Arc::new(EmbeddedQueue::open(db.clone(), layout)?),
-            store: Arc::new(EmbeddedStore::open(db.clone())?),
-            retry: Arc::new(EmbeddedRetry::open(db)?),
+            queue: Arc::new(EmbeddedQueue::open(queue, layout)?),
+            store: Arc::new(EmbeddedStore::open(store.clone())?),
+            retry: Arc::new(EmbeddedRetry::open(store)?),
         })
     }
 }

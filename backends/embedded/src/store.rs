@@ -1,7 +1,9 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
 use mdc_core::ports::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
-use mdc_core::{Event, MessageId, MessageRecord, Timestamp};
+use mdc_core::{Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::db::{Db, DbError};
@@ -235,6 +237,26 @@ impl Store for EmbeddedStore {
             .get(provider_key(provider, provider_message_id).as_str())
             .map_err(DbError::from)?;
         Ok(found.and_then(|v| v.value().parse().ok()))
+    }
+
+    async fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<HashMap<Status, u64>, DbError> {
+            let txn = db.read()?;
+            let index = txn.open_table(BY_STATUS)?;
+            let mut counts = HashMap::new();
+            for status in Status::ALL {
+                let name = status.as_str();
+                let n = index.range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?.count() as u64;
+                if n > 0 {
+                    counts.insert(status, n);
+                }
+            }
+            Ok(counts)
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+        .map_err(StoreError::from)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {

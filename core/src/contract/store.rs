@@ -341,6 +341,22 @@ pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
     assert_eq!(store.list(&since).await.expect("list").len(), 2);
 }
 
+pub async fn counts_messages_by_status(store: Arc<dyn Store>) {
+    assert!(store.count_by_status().await.expect("count").is_empty());
+    for _ in 0..3 {
+        stored(&store, "+14155550110").await;
+    }
+    let failed = stored(&store, "+14155550110").await;
+    store
+        .update(&failed.message.id, StatusUpdate::to(Status::Failed, Event::new("t", "failed")))
+        .await
+        .expect("update");
+    let counts = store.count_by_status().await.expect("count");
+    assert_eq!(counts.get(&Status::Queued), Some(&3));
+    assert_eq!(counts.get(&Status::Failed), Some(&1));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]

@@ -151,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest first, at most `filter.limit`; event trails are left empty.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// How many messages are in each status (statuses with none are omitted).
+    async fn count_by_status(&self) -> Result<std::collections::HashMap<Status, u64>, StoreError>;
 }
 
 /// The claim rule, for backends that read-modify-write under a lock or

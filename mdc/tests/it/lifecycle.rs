@@ -165,6 +165,10 @@ async fn lists_filter_by_status_and_channel() {
     assert_eq!(ids, [failed.as_str()]);
     let (_, body) = server.get("/v1/messages?limit=1").await;
     assert_eq!(body["messages"].as_array().expect("list").len(), 1);
+    let (status, stats) = server.get("/v1/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["statuses"], json!({"failed": 1, "delivered": 1}));
+    assert_eq!(stats["total"], 2);
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ mod retry {
     fn reopenable() -> Open {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         Arc::new(move || {
-            let path = dir.path().join("mdc.redb");
+            let path = dir.path().join("store.redb");
             Box::pin(async move {
                 let db = Db::open(&path).expect("open");
                 Arc::new(EmbeddedRetry::open(db).expect("retry")) as Arc<dyn RetryScheduler>
