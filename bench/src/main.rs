@@ -49,7 +49,9 @@ struct Spawned(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -60,14 +62,25 @@ fn body(channel: &str, i: u64) -> Value {
         other => other,
     };
     match channel {
-        "email" => json!({"channel": "email", "to": format!("user{i}@example.com"), "from": "bench@example.com", "subject": "Benchmark", "body": "Hello from mdc-bench"}),
-        "push" => json!({"channel": "push", "to": format!("bench-device-token-{i:08}"), "title": "Benchmark", "body": "Hello from mdc-bench"}),
-        _ => json!({"channel": "sms", "to": format!("+1415555{:04}", 1000 + i % 8000), "body": "Your code is 123456", "type": "otp", "priority": "critical"}),
+        "email" => {
+            json!({"channel": "email", "to": format!("user{i}@example.com"), "from": "bench@example.com", "subject": "Benchmark", "body": "Hello from mdc-bench"})
+        }
+        "push" => {
+            json!({"channel": "push", "to": format!("bench-device-token-{i:08}"), "title": "Benchmark", "body": "Hello from mdc-bench"})
+        }
+        _ => {
+            json!({"channel": "sms", "to": format!("+1415555{:04}", 1000 + i % 8000), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
+        }
     }
 }
 
 async fn delivered(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
-    let stats: Value = http.get(format!("{url}/v1/stats")).send().await?.json().await?;
+    let stats: Value = http
+        .get(format!("{url}/v1/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let delivered = stats["statuses"]["delivered"].as_u64().unwrap_or(0);
     let terminal: u64 = ["delivered", "failed", "expired", "rejected", "cancelled"]
         .iter()
@@ -82,24 +95,36 @@ async fn main() -> anyhow::Result<()> {
     let mut _spawned = None;
     let url = match &args.spawn {
         Some(binary) => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             let dir = tempfile::tempdir()?;
             let mut command = Command::new(binary);
             command
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .args([
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--data-dir",
+                ])
                 .arg(dir.path().join("data"))
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null());
             if let Some(config) = &args.config {
                 command.arg("--config").arg(config);
             }
-            let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
             _spawned = Some(Spawned(child, dir));
             format!("http://127.0.0.1:{port}")
         }
         None => args.url.trim_end_matches('/').to_owned(),
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let ready = Instant::now();
     while http.get(format!("{url}/healthz")).send().await.is_err() {
         if ready.elapsed() > Duration::from_secs(20) {
@@ -109,23 +134,37 @@ async fn main() -> anyhow::Result<()> {
     }
     let (baseline, _) = delivered(&http, &url).await?;
 
-    eprintln!("Submitting {} {} messages at concurrency {} to {url}", args.messages, args.channel, args.concurrency);
+    eprintln!(
+        "Submitting {} {} messages at concurrency {} to {url}",
+        args.messages, args.channel, args.concurrency
+    );
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, url, next, errors, channel, total) =
-            (http.clone(), url.clone(), next.clone(), errors.clone(), args.channel.clone(), args.messages);
+        let (http, url, next, errors, channel, total) = (
+            http.clone(),
+            url.clone(),
+            next.clone(),
+            errors.clone(),
+            args.channel.clone(),
+            args.messages,
+        );
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
                 }
                 let sent = Instant::now();
-                let response = http.post(format!("{url}/v1/messages")).json(&body(&channel, i)).send().await;
+                let response = http
+                    .post(format!("{url}/v1/messages"))
+                    .json(&body(&channel, i))
+                    .send()
+                    .await;
                 let ok = match response {
                     Ok(r) => r.status().as_u16() == 202 && r.bytes().await.is_ok(),
                     Err(_) => false,
@@ -146,7 +185,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                eprintln!("  submitted {}/{total}", next.load(Ordering::Relaxed).min(total));
+                eprintln!(
+                    "  submitted {}/{total}",
+                    next.load(Ordering::Relaxed).min(total)
+                );
             }
         })
     };
@@ -184,12 +226,24 @@ async fn main() -> anyhow::Result<()> {
     println!("accepted (202)         {accepted}");
     println!("errors                 {errors}");
     println!("concurrency            {}", args.concurrency);
-    println!("accepted msg/s         {:.0}", accepted as f64 / submit_time.as_secs_f64());
-    println!("submit latency p50     {:.2} ms", ms(latency.value_at_quantile(0.50)));
-    println!("submit latency p99     {:.2} ms", ms(latency.value_at_quantile(0.99)));
+    println!(
+        "accepted msg/s         {:.0}",
+        accepted as f64 / submit_time.as_secs_f64()
+    );
+    println!(
+        "submit latency p50     {:.2} ms",
+        ms(latency.value_at_quantile(0.50))
+    );
+    println!(
+        "submit latency p99     {:.2} ms",
+        ms(latency.value_at_quantile(0.99))
+    );
     println!("submit latency max     {:.2} ms", ms(latency.max()));
     println!("delivered              {done}");
-    println!("end-to-end msg/s       {:.0}", done as f64 / end_to_end.as_secs_f64());
+    println!(
+        "end-to-end msg/s       {:.0}",
+        done as f64 / end_to_end.as_secs_f64()
+    );
     println!("end-to-end time        {:.2} s", end_to_end.as_secs_f64());
     Ok(())
 }

@@ -248,3 +248,13 @@ mod tests {
         assert!(missing.to_string().contains("does not exist"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mdc.example.toml");
+        super::Config::load(Some(&path), figment::Figment::new())
+            .expect("mdc.example.toml must load");
+    }
+}

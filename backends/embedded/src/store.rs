@@ -247,7 +247,9 @@ impl Store for EmbeddedStore {
             let mut counts = HashMap::new();
             for status in Status::ALL {
                 let name = status.as_str();
-                let n = index.range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?.count() as u64;
+                let n = index
+                    .range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?
+                    .count() as u64;
                 if n > 0 {
                     counts.insert(status, n);
                 }

@@ -348,7 +348,10 @@ pub async fn counts_messages_by_status(store: Arc<dyn Store>) {
     }
     let failed = stored(&store, "+14155550110").await;
     store
-        .update(&failed.message.id, StatusUpdate::to(Status::Failed, Event::new("t", "failed")))
+        .update(
+            &failed.message.id,
+            StatusUpdate::to(Status::Failed, Event::new("t", "failed")),
+        )
         .await
         .expect("update");
     let counts = store.count_by_status().await.expect("count");
@@ -376,6 +379,7 @@ macro_rules! store_contract {
                 stale_attempt_outcomes_are_ignored,
                 finds_messages_by_provider_message_id,
                 lists_by_filters_newest_first,
+                counts_messages_by_status,
             ]
         );
     };
