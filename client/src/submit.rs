@@ -60,16 +60,23 @@ impl Submitter {
 
     /// Returns `Ok` only once the message is durable in its queue.
     ///
-    /// The message is first recorded as `accepted` (claiming its idempotency
-    /// key), then produced, then marked `queued`. If producing fails the caller
-    /// gets an error and a retry with the same key produces the same message.
+    /// The message is recorded as `queued` (claiming its idempotency key) and
+    /// then produced, so the dispatcher never sees a record that is not yet
+    /// stored. If producing fails the caller gets an error, the trail says
+    /// so, and a retry with the same key produces the message again.
+    /// Producing a message twice is harmless: the dispatcher's claim lets
+    /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
         let (message, warnings) = enrich(request, &self.config)?;
-        let record = MessageRecord::new(
+        let topic = Topic::Messages(message.channel(), message.priority);
+        let mut record = MessageRecord::new(
             message.clone(),
-            Status::Accepted,
+            Status::Queued,
             Event::new(COMPONENT, "accepted").status(Status::Accepted),
         );
+        record
+            .events
+            .push(Event::new(COMPONENT, format!("queued on {topic}")).status(Status::Queued));
         match self.store.create(&record).await? {
             Created::New => {
                 self.enqueue(&message).await?;
@@ -81,16 +88,17 @@ impl Submitter {
                 })
             }
             Created::Existing(existing) => {
-                let mut status = existing.status;
-                if status == Status::Accepted {
-                    // An earlier submission stopped before reaching the queue.
+                // Not yet picked up: an earlier submission may have failed to
+                // reach the queue, so produce it (again) before answering.
+                let unsent = matches!(existing.status, Status::Accepted | Status::Queued)
+                    && existing.attempts == 0;
+                if unsent {
                     self.enqueue(&existing.message).await?;
-                    status = Status::Queued;
                 }
                 tracing::debug!(message_id = %existing.message.id, "Duplicate submission answered with the existing message");
                 Ok(Submitted {
                     id: existing.message.id.clone(),
-                    status,
+                    status: existing.status,
                     warnings,
                     duplicate: true,
                 })
@@ -100,24 +108,26 @@ impl Submitter {
 
     async fn enqueue(&self, message: &Message) -> Result<(), SubmitError> {
         let topic = Topic::Messages(message.channel(), message.priority);
-        if let Err(e) = self
+        let Err(e) = self
             .queue
             .produce(topic, &message.to, message.encode())
             .await
-        {
-            tracing::warn!(message_id = %message.id, topic = %topic, error = %e, "Could not queue message; caller told to retry");
-            return Err(e.into());
-        }
-        let event = Event::new(COMPONENT, format!("queued on {topic}"));
-        // The message is durable in the queue now; a failure to record that is
-        // harmless because the dispatcher claims `accepted` messages too.
+        else {
+            return Ok(());
+        };
+        tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue message; caller told to retry");
+        let event = Event::new(
+            COMPONENT,
+            format!("could not be queued on {topic}; the caller was told to retry"),
+        )
+        .error(e.to_string());
         if let Err(e) = self
             .store
-            .update(&message.id, StatusUpdate::to(Status::Queued, event))
+            .update(&message.id, StatusUpdate::event(event))
             .await
         {
-            tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), error = %e, "Queued message but could not record it");
+            tracing::warn!(message_id = %message.id, error = %e, "Could not record the failure to queue");
         }
-        Ok(())
+        Err(e.into())
     }
 }

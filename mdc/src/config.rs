@@ -79,6 +79,18 @@ impl Default for Config {
     }
 }
 
+/// The sections of [`Config`], for picking `MDC_` variables out of the environment.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_body_bytes",
+    "lanes",
+    "responses",
+    "client",
+    "dispatcher",
+    "simulator",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
@@ -99,9 +111,17 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let figment = figment
-            .merge(Env::prefixed("MDC_").split("__"))
-            .merge(overrides);
+        // Only variables naming a config section: MDC_SERVER (the CLI's) and
+        // the test harness's MDC_TEST_* are not config.
+        let env = Env::prefixed("MDC_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            TOP_LEVEL_KEYS.iter().any(|top| {
+                key == *top
+                    || key.starts_with(&format!("{top}."))
+                    || key.starts_with(&format!("{top}__"))
+            })
+        });
+        let figment = figment.merge(env).merge(overrides);
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe(e)))?;
@@ -187,6 +207,21 @@ mod tests {
         let path = dir.path().join("mdc.toml");
         std::fs::write(&path, text).expect("write");
         Config::load(Some(&path), Figment::new())
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn environment_overrides_and_unrelated_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MDC_LISTEN", "127.0.0.1:9999");
+            jail.set_env("MDC_DISPATCHER__BATCH_SIZE", "17");
+            jail.set_env("MDC_SERVER", "http://elsewhere");
+            jail.set_env("MDC_TEST_SMTP_ADDR", "127.0.0.1:25");
+            let config = Config::load(None, Figment::new()).expect("valid");
+            assert_eq!(config.listen.port(), 9999);
+            assert_eq!(config.dispatcher.batch_size, 17);
+            Ok(())
+        });
     }
 
     #[test]
