@@ -20,6 +20,8 @@ pub struct ClientConfig {
     pub sms_max_segments: u32,
     /// Largest email body (text plus HTML), in bytes.
     pub email_max_body_bytes: usize,
+    /// Largest total size of an email's attachments (decoded), in bytes.
+    pub email_max_attachment_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -38,6 +40,7 @@ impl Default for ClientConfig {
             priority_deadline_caps: HashMap::new(),
             sms_max_segments: 10,
             email_max_body_bytes: 5 * 1024 * 1024,
+            email_max_attachment_bytes: 10 * 1024 * 1024,
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn enrich(
                     ("html", request.html.is_some()),
                     ("title", request.title.is_some()),
                     ("data", request.data.is_some()),
+                    ("attachments", request.attachments.is_some()),
                 ],
             )?;
             let (to, warning) = validate::phone_number("to", to_input)?;
@@ -177,6 +178,10 @@ pub fn enrich(
                     ),
                 ));
             }
+            let attachments = validate::attachments(
+                request.attachments.as_deref().unwrap_or_default(),
+                config.email_max_attachment_bytes,
+            )?;
             (
                 to,
                 Content::Email {
@@ -184,6 +189,7 @@ pub fn enrich(
                     subject: subject.to_owned(),
                     text,
                     html,
+                    attachments,
                 },
             )
         }
@@ -195,6 +201,7 @@ pub fn enrich(
                     ("html", request.html.is_some()),
                     ("from", request.from.is_some()),
                     ("template_id", request.template_id.is_some()),
+                    ("attachments", request.attachments.is_some()),
                 ],
             )?;
             let target = validate::push_target("to", to_input)?;

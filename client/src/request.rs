@@ -23,4 +23,6 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
     /// SMS: registered template (India DLT).
     pub template_id: Option<String>,
+    /// Email: files to attach.
+    pub attachments: Option<Vec<mdc_core::message::Attachment>>,
 }

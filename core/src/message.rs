@@ -75,6 +75,14 @@ pub enum PushTarget {
     UserId(String),
 }
 
+/// An email attachment; `content_base64` is validated base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content_base64: String,
+}
+
 /// The channel-specific part of a message, already validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "channel")]
@@ -93,6 +101,8 @@ pub enum Content {
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         html: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
     },
     Push {
         target: PushTarget,

@@ -1,6 +1,7 @@
 //! Parsers for everything a caller sends: each returns the normalised value or
 //! an error naming the field and the rule it broke.
 
+mod attachment;
 mod email;
 mod phone;
 mod push;
@@ -10,6 +11,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use attachment::attachments;
 pub use email::email_address;
 pub use phone::phone_number;
 pub use push::{push_payload, push_target};

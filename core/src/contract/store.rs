@@ -281,6 +281,7 @@ pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
         subject: "Hi".into(),
         text: Some("Hello".into()),
         html: None,
+        attachments: Vec::new(),
     };
     store.create(&email).await.expect("create");
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
