@@ -1,8 +1,10 @@
 //! Provider adapters behind the [`mdc_core::ports::Provider`] trait, and the
 //! vendor simulators used in development, tests and benchmarks.
 
+pub mod aws;
 pub mod error;
 mod mime;
+pub mod ses;
 pub mod simulator;
 pub mod smtp;
 

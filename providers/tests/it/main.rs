@@ -1,4 +1,5 @@
 //! Adapters against real servers started by scripts/test-services.
 
 mod services;
+mod ses;
 mod smtp;

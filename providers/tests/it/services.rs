@@ -7,3 +7,10 @@ pub fn env(name: &str) -> String {
         )
     })
 }
+
+/// Static credentials for the AWS test server live in the variables the
+/// adapters' config names; scripts/test-services exports them.
+pub fn aws_credentials() {
+    env("MDC_TEST_AWS_KEY");
+    env("MDC_TEST_AWS_SECRET");
+}
