@@ -7,6 +7,7 @@ mod mime;
 pub mod ses;
 pub mod simulator;
 pub mod smtp;
+pub mod sns;
 
 pub use error::{BuildError, ConfigError};
 pub use simulator::{Ledger, Magic, Simulator, SimulatorConfig};

@@ -3,3 +3,4 @@
 mod services;
 mod ses;
 mod smtp;
+mod sns;
