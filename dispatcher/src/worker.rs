@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    Claim, ConsumerSpec, Delivery, Provider, ProviderError, Queue, QueueConsumer, Receipt,
-    RetryItem, RetryScheduler, StatusUpdate, Store, Topic,
+    Claim, ConsumerSpec, Delivery, ProviderError, Queue, QueueConsumer, Receipt, RetryItem,
+    RetryScheduler, StatusUpdate, Store, Topic,
 };
 use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use mdc_providers::router::Router;
 
 use crate::DispatcherConfig;
 
@@ -23,7 +25,7 @@ pub struct Dispatcher {
     queue: Arc<dyn Queue>,
     store: Arc<dyn Store>,
     retry: Arc<dyn RetryScheduler>,
-    providers: HashMap<Channel, Arc<dyn Provider>>,
+    routes: HashMap<Channel, Arc<Router>>,
     config: DispatcherConfig,
     in_flight: Semaphore,
 }
@@ -45,7 +47,7 @@ impl Dispatcher {
         queue: Arc<dyn Queue>,
         store: Arc<dyn Store>,
         retry: Arc<dyn RetryScheduler>,
-        providers: HashMap<Channel, Arc<dyn Provider>>,
+        routes: HashMap<Channel, Arc<Router>>,
         config: DispatcherConfig,
     ) -> Self {
         let in_flight = Semaphore::new(config.max_in_flight);
@@ -53,7 +55,7 @@ impl Dispatcher {
             queue,
             store,
             retry,
-            providers,
+            routes,
             config,
             in_flight,
         }
@@ -64,7 +66,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for &channel in Channel::ALL {
-            if !self.providers.contains_key(&channel) {
+            if !self.routes.contains_key(&channel) {
                 continue;
             }
             for &priority in Priority::ALL {
@@ -222,7 +224,7 @@ impl Dispatcher {
 
     async fn attempt(&self, record: MessageRecord, verify_first: bool) -> Outcome {
         let message = &record.message;
-        let Some(provider) = self.providers.get(&message.channel()).cloned() else {
+        let Some(router) = self.routes.get(&message.channel()).cloned() else {
             let event = Event::new(COMPONENT, "no provider is configured for this channel");
             return self
                 .finish(&record, StatusUpdate::to(Status::Failed, event))
@@ -230,36 +232,41 @@ impl Dispatcher {
         };
         let _permit = self.in_flight.acquire().await;
         if verify_first {
-            match provider.lookup(&message.id).await {
+            let asked = record.provider.clone().unwrap_or_default();
+            match router.lookup(record.provider.as_deref(), &message.id).await {
                 Ok(Some(receipt)) => {
-                    return self
-                        .sent(
-                            &record,
-                            provider.name(),
-                            receipt,
-                            "vendor already had it from an earlier attempt; not resent",
-                        )
-                        .await
+                    let details = "vendor already had it from an earlier attempt; not resent";
+                    return self.sent(&record, &asked, receipt, details).await;
                 }
                 Ok(None) => tracing::info!("Vendor does not have the message; sending"),
-                Err(error) => {
-                    return self
-                        .failed_attempt(&record, provider.name(), error, true)
-                        .await
-                }
+                Err(error) => return self.failed_attempt(&record, &asked, error, true).await,
             }
         }
-        let result =
-            match tokio::time::timeout(self.config.send_timeout, provider.send(message)).await {
-                Ok(result) => result,
-                Err(_) => Err(ProviderError::Ambiguous {
-                    message: format!("no answer within {:?}", self.config.send_timeout),
-                }),
-            };
-        match result {
-            Ok(receipt) => self.sent(&record, provider.name(), receipt, "sent").await,
+        // The router bounds each provider call by the send timeout; waiting
+        // for a rate-limit token is not bounded (backpressure).
+        let attempt = router.send(message).await;
+        for (provider, reason) in &attempt.skipped {
+            if *provider != attempt.provider {
+                tracing::info!(%provider, %reason, "Failed over to the next provider");
+            }
+        }
+        let failover: Vec<String> = attempt
+            .skipped
+            .iter()
+            .filter(|(provider, _)| *provider != attempt.provider)
+            .map(|(provider, reason)| format!("{provider}: {reason}"))
+            .collect();
+        match attempt.result {
+            Ok(receipt) if failover.is_empty() => {
+                self.sent(&record, &attempt.provider, receipt, "sent").await
+            }
+            Ok(receipt) => {
+                let details = format!("sent after failing over ({})", failover.join("; "));
+                self.sent(&record, &attempt.provider, receipt, &details)
+                    .await
+            }
             Err(error) => {
-                self.failed_attempt(&record, provider.name(), error, false)
+                self.failed_attempt(&record, &attempt.provider, error, false)
                     .await
             }
         }
@@ -344,6 +351,8 @@ impl Dispatcher {
         .provider(provider, None)
         .error(error.to_string());
         let mut update = StatusUpdate::to(Status::Sending, event);
+        // The provider to ask first if this attempt turns out ambiguous.
+        update.provider = Some(provider.to_owned());
         update.next_attempt_at = Some(due);
         update.end_attempt = true;
         update.verify_before_send = Some(ambiguous);

@@ -28,6 +28,8 @@ pub struct State {
     pub submitter: Submitter,
     pub store: Arc<dyn Store>,
     pub ledger: Arc<Ledger>,
+    /// Vendor callbacks (the response listener's endpoints).
+    pub kaleyra: Arc<mdc_response_listener::kaleyra::KaleyraIntake>,
     pub max_body_bytes: usize,
 }
 
@@ -35,6 +37,9 @@ pub fn server(state: State, listen: SocketAddr) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
         App::new()
+            .configure(mdc_response_listener::kaleyra::routes(
+                state.kaleyra.clone(),
+            ))
             .app_data(state.clone())
             .route(
                 "/healthz",

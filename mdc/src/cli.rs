@@ -29,6 +29,11 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Run a vendor simulator as its own HTTP server.
+    Simulate {
+        #[command(subcommand)]
+        vendor: SimulateCommand,
+    },
     /// Print a message's status and timeline.
     Status {
         /// The message id (msg_…).
@@ -36,6 +41,45 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimulateCommand {
+    /// Kaleyra's v1 SMS API: sends, callbacks, status pull, fault injection.
+    Kaleyra(KaleyraSimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KaleyraSimArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+    /// The api-key the simulator accepts.
+    #[arg(long, env = "KALEYRA_SIM_API_KEY", default_value = "sim-key")]
+    pub api_key: String,
+    /// Delay before the delivery callback.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub callback_delay: std::time::Duration,
+    /// Relative weight of delivered outcomes.
+    #[arg(long, default_value_t = 100)]
+    pub delivered: u32,
+    /// Relative weight of failed outcomes.
+    #[arg(long, default_value_t = 0)]
+    pub failed: u32,
+    /// Relative weight of undelivered outcomes.
+    #[arg(long, default_value_t = 0)]
+    pub undelivered: u32,
+    /// Added before answering each send.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub latency: std::time::Duration,
+    /// Percentage of sends answered 503.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub error_percent: u8,
+    /// Percentage of sends answered 429.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub throttle_percent: u8,
+    /// Percentage of sends accepted whose connection is then cut.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_percent: u8,
 }
 
 #[derive(Debug, Args)]

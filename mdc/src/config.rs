@@ -2,7 +2,7 @@
 //! environment variables (`MDC_LISTEN`, `MDC_DISPATCHER__BATCH_SIZE`), then
 //! command-line flags. Validated at start-up; errors name the key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,8 @@ use mdc_client::ClientConfig;
 use mdc_core::Priority;
 use mdc_dispatcher::DispatcherConfig;
 use mdc_embedded::QueueLayout;
+use mdc_providers::breaker::BreakerConfig;
+use mdc_providers::config::{ProviderConfig, RouteConfig};
 use mdc_providers::SimulatorConfig;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,12 @@ pub struct Config {
     pub client: ClientConfig,
     pub dispatcher: DispatcherConfig,
     pub simulator: SimulatorConfig,
+    /// Vendor accounts by name; `kind` picks the vendor.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Per channel, the providers to use and how. Without any route every
+    /// channel goes to its simulator.
+    pub routes: HashMap<mdc_core::Channel, RouteConfig>,
+    pub breaker: BreakerConfig,
 }
 
 impl Default for Config {
@@ -75,6 +83,9 @@ impl Default for Config {
             client: ClientConfig::default(),
             dispatcher: DispatcherConfig::default(),
             simulator: SimulatorConfig::default(),
+            providers: BTreeMap::new(),
+            routes: HashMap::new(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -89,6 +100,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "client",
     "dispatcher",
     "simulator",
+    "providers",
+    "routes",
+    "breaker",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +163,7 @@ impl Config {
         }
         self.client.validate()?;
         self.dispatcher.validate()?;
+        self.breaker.validate()?;
         Ok(())
     }
 

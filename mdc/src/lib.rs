@@ -5,17 +5,17 @@ pub mod api;
 pub mod cli;
 pub mod config;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use mdc_client::Submitter;
-use mdc_core::ports::{Provider, Queue, RetryScheduler, Store};
+use mdc_core::ports::{Provider, Queue, ReportSink, RetryScheduler, Store};
 use mdc_core::Channel;
 use mdc_dispatcher::Dispatcher;
 use mdc_embedded::Embedded;
 use mdc_handlers::{ResponseHandler, RetryHandler};
 use mdc_providers::{Ledger, Simulator};
+use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::QueueReportSink;
 use tokio_util::sync::CancellationToken;
 
@@ -33,14 +33,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let workers = CancellationToken::new();
     let ledger = Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);
-    let reports = Arc::new(QueueReportSink::new(queue.clone()));
-    let mut providers: HashMap<Channel, Arc<dyn Provider>> = HashMap::new();
-    for simulator in Simulator::all(
+    let reports: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(queue.clone()));
+    let simulators = Simulator::all(
         ledger.clone(),
-        reports,
+        reports.clone(),
         config.simulator.clone(),
         workers.clone(),
-    ) {
+    );
+    for simulator in &simulators {
         let owed = simulator
             .resume()
             .await
@@ -52,14 +52,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 "Resuming delivery reports owed from before a restart"
             );
         }
-        providers.insert(simulator.channel(), simulator);
     }
+    let built = mdc_providers::config::build(
+        &config.providers,
+        &config.routes,
+        &config.breaker,
+        &simulators,
+        config.dispatcher.send_timeout,
+    )
+    .await
+    .context("invalid config")?;
+    for channel in Channel::ALL {
+        match built.routes.get(channel) {
+            Some(router) => {
+                let names: Vec<&str> = router.members().iter().map(|m| m.provider.name()).collect();
+                tracing::info!(%channel, providers = ?names, "Route");
+            }
+            None => tracing::warn!(%channel, "No route: messages on this channel fail"),
+        }
+    }
+    let kaleyra = Arc::new(KaleyraIntake {
+        tokens: built.kaleyra_tokens,
+        sink: reports,
+    });
 
     let dispatcher = Arc::new(Dispatcher::new(
         queue.clone(),
         store.clone(),
         retry.clone(),
-        providers,
+        built.routes,
         config.dispatcher.clone(),
     ));
     let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone()));
@@ -77,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         submitter: Submitter::new(store.clone(), queue, config.client.clone()),
         store,
         ledger,
+        kaleyra,
         max_body_bytes: config.max_body_bytes,
     };
     let server = api::server(state, config.listen)

@@ -48,8 +48,41 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             mdc::run(config, shutdown).await
         }
         Command::Send { message, server } => cli::send(&message, &server.server).await,
+        Command::Simulate {
+            vendor: cli::SimulateCommand::Kaleyra(args),
+        } => simulate_kaleyra(args).await,
         Command::Status { id, server } => cli::status(&id, &server.server).await,
     }
+}
+
+async fn simulate_kaleyra(args: cli::KaleyraSimArgs) -> anyhow::Result<()> {
+    use mdc_providers::kaleyra::simulator::{self, Faults, OutcomeMix, SimulatorSettings};
+    let settings = SimulatorSettings {
+        api_key: args.api_key,
+        callback_delay: args.callback_delay,
+        outcomes: OutcomeMix {
+            delivered: args.delivered,
+            failed: args.failed,
+            undelivered: args.undelivered,
+        },
+        faults: Faults {
+            latency: args.latency,
+            error_percent: args.error_percent,
+            throttle_percent: args.throttle_percent,
+            drop_percent: args.drop_percent,
+        },
+    };
+    let (server, bound) = simulator::start(settings, args.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %bound, "Kaleyra simulator is serving");
+    let handle = server.handle();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let running = tokio::spawn(server);
+    shutdown.cancelled().await;
+    handle.stop(true).await;
+    let _ = running.await;
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C starts a graceful shutdown.

@@ -2,8 +2,13 @@
 //! vendor simulators used in development, tests and benchmarks.
 
 pub mod aws;
+pub mod breaker;
+pub mod config;
 pub mod error;
+pub mod kaleyra;
 mod mime;
+pub mod ratelimit;
+pub mod router;
 pub mod ses;
 pub mod simulator;
 pub mod smtp;

@@ -3,6 +3,8 @@
 //! the response handler picks it up. Vendor-specific HTTP endpoints (Kaleyra
 //! callbacks, SNS and SES events) build on [`QueueReportSink`].
 
+pub mod kaleyra;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -22,7 +22,7 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -36,9 +36,13 @@ impl Server {
     }
 
     pub async fn start_with(dir: &Path, config: &str) -> Server {
+        Self::start_on(dir, config, free_port(), &[]).await
+    }
+
+    /// On a chosen port (for configs that name it) with extra environment.
+    pub async fn start_on(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Server {
         let config_path = dir.join("mdc.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -55,6 +59,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -204,3 +209,95 @@ pub fn email(to: &str) -> Value {
 pub fn push(to: &str) -> Value {
     json!({"channel": "push", "to": to, "title": "Shipped", "body": "Your order is on its way", "data": {"order": 42}})
 }
+
+/// A `mdc simulate kaleyra` process.
+pub struct KaleyraSim {
+    child: Child,
+    pub base: String,
+}
+
+impl KaleyraSim {
+    pub async fn start(args: &[&str]) -> KaleyraSim {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_mdc"))
+            .args([
+                "simulate",
+                "kaleyra",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api-key",
+                "test-key",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn simulator");
+        let sim = KaleyraSim {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("{}/sim/sends", sim.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "Kaleyra simulator did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sim
+    }
+
+    /// `{"accepted": {ref: n}, "calls": {ref: n}}`
+    pub async fn sends(&self) -> Value {
+        reqwest::get(format!("{}/sim/sends", self.base))
+            .await
+            .expect("sends")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/sim/faults", self.base))
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults");
+        assert!(response.status().is_success());
+    }
+}
+
+impl Drop for KaleyraSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `[providers.NAME]` table for a Kaleyra simulator, calling back to the
+/// MDC server on `mdc_port`.
+pub fn kaleyra_provider(name: &str, sim: &KaleyraSim, mdc_port: u16) -> String {
+    format!(
+        r#"
+[providers.{name}]
+kind = "kaleyra"
+base_url = "{base}"
+sid = "HXSIM01"
+api_key_env = "MDC_TEST_KALEYRA_KEY"
+callback_url = "http://127.0.0.1:{mdc_port}/v1/callbacks/kaleyra/{name}"
+callback_token_env = "MDC_TEST_KALEYRA_TOKEN"
+timeout = "2s"
+"#,
+        base = sim.base
+    )
+}
+
+pub const KALEYRA_ENV: &[(&str, &str)] = &[
+    ("MDC_TEST_KALEYRA_KEY", "test-key"),
+    ("MDC_TEST_KALEYRA_TOKEN", "callback-secret"),
+];

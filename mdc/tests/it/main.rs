@@ -5,3 +5,4 @@ mod api;
 mod crash;
 mod harness;
 mod lifecycle;
+mod routing;

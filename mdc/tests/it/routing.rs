@@ -1,0 +1,255 @@
+//! Real vendors' paths end to end: Kaleyra through its simulator and the
+//! callback intake; failover, circuit breaking, rate limits and 429s.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::harness::{
+    free_port, kaleyra_provider, sms, KaleyraSim, Server, KALEYRA_ENV, TEST_CONFIG,
+};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn sent_event(message: &Value) -> &Value {
+    message["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["status"] == "sent")
+        .expect("a sent event")
+}
+
+#[tokio::test]
+async fn kaleyra_end_to_end_through_the_simulator_and_the_callback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&["--callback-delay", "50ms"]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\" }}]\n",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+
+    let id = server.submit(&sms("+919876543210")).await;
+    let message = server.wait_terminal(&id, WITHIN).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+    assert_eq!(message["provider"], "kaleyra-test");
+    let vendor_id = message["provider_message_id"].as_str().expect("vendor id");
+    assert!(vendor_id.ends_with(":1"), "Kaleyra-shaped id: {vendor_id}");
+    let last = message["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("event")
+        .clone();
+    assert_eq!(last["component"], "response-handler");
+    assert_eq!(last["raw"]["status"], "DELIVERED");
+    assert_eq!(sim.sends().await["accepted"][&id], 1);
+
+    // A failed report moves the message to failed.
+    let bounced = server.submit(&sms("+14155550191")).await;
+    let message = server.wait_terminal(&bounced, WITHIN).await;
+    assert_eq!(message["status"], "failed", "{message:#}");
+}
+
+#[tokio::test]
+async fn the_callback_intake_checks_the_token_and_tolerates_odd_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&[]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+    let url = format!("{}/v1/callbacks/kaleyra/kaleyra-test", server.base);
+    let report = json!({"message_id": "abc:1", "status": "DELIVERED", "ref": "msg_01J0000000000000000000000Z"});
+
+    for token in ["wrong", ""] {
+        let response = server
+            .http
+            .post(format!("{url}?token={token}"))
+            .json(&report)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().as_u16(), 401);
+        let body = response.text().await.expect("body");
+        assert!(!body.contains("token"), "does not say why: {body}");
+    }
+    let other = server
+        .http
+        .post(format!(
+            "{}/v1/callbacks/kaleyra/unknown?token=callback-secret",
+            server.base
+        ))
+        .json(&report)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        other.status().as_u16(),
+        401,
+        "a token of another provider does not open this one"
+    );
+
+    // Unknown message, intermediate status, GET form: all acknowledged.
+    let ok = server
+        .http
+        .post(format!("{url}?token=callback-secret"))
+        .json(&report)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ok.status().as_u16(), 200);
+    let sent = server
+        .http
+        .post(format!("{url}?token=callback-secret"))
+        .json(&json!({"message_id": "abc:1", "status": "SENT"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(sent.status().as_u16(), 200);
+    let get = server
+        .http
+        .get(format!(
+            "{url}?token=callback-secret&message_id=abc:2&status=FAILED"
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.status().as_u16(), 200);
+    let form = server
+        .http
+        .post(format!("{url}?token=callback-secret"))
+        .form(&[("id", "abc:3"), ("status", "UNDELIVERED")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(form.status().as_u16(), 200);
+    let malformed = server
+        .http
+        .post(format!("{url}?token=callback-secret"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(malformed.status().as_u16(), 400);
+
+    // Still serving, and the unknown report did no harm.
+    let id = server.submit(&sms("+14155550123")).await;
+    assert_eq!(
+        server.wait_terminal(&id, WITHIN).await["status"],
+        "delivered"
+    );
+}
+
+#[tokio::test]
+async fn fails_over_on_5xx_and_skips_a_provider_whose_breaker_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = KaleyraSim::start(&["--error-percent", "100"]).await;
+    let healthy = KaleyraSim::start(&[]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}{}\n[routes.sms]\nmode = \"ordered\"\nmembers = [{{ provider = \"primary\" }}, {{ provider = \"secondary\" }}]\n[breaker]\nwindow = 4\nmin_requests = 2\nfailure_ratio = 0.5\nopen_for = \"1m\"\n",
+        kaleyra_provider("primary", &broken, port),
+        kaleyra_provider("secondary", &healthy, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 2000 + i)))
+                .await,
+        );
+        // One at a time, so the breaker sees them in order.
+        server.wait_terminal(ids.last().expect("id"), WITHIN).await;
+    }
+    let mut skipped_by_breaker = 0;
+    for id in &ids {
+        let message = server.message(id).await;
+        assert_eq!(message["status"], "delivered", "{message:#}");
+        assert_eq!(message["provider"], "secondary");
+        let details = sent_event(&message)["details"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(details.contains("failing over"), "{details}");
+        if details.contains("circuit breaker open") {
+            skipped_by_breaker += 1;
+        } else {
+            assert!(details.contains("503"), "{details}");
+        }
+    }
+    assert!(
+        skipped_by_breaker >= 3,
+        "the breaker opened after two failures: {skipped_by_breaker}"
+    );
+    let calls = broken.sends().await["calls"]
+        .as_object()
+        .map_or(0, |c| c.len());
+    assert!(
+        calls <= 3,
+        "the open breaker kept traffic off the broken provider: {calls} calls"
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_and_429_slows_down_then_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&[]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\", rate_per_second = 10.0, burst = 1 }}]\n",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 3000 + i)))
+                .await,
+        );
+    }
+    let mut sent_at: Vec<DateTime<Utc>> = Vec::new();
+    for id in &ids {
+        let message = server.wait_terminal(id, WITHIN).await;
+        assert_eq!(message["status"], "delivered", "{message:#}");
+        sent_at.push(
+            sent_event(&message)["at"]
+                .as_str()
+                .expect("at")
+                .parse()
+                .expect("time"),
+        );
+    }
+    sent_at.sort();
+    let span = (sent_at[29] - sent_at[0]).num_milliseconds() as f64 / 1000.0;
+    let rate = 29.0 / span;
+    assert!(
+        rate <= 10.0 * 1.25,
+        "{rate:.1} sends/s over {span:.2}s against a limit of 10/s"
+    );
+    assert!(
+        rate >= 10.0 * 0.5,
+        "{rate:.1} sends/s: the limit should not be much slower than configured"
+    );
+
+    // 429s: the send is retried later and gets through once the vendor recovers.
+    sim.set_faults(json!({"throttle_percent": 100})).await;
+    let id = server.submit(&sms("+14155553100")).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pending = server.message(&id).await;
+    assert_eq!(pending["status"], "sending", "{pending:#}");
+    assert!(pending["events"].to_string().contains("429"), "{pending:#}");
+    sim.set_faults(json!({})).await;
+    let message = server.wait_terminal(&id, WITHIN).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+}

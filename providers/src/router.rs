@@ -1,0 +1,274 @@
+//! Routing of one channel over its providers: ordered (first healthy one
+//! wins) or weighted (random by weight among the healthy ones). Each member
+//! has a circuit breaker and an optional adaptive rate limit. A transient
+//! error, an open breaker or an exhausted rate limit moves the attempt on to
+//! the next member; a permanent or ambiguous outcome ends it (resending after
+//! an ambiguous one could send twice).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mdc_core::ports::{Provider, ProviderError, Receipt};
+use mdc_core::{Message, MessageId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::ratelimit::RateLimiter;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Ordered,
+    Weighted,
+}
+
+pub struct Member {
+    pub provider: Arc<dyn Provider>,
+    pub weight: u32,
+    /// None for the built-in simulators, whose errors are per recipient by
+    /// design and say nothing about the vendor's health.
+    pub breaker: Option<Breaker>,
+    pub limiter: Option<RateLimiter>,
+}
+
+impl Member {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        weight: u32,
+        breaker: Option<BreakerConfig>,
+        rate: Option<(f64, u32)>,
+    ) -> Self {
+        Self {
+            provider,
+            weight: weight.max(1),
+            breaker: breaker.map(Breaker::new),
+            limiter: rate.map(|(per_second, burst)| RateLimiter::new(per_second, burst)),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.breaker.as_ref().is_some_and(Breaker::is_open)
+    }
+
+    fn allow(&self) -> bool {
+        self.breaker.as_ref().is_none_or(Breaker::allow)
+    }
+
+    fn record(&self, ok: bool) {
+        if let Some(breaker) = &self.breaker {
+            breaker.record(ok);
+        }
+    }
+}
+
+/// The outcome of one routed send: which provider had the last word.
+pub struct Attempt {
+    pub provider: String,
+    pub result: Result<Receipt, ProviderError>,
+    /// Providers tried before it, with why they were skipped.
+    pub skipped: Vec<(String, String)>,
+}
+
+pub struct Router {
+    mode: Mode,
+    members: Vec<Member>,
+    /// Longest wait for one provider's answer; then the send is ambiguous.
+    send_timeout: Duration,
+}
+
+fn throttling(error: &ProviderError) -> bool {
+    matches!(error, ProviderError::Transient { message, .. } if message.contains("429") || message.contains("Throttl") || message.contains("TooManyRequests"))
+}
+
+impl Router {
+    pub fn new(mode: Mode, members: Vec<Member>, send_timeout: Duration) -> Self {
+        Self {
+            mode,
+            members,
+            send_timeout,
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The order to try members in for one send.
+    fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.members.len()).collect();
+        if self.mode == Mode::Weighted && order.len() > 1 {
+            // Weighted shuffle: repeatedly draw among the rest by weight.
+            let mut rng = rand::rng();
+            let mut drawn = Vec::with_capacity(order.len());
+            while !order.is_empty() {
+                let total: u32 = order.iter().map(|&i| self.members[i].weight).sum();
+                let mut pick = rng.random_range(0..total);
+                let position = order
+                    .iter()
+                    .position(|&i| {
+                        let w = self.members[i].weight;
+                        if pick < w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                drawn.push(order.remove(position));
+            }
+            order = drawn;
+        }
+        order
+    }
+
+    /// Sends through the first member that can take it now; when every
+    /// healthy member is only held back by its rate limit, waits for the
+    /// first of them (backpressure: the backlog stays on the queue).
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let mut skipped = Vec::new();
+        let mut last: Option<(String, ProviderError)> = None;
+        let mut rate_limited = Vec::new();
+        for index in self.order() {
+            let member = &self.members[index];
+            let name = member.provider.name().to_owned();
+            if member.is_open() {
+                skipped.push((name, "circuit breaker open".to_owned()));
+                continue;
+            }
+            if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
+                rate_limited.push(index);
+                skipped.push((name, "rate limit reached".to_owned()));
+                continue;
+            }
+            match self.try_member(member, message).await {
+                Some(Err(ProviderError::Transient {
+                    message,
+                    retry_after,
+                })) => {
+                    skipped.push((name.clone(), message.clone()));
+                    last = Some((
+                        name,
+                        ProviderError::Transient {
+                            message,
+                            retry_after,
+                        },
+                    ));
+                }
+                Some(result) => {
+                    return Attempt {
+                        provider: name,
+                        result,
+                        skipped,
+                    }
+                }
+                None => skipped.push((name, "circuit breaker open".to_owned())),
+            }
+        }
+        for index in rate_limited {
+            let member = &self.members[index];
+            if let Some(limiter) = &member.limiter {
+                limiter.acquire().await;
+            }
+            let name = member.provider.name().to_owned();
+            match self.try_member(member, message).await {
+                Some(Err(ProviderError::Transient {
+                    message,
+                    retry_after,
+                })) => {
+                    last = Some((
+                        name,
+                        ProviderError::Transient {
+                            message,
+                            retry_after,
+                        },
+                    ));
+                }
+                Some(result) => {
+                    return Attempt {
+                        provider: name,
+                        result,
+                        skipped,
+                    }
+                }
+                None => {}
+            }
+        }
+        let (provider, error) = last.unwrap_or_else(|| {
+            (
+                self.members
+                    .first()
+                    .map(|m| m.provider.name().to_owned())
+                    .unwrap_or_default(),
+                ProviderError::Transient {
+                    message: "no provider available: circuit breakers open".into(),
+                    retry_after: None,
+                },
+            )
+        });
+        Attempt {
+            provider,
+            result: Err(error),
+            skipped,
+        }
+    }
+
+    /// One send through one member, feeding its breaker and rate limiter;
+    /// `None` when the breaker refused.
+    async fn try_member(
+        &self,
+        member: &Member,
+        message: &Message,
+    ) -> Option<Result<Receipt, ProviderError>> {
+        if !member.allow() {
+            return None;
+        }
+        let result =
+            match tokio::time::timeout(self.send_timeout, member.provider.send(message)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Ambiguous {
+                    message: format!("no answer within {:?}", self.send_timeout),
+                }),
+            };
+        match &result {
+            Ok(_) => {
+                member.record(true);
+                if let Some(limiter) = &member.limiter {
+                    limiter.succeeded();
+                }
+            }
+            Err(error @ ProviderError::Transient { .. }) if throttling(error) => {
+                // Throttling says "slower", not "broken".
+                member.record(true);
+                if let Some(limiter) = &member.limiter {
+                    limiter.throttled();
+                }
+            }
+            Err(ProviderError::Transient { .. } | ProviderError::Ambiguous { .. }) => {
+                member.record(false)
+            }
+            // The message's fault, not the vendor's.
+            Err(ProviderError::Permanent { .. }) => member.record(true),
+        }
+        Some(result)
+    }
+
+    /// Asks the provider that made an uncertain attempt whether it has the
+    /// message.
+    pub async fn lookup(
+        &self,
+        provider: Option<&str>,
+        reference: &MessageId,
+    ) -> Result<Option<Receipt>, ProviderError> {
+        for member in &self.members {
+            if provider.is_none_or(|p| p == member.provider.name()) {
+                if let Some(receipt) = member.provider.lookup(reference).await? {
+                    return Ok(Some(receipt));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

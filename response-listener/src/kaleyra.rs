@@ -1,0 +1,127 @@
+//! Kaleyra delivery reports: `GET` (query) or `POST` (JSON or form) to
+//! `/v1/callbacks/kaleyra/{provider}?token=…`.
+//!
+//! A wrong or missing token gets 401 without saying why. A report that moves
+//! nothing (an intermediate `SENT`, an unknown status) answers 200 and is
+//! logged, as do duplicates and reports for unknown messages (the response
+//! handler drops those): vendors must not retry forever. A malformed report
+//! gets 400; 503 when the report cannot be queued, so the vendor retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use mdc_core::ports::ReportSink;
+use mdc_core::{DeliveryReport, ReportOutcome};
+use mdc_providers::kaleyra::callback::{CallbackReport, Verdict};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+pub struct KaleyraIntake {
+    /// Callback token per Kaleyra provider name.
+    pub tokens: HashMap<String, SecretString>,
+    pub sink: Arc<dyn ReportSink>,
+}
+
+pub fn routes(intake: Arc<KaleyraIntake>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(intake)).service(
+            web::resource("/v1/callbacks/kaleyra/{provider}")
+                .route(web::get().to(report))
+                .route(web::post().to(report)),
+        );
+    }
+}
+
+fn answer(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "status": message }))
+}
+
+fn token_matches(intake: &KaleyraIntake, provider: &str, given: Option<&str>) -> bool {
+    let (Some(expected), Some(given)) = (intake.tokens.get(provider), given) else {
+        return false;
+    };
+    bool::from(expected.expose_secret().as_bytes().ct_eq(given.as_bytes()))
+}
+
+fn parse(
+    req: &HttpRequest,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(CallbackReport, Value), String> {
+    let raw: Value = if req.method() == actix_web::http::Method::GET || body.is_empty() {
+        let mut fields: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        fields.remove("token");
+        Value::Object(fields)
+    } else if req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+    {
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?
+    } else {
+        Value::Object(
+            url::form_urlencoded::parse(body)
+                .into_owned()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )
+    };
+    let report: CallbackReport =
+        serde_json::from_value(raw.clone()).map_err(|e| format!("not a delivery report: {e}"))?;
+    Ok((report, raw))
+}
+
+async fn report(
+    req: HttpRequest,
+    provider: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+    body: web::Bytes,
+    intake: web::Data<KaleyraIntake>,
+) -> HttpResponse {
+    if !token_matches(&intake, &provider, query.get("token").map(String::as_str)) {
+        tracing::warn!(%provider, "Rejected a Kaleyra callback with a wrong or missing token");
+        return answer(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let (report, raw) = match parse(&req, &query, &body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::warn!(%provider, error = %e, "Malformed Kaleyra callback");
+            return answer(StatusCode::BAD_REQUEST, &e);
+        }
+    };
+    let outcome = match report.verdict() {
+        Some(Verdict::Delivered) => ReportOutcome::Delivered,
+        Some(Verdict::Failed) => ReportOutcome::Failed {
+            reason: report
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("Kaleyra status {}", report.status)),
+        },
+        Some(Verdict::Pending) | None => {
+            tracing::info!(%provider, provider_message_id = %report.message_id, status = %report.status, "Kaleyra report with no final outcome; acknowledged");
+            return answer(StatusCode::OK, "ignored");
+        }
+    };
+    let delivery = DeliveryReport {
+        provider: provider.clone(),
+        provider_message_id: report.message_id.clone(),
+        reference: report.reference.as_deref().and_then(|r| r.parse().ok()),
+        outcome,
+        at: mdc_core::now(),
+        raw,
+    };
+    match intake.sink.submit(delivery).await {
+        Ok(()) => answer(StatusCode::OK, "accepted"),
+        Err(e) => {
+            tracing::warn!(%provider, error = %e, "Could not queue a Kaleyra report; the vendor will retry");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
