@@ -15,8 +15,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures::StreamExt;
 use mdc_client::{SubmitError, SubmitRequest, Submitter};
-use mdc_core::ports::{ListFilter, Store};
+use mdc_core::message::PushTarget;
+use mdc_core::ports::{Device, DeviceRegistry, ListFilter, Platform, ProviderError, Store};
 use mdc_core::{Channel, MessageId, MessageRecord, Status};
+use mdc_providers::sns::SnsPushProvider;
 use mdc_providers::Ledger;
 use serde_json::{json, Value};
 
@@ -30,6 +32,9 @@ pub struct State {
     pub ledger: Arc<Ledger>,
     /// Vendor callbacks (the response listener's endpoints).
     pub kaleyra: Arc<mdc_response_listener::kaleyra::KaleyraIntake>,
+    pub devices: Arc<dyn DeviceRegistry>,
+    /// Push providers that register device endpoints at registration.
+    pub push_endpoints: Vec<Arc<SnsPushProvider>>,
     pub max_body_bytes: usize,
 }
 
@@ -49,6 +54,9 @@ pub fn server(state: State, listen: SocketAddr) -> std::io::Result<Server> {
             .route("/v1/messages", web::get().to(list))
             .route("/v1/messages/{id}", web::get().to(get))
             .route("/v1/stats", web::get().to(stats))
+            .route("/v1/devices", web::post().to(register_device))
+            .route("/v1/devices/{id}", web::get().to(get_device))
+            .route("/v1/devices/{id}", web::delete().to(remove_device))
             .route("/v1/simulator/sends", web::get().to(simulator_sends))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(not_found("no such endpoint"))
@@ -302,4 +310,96 @@ async fn stats(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 /// be a duplicate send.
 async fn simulator_sends(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.ledger.entries().map_err(unavailable)?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceRequest {
+    user_id: Option<String>,
+    platform: Option<String>,
+    token: Option<String>,
+}
+
+/// Registers a device (idempotent per token): creates its platform endpoint
+/// when a push provider serves the platform. 201 when new, 200 when known.
+async fn register_device(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let request: DeviceRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })?;
+    let required = |field: &str, value: &Option<String>| {
+        value
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| unprocessable(field, "required", format!("{field} is required")))
+    };
+    let user_id = required("user_id", &request.user_id)?;
+    let user = match mdc_client::validate::push_target("user_id", &format!("user:{user_id}")) {
+        Ok(PushTarget::UserId(user)) => user,
+        Ok(PushTarget::DeviceToken(_)) => {
+            return Err(unprocessable("user_id", "push_user_id", "not a user id"))
+        }
+        Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
+    };
+    let platform: Platform = required("platform", &request.platform)?
+        .parse()
+        .map_err(|e: String| unprocessable("platform", "one_of", e))?;
+    let token =
+        match mdc_client::validate::push_target("token", &required("token", &request.token)?) {
+            Ok(PushTarget::DeviceToken(token)) => token,
+            Ok(PushTarget::UserId(_)) => {
+                return Err(unprocessable(
+                    "token",
+                    "push_token",
+                    "a device token, not a user id",
+                ))
+            }
+            Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
+        };
+    let mut device = Device::new(&user, platform, &token);
+    if let Some(provider) = state.push_endpoints.iter().find(|p| p.serves(platform)) {
+        device.endpoint = Some(
+            provider
+                .endpoint(platform, &token)
+                .await
+                .map_err(|e| match e {
+                    ProviderError::Permanent { message, .. } => {
+                        unprocessable("token", "push_endpoint", message)
+                    }
+                    other => unavailable(other),
+                })?,
+        );
+    }
+    let (stored, new) = state.devices.register(&device).await.map_err(unavailable)?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(stored))
+}
+
+async fn get_device(
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    match state.devices.get(&path).await.map_err(unavailable)? {
+        Some(device) => Ok(HttpResponse::Ok().json(device)),
+        None => Err(not_found("no such device").field("id")),
+    }
+}
+
+async fn remove_device(
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    if state.devices.remove(&path).await.map_err(unavailable)? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found("no such device").field("id"))
+    }
 }

@@ -59,6 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &config.breaker,
         &simulators,
         config.dispatcher.send_timeout,
+        embedded.devices.clone(),
     )
     .await
     .context("invalid config")?;
@@ -99,6 +100,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store,
         ledger,
         kaleyra,
+        devices: embedded.devices.clone(),
+        push_endpoints: built.push_endpoints,
         max_body_bytes: config.max_body_bytes,
     };
     let server = api::server(state, config.listen)

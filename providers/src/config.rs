@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use mdc_core::ports::Provider;
+use mdc_core::ports::{DeviceRegistry, Provider};
 use mdc_core::Channel;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -75,12 +75,16 @@ pub struct Built {
     pub routes: HashMap<Channel, Arc<Router>>,
     /// Callback tokens of the Kaleyra providers, by provider name.
     pub kaleyra_tokens: HashMap<String, SecretString>,
+    /// Push providers that register device endpoints.
+    pub push_endpoints: Vec<Arc<SnsPushProvider>>,
 }
 
 async fn build_one(
     name: &str,
     config: &ProviderConfig,
     tokens: &mut HashMap<String, SecretString>,
+    devices: &Arc<dyn DeviceRegistry>,
+    push: &mut Vec<Arc<SnsPushProvider>>,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     Ok(match config {
         ProviderConfig::Kaleyra(k) => {
@@ -90,7 +94,11 @@ async fn build_one(
         }
         ProviderConfig::Ses(c) => Arc::new(SesProvider::new(name, c).await?),
         ProviderConfig::SnsSms(c) => Arc::new(SnsSmsProvider::new(name, c).await?),
-        ProviderConfig::SnsPush(c) => Arc::new(SnsPushProvider::new(name, c).await?),
+        ProviderConfig::SnsPush(c) => {
+            let provider = Arc::new(SnsPushProvider::new(name, c, devices.clone()).await?);
+            push.push(provider.clone());
+            provider
+        }
         ProviderConfig::Smtp(c) => {
             let password = match &c.password_env {
                 Some(var) => Some(SecretString::from(std::env::var(var).map_err(|_| {
@@ -115,6 +123,7 @@ pub async fn build(
     breaker: &BreakerConfig,
     simulators: &[Arc<Simulator>],
     send_timeout: std::time::Duration,
+    devices: Arc<dyn DeviceRegistry>,
 ) -> Result<Built, ConfigError> {
     let route_error = |channel: Channel, i: usize, key: &str, message: String| ConfigError {
         provider: String::new(),
@@ -127,9 +136,13 @@ pub async fn build(
         message: m,
     })?;
     let mut tokens = HashMap::new();
+    let mut push = Vec::new();
     let mut built: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     for (name, config) in providers {
-        built.insert(name.clone(), build_one(name, config, &mut tokens).await?);
+        built.insert(
+            name.clone(),
+            build_one(name, config, &mut tokens, &devices, &mut push).await?,
+        );
     }
     for simulator in simulators {
         built
@@ -148,6 +161,7 @@ pub async fn build(
         return Ok(Built {
             routes: out,
             kaleyra_tokens: tokens,
+            push_endpoints: push,
         });
     }
     for (&channel, route) in routes {
@@ -212,5 +226,6 @@ pub async fn build(
     Ok(Built {
         routes: out,
         kaleyra_tokens: tokens,
+        push_endpoints: push,
     })
 }

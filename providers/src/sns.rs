@@ -14,13 +14,15 @@
 //! invalid parameters, unknown or disabled targets are permanent; timeouts
 //! are ambiguous (SNS has no status lookup, so they are sent again).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::MessageAttributeValue;
 use mdc_core::message::PushTarget;
-use mdc_core::ports::{Provider, ProviderError, Receipt};
+use mdc_core::ports::{Device, DeviceRegistry, Platform, Provider, ProviderError, Receipt};
 use mdc_core::{Channel, Content, Message, MessageId, MessageType};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,24 +30,15 @@ use serde_json::json;
 use crate::aws::{transport_error, AwsConfig, THROTTLE_BACKOFF};
 use crate::error::{BuildError, ConfigError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Platform {
-    Apns,
-    ApnsSandbox,
-    Fcm,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnsConfig {
     #[serde(flatten)]
     pub aws: AwsConfig,
-    /// Push only: the platform application devices are registered in.
+    /// Push only: the platform application per platform
+    /// (`apns`, `apns_sandbox`, `fcm`).
     #[serde(default)]
-    pub platform_application_arn: Option<String>,
-    #[serde(default)]
-    pub platform: Option<Platform>,
+    pub platform_applications: BTreeMap<Platform, String>,
 }
 
 /// Maps any SNS error: `code` is the AWS error code.
@@ -148,43 +141,63 @@ impl Provider for SnsSmsProvider {
     }
 }
 
-/// Mobile push through SNS platform endpoints.
+/// Mobile push through SNS platform endpoints, one platform application per
+/// platform. A device token is looked up in the device registry for its
+/// platform and endpoint; a `user:` target fans out to every active device of
+/// the user. `EndpointDisabled` deactivates that device.
 pub struct SnsPushProvider {
     name: String,
     client: aws_sdk_sns::Client,
-    application_arn: String,
-    platform: Platform,
+    applications: BTreeMap<Platform, String>,
+    devices: Arc<dyn DeviceRegistry>,
+}
+
+/// One device's outcome in a fan-out.
+struct DeviceSend {
+    token: String,
+    result: Result<String, ProviderError>,
 }
 
 impl SnsPushProvider {
-    pub async fn new(name: &str, config: &SnsConfig) -> Result<Self, ConfigError> {
-        let application_arn = config.platform_application_arn.clone().ok_or_else(|| {
-            ConfigError::new(name, "platform_application_arn", "required for push")
-        })?;
-        let platform = config.platform.ok_or_else(|| {
-            ConfigError::new(
+    pub async fn new(
+        name: &str,
+        config: &SnsConfig,
+        devices: Arc<dyn DeviceRegistry>,
+    ) -> Result<Self, ConfigError> {
+        if config.platform_applications.is_empty() {
+            return Err(ConfigError::new(
                 name,
-                "platform",
-                "required for push: apns, apns_sandbox or fcm",
-            )
-        })?;
+                "platform_applications",
+                "push needs at least one platform application ARN (apns, apns_sandbox or fcm)",
+            ));
+        }
         Ok(Self {
             name: name.to_owned(),
             client: client(name, &config.aws).await?,
-            application_arn,
-            platform,
+            applications: config.platform_applications.clone(),
+            devices,
         })
+    }
+
+    pub fn serves(&self, platform: Platform) -> bool {
+        self.applications.contains_key(&platform)
     }
 
     /// The endpoint of a device token; SNS returns the existing one for a
     /// token it knows. When the existing endpoint's attributes differ (it was
     /// disabled, say), SNS refuses and names it in the error: that endpoint is
     /// the device's.
-    pub async fn endpoint(&self, token: &str) -> Result<String, ProviderError> {
+    pub async fn endpoint(&self, platform: Platform, token: &str) -> Result<String, ProviderError> {
+        let Some(application) = self.applications.get(&platform) else {
+            return Err(ProviderError::Permanent {
+                code: "NO_APPLICATION".into(),
+                message: format!("no platform application for {platform:?}"),
+            });
+        };
         let result = self
             .client
             .create_platform_endpoint()
-            .platform_application_arn(&self.application_arn)
+            .platform_application_arn(application)
             .token(token)
             .send()
             .await;
@@ -207,31 +220,97 @@ impl SnsPushProvider {
             })
     }
 
-    /// The JSON message with one payload per platform.
+    /// The JSON message with the payload for the device's platform.
     fn payload(
-        &self,
+        platform: Platform,
         title: Option<&str>,
         body: &str,
         data: &serde_json::Map<String, serde_json::Value>,
     ) -> String {
-        let platform_payload = match self.platform {
+        let (key, platform_payload) = match platform {
             Platform::Apns | Platform::ApnsSandbox => {
                 let mut aps = json!({ "aps": { "alert": { "title": title, "body": body } } });
                 for (k, v) in data {
                     aps[k] = v.clone();
                 }
-                aps
+                (
+                    if platform == Platform::Apns {
+                        "APNS"
+                    } else {
+                        "APNS_SANDBOX"
+                    },
+                    aps,
+                )
             }
-            Platform::Fcm => {
-                json!({ "notification": { "title": title, "body": body }, "data": data })
-            }
-        };
-        let key = match self.platform {
-            Platform::Apns => "APNS",
-            Platform::ApnsSandbox => "APNS_SANDBOX",
-            Platform::Fcm => "GCM",
+            Platform::Fcm => (
+                "GCM",
+                json!({ "notification": { "title": title, "body": body }, "data": data }),
+            ),
         };
         json!({ "default": body, key: platform_payload.to_string() }).to_string()
+    }
+
+    /// The registered device for a token, or an unregistered one when only
+    /// one platform is configured (it can only be that platform's).
+    async fn device_for(&self, token: &str) -> Result<Device, ProviderError> {
+        let registered =
+            self.devices
+                .by_token(token)
+                .await
+                .map_err(|e| ProviderError::Transient {
+                    message: e.to_string(),
+                    retry_after: None,
+                })?;
+        if let Some(device) = registered {
+            return Ok(device);
+        }
+        match self.applications.keys().collect::<Vec<_>>()[..] {
+            [only] => Ok(Device::new("", *only, token)),
+            _ => Err(ProviderError::Permanent {
+                code: "UNREGISTERED_DEVICE".into(),
+                message:
+                    "the token is not registered (POST /v1/devices), so its platform is unknown"
+                        .into(),
+            }),
+        }
+    }
+
+    async fn send_to(
+        &self,
+        device: &Device,
+        title: Option<&str>,
+        body: &str,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> DeviceSend {
+        let result = async {
+            let endpoint = match &device.endpoint {
+                Some(endpoint) => endpoint.clone(),
+                None if device.token.starts_with("arn:") => device.token.clone(),
+                None => self.endpoint(device.platform, &device.token).await?,
+            };
+            let output = self
+                .client
+                .publish()
+                .target_arn(&endpoint)
+                .message_structure("json")
+                .message(Self::payload(device.platform, title, body, data))
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(output.message_id().unwrap_or_default().to_owned())
+        }
+        .await;
+        if let Err(ProviderError::Permanent { code, .. }) = &result {
+            if code == "EndpointDisabled" {
+                if let Err(e) = self.devices.deactivate(&device.token).await {
+                    tracing::warn!(error = %e, "Could not deactivate a disabled device");
+                }
+            }
+        }
+        DeviceSend {
+            token: device.token.clone(),
+            result,
+        }
     }
 }
 
@@ -255,32 +334,58 @@ impl Provider for SnsPushProvider {
         else {
             return Err(BuildError("not a push notification".into()).into());
         };
-        let token = match target {
-            PushTarget::DeviceToken(token) => token,
-            PushTarget::UserId(_) => {
-                return Err(ProviderError::Permanent {
-                    code: "NO_DEVICES".into(),
-                    message: "user targets need the device registry; send to a device token".into(),
-                })
-            }
-        };
-        let endpoint = if token.starts_with("arn:") {
-            token.clone()
-        } else {
-            self.endpoint(token).await?
-        };
-        let output = self
-            .client
-            .publish()
-            .target_arn(&endpoint)
-            .message_structure("json")
-            .message(self.payload(title.as_deref(), body, data))
-            .send()
-            .await
-            .map_err(classify)?;
-        let mut receipt = receipt(output.message_id());
-        receipt.raw["EndpointArn"] = json!(endpoint);
-        Ok(receipt)
+        let devices =
+            match target {
+                PushTarget::DeviceToken(token) => vec![self.device_for(token).await?],
+                PushTarget::UserId(user) => {
+                    let devices = self.devices.for_user(user).await.map_err(|e| {
+                        ProviderError::Transient {
+                            message: e.to_string(),
+                            retry_after: None,
+                        }
+                    })?;
+                    if devices.is_empty() {
+                        return Err(ProviderError::Permanent {
+                            code: "NO_DEVICES".into(),
+                            message: format!("user {user} has no active device"),
+                        });
+                    }
+                    devices
+                }
+            };
+        let mut sends = Vec::new();
+        for device in devices.iter().filter(|d| self.serves(d.platform)) {
+            sends.push(self.send_to(device, title.as_deref(), body, data).await);
+        }
+        let report: Vec<serde_json::Value> = sends
+            .iter()
+            .map(|s| match &s.result {
+                Ok(id) => json!({ "token": s.token, "MessageId": id }),
+                Err(e) => json!({ "token": s.token, "error": e.to_string() }),
+            })
+            .collect();
+        // Delivered to at least one device: sent. Otherwise the most hopeful error.
+        if let Some(id) = sends.iter().find_map(|s| s.result.as_ref().ok()) {
+            return Ok(Receipt {
+                provider_message_id: id.clone(),
+                raw: json!({ "MessageId": id, "devices": report }),
+            });
+        }
+        let errors: Vec<ProviderError> = sends.into_iter().filter_map(|s| s.result.err()).collect();
+        Err(errors
+            .iter()
+            .find(|e| matches!(e, ProviderError::Ambiguous { .. }))
+            .or_else(|| {
+                errors
+                    .iter()
+                    .find(|e| matches!(e, ProviderError::Transient { .. }))
+            })
+            .or(errors.first())
+            .cloned()
+            .unwrap_or(ProviderError::Permanent {
+                code: "NO_DEVICES".into(),
+                message: "no device on a configured platform".into(),
+            }))
     }
 
     async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {

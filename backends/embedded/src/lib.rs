@@ -6,6 +6,7 @@
 //! message.
 
 mod db;
+mod devices;
 mod queue;
 mod retry;
 mod store;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use db::{Db, DbError};
+pub use devices::EmbeddedDevices;
 pub use queue::{EmbeddedQueue, QueueLayout};
 pub use retry::EmbeddedRetry;
 pub use store::EmbeddedStore;
@@ -23,6 +25,7 @@ pub struct Embedded {
     pub queue: Arc<EmbeddedQueue>,
     pub store: Arc<EmbeddedStore>,
     pub retry: Arc<EmbeddedRetry>,
+    pub devices: Arc<EmbeddedDevices>,
 }
 
 impl Embedded {
@@ -37,7 +40,8 @@ impl Embedded {
         Ok(Self {
             queue: Arc::new(EmbeddedQueue::open(queue, layout)?),
             store: Arc::new(EmbeddedStore::open(store.clone())?),
-            retry: Arc::new(EmbeddedRetry::open(store)?),
+            retry: Arc::new(EmbeddedRetry::open(store.clone())?),
+            devices: Arc::new(EmbeddedDevices::open(store)?),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod crash;
+mod devices;
 mod harness;
 mod lifecycle;
 mod routing;

@@ -1,16 +1,18 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdc_core::message::PushTarget;
-use mdc_core::ports::{Provider, ProviderError};
+use mdc_core::ports::{Device, DeviceRegistry, Platform, Provider, ProviderError};
 use mdc_core::{Content, Message, MessageType};
+use mdc_embedded::{Embedded, QueueLayout};
 use mdc_providers::aws::AwsConfig;
-use mdc_providers::sns::{Platform, SnsConfig, SnsPushProvider, SnsSmsProvider};
+use mdc_providers::sns::{SnsConfig, SnsPushProvider, SnsSmsProvider};
 use serde_json::Value;
 
 use crate::services::{aws_credentials, env};
 
-fn config(application: Option<String>) -> SnsConfig {
+fn config(applications: BTreeMap<Platform, String>) -> SnsConfig {
     aws_credentials();
     SnsConfig {
         aws: AwsConfig {
@@ -20,13 +22,42 @@ fn config(application: Option<String>) -> SnsConfig {
             secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
             timeout: Duration::from_secs(10),
         },
-        platform_application_arn: application,
-        platform: Some(Platform::Fcm),
+        platform_applications: applications,
     }
 }
 
 async fn sdk() -> aws_sdk_sns::Client {
-    aws_sdk_sns::Client::new(&config(None).aws.sdk_config("sns-test").await.expect("sdk"))
+    aws_sdk_sns::Client::new(
+        &config(BTreeMap::new())
+            .aws
+            .sdk_config("sns-test")
+            .await
+            .expect("sdk"),
+    )
+}
+
+async fn application(client: &aws_sdk_sns::Client, platform: &str) -> String {
+    client
+        .create_platform_application()
+        .name(format!("mdc-test-{platform}-{}", ulid::Ulid::new()))
+        .platform(platform)
+        .set_attributes(Some(HashMap::from([(
+            "PlatformCredential".to_owned(),
+            "credential".to_owned(),
+        )])))
+        .send()
+        .await
+        .expect("platform application")
+        .platform_application_arn()
+        .expect("arn")
+        .to_owned()
+}
+
+fn registry() -> Arc<dyn DeviceRegistry> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Embedded::open(dir.path(), QueueLayout::default())
+        .expect("open")
+        .devices
 }
 
 async fn moto_data() -> Value {
@@ -39,13 +70,12 @@ async fn moto_data() -> Value {
         .expect("json")
 }
 
-fn push(token: &str) -> Message {
+fn push(target: PushTarget) -> Message {
     let mut message = mdc_core::contract::sample_message("unused");
-    message.to = token.to_owned();
     let mut data = serde_json::Map::new();
     data.insert("order".into(), Value::from(42));
     message.content = Content::Push {
-        target: PushTarget::DeviceToken(token.to_owned()),
+        target,
         title: Some("Shipped".into()),
         body: format!("Order shipped ({})", message.id),
         data,
@@ -55,7 +85,7 @@ fn push(token: &str) -> Message {
 
 #[tokio::test]
 async fn publishes_sms_with_type_and_sender() {
-    let sns = SnsSmsProvider::new("sns-sms", &config(None))
+    let sns = SnsSmsProvider::new("sns-sms", &config(BTreeMap::new()))
         .await
         .expect("provider");
     let mut message = mdc_core::contract::sample_message("+14155550123");
@@ -71,38 +101,37 @@ async fn publishes_sms_with_type_and_sender() {
 }
 
 #[tokio::test]
-async fn pushes_to_a_device_token_and_fails_permanently_on_a_disabled_endpoint() {
+async fn pushes_to_a_token_and_a_disabled_endpoint_fails_permanently_and_deactivates_the_device() {
     let client = sdk().await;
-    let application = client
-        .create_platform_application()
-        .name(format!("mdc-test-{}", std::process::id()))
-        .platform("GCM")
-        .set_attributes(Some(HashMap::from([(
-            "PlatformCredential".to_owned(),
-            "fcm-server-key".to_owned(),
-        )])))
-        .send()
+    let fcm = application(&client, "GCM").await;
+    let devices = registry();
+    let sns = SnsPushProvider::new(
+        "sns-push",
+        &config(BTreeMap::from([(Platform::Fcm, fcm)])),
+        devices.clone(),
+    )
+    .await
+    .expect("provider");
+    let endpoint = sns
+        .endpoint(Platform::Fcm, "fcm-token-0001")
         .await
-        .expect("platform application")
-        .platform_application_arn()
-        .expect("arn")
-        .to_owned();
-    let sns = SnsPushProvider::new("sns-push", &config(Some(application.clone())))
-        .await
-        .expect("provider");
-
-    let message = push("fcm-token-0001");
-    let receipt = sns.send(&message).await.expect("published");
-    assert!(!receipt.provider_message_id.is_empty());
-    let endpoint = receipt.raw["EndpointArn"]
-        .as_str()
-        .expect("endpoint")
-        .to_owned();
-    // The same token maps to the same endpoint.
+        .expect("endpoint");
+    let mut device = Device::new("alice", Platform::Fcm, "fcm-token-0001");
+    device.endpoint = Some(endpoint.clone());
+    devices.register(&device).await.expect("register");
     assert_eq!(
-        sns.endpoint("fcm-token-0001").await.expect("endpoint"),
-        endpoint
+        sns.endpoint(Platform::Fcm, "fcm-token-0001")
+            .await
+            .expect("endpoint"),
+        endpoint,
+        "idempotent per token"
     );
+
+    let receipt = sns
+        .send(&push(PushTarget::DeviceToken("fcm-token-0001".into())))
+        .await
+        .expect("published");
+    assert!(!receipt.provider_message_id.is_empty());
 
     client
         .set_endpoint_attributes()
@@ -110,30 +139,71 @@ async fn pushes_to_a_device_token_and_fails_permanently_on_a_disabled_endpoint()
         .attributes("Enabled", "false")
         .send()
         .await
-        .expect("disable endpoint");
-    match sns.send(&push("fcm-token-0001")).await {
+        .expect("disable");
+    match sns
+        .send(&push(PushTarget::DeviceToken("fcm-token-0001".into())))
+        .await
+    {
         Err(ProviderError::Permanent { code, .. }) => assert_eq!(code, "EndpointDisabled"),
         other => panic!("expected a permanent EndpointDisabled, got {other:?}"),
+    }
+    let device = devices
+        .by_token("fcm-token-0001")
+        .await
+        .expect("lookup")
+        .expect("device");
+    assert!(!device.active, "the disabled device is deactivated");
+    assert!(devices.for_user("alice").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn a_user_target_fans_out_to_every_active_device() {
+    let client = sdk().await;
+    let fcm = application(&client, "GCM").await;
+    let apns = application(&client, "APNS").await;
+    let devices = registry();
+    let applications = BTreeMap::from([(Platform::Fcm, fcm), (Platform::Apns, apns)]);
+    let sns = SnsPushProvider::new("sns-push", &config(applications), devices.clone())
+        .await
+        .expect("provider");
+    for (platform, token) in [
+        (Platform::Fcm, "fcm-token-bob"),
+        (Platform::Apns, "a1b2c3d4e5f60718293a4b5c6d7e8f90"),
+    ] {
+        devices
+            .register(&Device::new("bob", platform, token))
+            .await
+            .expect("register");
+    }
+    let receipt = sns
+        .send(&push(PushTarget::UserId("bob".into())))
+        .await
+        .expect("published");
+    let sent = receipt.raw["devices"]
+        .as_array()
+        .expect("per-device report");
+    assert_eq!(sent.len(), 2, "{}", receipt.raw);
+    assert!(
+        sent.iter().all(|d| d["MessageId"].is_string()),
+        "{}",
+        receipt.raw
+    );
+
+    match sns.send(&push(PushTarget::UserId("nobody".into()))).await {
+        Err(ProviderError::Permanent { code, .. }) => assert_eq!(code, "NO_DEVICES"),
+        other => panic!("expected NO_DEVICES, got {other:?}"),
     }
 }
 
 #[tokio::test]
-async fn push_config_must_name_the_application_and_platform() {
-    let mut config = config(None);
-    let err = SnsPushProvider::new("sns-push", &config)
+async fn push_config_needs_a_platform_application() {
+    let err = SnsPushProvider::new("sns-push", &config(BTreeMap::new()), registry())
         .await
         .err()
-        .expect("missing application");
+        .expect("invalid");
     assert!(
         err.to_string()
-            .contains("providers.sns-push.platform_application_arn"),
+            .contains("providers.sns-push.platform_applications"),
         "{err}"
     );
-    config.platform_application_arn = Some("arn:aws:sns:us-east-1:123456789012:app/GCM/x".into());
-    config.platform = None;
-    let err = SnsPushProvider::new("sns-push", &config)
-        .await
-        .err()
-        .expect("missing platform");
-    assert!(err.to_string().contains("platform"), "{err}");
 }

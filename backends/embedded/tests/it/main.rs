@@ -17,6 +17,12 @@ mod store {
     mdc_core::store_contract!(async { fresh().store as Arc<dyn Store> });
 }
 
+mod devices {
+    use super::*;
+    use mdc_core::ports::DeviceRegistry;
+    mdc_core::devices_contract!(async { fresh().devices as Arc<dyn DeviceRegistry> });
+}
+
 mod queue {
     use super::*;
     mdc_core::queue_contract!(async { fresh().queue as Arc<dyn Queue> });

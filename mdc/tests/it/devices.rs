@@ -1,0 +1,201 @@
+//! The device registry over HTTP, with SNS push (on the moto test server).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, push, Server, TEST_CONFIG};
+
+fn moto() -> String {
+    std::env::var("MDC_TEST_MOTO_URL")
+        .expect("MDC_TEST_MOTO_URL: run the tests with ./scripts/test")
+}
+
+/// Creates an FCM platform application through SNS's query API.
+async fn fcm_application() -> String {
+    let name = format!("mdc-e2e-{}", free_port());
+    let form = [
+        ("Action", "CreatePlatformApplication"),
+        ("Name", name.as_str()),
+        ("Platform", "GCM"),
+        ("Attributes.entry.1.key", "PlatformCredential"),
+        ("Attributes.entry.1.value", "fcm-key"),
+    ];
+    let xml = reqwest::Client::new()
+        .post(format!("{}/", moto()))
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sns/aws4_request",
+        )
+        .form(&form)
+        .send()
+        .await
+        .expect("moto")
+        .text()
+        .await
+        .expect("xml");
+    let start = xml.find("<PlatformApplicationArn>").expect("arn in answer")
+        + "<PlatformApplicationArn>".len();
+    let end = xml[start..].find('<').expect("end") + start;
+    xml[start..end].to_owned()
+}
+
+async fn wait_status(server: &Server, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let message = server.message(id).await;
+        if message["status"] == status {
+            return message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached {status}: {message:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn registers_devices_and_pushes_to_a_user_through_sns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let application = fcm_application().await;
+    let config = format!(
+        r#"{TEST_CONFIG}
+[providers.sns-push]
+kind = "sns_push"
+region = "us-east-1"
+endpoint_url = "{moto}"
+access_key_id_env = "MDC_TEST_AWS_KEY"
+secret_access_key_env = "MDC_TEST_AWS_SECRET"
+platform_applications = {{ fcm = "{application}" }}
+
+[routes.push]
+members = [{{ provider = "sns-push" }}]
+"#,
+        moto = moto()
+    );
+    let env = [
+        ("MDC_TEST_AWS_KEY", "testing"),
+        ("MDC_TEST_AWS_SECRET", "testing"),
+    ];
+    let server = Server::start_on(dir.path(), &config, free_port(), &env).await;
+    let url = format!("{}/v1/devices", server.base);
+
+    let device = json!({"user_id": "alice", "platform": "fcm", "token": "fcm-token-e2e-0001"});
+    let response = server
+        .http
+        .post(&url)
+        .json(&device)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("json");
+    assert!(created["id"].as_str().expect("id").starts_with("dev_"));
+    assert!(
+        created["endpoint"]
+            .as_str()
+            .expect("endpoint")
+            .starts_with("arn:aws:sns:"),
+        "{created}"
+    );
+    let again: Value = server
+        .http
+        .post(&url)
+        .json(&device)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["id"], created["id"], "idempotent per token");
+    assert_eq!(again["endpoint"], created["endpoint"]);
+
+    for (body, field) in [
+        (
+            json!({"user_id": "alice", "platform": "blackberry", "token": "fcm-token-e2e-0002"}),
+            "platform",
+        ),
+        (json!({"user_id": "alice", "platform": "fcm"}), "token"),
+        (
+            json!({"platform": "fcm", "token": "fcm-token-e2e-0002"}),
+            "user_id",
+        ),
+    ] {
+        let response = server
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().as_u16(), 422);
+        let error: Value = response.json().await.expect("json");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+
+    let id = server.submit(&push("user:alice")).await;
+    let message = wait_status(&server, &id, "sent").await;
+    assert_eq!(message["provider"], "sns-push");
+    let devices = message["events"].to_string();
+    assert!(
+        devices.contains("fcm-token-e2e-0001"),
+        "the send names the device: {devices}"
+    );
+
+    let device_url = format!("{url}/{}", created["id"].as_str().expect("id"));
+    assert_eq!(
+        server
+            .http
+            .get(&device_url)
+            .send()
+            .await
+            .expect("get")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        server
+            .http
+            .delete(&device_url)
+            .send()
+            .await
+            .expect("delete")
+            .status()
+            .as_u16(),
+        204
+    );
+    assert_eq!(
+        server
+            .http
+            .get(&device_url)
+            .send()
+            .await
+            .expect("get")
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        server
+            .http
+            .delete(&device_url)
+            .send()
+            .await
+            .expect("delete")
+            .status()
+            .as_u16(),
+        404
+    );
+
+    // With no device left, a push to the user fails for good.
+    let id = server.submit(&push("user:alice")).await;
+    let message = server.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(message["status"], "failed", "{message:#}");
+    assert!(
+        message["events"].to_string().contains("no active device"),
+        "{message:#}"
+    );
+}
