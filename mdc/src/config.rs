@@ -308,3 +308,56 @@ mod example {
             .expect("mdc.example.toml must load");
     }
 }
+
+#[cfg(test)]
+mod providers {
+    use super::*;
+
+    async fn build(text: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mdc.toml");
+        std::fs::write(&path, text).expect("write");
+        let config = Config::load(Some(&path), Figment::new()).map_err(|e| e.to_string())?;
+        let devices = mdc_embedded::Embedded::open(&dir.path().join("data"), config.queue_layout())
+            .expect("open")
+            .devices;
+        mdc_providers::config::build(
+            &config.providers,
+            &config.routes,
+            &config.breaker,
+            &[],
+            config.dispatcher.send_timeout,
+            devices,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    const KALEYRA: &str = "[providers.k]\nkind = \"kaleyra\"\nsid = \"HX1\"\napi_key_env = \"MDC_UNSET_KEY_FOR_TEST\"\ncallback_url = \"http://localhost/cb\"\ncallback_token_env = \"MDC_UNSET_TOKEN_FOR_TEST\"\n";
+
+    #[tokio::test]
+    async fn provider_and_route_errors_name_the_key() {
+        let cases = [
+            ("[providers.x]\nkind = \"fax\"\n", "providers.x"),
+            ("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nport = \"high\"\n", "providers.s: invalid type"),
+            (KALEYRA, "providers.k.api_key_env"),
+            ("[routes.sms]\nmembers = [{ provider = \"nope\" }]\n", "routes.sms.members[0].provider"),
+            ("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nsecurity = \"none\"\n[routes.sms]\nmembers = [{ provider = \"s\" }]\n", "routes.sms.members[0].provider"),
+            ("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nsecurity = \"none\"\n[routes.email]\nmembers = [{ provider = \"s\", rate_per_second = 0.0 }]\n", "routes.email.members[0].rate_per_second"),
+            ("[routes.email]\nmembers = []\n", "routes.email.members"),
+            ("[breaker]\nmin_requests = 50\n", "breaker"),
+        ];
+        for (text, key) in cases {
+            let err = build(text).await.expect_err(text);
+            assert!(err.contains(key), "{text}\n→ {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_route_builds() {
+        build("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nsecurity = \"none\"\n[routes.email]\nmode = \"weighted\"\nmembers = [{ provider = \"s\", weight = 3, rate_per_second = 5.0 }]\n")
+            .await
+            .expect("valid");
+    }
+}
