@@ -102,13 +102,22 @@ pub async fn uncompleted_items_survive_a_restart(open: Open) {
         scheduler.complete(&done).await.expect("complete");
     }
     let scheduler = open().await;
-    let mut got = Vec::new();
+    // Backends that hand out again after an in-flight lease may repeat an
+    // item (at least once); what matters is which items come back.
+    let mut got = std::collections::BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < 2 && tokio::time::Instant::now() < deadline {
-        got.extend(take_within(&scheduler, Duration::from_secs(2)).await);
+        for item in take_within(&scheduler, Duration::from_secs(2)).await {
+            got.insert(item.message_id.clone(), item);
+        }
     }
+    let mut got: Vec<RetryItem> = got.into_values().collect();
     got.sort_by_key(|item| item.due);
-    assert_eq!(got, vec![pending, later]);
+    assert_eq!(
+        got,
+        vec![pending, later],
+        "the uncompleted items, and not the completed one"
+    );
 }
 
 /// Expands to one test per case of the retry contract. `$open` is an

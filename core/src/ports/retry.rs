@@ -31,7 +31,9 @@ pub trait RetryScheduler: Send + Sync + 'static {
     /// Waits until items are due and hands each due item out once; returns an
     /// empty batch after a quiet interval so callers can check for shutdown.
     /// An item handed out but never completed is handed out again after a
-    /// restart.
+    /// restart (backends shared by several processes: after an in-flight
+    /// lease), so firing is at least once; the dispatcher's claim makes a
+    /// repeated firing harmless.
     async fn take_due(&self, max: usize) -> Result<Vec<RetryItem>, RetryError>;
 
     /// Marks a handed-out item as done. Completing an item that was
