@@ -1,0 +1,322 @@
+//! The message store on MongoDB: one collection per channel, one document per
+//! message with its event trail in an `events` array (appended with `$push`),
+//! and indexes for every status-API filter.
+//!
+//! Claims and status moves are compare-and-set: the document is read, the
+//! shared rule ([`apply_claim`] / [`apply_update`]) decides, and the write is
+//! filtered on the document's `version` and the status it was read in, so a
+//! concurrent writer makes it start over rather than overwrite. A late `sent`
+//! therefore never overwrites `delivered`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mdc_core::ports::store::{apply_claim, apply_update};
+use mdc_core::ports::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+use mdc_core::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    pub url: String,
+    pub database: String,
+    /// Prefix of the collection names (`{prefix}messages_sms`, …).
+    pub prefix: String,
+    /// `majority` in production: an acknowledged write survives a failover.
+    pub majority_writes: bool,
+}
+
+pub struct MongoStore {
+    collections: HashMap<Channel, Collection<Document>>,
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+/// Fields that may be absent (None) and must then be unset, not kept.
+const OPTIONAL: [&str; 4] = [
+    "lease_until",
+    "next_attempt_at",
+    "provider",
+    "provider_message_id",
+];
+
+fn to_document(record: &MessageRecord, version: i64) -> Result<Document, StoreError> {
+    let mut document = bson::to_document(record).map_err(other)?;
+    document.insert("_id", record.message.id.as_str());
+    document.insert("version", version);
+    document.insert("created_ms", record.message.created_at.timestamp_millis());
+    Ok(document)
+}
+
+fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreError> {
+    let version = document.get_i64("version").map_err(other)?;
+    for key in ["_id", "version", "created_ms"] {
+        document.remove(key);
+    }
+    if !document.contains_key("events") {
+        document.insert("events", Bson::Array(Vec::new()));
+    }
+    Ok((bson::from_document(document).map_err(other)?, version))
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) if e.code == 11000
+    ) || error.to_string().contains("E11000")
+}
+
+impl MongoStore {
+    /// Connects and creates the indexes (idempotent).
+    pub async fn connect(config: &MongoConfig) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(&config.url)
+            .await
+            .map_err(unavailable)?;
+        if config.majority_writes {
+            options.write_concern =
+                Some(WriteConcern::builder().w(Acknowledgment::Majority).build());
+        }
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let database = client.database(&config.database);
+        let mut collections = HashMap::new();
+        for &channel in Channel::ALL {
+            let collection =
+                database.collection::<Document>(&format!("{}messages_{channel}", config.prefix));
+            let indexes = [
+                IndexModel::builder()
+                    .keys(doc! { "message.idempotency_key": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "message.to": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "provider": 1, "provider_message_id": 1 })
+                    .build(),
+            ];
+            collection
+                .create_indexes(indexes)
+                .await
+                .map_err(unavailable)?;
+            collections.insert(channel, collection);
+        }
+        Ok(Self { collections })
+    }
+
+    /// The message's collection and document (without its events unless asked).
+    async fn find(
+        &self,
+        id: &MessageId,
+        with_events: bool,
+    ) -> Result<Option<(Channel, Document)>, StoreError> {
+        let projection = (!with_events).then(|| doc! { "events": 0 });
+        for (&channel, collection) in &self.collections {
+            let found = collection
+                .find_one(doc! { "_id": id.as_str() })
+                .with_options(
+                    mongodb::options::FindOneOptions::builder()
+                        .projection(projection.clone())
+                        .build(),
+                )
+                .await
+                .map_err(unavailable)?;
+            if let Some(document) = found {
+                return Ok(Some((channel, document)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Read, decide with `rule`, write only if nobody wrote in between; again
+    /// otherwise.
+    async fn modify<T, F>(&self, id: &MessageId, mut rule: F) -> Result<Option<T>, StoreError>
+    where
+        F: FnMut(&mut MessageRecord) -> T,
+    {
+        loop {
+            let Some((channel, document)) = self.find(id, false).await? else {
+                return Ok(None);
+            };
+            let (mut record, version) = from_document(document)?;
+            let before = record.clone();
+            let out = rule(&mut record);
+            if record == before {
+                return Ok(Some(out));
+            }
+            let events: Vec<Event> = std::mem::take(&mut record.events);
+            let mut set = to_document(&record, version + 1)?;
+            for key in ["_id", "message", "events", "created_ms"] {
+                set.remove(key);
+            }
+            let mut unset = Document::new();
+            for key in OPTIONAL {
+                if !set.contains_key(key) {
+                    unset.insert(key, "");
+                }
+            }
+            let events = bson::to_bson(&events).map_err(other)?;
+            let mut change = doc! { "$set": set, "$push": { "events": { "$each": events } } };
+            if !unset.is_empty() {
+                change.insert("$unset", unset);
+            }
+            let filter =
+                doc! { "_id": id.as_str(), "version": version, "status": before.status.as_str() };
+            let result = self.collections[&channel]
+                .update_one(filter, change)
+                .await
+                .map_err(unavailable)?;
+            if result.matched_count == 1 {
+                return Ok(Some(out));
+            }
+            // Someone else moved the message meanwhile: decide again on what is there now.
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
+        let collection = &self.collections[&record.message.channel()];
+        match collection.insert_one(to_document(record, 0)?).await {
+            Ok(_) => Ok(Created::New),
+            Err(e) if is_duplicate_key(&e) => {
+                let key = record.message.idempotency_key.as_str();
+                let existing = collection
+                    .find_one(doc! { "message.idempotency_key": key })
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| {
+                        StoreError::Other(format!("duplicate message id {}", record.message.id))
+                    })?;
+                Ok(Created::Existing(Box::new(from_document(existing)?.0)))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        id: &MessageId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        let claim = self
+            .modify(id, |record| {
+                apply_claim(record, now, lease_until, component)
+            })
+            .await?;
+        Ok(claim.unwrap_or(Claim::NotFound))
+    }
+
+    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError> {
+        let updated = self
+            .modify(id, |record| apply_update(record, update.clone()))
+            .await?;
+        Ok(updated.unwrap_or(Updated::NotFound))
+    }
+
+    async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        match self.find(id, true).await? {
+            Some((_, document)) => Ok(Some(from_document(document)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_by_provider_message_id(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        for collection in self.collections.values() {
+            let found = collection
+                .find_one(doc! { "provider": provider, "provider_message_id": provider_message_id })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(unavailable)?;
+            if let Some(document) = found {
+                return Ok(document.get_str("_id").ok().and_then(|id| id.parse().ok()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut query = Document::new();
+        if let Some(status) = filter.status {
+            query.insert("status", status.as_str());
+        }
+        if let Some(to) = &filter.to {
+            query.insert("message.to", to.as_str());
+        }
+        let mut created = Document::new();
+        if let Some(after) = filter.created_after {
+            created.insert("$gte", after.timestamp_millis());
+        }
+        if let Some(before) = filter.created_before {
+            created.insert("$lt", before.timestamp_millis());
+        }
+        if !created.is_empty() {
+            query.insert("created_ms", created);
+        }
+        let mut out = Vec::new();
+        for (&channel, collection) in &self.collections {
+            if filter.channel.is_some_and(|c| c != channel) {
+                continue;
+            }
+            let documents: Vec<Document> = collection
+                .find(query.clone())
+                .sort(doc! { "created_ms": -1, "_id": -1 })
+                .limit(filter.limit as i64)
+                .projection(doc! { "events": 0 })
+                .await
+                .map_err(unavailable)?
+                .try_collect()
+                .await
+                .map_err(unavailable)?;
+            for document in documents {
+                out.push(from_document(document)?.0);
+            }
+        }
+        out.sort_by(|a, b| b.message.id.cmp(&a.message.id));
+        out.retain(|record| filter.matches(record));
+        out.truncate(filter.limit);
+        Ok(out)
+    }
+
+    async fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let mut counts = HashMap::new();
+        for collection in self.collections.values() {
+            let mut cursor = collection
+                .aggregate([doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }])
+                .await
+                .map_err(unavailable)?;
+            while let Some(row) = cursor.try_next().await.map_err(unavailable)? {
+                let status: Status = row.get_str("_id").map_err(other)?.parse().map_err(other)?;
+                let n = match row.get("n") {
+                    Some(Bson::Int32(n)) => *n as u64,
+                    Some(Bson::Int64(n)) => *n as u64,
+                    _ => 0,
+                };
+                *counts.entry(status).or_insert(0) += n;
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,44 @@
+//! The MongoDB store against a real MongoDB-protocol server started by
+//! scripts/test-services, each test in its own collections.
+
+use std::sync::Arc;
+
+use mdc_core::ports::Store;
+use mdc_mongodb::{MongoConfig, MongoStore};
+
+async fn fresh() -> MongoStore {
+    let url = std::env::var("MDC_TEST_MONGODB_URL")
+        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
+    let config = MongoConfig {
+        url,
+        database: "mdc_test".into(),
+        prefix: format!("t{}_", ulid::Ulid::new()),
+        majority_writes: false,
+    };
+    MongoStore::connect(&config).await.expect("connect")
+}
+
+mod store {
+    use super::*;
+    mdc_core::store_contract!(async { Arc::new(fresh().await) as Arc<dyn Store> });
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = MongoConfig {
+        url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        database: "x".into(),
+        prefix: "x".into(),
+        majority_writes: false,
+    };
+    let err = MongoStore::connect(&config).await.err().expect("must fail");
+    assert!(
+        matches!(err, mdc_core::ports::StoreError::Unavailable(_)),
+        "{err}"
+    );
+}
