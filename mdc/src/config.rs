@@ -45,6 +45,8 @@ pub struct Config {
     /// channel goes to its simulator.
     pub routes: HashMap<mdc_core::Channel, RouteConfig>,
     pub breaker: BreakerConfig,
+    /// Which implementation backs the store and the retry timers.
+    pub backends: crate::backends::Backends,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             routes: HashMap::new(),
             breaker: BreakerConfig::default(),
+            backends: crate::backends::Backends::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "routes",
     "breaker",
+    "backends",
 ];
 
 #[derive(Debug, thiserror::Error)]

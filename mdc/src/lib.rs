@@ -2,6 +2,7 @@
 //! client, and [`run`], which wires every role together.
 
 pub mod api;
+pub mod backends;
 pub mod cli;
 pub mod config;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mdc_client::Submitter;
-use mdc_core::ports::{Provider, Queue, ReportSink, RetryScheduler, Store};
+use mdc_core::ports::{Provider, Queue, ReportSink};
 use mdc_core::Channel;
 use mdc_dispatcher::Dispatcher;
 use mdc_embedded::Embedded;
@@ -28,8 +29,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let embedded = Embedded::open(&config.data_dir, config.queue_layout())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let queue: Arc<dyn Queue> = embedded.queue.clone();
-    let store: Arc<dyn Store> = embedded.store.clone();
-    let retry: Arc<dyn RetryScheduler> = embedded.retry.clone();
+    let (store, retry) = backends::connect(&config.backends, &embedded).await?;
 
     let workers = CancellationToken::new();
     let ledger = Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);

@@ -2,6 +2,7 @@
 //! port with its own data directory and talks to it over HTTP.
 
 mod api;
+mod backends;
 mod crash;
 mod devices;
 mod harness;

@@ -1,0 +1,122 @@
+//! Which implementation backs each port, chosen independently in config:
+//!
+//! ```toml
+//! [backends.store]
+//! kind = "mongodb"              # or "embedded" (the default)
+//! url = "mongodb://db1,db2,db3/?replicaSet=rs0"
+//! database = "mdc"
+//!
+//! [backends.retry]
+//! kind = "redis"                # or "embedded"
+//! url = "redis://cache:6379"
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mdc_core::ports::{RetryScheduler, Store};
+use mdc_embedded::Embedded;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backends {
+    pub store: StoreBackend,
+    pub retry: RetryBackend,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Embedded,
+    Mongodb {
+        url: String,
+        #[serde(default = "default_database")]
+        database: String,
+        /// Prefix of the collection names.
+        #[serde(default)]
+        prefix: String,
+        /// Write concern `majority` (keep on in production).
+        #[serde(default = "yes")]
+        majority_writes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RetryBackend {
+    #[default]
+    Embedded,
+    Redis {
+        url: String,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        /// Sweep of the due set, the backstop of expired events.
+        #[serde(default = "default_sweep", with = "humantime_serde")]
+        sweep_interval: Duration,
+    },
+}
+
+fn default_database() -> String {
+    "mdc".into()
+}
+
+fn default_prefix() -> String {
+    "mdc".into()
+}
+
+fn default_sweep() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Connects the configured store and retry scheduler; the embedded ones come
+/// from `embedded`.
+pub async fn connect(
+    backends: &Backends,
+    embedded: &Embedded,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn RetryScheduler>)> {
+    let store: Arc<dyn Store> = match &backends.store {
+        StoreBackend::Embedded => embedded.store.clone(),
+        StoreBackend::Mongodb {
+            url,
+            database,
+            prefix,
+            majority_writes,
+        } => {
+            let config = mdc_mongodb::MongoConfig {
+                url: url.clone(),
+                database: database.clone(),
+                prefix: prefix.clone(),
+                majority_writes: *majority_writes,
+            };
+            Arc::new(
+                mdc_mongodb::MongoStore::connect(&config)
+                    .await
+                    .context("backends.store: cannot use MongoDB")?,
+            )
+        }
+    };
+    let retry: Arc<dyn RetryScheduler> = match &backends.retry {
+        RetryBackend::Embedded => embedded.retry.clone(),
+        RetryBackend::Redis {
+            url,
+            prefix,
+            sweep_interval,
+        } => {
+            let mut config = mdc_redis::RedisRetryConfig::new(url, prefix);
+            config.sweep_interval = *sweep_interval;
+            Arc::new(
+                mdc_redis::RedisRetry::connect(config)
+                    .await
+                    .context("backends.retry: cannot use Redis")?,
+            )
+        }
+    };
+    Ok((store, retry))
+}
