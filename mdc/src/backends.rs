@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use mdc_core::ports::{RetryScheduler, Store};
+use mdc_core::ports::{DeviceRegistry, RetryScheduler, Store};
 use mdc_embedded::Embedded;
 use serde::{Deserialize, Serialize};
 
@@ -75,14 +75,19 @@ fn yes() -> bool {
     true
 }
 
+/// The connected backends.
+pub struct Connected {
+    pub store: Arc<dyn Store>,
+    /// Devices live beside the messages.
+    pub devices: Arc<dyn DeviceRegistry>,
+    pub retry: Arc<dyn RetryScheduler>,
+}
+
 /// Connects the configured store and retry scheduler; the embedded ones come
 /// from `embedded`.
-pub async fn connect(
-    backends: &Backends,
-    embedded: &Embedded,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn RetryScheduler>)> {
-    let store: Arc<dyn Store> = match &backends.store {
-        StoreBackend::Embedded => embedded.store.clone(),
+pub async fn connect(backends: &Backends, embedded: &Embedded) -> anyhow::Result<Connected> {
+    let (store, devices): (Arc<dyn Store>, Arc<dyn DeviceRegistry>) = match &backends.store {
+        StoreBackend::Embedded => (embedded.store.clone(), embedded.devices.clone()),
         StoreBackend::Mongodb {
             url,
             database,
@@ -95,11 +100,14 @@ pub async fn connect(
                 prefix: prefix.clone(),
                 majority_writes: *majority_writes,
             };
-            Arc::new(
-                mdc_mongodb::MongoStore::connect(&config)
-                    .await
-                    .context("backends.store: cannot use MongoDB")?,
-            )
+            let store = mdc_mongodb::MongoStore::connect(&config)
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            let devices = store
+                .devices()
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            (Arc::new(store), Arc::new(devices))
         }
     };
     let retry: Arc<dyn RetryScheduler> = match &backends.retry {
@@ -118,5 +126,9 @@ pub async fn connect(
             )
         }
     };
-    Ok((store, retry))
+    Ok(Connected {
+        store,
+        devices,
+        retry,
+    })
 }

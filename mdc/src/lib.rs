@@ -29,7 +29,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let embedded = Embedded::open(&config.data_dir, config.queue_layout())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let queue: Arc<dyn Queue> = embedded.queue.clone();
-    let (store, retry) = backends::connect(&config.backends, &embedded).await?;
+    let backends::Connected {
+        store,
+        devices,
+        retry,
+    } = backends::connect(&config.backends, &embedded).await?;
 
     let workers = CancellationToken::new();
     let ledger = Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);
@@ -59,7 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &config.breaker,
         &simulators,
         config.dispatcher.send_timeout,
-        embedded.devices.clone(),
+        devices.clone(),
     )
     .await
     .context("invalid config")?;
@@ -100,7 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store,
         ledger,
         kaleyra,
-        devices: embedded.devices.clone(),
+        devices,
         push_endpoints: built.push_endpoints,
         max_body_bytes: config.max_body_bytes,
     };

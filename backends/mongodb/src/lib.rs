@@ -8,6 +8,8 @@
 //! concurrent writer makes it start over rather than overwrite. A late `sent`
 //! therefore never overwrites `delivered`.
 
+mod devices;
+
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -29,8 +31,12 @@ pub struct MongoConfig {
     pub majority_writes: bool,
 }
 
+pub use devices::MongoDevices;
+
 pub struct MongoStore {
     collections: HashMap<Channel, Collection<Document>>,
+    database: mongodb::Database,
+    prefix: String,
 }
 
 fn unavailable(e: mongodb::error::Error) -> StoreError {
@@ -116,7 +122,16 @@ impl MongoStore {
                 .map_err(unavailable)?;
             collections.insert(channel, collection);
         }
-        Ok(Self { collections })
+        Ok(Self {
+            collections,
+            database,
+            prefix: config.prefix.clone(),
+        })
+    }
+
+    /// The device registry in the same database.
+    pub async fn devices(&self) -> Result<MongoDevices, StoreError> {
+        MongoDevices::open(&self.database, &self.prefix).await
     }
 
     /// The message's collection and document (without its events unless asked).

@@ -23,6 +23,14 @@ mod store {
     mdc_core::store_contract!(async { Arc::new(fresh().await) as Arc<dyn Store> });
 }
 
+mod devices {
+    use super::*;
+    use mdc_core::ports::DeviceRegistry;
+    mdc_core::devices_contract!(async {
+        Arc::new(fresh().await.devices().await.expect("devices")) as Arc<dyn DeviceRegistry>
+    });
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

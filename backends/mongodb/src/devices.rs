@@ -1,0 +1,131 @@
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mdc_core::ports::{Device, DeviceRegistry, StoreError};
+use mongodb::bson::{self, doc, Document};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, Database, IndexModel};
+
+/// The device registry on MongoDB: one document per device, unique on the
+/// token, indexed by user.
+pub struct MongoDevices {
+    devices: Collection<Document>,
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+fn decode(mut document: Document) -> Result<Device, StoreError> {
+    document.remove("_id");
+    bson::from_document(document).map_err(other)
+}
+
+impl MongoDevices {
+    pub async fn open(database: &Database, prefix: &str) -> Result<Self, StoreError> {
+        let devices = database.collection::<Document>(&format!("{prefix}devices"));
+        devices
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! { "token": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+                IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+                IndexModel::builder().keys(doc! { "id": 1 }).build(),
+            ])
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { devices })
+    }
+}
+
+#[async_trait]
+impl DeviceRegistry for MongoDevices {
+    async fn register(&self, device: &Device) -> Result<(Device, bool), StoreError> {
+        let mut set = doc! {
+            "user_id": &device.user_id,
+            "platform": bson::to_bson(&device.platform).map_err(other)?,
+            "active": true,
+            "updated_at": bson::to_bson(&device.updated_at).map_err(other)?,
+        };
+        if let Some(endpoint) = &device.endpoint {
+            set.insert("endpoint", endpoint.as_str());
+        }
+        let on_insert = doc! {
+            "id": &device.id,
+            "token": &device.token,
+            "created_at": bson::to_bson(&device.created_at).map_err(other)?,
+        };
+        // One atomic upsert keyed by the token: the first registration creates
+        // the device, later ones update it and keep its id.
+        let stored = self
+            .devices
+            .find_one_and_update(
+                doc! { "token": &device.token },
+                doc! { "$set": set, "$setOnInsert": on_insert },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Other("upsert returned nothing".into()))?;
+        let stored = decode(stored)?;
+        let new = stored.id == device.id;
+        Ok((stored, new))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.devices
+            .find_one(doc! { "id": id })
+            .await
+            .map_err(unavailable)?
+            .map(decode)
+            .transpose()
+    }
+
+    async fn by_token(&self, token: &str) -> Result<Option<Device>, StoreError> {
+        self.devices
+            .find_one(doc! { "token": token })
+            .await
+            .map_err(unavailable)?
+            .map(decode)
+            .transpose()
+    }
+
+    async fn for_user(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
+        let documents: Vec<Document> = self
+            .devices
+            .find(doc! { "user_id": user_id, "active": true })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        documents.into_iter().map(decode).collect()
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .devices
+            .delete_one(doc! { "id": id })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count == 1)
+    }
+
+    async fn deactivate(&self, token: &str) -> Result<bool, StoreError> {
+        let now = bson::to_bson(&mdc_core::now()).map_err(other)?;
+        let result = self
+            .devices
+            .update_one(
+                doc! { "token": token },
+                doc! { "$set": { "active": false, "updated_at": now } },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(result.matched_count == 1)
+    }
+}
