@@ -197,6 +197,12 @@ impl Router {
             }
         }
         let (provider, error) = last.unwrap_or_else(|| {
+            // Every breaker is open: come back when the first one lets a probe through.
+            let reopens = self
+                .members
+                .iter()
+                .filter_map(|m| m.breaker.as_ref()?.open_remaining())
+                .min();
             (
                 self.members
                     .first()
@@ -204,7 +210,7 @@ impl Router {
                     .unwrap_or_default(),
                 ProviderError::Transient {
                     message: "no provider available: circuit breakers open".into(),
-                    retry_after: None,
+                    retry_after: reopens,
                 },
             )
         });
@@ -270,5 +276,167 @@ impl Router {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use mdc_core::Channel;
+
+    use super::*;
+
+    /// A provider whose every send has the same outcome, counting calls.
+    struct Scripted {
+        name: &'static str,
+        outcome: Result<(), ProviderError>,
+        calls: AtomicU32,
+    }
+
+    impl Scripted {
+        fn new(name: &'static str, outcome: Result<(), ProviderError>) -> Arc<Self> {
+            Arc::new(Self {
+                name,
+                outcome,
+                calls: AtomicU32::new(0),
+            })
+        }
+
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn channel(&self) -> Channel {
+            Channel::Sms
+        }
+
+        async fn send(&self, _message: &Message) -> Result<Receipt, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.outcome.clone().map(|()| Receipt {
+                provider_message_id: format!("{}-id", self.name),
+                raw: serde_json::Value::Null,
+            })
+        }
+
+        async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
+            Ok(None)
+        }
+    }
+
+    fn transient() -> ProviderError {
+        ProviderError::Transient {
+            message: "HTTP 503".into(),
+            retry_after: None,
+        }
+    }
+
+    fn member(provider: &Arc<Scripted>, weight: u32, breaker: Option<BreakerConfig>) -> Member {
+        Member::new(provider.clone(), weight, breaker, None)
+    }
+
+    fn message() -> Message {
+        mdc_core::contract::sample_message("+14155550123")
+    }
+
+    #[tokio::test]
+    async fn ordered_fails_over_on_transient_but_not_on_ambiguous_or_permanent() {
+        let down = Scripted::new("down", Err(transient()));
+        let up = Scripted::new("up", Ok(()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&down, 1, None), member(&up, 1, None)],
+            Duration::from_secs(1),
+        );
+        let attempt = router.send(&message()).await;
+        assert_eq!(attempt.provider, "up");
+        assert!(attempt.result.is_ok());
+        assert_eq!(
+            attempt.skipped,
+            vec![("down".to_owned(), "HTTP 503".to_owned())]
+        );
+
+        for outcome in [
+            ProviderError::Ambiguous {
+                message: "timeout".into(),
+            },
+            ProviderError::Permanent {
+                code: "400".into(),
+                message: "bad".into(),
+            },
+        ] {
+            let first = Scripted::new("first", Err(outcome.clone()));
+            let second = Scripted::new("second", Ok(()));
+            let router = Router::new(
+                Mode::Ordered,
+                vec![member(&first, 1, None), member(&second, 1, None)],
+                Duration::from_secs(1),
+            );
+            let attempt = router.send(&message()).await;
+            assert_eq!(attempt.provider, "first");
+            assert_eq!(attempt.result.err(), Some(outcome));
+            assert_eq!(
+                second.calls(),
+                0,
+                "never sent twice after an uncertain or final answer"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_is_skipped_and_all_open_says_when_to_come_back() {
+        let breaker = BreakerConfig {
+            window: 2,
+            min_requests: 2,
+            failure_ratio: 0.5,
+            open_for: Duration::from_secs(60),
+        };
+        let down = Scripted::new("down", Err(transient()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&down, 1, Some(breaker))],
+            Duration::from_secs(1),
+        );
+        for _ in 0..2 {
+            router.send(&message()).await;
+        }
+        assert_eq!(down.calls(), 2);
+        let attempt = router.send(&message()).await;
+        assert_eq!(down.calls(), 2, "the open breaker keeps sends away");
+        match attempt.result {
+            Err(ProviderError::Transient {
+                retry_after: Some(after),
+                ..
+            }) => assert!(after > Duration::from_secs(50)),
+            other => panic!("expected a transient error with a retry-after, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn weighted_routes_share_traffic_by_weight() {
+        let heavy = Scripted::new("heavy", Ok(()));
+        let light = Scripted::new("light", Ok(()));
+        let router = Router::new(
+            Mode::Weighted,
+            vec![member(&heavy, 3, None), member(&light, 1, None)],
+            Duration::from_secs(1),
+        );
+        for _ in 0..2000 {
+            router.send(&message()).await;
+        }
+        let share = f64::from(heavy.calls()) / 2000.0;
+        assert!(
+            (0.70..=0.80).contains(&share),
+            "heavy took {share:.3} of the traffic, expected about 0.75"
+        );
+        assert_eq!(heavy.calls() + light.calls(), 2000);
     }
 }
