@@ -217,6 +217,19 @@ fn describe(error: figment::Error) -> String {
         .join("; ")
 }
 
+/// Loads the config while holding figment's environment lock, so no test
+/// sees the variables another test sets (plain `cargo test` runs them in
+/// threads of one process).
+#[cfg(test)]
+pub(crate) fn load_locked(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut result = None;
+    figment::Jail::expect_with(|_| {
+        result = Some(Config::load(file, Figment::new()));
+        Ok(())
+    });
+    result.unwrap_or_else(|| Err(ConfigError::Invalid("not loaded".into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +238,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mdc.toml");
         std::fs::write(&path, text).expect("write");
-        Config::load(Some(&path), Figment::new())
+        load_locked(Some(&path))
     }
 
     #[test]
@@ -245,7 +258,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let config = Config::load(None, Figment::new()).expect("defaults");
+        let config = load_locked(None).expect("defaults");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.dispatcher.consumers(Priority::Critical), 2);
     }
@@ -297,8 +310,7 @@ mod tests {
             let err = load_toml(text).expect_err(text).to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
-        let missing = Config::load(Some(Path::new("/nonexistent/mdc.toml")), Figment::new())
-            .expect_err("missing");
+        let missing = load_locked(Some(Path::new("/nonexistent/mdc.toml"))).expect_err("missing");
         assert!(missing.to_string().contains("does not exist"));
     }
 }
@@ -308,8 +320,7 @@ mod example {
     #[test]
     fn the_example_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mdc.example.toml");
-        super::Config::load(Some(&path), figment::Figment::new())
-            .expect("mdc.example.toml must load");
+        super::load_locked(Some(&path)).expect("mdc.example.toml must load");
     }
 }
 
@@ -321,7 +332,7 @@ mod providers {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mdc.toml");
         std::fs::write(&path, text).expect("write");
-        let config = Config::load(Some(&path), Figment::new()).map_err(|e| e.to_string())?;
+        let config = super::load_locked(Some(&path)).map_err(|e| e.to_string())?;
         let devices = mdc_embedded::Embedded::open(&dir.path().join("data"), config.queue_layout())
             .expect("open")
             .devices;
