@@ -221,6 +221,7 @@ fn describe(error: figment::Error) -> String {
 /// sees the variables another test sets (plain `cargo test` runs them in
 /// threads of one process).
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
 pub(crate) fn load_locked(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut result = None;
     figment::Jail::expect_with(|_| {
@@ -326,8 +327,6 @@ mod example {
 
 #[cfg(test)]
 mod providers {
-    use super::*;
-
     async fn build(text: &str) -> Result<(), String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mdc.toml");
