@@ -1,9 +1,12 @@
 //! Handlers behind the queue: the response handler applies vendor reports to
 //! stored messages; the retry handler puts messages back on their lane when
-//! their next attempt is due.
+//! their next attempt is due; the reconciler reschedules messages whose
+//! retry timer was lost.
 
+mod reconcile;
 mod response;
 mod retry;
 
+pub use reconcile::Reconciler;
 pub use response::ResponseHandler;
 pub use retry::RetryHandler;

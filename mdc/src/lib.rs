@@ -14,7 +14,7 @@ use mdc_core::ports::{Provider, Queue, ReportSink};
 use mdc_core::Channel;
 use mdc_dispatcher::Dispatcher;
 use mdc_embedded::Embedded;
-use mdc_handlers::{ResponseHandler, RetryHandler};
+use mdc_handlers::{Reconciler, ResponseHandler, RetryHandler};
 use mdc_providers::{Ledger, Simulator};
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::QueueReportSink;
@@ -89,9 +89,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.dispatcher.clone(),
     ));
     let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone()));
+    let reconciler = Arc::new(Reconciler::new(store.clone(), retry.clone()));
     let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.run(workers.clone()));
+    let reconcile_token = workers.clone();
+    tasks.spawn(async move {
+        reconciler.run(reconcile_token).await;
+        Ok(())
+    });
     tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
     let retry_token = workers.clone();
     tasks.spawn(async move {

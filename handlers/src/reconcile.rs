@@ -1,0 +1,83 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use mdc_core::ports::{ListFilter, RetryItem, RetryScheduler, Store};
+use mdc_core::{MessageRecord, Status};
+use tokio_util::sync::CancellationToken;
+
+/// The safety net under the retry timers: a message `sending` whose next
+/// attempt is long overdue, or whose in-flight attempt's lease ran out long
+/// ago, has lost its timer (a retry backend that lost data, say). The
+/// reconciler schedules it again; the dispatcher's claim decides the rest, so
+/// scheduling a message that did have a timer is harmless.
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    retry: Arc<dyn RetryScheduler>,
+    /// How late a timer must be before it counts as lost.
+    pub grace: Duration,
+    pub interval: Duration,
+    /// Messages looked at per pass.
+    pub batch: usize,
+}
+
+const COMPONENT: &str = "reconciler";
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, retry: Arc<dyn RetryScheduler>) -> Self {
+        Self {
+            store,
+            retry,
+            grace: Duration::from_secs(60),
+            interval: Duration::from_secs(30),
+            batch: 1000,
+        }
+    }
+
+    /// Whether the message's timer should have fired long ago.
+    fn stranded(&self, record: &MessageRecord, now: mdc_core::Timestamp) -> bool {
+        let grace = chrono::Duration::from_std(self.grace).unwrap_or_default();
+        let overdue = |at: Option<mdc_core::Timestamp>| at.is_some_and(|at| at + grace < now);
+        record.status == Status::Sending
+            && (overdue(record.next_attempt_at) || overdue(record.lease_until))
+    }
+
+    /// One pass; returns how many messages were rescheduled.
+    pub async fn pass(&self) -> anyhow::Result<usize> {
+        let now = mdc_core::now();
+        let filter = ListFilter {
+            status: Some(Status::Sending),
+            limit: self.batch,
+            ..Default::default()
+        };
+        let mut rescheduled = 0;
+        for record in self.store.list(&filter).await? {
+            if !self.stranded(&record, now) {
+                continue;
+            }
+            let message = &record.message;
+            tracing::warn!(message_id = %message.id, component = COMPONENT, "A retry timer was lost; scheduling the message again");
+            self.retry
+                .schedule(RetryItem {
+                    message_id: message.id.clone(),
+                    channel: message.channel(),
+                    priority: message.priority,
+                    due: now,
+                })
+                .await?;
+            rescheduled += 1;
+        }
+        Ok(rescheduled)
+    }
+
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "Reconciliation pass failed; trying again later");
+            }
+        }
+    }
+}
