@@ -78,6 +78,31 @@ pub struct Router {
     send_timeout: Duration,
 }
 
+/// A final outcome ends the send; a transient error becomes the last word
+/// and the send moves on to the next member.
+fn settle(
+    name: &str,
+    result: Result<Receipt, ProviderError>,
+    last: &mut Option<(String, ProviderError)>,
+) -> Option<Result<Receipt, ProviderError>> {
+    match result {
+        Err(error @ ProviderError::Transient { .. }) => {
+            *last = Some((name.to_owned(), error));
+            None
+        }
+        result => Some(result),
+    }
+}
+
+/// Why the last member was passed over, as the vendor put it.
+fn last_reason(last: &Option<(String, ProviderError)>) -> String {
+    match last {
+        Some((_, ProviderError::Transient { message, .. })) => message.clone(),
+        Some((_, error)) => error.to_string(),
+        None => String::new(),
+    }
+}
+
 fn throttling(error: &ProviderError) -> bool {
     matches!(error, ProviderError::Transient { message, .. } if message.contains("429") || message.contains("Throttl") || message.contains("TooManyRequests"))
 }
@@ -144,27 +169,17 @@ impl Router {
                 continue;
             }
             match self.try_member(member, message).await {
-                Some(Err(ProviderError::Transient {
-                    message,
-                    retry_after,
-                })) => {
-                    skipped.push((name.clone(), message.clone()));
-                    last = Some((
-                        name,
-                        ProviderError::Transient {
-                            message,
-                            retry_after,
-                        },
-                    ));
-                }
-                Some(result) => {
-                    return Attempt {
-                        provider: name,
-                        result,
-                        skipped,
-                    }
-                }
                 None => skipped.push((name, "circuit breaker open".to_owned())),
+                Some(result) => match settle(&name, result, &mut last) {
+                    Some(result) => {
+                        return Attempt {
+                            provider: name,
+                            result,
+                            skipped,
+                        }
+                    }
+                    None => skipped.push((name, last_reason(&last))),
+                },
             }
         }
         for index in rate_limited {
@@ -173,27 +188,14 @@ impl Router {
                 limiter.acquire().await;
             }
             let name = member.provider.name().to_owned();
-            match self.try_member(member, message).await {
-                Some(Err(ProviderError::Transient {
-                    message,
-                    retry_after,
-                })) => {
-                    last = Some((
-                        name,
-                        ProviderError::Transient {
-                            message,
-                            retry_after,
-                        },
-                    ));
-                }
-                Some(result) => {
+            if let Some(result) = self.try_member(member, message).await {
+                if let Some(result) = settle(&name, result, &mut last) {
                     return Attempt {
                         provider: name,
                         result,
                         skipped,
-                    }
+                    };
                 }
-                None => {}
             }
         }
         let (provider, error) = last.unwrap_or_else(|| {

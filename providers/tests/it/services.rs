@@ -14,3 +14,16 @@ pub fn aws_credentials() {
     env("MDC_TEST_AWS_KEY");
     env("MDC_TEST_AWS_SECRET");
 }
+
+/// The AWS settings of the adapters under test: the moto server, static
+/// test credentials.
+pub fn aws() -> mdc_providers::aws::AwsConfig {
+    aws_credentials();
+    mdc_providers::aws::AwsConfig {
+        region: "us-east-1".into(),
+        endpoint_url: Some(env("MDC_TEST_MOTO_URL")),
+        access_key_id_env: Some("MDC_TEST_AWS_KEY".into()),
+        secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
+        timeout: std::time::Duration::from_secs(10),
+    }
+}

@@ -1,24 +1,14 @@
-use std::time::Duration;
-
 use mdc_core::message::Attachment;
 use mdc_core::ports::{Provider, ProviderError};
 use mdc_core::{Content, Message};
-use mdc_providers::aws::AwsConfig;
 use mdc_providers::ses::{SesConfig, SesProvider};
 use serde_json::Value;
 
-use crate::services::{aws_credentials, env};
+use crate::services::{aws, env};
 
 fn config() -> SesConfig {
-    aws_credentials();
     SesConfig {
-        aws: AwsConfig {
-            region: "us-east-1".into(),
-            endpoint_url: Some(env("MDC_TEST_MOTO_URL")),
-            access_key_id_env: Some("MDC_TEST_AWS_KEY".into()),
-            secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
-            timeout: Duration::from_secs(10),
-        },
+        aws: aws(),
         configuration_set: None,
     }
 }

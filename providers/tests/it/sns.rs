@@ -1,27 +1,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mdc_core::message::PushTarget;
 use mdc_core::ports::{Device, DeviceRegistry, Platform, Provider, ProviderError};
 use mdc_core::{Content, Message, MessageType};
 use mdc_embedded::{Embedded, QueueLayout};
-use mdc_providers::aws::AwsConfig;
 use mdc_providers::sns::{SnsConfig, SnsPushProvider, SnsSmsProvider};
 use serde_json::Value;
 
-use crate::services::{aws_credentials, env};
+use crate::services::{aws, env};
 
 fn config(applications: BTreeMap<Platform, String>) -> SnsConfig {
-    aws_credentials();
     SnsConfig {
-        aws: AwsConfig {
-            region: "us-east-1".into(),
-            endpoint_url: Some(env("MDC_TEST_MOTO_URL")),
-            access_key_id_env: Some("MDC_TEST_AWS_KEY".into()),
-            secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
-            timeout: Duration::from_secs(10),
-        },
+        aws: aws(),
         platform_applications: applications,
     }
 }
