@@ -1,5 +1,6 @@
 //! Adapters against real servers started by scripts/test-services.
 
+mod kaleyra;
 mod services;
 mod ses;
 mod smtp;
