@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    Claim, ConsumerSpec, Delivery, ProviderError, Queue, QueueConsumer, Receipt, RetryItem,
-    RetryScheduler, StatusUpdate, Store, Topic,
+    CachedMessage, Claim, ConsumerSpec, Delivery, MessageCache, ProviderError, Queue,
+    QueueConsumer, Receipt, RetryItem, RetryScheduler, StatusUpdate, Store, Topic,
 };
 use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
 use tokio::sync::Semaphore;
@@ -26,9 +26,14 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     retry: Arc<dyn RetryScheduler>,
     routes: HashMap<Channel, Arc<Router>>,
+    cache: Arc<dyn MessageCache>,
     config: DispatcherConfig,
     in_flight: Semaphore,
 }
+
+/// How long a vendor message id stays in the cache: longer than vendors take
+/// to report.
+const CACHE_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -48,6 +53,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         retry: Arc<dyn RetryScheduler>,
         routes: HashMap<Channel, Arc<Router>>,
+        cache: Arc<dyn MessageCache>,
         config: DispatcherConfig,
     ) -> Self {
         let in_flight = Semaphore::new(config.max_in_flight);
@@ -56,6 +62,7 @@ impl Dispatcher {
             store,
             retry,
             routes,
+            cache,
             config,
             in_flight,
         }
@@ -282,6 +289,19 @@ impl Dispatcher {
         let event = Event::new(COMPONENT, details)
             .provider(provider, Some(&receipt.provider_message_id))
             .raw(receipt.raw);
+        let message = &record.message;
+        let cached = CachedMessage {
+            message_id: message.id.clone(),
+            channel: message.channel(),
+        };
+        // Only a shortcut for vendor reports: the store's index is the truth.
+        if let Err(e) = self
+            .cache
+            .put(provider, &receipt.provider_message_id, cached, CACHE_TTL)
+            .await
+        {
+            tracing::warn!(error = %e, "Could not cache the vendor message id");
+        }
         let mut update = StatusUpdate::to(Status::Sent, event);
         update.provider = Some(provider.to_owned());
         update.provider_message_id = Some(receipt.provider_message_id);

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    ConsumerSpec, Delivery, Queue, QueueConsumer, StatusUpdate, Store, StoreError, Topic, Updated,
+    ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, StatusUpdate, Store, StoreError,
+    Topic, Updated,
 };
 use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
 use tokio_util::sync::CancellationToken;
@@ -14,11 +15,17 @@ const BATCH: usize = 256;
 pub struct ResponseHandler {
     queue: Arc<dyn Queue>,
     store: Arc<dyn Store>,
+    /// Vendor message id → message, tried before the store.
+    cache: Arc<dyn MessageCache>,
 }
 
 impl ResponseHandler {
-    pub fn new(queue: Arc<dyn Queue>, store: Arc<dyn Store>) -> Self {
-        Self { queue, store }
+    pub fn new(queue: Arc<dyn Queue>, store: Arc<dyn Store>, cache: Arc<dyn MessageCache>) -> Self {
+        Self {
+            queue,
+            store,
+            cache,
+        }
     }
 
     /// Runs `consumers` members of the group until `shutdown`; in-flight
@@ -141,6 +148,15 @@ impl ResponseHandler {
     async fn resolve(&self, report: &DeliveryReport) -> Result<Option<MessageId>, StoreError> {
         if let Some(reference) = &report.reference {
             return Ok(Some(reference.clone()));
+        }
+        match self
+            .cache
+            .get(&report.provider, &report.provider_message_id)
+            .await
+        {
+            Ok(Some(cached)) => return Ok(Some(cached.message_id)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "Message cache unavailable; asking the store"),
         }
         self.store
             .find_by_provider_message_id(&report.provider, &report.provider_message_id)

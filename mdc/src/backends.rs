@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use mdc_core::ports::{DeviceRegistry, RetryScheduler, Store};
+use mdc_core::ports::{DeviceRegistry, MessageCache, RetryScheduler, Store};
 use mdc_embedded::Embedded;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,21 @@ use serde::{Deserialize, Serialize};
 pub struct Backends {
     pub store: StoreBackend,
     pub retry: RetryBackend,
+    pub cache: CacheBackend,
+}
+
+/// Vendor message id → message, for reports that carry only the vendor's id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// In this process only; the store's index answers after a restart.
+    #[default]
+    Memory,
+    Redis {
+        url: String,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,6 +92,7 @@ fn yes() -> bool {
 
 /// The connected backends.
 pub struct Connected {
+    pub cache: Arc<dyn MessageCache>,
     pub store: Arc<dyn Store>,
     /// Devices live beside the messages.
     pub devices: Arc<dyn DeviceRegistry>,
@@ -126,7 +142,16 @@ pub async fn connect(backends: &Backends, embedded: &Embedded) -> anyhow::Result
             )
         }
     };
+    let cache: Arc<dyn MessageCache> = match &backends.cache {
+        CacheBackend::Memory => Arc::new(mdc_embedded::MemoryCache::default()),
+        CacheBackend::Redis { url, prefix } => Arc::new(
+            mdc_redis::RedisCache::connect(url, prefix)
+                .await
+                .context("backends.cache: cannot use Redis")?,
+        ),
+    };
     Ok(Connected {
+        cache,
         store,
         devices,
         retry,

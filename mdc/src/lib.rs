@@ -30,6 +30,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let queue: Arc<dyn Queue> = embedded.queue.clone();
     let backends::Connected {
+        cache,
         store,
         devices,
         retry,
@@ -86,9 +87,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store.clone(),
         retry.clone(),
         built.routes,
+        cache.clone(),
         config.dispatcher.clone(),
     ));
-    let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone()));
+    let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone(), cache));
     let reconciler = Arc::new(Reconciler::new(store.clone(), retry.clone()));
     let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
     let mut tasks = tokio::task::JoinSet::new();

@@ -5,6 +5,7 @@
 //! writes share a transaction and an fsync, so durability costs little per
 //! message.
 
+mod cache;
 mod db;
 mod devices;
 mod queue;
@@ -14,6 +15,7 @@ mod store;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cache::MemoryCache;
 pub use db::{Db, DbError};
 pub use devices::EmbeddedDevices;
 pub use queue::{EmbeddedQueue, QueueLayout};

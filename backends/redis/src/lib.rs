@@ -1,4 +1,5 @@
-//! Redis backends: durable retry timing and the message cache.
+//! Redis backends: durable retry timing and the message cache (vendor
+//! message id → message, with a TTL).
 //!
 //! Retry timing follows the design: each pending retry is a key with a TTL
 //! whose `expired` keyspace event triggers the next attempt promptly, and a
@@ -8,6 +9,8 @@
 //! first, an item is handed out by one atomic script that moves it from the
 //! due set to the in-flight set, so each retry fires once.
 
+mod cache;
 mod retry;
 
+pub use cache::RedisCache;
 pub use retry::{RedisRetry, RedisRetryConfig};

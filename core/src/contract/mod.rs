@@ -7,6 +7,7 @@
 //! mdc_core::store_contract!(async { Arc::new(MyStore::open_temp().await) as Arc<dyn Store> });
 //! ```
 
+pub mod cache;
 pub mod devices;
 pub mod queue;
 pub mod retry;

@@ -1,12 +1,14 @@
 //! The traits every backend implements. Each has a contract suite in
 //! [`crate::contract`] that all implementations must pass.
 
+pub mod cache;
 pub mod devices;
 pub mod provider;
 pub mod queue;
 pub mod retry;
 pub mod store;
 
+pub use cache::{CachedMessage, MessageCache};
 pub use devices::{Device, DeviceRegistry, Platform};
 pub use provider::{Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};

@@ -15,7 +15,7 @@ async fn messages_complete_with_mongodb_store_and_redis_retries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = format!("e2e{}", ulid::Ulid::new());
     let config = format!(
-        "{TEST_CONFIG}\n[backends.store]\nkind = \"mongodb\"\nurl = \"{mongo}\"\ndatabase = \"mdc_e2e\"\nprefix = \"{prefix}_\"\nmajority_writes = false\n\n[backends.retry]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n",
+        "{TEST_CONFIG}\n[backends.store]\nkind = \"mongodb\"\nurl = \"{mongo}\"\ndatabase = \"mdc_e2e\"\nprefix = \"{prefix}_\"\nmajority_writes = false\n\n[backends.retry]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n\n[backends.cache]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n",
         mongo = env("MDC_TEST_MONGODB_URL"),
         redis = env("MDC_TEST_REDIS_URL"),
     );

@@ -253,3 +253,47 @@ async fn the_rate_limit_holds_and_429_slows_down_then_recovers() {
     let message = server.wait_terminal(&id, WITHIN).await;
     assert_eq!(message["status"], "delivered", "{message:#}");
 }
+
+#[tokio::test]
+async fn a_report_with_only_the_vendor_id_finds_its_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The simulator's own callback comes too late to matter.
+    let sim = KaleyraSim::start(&["--callback-delay", "30s"]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\" }}]\n",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+    let id = server.submit(&sms("+919876543210")).await;
+    let deadline = std::time::Instant::now() + WITHIN;
+    let vendor_id = loop {
+        let message = server.message(&id).await;
+        if message["status"] == "sent" {
+            break message["provider_message_id"]
+                .as_str()
+                .expect("vendor id")
+                .to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never sent: {message:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = format!(
+        "{}/v1/callbacks/kaleyra/kaleyra-test?token=callback-secret",
+        server.base
+    );
+    let report = json!({"message_id": vendor_id, "status": "DELIVERED"});
+    let response = server
+        .http
+        .post(url)
+        .json(&report)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 200);
+    let message = server.wait_terminal(&id, WITHIN).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+}

@@ -17,6 +17,14 @@ mod store {
     mdc_core::store_contract!(async { fresh().store as Arc<dyn Store> });
 }
 
+mod cache {
+    use super::*;
+    use mdc_core::ports::MessageCache;
+    mdc_core::cache_contract!(async {
+        Arc::new(mdc_embedded::MemoryCache::default()) as Arc<dyn MessageCache>
+    });
+}
+
 mod devices {
     use super::*;
     use mdc_core::ports::DeviceRegistry;

@@ -32,6 +32,19 @@ fn reopenable(config: RedisRetryConfig) -> Open {
     })
 }
 
+mod cache {
+    use super::*;
+    use mdc_core::ports::MessageCache;
+    mdc_core::cache_contract!(async {
+        let prefix = format!("mdc-test-{}", ulid::Ulid::new());
+        Arc::new(
+            mdc_redis::RedisCache::connect(&url(), &prefix)
+                .await
+                .expect("connect"),
+        ) as Arc<dyn MessageCache>
+    });
+}
+
 mod contract {
     use super::*;
     mdc_core::retry_contract!(async { reopenable(config()) });
