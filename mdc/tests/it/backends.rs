@@ -61,3 +61,110 @@ async fn an_unreachable_backend_stops_start_up_with_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("backends.retry"), "{stderr}");
 }
+
+/// A private MongoDB-protocol server this test can stop and start.
+struct Mongo {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Mongo {
+    fn start(port: u16, dir: &std::path::Path) -> Mongo {
+        let child = std::process::Command::new(env("MDC_TEST_MONGODB_SERVER"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--standalone",
+                "--storage-path",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the MongoDB test server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MongoDB test server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Mongo {
+            child: Some(child),
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A clean stop (SIGTERM), so the server keeps what it acknowledged.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mongo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::harness::free_port();
+    let storage = dir.path().join("mongo");
+    std::fs::create_dir_all(&storage).expect("mkdir");
+    let mut mongo = Mongo::start(port, &storage);
+    let config = format!(
+        "{TEST_CONFIG}\n[backends.store]\nkind = \"mongodb\"\nurl = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\nmajority_writes = false\n"
+    );
+    let server = Server::start_with(dir.path(), &config).await;
+    let before = server.submit(&sms("+14155550123")).await;
+    server.wait_terminal(&before, Duration::from_secs(30)).await;
+
+    mongo.stop();
+    let (status, answer) = server.post(&sms("+14155550124")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable")),
+        "{answer}"
+    );
+    let (_, stats) = server.get("/v1/stats").await;
+    assert!(
+        stats.get("error").is_some() || stats["total"].is_null(),
+        "the store is down: {stats}"
+    );
+
+    let mongo = Mongo::start(mongo.port, &mongo.dir.clone());
+    let after = server.submit(&sms("+14155550125")).await;
+    let message = server.wait_terminal(&after, Duration::from_secs(30)).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+    assert_eq!(
+        server.message(&before).await["status"],
+        "delivered",
+        "what was stored before the outage is still there"
+    );
+    let (_, stats) = server.get("/v1/stats").await;
+    assert_eq!(
+        stats["total"], 2,
+        "nothing half written by the failed submit: {stats}"
+    );
+    drop(mongo);
+}
