@@ -168,3 +168,57 @@ async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself(
     );
     drop(mongo);
 }
+
+/// A private redis-server this test can stop and start.
+fn redis_server(port: u16) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--notify-keyspace-events", "Ex"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[tokio::test]
+async fn a_redis_outage_delays_retries_and_they_resume_by_themselves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::harness::free_port();
+    let mut redis = redis_server(port);
+    let config = format!(
+        "{TEST_CONFIG}\n[backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+    );
+    let server = Server::start_with(dir.path(), &config).await;
+
+    let _ = redis.kill();
+    let _ = redis.wait();
+    // Its first attempt fails transiently; the retry cannot be scheduled yet.
+    let id = server.submit(&push("sim-transient-1-outage")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.message(&id).await["status"], "sending");
+
+    let mut redis = redis_server(port);
+    let message = server.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+    assert_eq!(message["attempts"], 2);
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
