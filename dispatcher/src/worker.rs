@@ -21,7 +21,46 @@ const COMPONENT: &str = "dispatcher";
 /// Pause after a backend error before the next fetch.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Per channel, how many consumers of each priority lane have work: a lane
+/// whose last fetch returned records has a backlog. While a higher lane of
+/// the channel has one, the lower lanes are paused.
+#[derive(Default)]
+struct LaneGate {
+    busy: [std::sync::atomic::AtomicU32; 3],
+}
+
+fn rank(priority: Priority) -> usize {
+    match priority {
+        Priority::Critical => 0,
+        Priority::Normal => 1,
+        Priority::Bulk => 2,
+    }
+}
+
+impl LaneGate {
+    fn set(&self, priority: Priority, was: &mut bool, busy: bool) {
+        use std::sync::atomic::Ordering;
+        if *was != busy {
+            let counter = &self.busy[rank(priority)];
+            if busy {
+                counter.fetch_add(1, Ordering::AcqRel);
+            } else {
+                counter.fetch_sub(1, Ordering::AcqRel);
+            }
+            *was = busy;
+        }
+    }
+
+    /// Whether a higher lane than `priority` has a backlog.
+    fn pre_empted(&self, priority: Priority) -> bool {
+        self.busy[..rank(priority)]
+            .iter()
+            .any(|n| n.load(std::sync::atomic::Ordering::Acquire) > 0)
+    }
+}
+
 pub struct Dispatcher {
+    gates: HashMap<Channel, LaneGate>,
     queue: Arc<dyn Queue>,
     store: Arc<dyn Store>,
     retry: Arc<dyn RetryScheduler>,
@@ -58,6 +97,10 @@ impl Dispatcher {
     ) -> Self {
         let in_flight = Semaphore::new(config.max_in_flight);
         Self {
+            gates: Channel::ALL
+                .iter()
+                .map(|&c| (c, LaneGate::default()))
+                .collect(),
             queue,
             store,
             retry,
@@ -92,9 +135,14 @@ impl Dispatcher {
                 }
             }
         }
-        let drained =
-            tokio::time::timeout(self.config.drain_timeout + ERROR_BACKOFF, join_all(tasks));
-        shutdown.cancelled().await;
+        let all = join_all(tasks);
+        tokio::pin!(all);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = &mut all => return Ok(()),
+        }
+        // The deadline counts from the shutdown, not from the start.
+        let drained = tokio::time::timeout(self.config.drain_timeout + ERROR_BACKOFF, all);
         if drained.await.is_err() {
             tracing::warn!(
                 "Dispatcher drain timed out; unacknowledged messages are redelivered on restart"
@@ -109,19 +157,49 @@ impl Dispatcher {
         consumer: Arc<dyn QueueConsumer>,
         shutdown: CancellationToken,
     ) {
-        loop {
+        let Topic::Messages(channel, priority) = topic else {
+            return;
+        };
+        let gate = &self.gates[&channel];
+        let mut busy = false;
+        let mut paused = false;
+        while !shutdown.is_cancelled() {
+            let pre_empted = gate.pre_empted(priority);
+            if pre_empted != paused {
+                let result = if pre_empted {
+                    consumer.pause().await
+                } else {
+                    consumer.resume().await
+                };
+                match result {
+                    Ok(()) => {
+                        paused = pre_empted;
+                        tracing::debug!(%topic, paused, "A higher-priority lane's backlog changed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "Could not pause or resume a lane")
+                    }
+                }
+            }
             let batch = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 batch = consumer.fetch(self.config.batch_size) => batch,
             };
             match batch {
-                Ok(batch) if !batch.is_empty() => self.process_batch(&consumer, batch).await,
-                Ok(_) => {}
+                Ok(batch) if !batch.is_empty() => {
+                    gate.set(priority, &mut busy, true);
+                    self.process_batch(&consumer, batch).await;
+                }
+                Ok(_) => gate.set(priority, &mut busy, false),
                 Err(e) => {
                     tracing::warn!(%topic, error = %e, "Fetching from the queue failed; retrying");
                     tokio::time::sleep(ERROR_BACKOFF).await;
                 }
             }
+        }
+        gate.set(priority, &mut busy, false);
+        if let Err(e) = consumer.close().await {
+            tracing::warn!(%topic, error = %e, "Leaving the consumer group failed");
         }
     }
 
@@ -171,6 +249,10 @@ impl Dispatcher {
     }
 
     async fn dispatch(&self, message: Message) -> Outcome {
+        self.dispatch_inner(message, false).await
+    }
+
+    async fn dispatch_inner(&self, message: Message, waited: bool) -> Outcome {
         let id = &message.id;
         let now = mdc_core::now();
         if now > message.deadline {
@@ -205,8 +287,21 @@ impl Dispatcher {
                 tracing::debug!(due = %at, "Retry not due yet; the scheduler holds it");
                 Outcome::Done
             }
+            Claim::Busy { lease_until } if !waited => {
+                // An attempt is in flight elsewhere, or was when a dispatcher
+                // died (this is a redelivery). Wait for its lease here rather
+                // than scheduling a retry: later messages to the same
+                // recipient queue behind this one, so their order holds.
+                let wait = (lease_until - mdc_core::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(self.config.lease);
+                tracing::info!(wait = ?wait, "Message held by an earlier attempt; waiting for its lease");
+                tokio::time::sleep(wait + Duration::from_millis(10)).await;
+                return Box::pin(self.dispatch_inner(message, true)).await;
+            }
             Claim::Busy { lease_until } => {
-                // Another attempt is in flight; look again when its lease ends.
+                // Still held: look again when the lease ends.
                 self.schedule(&message, lease_until).await
             }
             Claim::NotFound => {

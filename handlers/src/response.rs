@@ -62,7 +62,7 @@ impl ResponseHandler {
     async fn consume(&self, consumer: Arc<dyn QueueConsumer>, shutdown: CancellationToken) {
         loop {
             let batch = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 batch = consumer.fetch(BATCH) => batch,
             };
             match batch {
@@ -79,6 +79,9 @@ impl ResponseHandler {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
+        }
+        if let Err(e) = consumer.close().await {
+            tracing::warn!(error = %e, "Leaving the reports consumer group failed");
         }
     }
 

@@ -38,26 +38,36 @@ pub struct State {
     pub max_body_bytes: usize,
 }
 
-pub fn server(state: State, listen: SocketAddr) -> std::io::Result<Server> {
+/// The endpoints of `roles`: ingest serves the message, stats and device
+/// API (and the simulators' ledger), listener the vendor callbacks; every
+/// process answers `/healthz`.
+pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
+        let kaleyra = state.kaleyra.clone();
         App::new()
-            .configure(mdc_response_listener::kaleyra::routes(
-                state.kaleyra.clone(),
-            ))
+            .configure(|cfg| {
+                if roles.listener {
+                    mdc_response_listener::kaleyra::routes(kaleyra)(cfg);
+                }
+            })
             .app_data(state.clone())
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
             )
-            .route("/v1/messages", web::post().to(submit))
-            .route("/v1/messages", web::get().to(list))
-            .route("/v1/messages/{id}", web::get().to(get))
-            .route("/v1/stats", web::get().to(stats))
-            .route("/v1/devices", web::post().to(register_device))
-            .route("/v1/devices/{id}", web::get().to(get_device))
-            .route("/v1/devices/{id}", web::delete().to(remove_device))
-            .route("/v1/simulator/sends", web::get().to(simulator_sends))
+            .configure(|cfg| {
+                if roles.ingest {
+                    cfg.route("/v1/messages", web::post().to(submit))
+                        .route("/v1/messages", web::get().to(list))
+                        .route("/v1/messages/{id}", web::get().to(get))
+                        .route("/v1/stats", web::get().to(stats))
+                        .route("/v1/devices", web::post().to(register_device))
+                        .route("/v1/devices/{id}", web::get().to(get_device))
+                        .route("/v1/devices/{id}", web::delete().to(remove_device))
+                        .route("/v1/simulator/sends", web::get().to(simulator_sends));
+                }
+            })
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(not_found("no such endpoint"))
             }))

@@ -9,22 +9,85 @@
 //! [backends.retry]
 //! kind = "redis"                # or "embedded"
 //! url = "redis://cache:6379"
+//!
+//! [backends.queue]
+//! kind = "kafka"                # or "embedded"
+//! brokers = "kafka1:9092,kafka2:9092"
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use mdc_core::ports::{DeviceRegistry, MessageCache, RetryScheduler, Store};
+use mdc_core::ports::{DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store};
 use mdc_embedded::Embedded;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backends {
+    pub queue: QueueBackend,
     pub store: StoreBackend,
     pub retry: RetryBackend,
     pub cache: CacheBackend,
+}
+
+/// The priority topics and the responses topic.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueueBackend {
+    #[default]
+    Embedded,
+    Kafka(mdc_kafka::KafkaConfig),
+}
+
+impl Backends {
+    /// Whether every port that roles share lives outside this process, so
+    /// roles can run as separate processes.
+    pub fn shared(&self) -> Result<(), String> {
+        let mut local = Vec::new();
+        if matches!(self.queue, QueueBackend::Embedded) {
+            local.push("backends.queue");
+        }
+        if matches!(self.store, StoreBackend::Embedded) {
+            local.push("backends.store");
+        }
+        if matches!(self.retry, RetryBackend::Embedded) {
+            local.push("backends.retry");
+        }
+        if local.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "running some roles only needs backends other processes can reach, but {} {} embedded",
+                local.join(", "),
+                if local.len() == 1 { "is" } else { "are" }
+            ))
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let QueueBackend::Kafka(kafka) = &self.queue {
+            kafka.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Connects the configured queue; the embedded one comes from `embedded`.
+pub async fn connect_queue(
+    backend: &QueueBackend,
+    layout: QueueLayout,
+    embedded: &Embedded,
+) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(match backend {
+        QueueBackend::Embedded => embedded.queue.clone(),
+        QueueBackend::Kafka(config) => Arc::new(
+            mdc_kafka::KafkaQueue::connect(config.clone(), layout)
+                .await
+                .context("backends.queue: cannot use Kafka")?,
+        ),
+    })
 }
 
 /// Vendor message id → message, for reports that carry only the vendor's id.

@@ -20,8 +20,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every role in one process (embedded backends, simulated vendors).
+    /// Run MDC: every role in one process by default (embedded backends,
+    /// simulated vendors), or the roles named by --roles.
     Serve(ServeArgs),
+    /// Manage the Kafka topics of the configured queue.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
     /// Submit a message to a running server and print its id.
     Send {
         #[command(subcommand)]
@@ -40,6 +46,17 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create every missing topic with the configured partitions
+    /// (idempotent: existing topics are reported and left as they are).
+    Create {
+        /// TOML config file with a `[backends.queue]` of kind "kafka".
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -93,6 +110,10 @@ pub struct ServeArgs {
     /// TOML config file (see mdc.example.toml)
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Roles to run, comma-separated [default: all]. Running only some
+    /// needs shared backends (Kafka queue, MongoDB store, Redis retries).
+    #[arg(long, value_enum, value_delimiter = ',', env = "MDC_ROLES")]
+    pub roles: Vec<crate::Role>,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +314,20 @@ pub async fn status(id: &str, server: &str) -> anyhow::Result<()> {
             line.push_str(&format!("  error: {error}"));
         }
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// `mdc topics create`: creates the queue's topics on Kafka.
+pub async fn create_topics(config: &crate::Config) -> anyhow::Result<()> {
+    let crate::backends::QueueBackend::Kafka(kafka) = &config.backends.queue else {
+        bail!("backends.queue is not kafka: the embedded queue needs no topics");
+    };
+    let outcomes = mdc_kafka::create_topics(kafka, &config.queue_layout())
+        .await
+        .context("creating the Kafka topics")?;
+    for outcome in outcomes {
+        println!("{outcome}");
     }
     Ok(())
 }

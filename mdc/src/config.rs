@@ -168,6 +168,7 @@ impl Config {
         self.client.validate()?;
         self.dispatcher.validate()?;
         self.breaker.validate()?;
+        self.backends.validate()?;
         Ok(())
     }
 

@@ -22,13 +22,78 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-/// Runs every role in this process on the embedded backends and simulated
-/// vendors until `shutdown` is cancelled; then stops taking requests, lets
-/// the workers drain, and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The parts of MDC one process runs. Production runs them as separate
+/// processes on shared backends (Kafka, MongoDB, Redis) and scales each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API for services and support staff: submit, status, lists,
+    /// devices.
+    Ingest,
+    /// Consumes the priority topics and sends through the providers.
+    Dispatcher,
+    /// Vendor callback endpoints, feeding the responses topic.
+    Listener,
+    /// Applies vendor responses and fires retries when they are due.
+    Handlers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub dispatcher: bool,
+    pub listener: bool,
+    pub handlers: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        dispatcher: true,
+        listener: true,
+        handlers: true,
+    };
+
+    /// The named roles; none named means all.
+    pub fn of(roles: &[Role]) -> Roles {
+        if roles.is_empty() {
+            return Roles::ALL;
+        }
+        Roles {
+            ingest: roles.contains(&Role::Ingest),
+            dispatcher: roles.contains(&Role::Dispatcher),
+            listener: roles.contains(&Role::Listener),
+            handlers: roles.contains(&Role::Handlers),
+        }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.ingest, "ingest"),
+            (self.dispatcher, "dispatcher"),
+            (self.listener, "listener"),
+            (self.handlers, "handlers"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// Runs the chosen roles in this process until `shutdown` is cancelled; then
+/// stops taking requests, lets the workers drain, and returns. With the
+/// default config that is every role on the embedded backends and
+/// simulated vendors.
+pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if roles != Roles::ALL {
+        config
+            .backends
+            .shared()
+            .map_err(|e| anyhow::anyhow!("--roles {}: {e}", roles.names().join(",")))?;
+    }
     let embedded = Embedded::open(&config.data_dir, config.queue_layout())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let queue: Arc<dyn Queue> = embedded.queue.clone();
+    let queue: Arc<dyn Queue> =
+        backends::connect_queue(&config.backends.queue, config.queue_layout(), &embedded).await?;
     let backends::Connected {
         cache,
         store,
@@ -94,18 +159,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let reconciler = Arc::new(Reconciler::new(store.clone(), retry.clone()));
     let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(dispatcher.run(workers.clone()));
-    let reconcile_token = workers.clone();
-    tasks.spawn(async move {
-        reconciler.run(reconcile_token).await;
-        Ok(())
-    });
-    tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
-    let retry_token = workers.clone();
-    tasks.spawn(async move {
-        retries.run(retry_token).await;
-        Ok(())
-    });
+    if roles.dispatcher {
+        tasks.spawn(dispatcher.run(workers.clone()));
+    }
+    if roles.handlers {
+        let reconcile_token = workers.clone();
+        tasks.spawn(async move {
+            reconciler.run(reconcile_token).await;
+            Ok(())
+        });
+        tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
+        let retry_token = workers.clone();
+        tasks.spawn(async move {
+            retries.run(retry_token).await;
+            Ok(())
+        });
+    }
+    if tasks.is_empty() {
+        // Nothing but HTTP: park a task so the loop below waits for shutdown.
+        let parked = workers.clone();
+        tasks.spawn(async move {
+            parked.cancelled().await;
+            Ok(())
+        });
+    }
 
     let state = api::State {
         submitter: Submitter::new(store.clone(), queue, config.client.clone()),
@@ -116,11 +193,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         push_endpoints: built.push_endpoints,
         max_body_bytes: config.max_body_bytes,
     };
-    let server = api::server(state, config.listen)
+    let server = api::server(state, config.listen, roles)
         .with_context(|| format!("listening on {}", config.listen))?;
     let handle = server.handle();
     let http = tokio::spawn(server);
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "MDC is serving");
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), roles = ?roles.names(), "MDC is serving");
 
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("Shutting down: no new requests; draining in-flight work"),

@@ -45,7 +45,13 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(args.config.as_deref(), overrides)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(signals(shutdown.clone()));
-            mdc::run(config, shutdown).await
+            mdc::run(config, mdc::Roles::of(&args.roles), shutdown).await
+        }
+        Command::Topics {
+            action: cli::TopicsCommand::Create { config },
+        } => {
+            let config = Config::load(config.as_deref(), Figment::new())?;
+            cli::create_topics(&config).await
         }
         Command::Send { message, server } => cli::send(&message, &server.server).await,
         Command::Simulate {

@@ -1,11 +1,11 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use mdc_core::ports::QueueLayout;
 use mdc_core::ports::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
-use mdc_core::Priority;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::Notify;
 
@@ -13,32 +13,6 @@ use crate::db::{Db, DbError};
 
 /// How long an idle `fetch` waits before returning an empty batch.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
-
-/// Partition counts: per priority for message topics, and for the responses topic.
-#[derive(Debug, Clone)]
-pub struct QueueLayout {
-    pub partitions: HashMap<Priority, u32>,
-    pub response_partitions: u32,
-}
-
-impl QueueLayout {
-    pub fn partitions(&self, topic: Topic) -> u32 {
-        match topic {
-            Topic::Messages(_, priority) => self.partitions.get(&priority).copied().unwrap_or(1),
-            Topic::Responses => self.response_partitions,
-        }
-        .max(1)
-    }
-}
-
-impl Default for QueueLayout {
-    fn default() -> Self {
-        Self {
-            partitions: Priority::ALL.iter().map(|&p| (p, 4)).collect(),
-            response_partitions: 4,
-        }
-    }
-}
 
 /// Table names are `'static`; one leaked string per topic, made once.
 fn table(topic: Topic) -> TableDefinition<'static, (u32, u64), &'static [u8]> {
@@ -188,6 +162,8 @@ impl Queue for EmbeddedQueue {
             cursors: Mutex::new(partitions.iter().map(|&p| (p, 0)).collect()),
             partitions,
             rotation: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
         }))
     }
 }
@@ -201,6 +177,8 @@ struct EmbeddedConsumer {
     cursors: Mutex<HashMap<u32, u64>>,
     /// Which partition goes first in the next fetch, for fairness.
     rotation: AtomicUsize,
+    paused: AtomicBool,
+    resumed: Notify,
 }
 
 impl EmbeddedConsumer {
@@ -256,6 +234,15 @@ impl EmbeddedConsumer {
 #[async_trait]
 impl QueueConsumer for EmbeddedConsumer {
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        if self.paused.load(Ordering::Acquire) {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if self.paused.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(IDLE_WAIT, resumed).await;
+            }
+            return Ok(Vec::new());
+        }
         if self.partitions.is_empty() || max == 0 {
             tokio::time::sleep(IDLE_WAIT).await;
             return Ok(Vec::new());
@@ -284,6 +271,17 @@ impl QueueConsumer for EmbeddedConsumer {
                 Ok(())
             })
             .await?;
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<(), QueueError> {
+        self.paused.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), QueueError> {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify_waiters();
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ pub mod store;
 pub use cache::{CachedMessage, MessageCache};
 pub use devices::{Device, DeviceRegistry, Platform};
 pub use provider::{Provider, ProviderError, Receipt};
-pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
+pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
 

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -38,6 +39,32 @@ impl Topic {
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// Partition counts: per priority for message topics, and for the responses topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLayout {
+    pub partitions: HashMap<Priority, u32>,
+    pub response_partitions: u32,
+}
+
+impl QueueLayout {
+    pub fn partitions(&self, topic: Topic) -> u32 {
+        match topic {
+            Topic::Messages(_, priority) => self.partitions.get(&priority).copied().unwrap_or(1),
+            Topic::Responses => self.response_partitions,
+        }
+        .max(1)
+    }
+}
+
+impl Default for QueueLayout {
+    fn default() -> Self {
+        Self {
+            partitions: Priority::ALL.iter().map(|&p| (p, 4)).collect(),
+            response_partitions: 4,
+        }
     }
 }
 
@@ -96,4 +123,17 @@ pub trait QueueConsumer: Send + Sync {
     /// Marks a record as fully processed: its outcome is stored, so it is not
     /// delivered again.
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Stops handing out records until [`resume`](Self::resume): `fetch`
+    /// returns empty batches meanwhile (and keeps the consumer's group
+    /// membership alive). Used to let a higher-priority lane go first.
+    async fn pause(&self) -> Result<(), QueueError>;
+
+    async fn resume(&self) -> Result<(), QueueError>;
+
+    /// Leaves the group after making acknowledgements durable. Records
+    /// fetched and not acknowledged go to the next member.
+    async fn close(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

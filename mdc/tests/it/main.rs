@@ -6,5 +6,6 @@ mod backends;
 mod crash;
 mod devices;
 mod harness;
+mod kafka;
 mod lifecycle;
 mod routing;

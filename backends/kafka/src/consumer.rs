@@ -1,0 +1,274 @@
+//! One member of a topic's consumer group.
+//!
+//! librdkafka's consumer is polled on the blocking thread pool (`fetch`), so
+//! rebalance callbacks run there, between batches: the workers consume a
+//! batch completely (acknowledging every record) before they fetch again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mdc_core::ports::{Delivery, QueueConsumer, QueueError, Topic};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+
+use crate::{unavailable, KafkaConfig, Logging};
+
+/// How long an idle `fetch` waits before returning an empty batch.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Offsets of one partition: handed out, not yet acknowledged.
+#[derive(Default)]
+struct PartitionOffsets {
+    in_flight: BTreeSet<i64>,
+    /// One past the last offset handed out.
+    next: i64,
+    /// The offset last stored for commit (the next one to consume).
+    stored: i64,
+}
+
+#[derive(Default)]
+struct Tracker {
+    partitions: HashMap<i32, PartitionOffsets>,
+}
+
+struct Context {
+    logging: Logging,
+    topic: String,
+    paused: AtomicBool,
+    tracker: Mutex<Tracker>,
+}
+
+impl Context {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        // The tracker holds plain data: a panic elsewhere cannot leave it torn.
+        self.tracker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.logging.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logging.error(error, reason);
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Nothing is in flight here (see the module doc); the stored
+            // offsets are committed by librdkafka before it lets go.
+            let mut tracker = self.tracker();
+            for element in partitions.elements() {
+                tracker.partitions.remove(&element.partition());
+            }
+            tracing::info!(topic = %self.topic, partitions = partitions.count(), "Partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(topic = %self.topic, partitions = partitions.count(), "Partitions assigned");
+            // A paused lane stays paused across rebalances.
+            if self.paused.load(Ordering::Acquire) {
+                if let Err(e) = consumer.pause(partitions) {
+                    tracing::warn!(topic = %self.topic, error = %e, "Could not pause newly assigned partitions");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct KafkaConsumer {
+    topic: Topic,
+    name: String,
+    consumer: Arc<BaseConsumer<Context>>,
+    closed: AtomicBool,
+}
+
+impl KafkaConsumer {
+    pub(crate) fn subscribe(config: &KafkaConfig, topic: Topic) -> Result<Self, QueueError> {
+        let name = config.topic_name(topic);
+        let context = Context {
+            logging: Logging,
+            topic: name.clone(),
+            paused: AtomicBool::new(false),
+            tracker: Mutex::new(Tracker::default()),
+        };
+        let session_ms = config.session_timeout.as_millis().to_string();
+        let consumer: BaseConsumer<Context> = config
+            .client_config()
+            .set("group.id", config.group_id(topic))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by `ack`, never on delivery to the worker.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", &session_ms)
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)
+            .map_err(|e| QueueError::Other(format!("Kafka consumer config: {e}")))?;
+        consumer.subscribe(&[&name]).map_err(unavailable)?;
+        Ok(Self {
+            topic,
+            name,
+            consumer: Arc::new(consumer),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn partitions_of(&self, consumer: &BaseConsumer<Context>) -> TopicPartitionList {
+        consumer.assignment().unwrap_or_default()
+    }
+}
+
+fn poll_batch(
+    consumer: &BaseConsumer<Context>,
+    topic: Topic,
+    max: usize,
+) -> Result<Vec<Delivery>, QueueError> {
+    let mut out = Vec::new();
+    let mut wait = IDLE_WAIT;
+    while out.len() < max {
+        let Some(result) = consumer.poll(wait) else {
+            break;
+        };
+        wait = Duration::ZERO;
+        match result {
+            Ok(message) => {
+                let partition = message.partition();
+                let offset = message.offset();
+                {
+                    let mut tracker = consumer.context().tracker();
+                    let entry =
+                        tracker
+                            .partitions
+                            .entry(partition)
+                            .or_insert_with(|| PartitionOffsets {
+                                in_flight: BTreeSet::new(),
+                                next: offset,
+                                stored: offset,
+                            });
+                    entry.in_flight.insert(offset);
+                    entry.next = entry.next.max(offset + 1);
+                }
+                out.push(Delivery {
+                    topic,
+                    partition: partition as u32,
+                    offset: offset as u64,
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                });
+            }
+            Err(e) if out.is_empty() => return Err(unavailable(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error after a partial batch");
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl QueueConsumer for KafkaConsumer {
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Closed);
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic;
+        tokio::task::spawn_blocking(move || poll_batch(&consumer, topic, max.max(1)))
+            .await
+            .map_err(|e| QueueError::Other(e.to_string()))?
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let partition = delivery.partition as i32;
+        let offset = delivery.offset as i64;
+        let store = {
+            let mut tracker = self.consumer.context().tracker();
+            // Revoked since it was fetched: the new owner gets it again.
+            let Some(entry) = tracker.partitions.get_mut(&partition) else {
+                return Ok(());
+            };
+            entry.in_flight.remove(&offset);
+            let commit_to = entry.in_flight.first().copied().unwrap_or(entry.next);
+            if commit_to <= entry.stored {
+                return Ok(());
+            }
+            entry.stored = commit_to;
+            commit_to
+        };
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.name, partition, Offset::Offset(store))
+            .map_err(unavailable)?;
+        match self.consumer.store_offsets(&list) {
+            Ok(()) => Ok(()),
+            // Lost the partition in between: fine, it is redelivered.
+            Err(KafkaError::StoreOffset(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn pause(&self) -> Result<(), QueueError> {
+        self.consumer
+            .context()
+            .paused
+            .store(true, Ordering::Release);
+        let assigned = self.partitions_of(&self.consumer);
+        self.consumer.pause(&assigned).map_err(unavailable)
+    }
+
+    async fn resume(&self) -> Result<(), QueueError> {
+        self.consumer
+            .context()
+            .paused
+            .store(false, Ordering::Release);
+        let assigned = self.partitions_of(&self.consumer);
+        self.consumer.resume(&assigned).map_err(unavailable)
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+            if assigned > 0 {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {}
+                    // Nothing stored since the last commit.
+                    Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Final offset commit failed; the uncommitted records are redelivered"),
+                }
+            }
+            consumer.unsubscribe();
+            // Serve the revocation so the group rebalances now rather than
+            // after the session timeout.
+            for _ in 0..20 {
+                if consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+                    break;
+                }
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        })
+        .await
+        .map_err(|e| QueueError::Other(e.to_string()))
+    }
+}

@@ -1,0 +1,284 @@
+//! The MDC queue on Kafka (through librdkafka): one topic per channel ×
+//! priority, `{prefix}.{channel}.{priority}`, plus `{prefix}.responses`.
+//!
+//! - Producing waits for the broker's acknowledgement from all in-sync
+//!   replicas (`acks=all`, idempotent producer); the record key is the
+//!   normalised recipient, so one recipient's messages keep their order.
+//! - Each topic is consumed by one consumer group (`{group_prefix}.{role}.{topic}`).
+//!   Offsets are stored only when a record is acknowledged, and only up to the
+//!   first record still in flight in its partition, so a crash or a rebalance
+//!   redelivers (at least once) instead of losing anything.
+//! - Topics are never created implicitly: [`create_topics`] makes them with
+//!   the configured partitions, idempotently.
+
+mod consumer;
+mod topics;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+
+pub use topics::{create_topics, TopicOutcome};
+
+/// Connection and layout of the Kafka queue (`[backends.queue]` with
+/// `kind = "kafka"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// Topic names start with this: `{prefix}.sms.critical`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Consumer group ids start with this; defaults to the topic prefix.
+    #[serde(default)]
+    pub group_prefix: Option<String>,
+    /// Replicas of each topic when MDC creates it (3 in production).
+    #[serde(default = "default_replication")]
+    pub replication_factor: u16,
+    /// `min.insync.replicas` of topics MDC creates; with `acks=all` a write
+    /// then survives the loss of `replication_factor - min_insync_replicas`
+    /// brokers. Unset leaves the broker's default.
+    #[serde(default)]
+    pub min_insync_replicas: Option<u16>,
+    /// Create missing topics at start-up (else `mdc topics create` does it).
+    #[serde(default)]
+    pub create_topics: bool,
+    /// How long a submit waits for the broker before failing.
+    #[serde(default = "default_produce_timeout", with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// A consumer silent for longer is dropped from its group.
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …),
+    /// applied to producers, consumers and the admin client.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_prefix() -> String {
+    "mdc".into()
+}
+
+fn default_replication() -> u16 {
+    3
+}
+
+fn default_produce_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str, prefix: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            prefix: prefix.to_owned(),
+            group_prefix: None,
+            replication_factor: default_replication(),
+            min_insync_replicas: None,
+            create_topics: false,
+            produce_timeout: default_produce_timeout(),
+            session_timeout: default_session_timeout(),
+            options: BTreeMap::new(),
+        }
+    }
+
+    /// The Kafka topic behind `topic`.
+    pub fn topic_name(&self, topic: Topic) -> String {
+        format!("{}.{}", self.prefix, topic.name())
+    }
+
+    /// The consumer group of `topic`: the role that consumes it, per topic.
+    pub fn group_id(&self, topic: Topic) -> String {
+        let role = match topic {
+            Topic::Messages(..) => "dispatcher",
+            Topic::Responses => "handlers",
+        };
+        let prefix = self.group_prefix.as_deref().unwrap_or(&self.prefix);
+        format!("{prefix}.{role}.{}", topic.name())
+    }
+
+    /// Errors name the config key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("backends.queue.brokers must list at least one broker".into());
+        }
+        if self.prefix.is_empty()
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(
+                "backends.queue.prefix must be letters, digits, '.', '_' or '-' (a Kafka topic name)"
+                    .into(),
+            );
+        }
+        if self.replication_factor == 0 {
+            return Err("backends.queue.replication_factor must be at least 1".into());
+        }
+        if let Some(min) = self.min_insync_replicas {
+            if min == 0 || min > self.replication_factor {
+                return Err(
+                    "backends.queue.min_insync_replicas must be between 1 and replication_factor"
+                        .into(),
+                );
+            }
+        }
+        if self.produce_timeout < Duration::from_millis(100) {
+            return Err("backends.queue.produce_timeout must be at least 100ms".into());
+        }
+        if self.session_timeout < Duration::from_secs(1) {
+            return Err("backends.queue.session_timeout must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "mdc")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Sends librdkafka's own logs and errors to `tracing`.
+#[derive(Default)]
+pub(crate) struct Logging;
+
+impl ClientContext for Logging {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+pub(crate) fn unavailable(e: KafkaError) -> QueueError {
+    let code = e.rdkafka_error_code();
+    match code {
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::QueueFull
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic,
+        ) => QueueError::Unavailable(format!("Kafka: {e}")),
+        _ => QueueError::Other(format!("Kafka: {e}")),
+    }
+}
+
+/// The queue port on Kafka.
+pub struct KafkaQueue {
+    config: KafkaConfig,
+    layout: QueueLayout,
+    producer: FutureProducer<Logging>,
+}
+
+impl KafkaQueue {
+    /// Connects and checks that every topic exists (creating the missing
+    /// ones when `create_topics` is set), so a misconfiguration shows at
+    /// start-up rather than at the first submit.
+    pub async fn connect(config: KafkaConfig, layout: QueueLayout) -> Result<Self, QueueError> {
+        config.validate().map_err(QueueError::Other)?;
+        if config.create_topics {
+            create_topics(&config, &layout).await?;
+        }
+        let timeout_ms = config.produce_timeout.as_millis().to_string();
+        let producer: FutureProducer<Logging> = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("linger.ms", "2")
+            .create_with_context(Logging)
+            .map_err(|e| QueueError::Other(format!("Kafka producer config: {e}")))?;
+        let missing = topics::missing(&config, &producer, &layout).await?;
+        if !missing.is_empty() {
+            return Err(QueueError::Other(format!(
+                "Kafka topics missing: {}; create them with `mdc topics create` or set backends.queue.create_topics = true",
+                missing.join(", ")
+            )));
+        }
+        Ok(Self {
+            config,
+            layout,
+            producer,
+        })
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl Queue for KafkaQueue {
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        let name = self.config.topic_name(topic);
+        let record = FutureRecord::to(&name).key(key).payload(&payload);
+        // Waiting for room in the local buffer counts against the same budget.
+        match self
+            .producer
+            .send(record, Timeout::After(self.config.produce_timeout))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(unavailable(e)),
+        }
+    }
+
+    async fn consumer(
+        &self,
+        topic: Topic,
+        _spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic)?;
+        tracing::debug!(
+            %topic,
+            partitions = self.layout.partitions(topic),
+            group = %self.config.group_id(topic),
+            "Joined consumer group"
+        );
+        Ok(Arc::new(consumer))
+    }
+}

@@ -1,0 +1,359 @@
+//! `mdc serve` on the Kafka queue (the tansu broker of scripts/test-services,
+//! or a private one a test can stop), with MongoDB and Redis where roles run
+//! as separate processes.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, sms, Server};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with ./scripts/test"))
+}
+
+/// A `[backends.queue]` on `brokers` with topics of the test's own.
+fn kafka_queue(brokers: &str) -> String {
+    format!(
+        "[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"e2e{}\"\nreplication_factor = 1\ncreate_topics = true\nproduce_timeout = \"3s\"\nsession_timeout = \"6s\"\n",
+        ulid::Ulid::new()
+    )
+}
+
+/// MongoDB store and Redis retries and cache, under a prefix of the test's own.
+fn shared_store_and_retry() -> String {
+    let prefix = format!("e2e{}", ulid::Ulid::new());
+    format!(
+        "[backends.store]\nkind = \"mongodb\"\nurl = \"{mongo}\"\ndatabase = \"mdc_e2e\"\nprefix = \"{prefix}_\"\nmajority_writes = false\n\n[backends.retry]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n\n[backends.cache]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n",
+        mongo = env("MDC_TEST_MONGODB_URL"),
+        redis = env("MDC_TEST_REDIS_URL"),
+    )
+}
+
+fn config(dispatcher: &str, simulator: &str, backends: &str) -> String {
+    format!(
+        "[dispatcher]\nretry_schedule = [\"200ms\", \"400ms\", \"800ms\"]\nsend_timeout = \"2s\"\nlease = \"3s\"\n{dispatcher}\n\n[simulator]\nreport_delay = \"20ms\"\n{simulator}\n\n{backends}"
+    )
+}
+
+fn sms_to(to: &str, priority: &str, body: &str) -> Value {
+    json!({"channel": "sms", "to": to, "body": body, "priority": priority, "type": "transactional"})
+}
+
+/// When the dispatcher recorded the message as sent.
+fn sent_at(message: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    message["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["status"] == "sent")
+        .and_then(|e| e["at"].as_str())
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&chrono::Utc))
+}
+
+async fn wait_all_delivered(server: &Server, ids: &[String], within: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in ids {
+        let message = server.wait_terminal(id, within).await;
+        assert_eq!(message["status"], "delivered", "{message:#}");
+        out.push(message);
+    }
+    out
+}
+
+#[tokio::test]
+async fn messages_complete_on_kafka_mongodb_and_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = format!(
+        "{}\n{}",
+        kafka_queue(&env("MDC_TEST_KAFKA_BROKERS")),
+        shared_store_and_retry()
+    );
+    let server = Server::start_with(dir.path(), &config("", "", &backends)).await;
+    let ids = [
+        server.submit(&sms("+14155550123")).await,
+        server
+            .submit(&crate::harness::email("alice@example.com"))
+            .await,
+        server
+            .submit(&crate::harness::push("sim-transient-2-device"))
+            .await,
+    ];
+    wait_all_delivered(&server, &ids, Duration::from_secs(60)).await;
+    let retried = server.message(&ids[2]).await;
+    assert_eq!(retried["attempts"], 3, "retried through Redis: {retried:#}");
+}
+
+#[tokio::test]
+async fn critical_messages_overtake_a_bulk_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = kafka_queue(&env("MDC_TEST_KAFKA_BROKERS"));
+    // Small batches and a slow vendor: the bulk backlog takes seconds.
+    let config = config("batch_size = 4", "send_latency = \"25ms\"", &backends);
+    let server = Server::start_with(dir.path(), &config).await;
+
+    let bulk_ids: Vec<String> = submit_many(&server, 800, "bulk", 5_000_000).await;
+    // Wait until the bulk lane is busy sending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = server.get("/v1/stats").await;
+        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
+            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
+        if done >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bulk never started: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let critical_ids = submit_many(&server, 60, "critical", 6_000_000).await;
+    let critical = wait_all_delivered(&server, &critical_ids, Duration::from_secs(60)).await;
+    let critical_times: Vec<_> = critical
+        .iter()
+        .map(|m| sent_at(m).expect("sent event"))
+        .collect();
+    let first = *critical_times.iter().min().expect("first");
+    let last = *critical_times.iter().max().expect("last");
+
+    let bulk = wait_all_delivered(&server, &bulk_ids, Duration::from_secs(120)).await;
+    let bulk_times: Vec<_> = bulk
+        .iter()
+        .map(|m| sent_at(m).expect("sent event"))
+        .collect();
+    let during = bulk_times
+        .iter()
+        .filter(|&&t| t >= first && t <= last)
+        .count();
+    let after = bulk_times.iter().filter(|&&t| t > last).count();
+    // Once a critical message is being sent, the bulk lane stops fetching:
+    // at most the batch it had in hand and one fetched at that moment go out.
+    assert!(
+        during <= 8,
+        "{during} bulk messages were sent while the {} critical ones went out ({first} to {last})",
+        critical.len()
+    );
+    assert!(
+        after >= 100,
+        "the critical messages should have overtaken the backlog, but only {after} bulk messages were left"
+    );
+}
+
+/// Submits `n` SMS of `priority`, 50 at a time, to distinct recipients.
+async fn submit_many(server: &Server, n: usize, priority: &str, base: u64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let batch = join_all(chunk.iter().map(|i| {
+            let to = format!("+1415{:07}", base + *i as u64);
+            async move { server.submit(&sms_to(&to, priority, "hello")).await }
+        }))
+        .await;
+        ids.extend(batch);
+    }
+    ids
+}
+
+/// A private tansu broker this test can stop and start.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Broker {
+    fn start(port: u16, dir: &std::path::Path) -> Broker {
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(env("MDC_TEST_KAFKA_SERVER"))
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+            ])
+            .arg(format!("sqlite://{}/tansu.db", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Kafka test broker");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "Kafka test broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            child: Some(child),
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_fails_submits_cleanly_and_service_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("kafka");
+    std::fs::create_dir_all(&storage).expect("mkdir");
+    let mut broker = Broker::start(free_port(), &storage);
+    let backends = kafka_queue(&format!("127.0.0.1:{}", broker.port));
+    let server = Server::start_with(dir.path(), &config("", "", &backends)).await;
+    let before = server.submit(&sms("+14155550123")).await;
+    server.wait_terminal(&before, Duration::from_secs(30)).await;
+
+    broker.stop();
+    let mut during = sms("+14155550124");
+    during["idempotency_key"] = json!("order-77-otp");
+    let started = Instant::now();
+    let (status, answer) = server.post(&during).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the caller waited {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable")),
+        "{answer}"
+    );
+
+    let broker = Broker::start(broker.port, &broker.dir.clone());
+    // The same submission again, once the broker is back: sent exactly once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let retried = loop {
+        let (status, answer) = server.post(&during).await;
+        if status == 202 {
+            break answer["id"].as_str().expect("id").to_owned();
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(Instant::now() < deadline, "MDC did not recover: {answer}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let after = server.submit(&sms("+14155550125")).await;
+    for id in [&retried, &after, &before] {
+        let message = server.wait_terminal(id, Duration::from_secs(60)).await;
+        assert_eq!(message["status"], "delivered", "{message:#}");
+    }
+    let trail = server.message(&retried).await;
+    let events: Vec<&str> = trail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["details"].as_str())
+        .collect();
+    assert!(
+        events.iter().any(|d| d.contains("could not be queued")),
+        "the trail tells of the failed attempt to queue: {events:?}"
+    );
+    let sends = server.vendor_sends().await;
+    assert_eq!(sends[&retried]["accepted"], 1, "{sends:#}");
+    drop(broker);
+}
+
+/// Roles as separate processes: ingest, listener and handlers in one, the
+/// dispatcher in another, killed mid-batch and started again.
+#[tokio::test]
+async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipients_order() {
+    let front_dir = tempfile::tempdir().expect("tempdir");
+    let dispatcher_dir = tempfile::tempdir().expect("tempdir");
+    let backends = format!(
+        "{}\n{}",
+        kafka_queue(&env("MDC_TEST_KAFKA_BROKERS")),
+        shared_store_and_retry()
+    );
+    let config = config("batch_size = 8", "send_latency = \"40ms\"", &backends);
+    let front = Server::start_on(
+        front_dir.path(),
+        &config,
+        free_port(),
+        &[("MDC_ROLES", "ingest,listener,handlers")],
+    )
+    .await;
+    let dispatcher_port = free_port();
+    let roles = [("MDC_ROLES", "dispatcher")];
+    let mut dispatcher =
+        Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
+
+    // Five recipients, twenty messages each, in order per recipient.
+    let recipients: Vec<String> = (0..5).map(|i| format!("+1415777{i:04}")).collect();
+    let sequences = join_all(recipients.iter().map(|to| {
+        let front = &front;
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..20 {
+                ids.push(front.submit(&sms_to(to, "normal", &format!("#{n}"))).await);
+            }
+            ids
+        }
+    }))
+    .await;
+    let all: Vec<String> = sequences.iter().flatten().cloned().collect();
+
+    // Kill the dispatcher while it is sending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = front.get("/v1/stats").await;
+        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
+            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
+        if done >= 15 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing sent: {stats}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dispatcher.signal("KILL");
+    dispatcher.wait_exit(Duration::from_secs(10));
+    let mut dispatcher =
+        Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
+
+    let delivered = wait_all_delivered(&front, &all, Duration::from_secs(120)).await;
+    let sent: HashMap<&str, chrono::DateTime<chrono::Utc>> = all
+        .iter()
+        .zip(&delivered)
+        .map(|(id, m)| (id.as_str(), sent_at(m).expect("sent event")))
+        .collect();
+    for (to, ids) in recipients.iter().zip(&sequences) {
+        let times: Vec<_> = ids.iter().map(|id| sent[id.as_str()]).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "messages to {to} were sent out of order: {times:?}"
+        );
+    }
+
+    // The simulated vendor's ledger lives with the dispatcher; read it
+    // through an ingest-only process on the same data.
+    dispatcher.signal("TERM");
+    assert!(dispatcher.wait_exit(Duration::from_secs(30)), "clean stop");
+    let reader = Server::start_on(
+        dispatcher_dir.path(),
+        &config,
+        free_port(),
+        &[("MDC_ROLES", "ingest")],
+    )
+    .await;
+    let sends = reader.vendor_sends().await;
+    for id in &all {
+        assert_eq!(
+            sends[id]["accepted"], 1,
+            "{id} was sent {} times",
+            sends[id]["accepted"]
+        );
+    }
+}
