@@ -89,11 +89,19 @@ async fn messages_complete_on_kafka_mongodb_and_redis() {
 }
 
 #[tokio::test]
-async fn critical_messages_overtake_a_bulk_backlog() {
+async fn critical_messages_overtake_a_bulk_backlog_on_kafka() {
+    critical_messages_overtake_a_bulk_backlog(&kafka_queue(&env("MDC_TEST_KAFKA_BROKERS"))).await;
+}
+
+#[tokio::test]
+async fn critical_messages_overtake_a_bulk_backlog_on_the_embedded_queue() {
+    critical_messages_overtake_a_bulk_backlog("").await;
+}
+
+async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backends = kafka_queue(&env("MDC_TEST_KAFKA_BROKERS"));
     // Small batches and a slow vendor: the bulk backlog takes seconds.
-    let config = config("batch_size = 4", "send_latency = \"25ms\"", &backends);
+    let config = config("batch_size = 4", "send_latency = \"25ms\"", backends);
     let server = Server::start_with(dir.path(), &config).await;
 
     let bulk_ids: Vec<String> = submit_many(&server, 800, "bulk", 5_000_000).await;
