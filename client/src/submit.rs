@@ -62,8 +62,9 @@ impl Submitter {
     ///
     /// The message is recorded as `queued` (claiming its idempotency key) and
     /// then produced, so the dispatcher never sees a record that is not yet
-    /// stored. If producing fails the caller gets an error, the trail says
-    /// so, and a retry with the same key produces the message again.
+    /// stored. If producing fails the caller gets an error and the record is
+    /// removed again (its idempotency key freed), so nothing half-written
+    /// stays.
     /// Producing a message twice is harmless: the dispatcher's claim lets
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
@@ -116,17 +117,25 @@ impl Submitter {
             return Ok(());
         };
         tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue message; caller told to retry");
-        let event = Event::new(
-            COMPONENT,
-            format!("could not be queued on {topic}; the caller was told to retry"),
-        )
-        .error(e.to_string());
-        if let Err(e) = self
-            .store
-            .update(&message.id, StatusUpdate::event(event))
-            .await
-        {
-            tracing::warn!(message_id = %message.id, error = %e, "Could not record the failure to queue");
+        // The caller hears that it failed, so nothing of it stays: a retry
+        // (with the same idempotency key or without) starts afresh. Should the
+        // record have reached the queue after all, the dispatcher finds no
+        // message and drops it.
+        match self.store.discard(message).await {
+            Ok(_) => {}
+            Err(discard) => {
+                // Left `queued`: a retry with the same key queues it again.
+                tracing::warn!(message_id = %message.id, error = %discard, "Could not remove the unqueued message");
+                let event = Event::new(
+                    COMPONENT,
+                    format!("could not be queued on {topic}; the caller was told to retry"),
+                )
+                .error(e.to_string());
+                let _ = self
+                    .store
+                    .update(&message.id, StatusUpdate::event(event))
+                    .await;
+            }
         }
         Err(e.into())
     }

@@ -177,6 +177,55 @@ impl Store for EmbeddedStore {
         Ok(created)
     }
 
+    async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
+        let id = message.id.as_str().to_owned();
+        let removed = self
+            .db
+            .write(true, move |txn| {
+                let mut messages = txn.open_table(MESSAGES)?;
+                let Some(record) = load(&messages, &id)? else {
+                    return Ok(false);
+                };
+                let untouched = matches!(record.status, Status::Accepted | Status::Queued)
+                    && record.attempts == 0;
+                if !untouched {
+                    return Ok(false);
+                }
+                messages.remove(id.as_str())?;
+                let created = record.message.created_at.timestamp_millis();
+                {
+                    let mut events = txn.open_table(EVENTS)?;
+                    let seqs: Vec<u32> = events
+                        .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
+                        .map(|entry| entry.map(|(key, _)| key.value().1))
+                        .collect::<Result<_, _>>()?;
+                    for seq in seqs {
+                        events.remove((id.as_str(), seq))?;
+                    }
+                }
+                let key = record.message.idempotency_key.as_str();
+                let mut keys = txn.open_table(IDEMPOTENCY)?;
+                let ours = keys.get(key)?.is_some_and(|v| v.value() == id);
+                if ours {
+                    keys.remove(key)?;
+                }
+                txn.open_table(BY_CREATED)?.remove((created, id.as_str()))?;
+                txn.open_table(BY_STATUS)?.remove((
+                    record.status.as_str(),
+                    created,
+                    id.as_str(),
+                ))?;
+                txn.open_table(BY_RECIPIENT)?.remove((
+                    record.message.to.as_str(),
+                    created,
+                    id.as_str(),
+                ))?;
+                Ok(true)
+            })
+            .await?;
+        Ok(removed)
+    }
+
     async fn claim(
         &self,
         id: &MessageId,

@@ -15,14 +15,15 @@ mod consumer;
 mod topics;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,17 @@ pub struct KafkaConfig {
     /// A consumer silent for longer is dropped from its group.
     #[serde(default = "default_session_timeout", with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// The idempotent producer keeps a broker-side retry from writing a
+    /// record twice or out of order. Leave it on; off only for brokers that
+    /// mishandle it (the dispatcher's claim still absorbs duplicates).
+    #[serde(default = "yes")]
+    pub idempotent_producer: bool,
+    /// A stable name for this process (a pod or host name) turns on static
+    /// group membership: a restarted process takes back its partitions at
+    /// once instead of waiting for the group to notice the old one is gone.
+    /// Must differ between processes of the same role.
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …),
     /// applied to producers, consumers and the admin client.
     #[serde(default)]
@@ -67,6 +79,10 @@ pub struct KafkaConfig {
 
 fn default_prefix() -> String {
     "mdc".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_replication() -> u16 {
@@ -92,6 +108,8 @@ impl KafkaConfig {
             create_topics: false,
             produce_timeout: default_produce_timeout(),
             session_timeout: default_session_timeout(),
+            idempotent_producer: true,
+            instance_id: None,
             options: BTreeMap::new(),
         }
     }
@@ -140,6 +158,11 @@ impl KafkaConfig {
         }
         if self.produce_timeout < Duration::from_millis(100) {
             return Err("backends.queue.produce_timeout must be at least 100ms".into());
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty() || id.len() > 200 {
+                return Err("backends.queue.instance_id must be 1 to 200 characters".into());
+            }
         }
         if self.session_timeout < Duration::from_secs(1) {
             return Err("backends.queue.session_timeout must be at least 1s".into());
@@ -211,7 +234,32 @@ pub(crate) fn unavailable(e: KafkaError) -> QueueError {
 pub struct KafkaQueue {
     config: KafkaConfig,
     layout: QueueLayout,
-    producer: FutureProducer<Logging>,
+    producer: RwLock<FutureProducer<Logging>>,
+    /// Produce calls in a row that the brokers answered with an error.
+    refused: AtomicU32,
+}
+
+/// After this many refusals in a row the producer is replaced: a broker
+/// that lost the idempotent producer's state refuses it for good.
+const REFUSALS_BEFORE_NEW_PRODUCER: u32 = 3;
+
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<Logging>, QueueError> {
+    let timeout_ms = config.produce_timeout.as_millis().to_string();
+    config
+        .client_config()
+        .set(
+            "enable.idempotence",
+            if config.idempotent_producer {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .set("acks", "all")
+        .set("message.timeout.ms", &timeout_ms)
+        .set("linger.ms", "2")
+        .create_with_context(Logging)
+        .map_err(|e| QueueError::Other(format!("Kafka producer config: {e}")))
 }
 
 impl KafkaQueue {
@@ -223,15 +271,7 @@ impl KafkaQueue {
         if config.create_topics {
             create_topics(&config, &layout).await?;
         }
-        let timeout_ms = config.produce_timeout.as_millis().to_string();
-        let producer: FutureProducer<Logging> = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", &timeout_ms)
-            .set("linger.ms", "2")
-            .create_with_context(Logging)
-            .map_err(|e| QueueError::Other(format!("Kafka producer config: {e}")))?;
+        let producer = new_producer(&config)?;
         let missing = topics::missing(&config, &producer, &layout).await?;
         if !missing.is_empty() {
             return Err(QueueError::Other(format!(
@@ -242,12 +282,38 @@ impl KafkaQueue {
         Ok(Self {
             config,
             layout,
-            producer,
+            producer: RwLock::new(producer),
+            refused: AtomicU32::new(0),
         })
     }
 
     pub fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    fn producer(&self) -> FutureProducer<Logging> {
+        self.producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Swaps in a new producer unless another caller already did.
+    fn replace_producer(&self, failed: &FutureProducer<Logging>) {
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !std::ptr::eq(current.client().native_ptr(), failed.client().native_ptr()) {
+            return;
+        }
+        match new_producer(&self.config) {
+            Ok(producer) => {
+                *current = producer;
+                self.refused.store(0, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "Could not start a new Kafka producer"),
+        }
     }
 }
 
@@ -256,23 +322,45 @@ impl Queue for KafkaQueue {
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         let name = self.config.topic_name(topic);
         let record = FutureRecord::to(&name).key(key).payload(&payload);
-        // Waiting for room in the local buffer counts against the same budget.
-        match self
-            .producer
-            .send(record, Timeout::After(self.config.produce_timeout))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(unavailable(e)),
+        // Waiting for room in the local buffer counts against the same budget,
+        // and the caller is answered when it is spent even if librdkafka takes
+        // longer to give the record up (it does, with the idempotent producer
+        // and no broker). A record that still reaches Kafka afterwards belongs
+        // to a submit that was refused: the dispatcher finds no message for it.
+        let timeout = self.config.produce_timeout;
+        let producer = self.producer();
+        let send = producer.send(record, Timeout::After(timeout));
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(_)) => {
+                self.refused.store(0, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err((e, _))) => {
+                let fatal = producer.client().fatal_error();
+                let timed_out = e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                let refusals = if timed_out {
+                    0
+                } else {
+                    self.refused.fetch_add(1, Ordering::Relaxed) + 1
+                };
+                if fatal.is_some() || refusals >= REFUSALS_BEFORE_NEW_PRODUCER {
+                    tracing::error!(error = %e, ?fatal, "The Kafka producer keeps being refused; starting a new one");
+                    self.replace_producer(&producer);
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "Kafka: no acknowledgement from the brokers within {timeout:?}"
+            ))),
         }
     }
 
     async fn consumer(
         &self,
         topic: Topic,
-        _spec: ConsumerSpec,
+        spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic)?;
+        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic, spec)?;
         tracing::debug!(
             %topic,
             partitions = self.layout.partitions(topic),

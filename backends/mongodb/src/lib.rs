@@ -225,6 +225,20 @@ impl Store for MongoStore {
         }
     }
 
+    async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
+        let collection = &self.collections[&message.channel()];
+        let untouched = vec![Status::Accepted.as_str(), Status::Queued.as_str()];
+        let result = collection
+            .delete_one(doc! {
+                "_id": message.id.as_str(),
+                "status": { "$in": untouched },
+                "attempts": 0,
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count == 1)
+    }
+
     async fn claim(
         &self,
         id: &MessageId,

@@ -110,6 +110,10 @@ async fn a_queue_outage_is_an_error_and_a_retry_with_the_key_completes_it() {
         .await
         .expect_err("queue down");
     assert!(matches!(err, SubmitError::Unavailable(_)), "{err}");
+    assert!(
+        store.count_by_status().await.expect("count").is_empty(),
+        "nothing of a message that could not be queued stays"
+    );
     queue.down.store(false, Ordering::SeqCst);
     let retried = submitter.submit(&otp(Some("k-1"))).await.expect("submit");
     assert_eq!(retried.status, Status::Queued);

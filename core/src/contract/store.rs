@@ -361,6 +361,38 @@ pub async fn counts_messages_by_status(store: Arc<dyn Store>) {
     assert_eq!(counts.len(), 2, "{counts:?}");
 }
 
+pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<dyn Store>) {
+    let unsent = stored(&store, "+14155550111").await;
+    let claimed = stored(&store, "+14155550112").await;
+    let now = crate::now();
+    let claim = store
+        .claim(&claimed.message.id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
+
+    assert!(store.discard(&unsent.message).await.expect("discard"));
+    assert!(!store.discard(&claimed.message).await.expect("discard"));
+    assert!(!store.discard(&unsent.message).await.expect("again"));
+    assert!(store.get(&unsent.message.id).await.expect("get").is_none());
+    assert!(store.get(&claimed.message.id).await.expect("get").is_some());
+    let listed = store
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "only the claimed one is listed");
+    let counts = store.count_by_status().await.expect("count");
+    assert_eq!(counts.get(&Status::Queued), None, "{counts:?}");
+
+    // The idempotency key is free again: a retry makes a new message.
+    let mut retry = record("+14155550111");
+    retry.message.idempotency_key = unsent.message.idempotency_key.clone();
+    assert_eq!(store.create(&retry).await.expect("create"), Created::New);
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -381,6 +413,7 @@ macro_rules! store_contract {
                 finds_messages_by_provider_message_id,
                 lists_by_filters_newest_first,
                 counts_messages_by_status,
+                discarding_removes_only_messages_no_attempt_has_touched,
             ]
         );
     };

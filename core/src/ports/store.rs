@@ -140,6 +140,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError>;
 
+    /// Removes the record of `message` if no attempt has started (it is
+    /// still `accepted` or `queued`), freeing its idempotency key. For a
+    /// submit that could not queue the message: the caller was told it
+    /// failed, so nothing of it stays. Returns whether it was removed.
+    async fn discard(&self, message: &crate::Message) -> Result<bool, StoreError>;
+
     /// The message with its whole event trail.
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 
