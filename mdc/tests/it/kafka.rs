@@ -374,6 +374,8 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
     let roles = [("MDC_ROLES", "dispatcher")];
     let mut dispatcher =
         Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
+    let (status, _) = dispatcher.post(&sms("+14155550123")).await;
+    assert_eq!(status, 404, "a dispatcher-only process takes no submissions");
 
     // Kill the dispatcher while it is sending.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -429,4 +431,65 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
             sends[id]["accepted"]
         );
     }
+}
+
+#[tokio::test]
+async fn topics_create_makes_the_topics_once_and_reports_what_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = kafka_queue(&env("MDC_TEST_KAFKA_BROKERS")).replace("create_topics = true\n", "");
+    let path = dir.path().join("mdc.toml");
+    std::fs::write(&path, &queue).expect("write");
+    let run = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_mdc"))
+            .args(["topics", "create", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let first = run();
+    assert_eq!(first.lines().count(), 10, "{first}");
+    assert!(
+        first.contains(".sms.critical: created with 4 partitions"),
+        "{first}"
+    );
+    assert!(first.contains(".sms.bulk: created with 2 partitions"), "{first}");
+    let second = run();
+    assert_eq!(second.lines().count(), 10, "{second}");
+    assert!(
+        second.lines().all(|l| l.contains(": exists with")),
+        "{second}"
+    );
+    // With the topics there, a server starts without creating them.
+    let server = Server::start_with(dir.path(), &config("", "", &queue)).await;
+    let id = server.submit(&sms("+14155550123")).await;
+    let message = server.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+}
+
+#[tokio::test]
+async fn running_some_roles_on_embedded_backends_is_refused_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mdc.toml");
+    std::fs::write(&path, kafka_queue(&env("MDC_TEST_KAFKA_BROKERS"))).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_mdc"))
+        .args(["serve", "--roles", "dispatcher", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("backends.store") && stderr.contains("backends.retry"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backends.queue"), "{stderr}");
 }
