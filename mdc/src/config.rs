@@ -169,6 +169,16 @@ impl Config {
         self.dispatcher.validate()?;
         self.breaker.validate()?;
         self.backends.validate()?;
+        if let crate::backends::QueueBackend::Kafka(kafka) = &self.backends.queue {
+            // A member that drains for longer than its session is thrown out
+            // of the group mid-drain and its partitions handed over.
+            if self.dispatcher.drain_timeout >= kafka.session_timeout {
+                return Err(
+                    "dispatcher.drain_timeout must be shorter than backends.queue.session_timeout"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -307,6 +317,26 @@ mod tests {
             ("[client]\nsms_max_segments = 0", "client.sms_max_segments"),
             ("unknown_key = 1", "unknown_key"),
             ("[lanes.urgent]\npartitions = 1\nconsumers = 1", "urgent"),
+            (
+                "[backends.queue]\nkind = \"kafka\"\nbrokers = \"\"",
+                "backends.queue.brokers",
+            ),
+            (
+                "[backends.queue]\nkind = \"kafka\"\nbrokers = \"k:9092\"\nprefix = \"a b\"",
+                "backends.queue.prefix",
+            ),
+            (
+                "[backends.queue]\nkind = \"kafka\"\nbrokers = \"k:9092\"\nsession_timeout = \"10s\"",
+                "dispatcher.drain_timeout",
+            ),
+            (
+                "[backends.queue]\nkind = \"kafka\"\nbrokers = \"k:9092\"\nreplication_factor = 2\nmin_insync_replicas = 3",
+                "backends.queue.min_insync_replicas",
+            ),
+            (
+                "[backends.queue]\nkind = \"kafka\"\nbrokers = \"k:9092\"\npartitions = 3",
+                "partitions",
+            ),
         ];
         for (text, key) in cases {
             let err = load_toml(text).expect_err(text).to_string();

@@ -375,7 +375,10 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
     let mut dispatcher =
         Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
     let (status, _) = dispatcher.post(&sms("+14155550123")).await;
-    assert_eq!(status, 404, "a dispatcher-only process takes no submissions");
+    assert_eq!(
+        status, 404,
+        "a dispatcher-only process takes no submissions"
+    );
 
     // Kill the dispatcher while it is sending.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -458,7 +461,10 @@ async fn topics_create_makes_the_topics_once_and_reports_what_exists() {
         first.contains(".sms.critical: created with 4 partitions"),
         "{first}"
     );
-    assert!(first.contains(".sms.bulk: created with 2 partitions"), "{first}");
+    assert!(
+        first.contains(".sms.bulk: created with 2 partitions"),
+        "{first}"
+    );
     let second = run();
     assert_eq!(second.lines().count(), 10, "{second}");
     assert!(

@@ -90,3 +90,46 @@ async fn an_unreachable_broker_fails_the_connect_within_the_timeout() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A paused lane stays paused when a rebalance hands it partitions.
+#[tokio::test]
+async fn a_paused_consumer_stays_paused_across_rebalances() {
+    use mdc_core::ports::{ConsumerSpec, Topic};
+    use mdc_core::{Channel, Priority};
+    use std::time::Duration;
+
+    let queue = queue().await;
+    let topic = Topic::Messages(Channel::Email, Priority::Bulk);
+    let spec = ConsumerSpec { index: 0, count: 1 };
+    let a = queue.consumer(topic, spec).await.expect("a");
+    assert!(a.fetch(10).await.expect("fetch").is_empty());
+    let b = queue.consumer(topic, spec).await.expect("b");
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let (x, y) = tokio::join!(a.fetch(10), b.fetch(10));
+        assert!(x.expect("a").is_empty() && y.expect("b").is_empty());
+    }
+    // A, holding half the partitions, pauses; B leaves and A is handed
+    // partitions it never paused.
+    a.pause().await.expect("pause");
+    b.close().await.expect("close");
+    drop(b);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        assert!(a.fetch(10).await.expect("a").is_empty());
+    }
+
+    for i in 0..8u8 {
+        queue
+            .produce(topic, &format!("user{i}@example.com"), vec![i])
+            .await
+            .expect("produce");
+    }
+    for _ in 0..4 {
+        let batch = a.fetch(10).await.expect("fetch");
+        assert!(batch.is_empty(), "paused, yet fetched {batch:?}");
+    }
+    a.resume().await.expect("resume");
+    let got = mdc_core::contract::queue::fetch_n(&a, 8).await;
+    assert_eq!(got.len(), 8);
+}
