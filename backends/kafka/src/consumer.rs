@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mdc_core::ports::{ConsumerSpec, Delivery, QueueConsumer, QueueError, Topic};
+use mdc_core::ports::{Delivery, QueueConsumer, QueueError, Topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -97,11 +97,7 @@ pub(crate) struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    pub(crate) fn subscribe(
-        config: &KafkaConfig,
-        topic: Topic,
-        spec: ConsumerSpec,
-    ) -> Result<Self, QueueError> {
+    pub(crate) fn subscribe(config: &KafkaConfig, topic: Topic) -> Result<Self, QueueError> {
         let name = config.topic_name(topic);
         let context = Context {
             logging: Logging,
@@ -110,14 +106,8 @@ impl KafkaConsumer {
             tracker: Mutex::new(Tracker::default()),
         };
         let session_ms = config.session_timeout.as_millis().to_string();
-        let mut client = config.client_config();
-        if let Some(instance) = &config.instance_id {
-            client.set(
-                "group.instance.id",
-                format!("{instance}.{}.{}", topic.name(), spec.index),
-            );
-        }
-        let consumer: BaseConsumer<Context> = client
+        let consumer: BaseConsumer<Context> = config
+            .client_config()
             .set("group.id", config.group_id(topic))
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")

@@ -65,12 +65,6 @@ pub struct KafkaConfig {
     /// mishandle it (the dispatcher's claim still absorbs duplicates).
     #[serde(default = "yes")]
     pub idempotent_producer: bool,
-    /// A stable name for this process (a pod or host name) turns on static
-    /// group membership: a restarted process takes back its partitions at
-    /// once instead of waiting for the group to notice the old one is gone.
-    /// Must differ between processes of the same role.
-    #[serde(default)]
-    pub instance_id: Option<String>,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …),
     /// applied to producers, consumers and the admin client.
     #[serde(default)]
@@ -109,7 +103,6 @@ impl KafkaConfig {
             produce_timeout: default_produce_timeout(),
             session_timeout: default_session_timeout(),
             idempotent_producer: true,
-            instance_id: None,
             options: BTreeMap::new(),
         }
     }
@@ -158,11 +151,6 @@ impl KafkaConfig {
         }
         if self.produce_timeout < Duration::from_millis(100) {
             return Err("backends.queue.produce_timeout must be at least 100ms".into());
-        }
-        if let Some(id) = &self.instance_id {
-            if id.is_empty() || id.len() > 200 {
-                return Err("backends.queue.instance_id must be 1 to 200 characters".into());
-            }
         }
         if self.session_timeout < Duration::from_secs(1) {
             return Err("backends.queue.session_timeout must be at least 1s".into());
@@ -358,9 +346,9 @@ impl Queue for KafkaQueue {
     async fn consumer(
         &self,
         topic: Topic,
-        spec: ConsumerSpec,
+        _spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic, spec)?;
+        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic)?;
         tracing::debug!(
             %topic,
             partitions = self.layout.partitions(topic),
