@@ -4,7 +4,7 @@
 //! rebalance callbacks run there, between batches: the workers consume a
 //! batch completely (acknowledging every record) before they fetch again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,6 +42,9 @@ struct Context {
     topic: String,
     paused: AtomicBool,
     tracker: Mutex<Tracker>,
+    /// Records polled by a fetch whose caller went away (a timeout, a
+    /// shutdown select): handed out by the next fetch instead of lost.
+    polled: Mutex<VecDeque<Delivery>>,
 }
 
 impl Context {
@@ -50,6 +53,18 @@ impl Context {
         self.tracker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn polled(&self) -> MutexGuard<'_, VecDeque<Delivery>> {
+        self.polled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, max: usize) -> Vec<Delivery> {
+        let mut polled = self.polled();
+        let n = max.min(polled.len());
+        polled.drain(..n).collect()
     }
 }
 
@@ -69,9 +84,13 @@ impl ConsumerContext for Context {
             // Nothing is in flight here (see the module doc); the stored
             // offsets are committed by librdkafka before it lets go.
             let mut tracker = self.tracker();
+            let mut revoked = Vec::new();
             for element in partitions.elements() {
                 tracker.partitions.remove(&element.partition());
+                revoked.push(element.partition() as u32);
             }
+            // Polled and not handed out: the new owner gets them.
+            self.polled().retain(|d| !revoked.contains(&d.partition));
             tracing::info!(topic = %self.topic, partitions = partitions.count(), "Partitions revoked");
         }
     }
@@ -94,6 +113,8 @@ pub(crate) struct KafkaConsumer {
     name: String,
     consumer: Arc<BaseConsumer<Context>>,
     closed: AtomicBool,
+    /// One poll at a time, so records enter `polled` in partition order.
+    polling: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl KafkaConsumer {
@@ -104,6 +125,7 @@ impl KafkaConsumer {
             topic: name.clone(),
             paused: AtomicBool::new(false),
             tracker: Mutex::new(Tracker::default()),
+            polled: Mutex::new(VecDeque::new()),
         };
         let session_ms = config.session_timeout.as_millis().to_string();
         let consumer: BaseConsumer<Context> = config
@@ -124,6 +146,7 @@ impl KafkaConsumer {
             name,
             consumer: Arc::new(consumer),
             closed: AtomicBool::new(false),
+            polling: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -189,11 +212,32 @@ impl QueueConsumer for KafkaConsumer {
         if self.closed.load(Ordering::Acquire) {
             return Err(QueueError::Closed);
         }
+        let max = max.max(1);
+        let guard = self.polling.clone().lock_owned().await;
+        let paused = self.consumer.context().paused.load(Ordering::Acquire);
+        if !paused {
+            let ready = self.consumer.context().take(max);
+            if !ready.is_empty() {
+                return Ok(ready);
+            }
+        }
         let consumer = self.consumer.clone();
         let topic = self.topic;
-        tokio::task::spawn_blocking(move || poll_batch(&consumer, topic, max.max(1)))
-            .await
-            .map_err(|e| QueueError::Other(e.to_string()))?
+        // The poll finishes even if this future is dropped; what it got waits
+        // in `polled` for the next fetch.
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = guard;
+            let batch = poll_batch(&consumer, topic, max)?;
+            consumer.context().polled().extend(batch);
+            Ok::<_, QueueError>(())
+        })
+        .await
+        .map_err(|e| QueueError::Other(e.to_string()))??;
+        if self.consumer.context().paused.load(Ordering::Acquire) {
+            // Polled only to keep the membership alive.
+            return Ok(Vec::new());
+        }
+        Ok(self.consumer.context().take(max))
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {

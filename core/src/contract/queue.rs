@@ -138,6 +138,31 @@ pub async fn a_paused_consumer_fetches_nothing_until_resumed(queue: Arc<dyn Queu
     assert_eq!(payloads, vec![0, 1, 2]);
 }
 
+/// A caller may give up on a fetch (a timeout, a shutdown): nothing the
+/// abandoned fetch took is lost to the consumer.
+pub async fn an_abandoned_fetch_loses_nothing(queue: Arc<dyn Queue>) {
+    let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    // Let the consumer settle into its group first.
+    let _ = consumer.fetch(1).await.expect("fetch");
+    for i in 0..20u8 {
+        queue
+            .produce(SMS_NORMAL, &format!("k{i}"), vec![i])
+            .await
+            .expect("produce");
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        if let Ok(batch) = tokio::time::timeout(Duration::from_millis(1), consumer.fetch(3)).await {
+            got.extend(batch.expect("fetch"));
+        }
+    }
+    let rest = 20 - got.len();
+    got.extend(fetch_n(&consumer, rest).await);
+    let mut payloads: Vec<u8> = got.iter().map(|d| d.payload[0]).collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, (0..20).collect::<Vec<u8>>());
+}
+
 pub async fn records_with_one_key_keep_their_order(queue: Arc<dyn Queue>) {
     let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
     for i in 0..50u8 {
@@ -244,6 +269,7 @@ macro_rules! queue_contract {
                 acknowledged_records_are_not_redelivered,
                 a_paused_consumer_fetches_nothing_until_resumed,
                 records_with_one_key_keep_their_order,
+                an_abandoned_fetch_loses_nothing,
                 group_members_share_the_records_exactly_once,
                 topics_are_isolated,
                 fetch_returns_when_idle,

@@ -106,8 +106,20 @@ async fn critical_messages_overtake_a_bulk_backlog_on_the_embedded_queue() {
 async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     // Small batches and a slow vendor: the bulk backlog takes seconds.
-    let config = config("batch_size = 4", "send_latency = \"25ms\"", backends);
+    // One consumer per lane, so no rebalance of a lane's group interferes.
+    let lanes = "[lanes.critical]\npartitions = 4\nconsumers = 1\n[lanes.normal]\npartitions = 4\nconsumers = 1\n";
+    let config = format!(
+        "{lanes}{}",
+        config("batch_size = 4", "send_latency = \"25ms\"", backends)
+    );
     let server = Server::start_with(dir.path(), &config).await;
+    // Every lane has joined its group and is consuming.
+    let warm_up = server
+        .submit(&sms_to("+14155550999", "critical", "warm-up"))
+        .await;
+    server
+        .wait_terminal(&warm_up, Duration::from_secs(60))
+        .await;
 
     let bulk_ids: Vec<String> = submit_many(&server, 800, "bulk", 5_000_000).await;
     // Wait until the bulk lane is busy sending.
