@@ -65,7 +65,8 @@ pub struct KafkaConfig {
     /// mishandle it (the dispatcher's claim still absorbs duplicates).
     #[serde(default = "yes")]
     pub idempotent_producer: bool,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …),
+    /// Extra librdkafka properties (timeouts, socket options, …; TLS and SASL
+    /// need the `rdkafka` crate built with its `ssl` / `sasl` features),
     /// applied to producers, consumers and the admin client.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
