@@ -14,10 +14,10 @@
 mod consumer;
 mod topics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
@@ -172,29 +172,83 @@ impl KafkaConfig {
     }
 }
 
-/// Sends librdkafka's own logs and errors to `tracing`.
+/// Sends librdkafka's own logs and errors to `tracing`, each distinct line
+/// at most once per [`REPEAT_WINDOW`]: with the brokers down every consumer
+/// of every lane reports the same failure several times a second.
 #[derive(Default)]
 pub(crate) struct Logging;
 
+/// How long an identical librdkafka line is held back after it was logged.
+const REPEAT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Lines logged recently: when, and how many repeats were held back since.
+#[derive(Default)]
+struct Repeats {
+    seen: HashMap<String, (Instant, u64)>,
+}
+
+impl Repeats {
+    /// `Some(held back since the last time)` when `line` should be logged now.
+    fn admit(&mut self, line: &str, now: Instant) -> Option<u64> {
+        if self.seen.len() > 1000 {
+            self.seen
+                .retain(|_, (at, _)| now.duration_since(*at) < REPEAT_WINDOW);
+        }
+        match self.seen.get_mut(line) {
+            Some((at, held)) if now.duration_since(*at) < REPEAT_WINDOW => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                let repeats = *held;
+                *at = now;
+                *held = 0;
+                Some(repeats)
+            }
+            None => {
+                self.seen.insert(line.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+fn admit(line: &str) -> Option<u64> {
+    static REPEATS: OnceLock<Mutex<Repeats>> = OnceLock::new();
+    REPEATS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(line, Instant::now())
+}
+
 impl ClientContext for Logging {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if matches!(level, RDKafkaLogLevel::Debug) {
+            tracing::debug!(target: "librdkafka", facility, "{message}");
+            return;
+        }
+        let Some(repeats) = admit(message) else {
+            return;
+        };
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
+                tracing::error!(target: "librdkafka", facility, repeats, "{message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility, repeats, "{message}")
             }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+            _ => tracing::info!(target: "librdkafka", facility, repeats, "{message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        if let Some(repeats) = admit(reason) {
+            tracing::warn!(target: "librdkafka", %error, repeats, "{reason}");
+        }
     }
 }
 
@@ -357,5 +411,33 @@ impl Queue for KafkaQueue {
             "Joined consumer group"
         );
         Ok(Arc::new(consumer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_line_is_logged_once_per_window_with_the_count_held_back() {
+        let mut repeats = Repeats::default();
+        let start = Instant::now();
+        assert_eq!(repeats.admit("brokers are down", start), Some(0));
+        for i in 1..=5 {
+            let at = start + Duration::from_secs(i);
+            assert_eq!(repeats.admit("brokers are down", at), None);
+        }
+        assert_eq!(
+            repeats.admit("another line", start + Duration::from_secs(1)),
+            Some(0)
+        );
+        assert_eq!(
+            repeats.admit("brokers are down", start + REPEAT_WINDOW),
+            Some(5)
+        );
+        assert_eq!(
+            repeats.admit("brokers are down", start + REPEAT_WINDOW),
+            None
+        );
     }
 }
