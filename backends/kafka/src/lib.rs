@@ -315,7 +315,7 @@ impl KafkaQueue {
             create_topics(&config, &layout).await?;
         }
         let producer = new_producer(&config)?;
-        let missing = topics::missing(&config, &producer, &layout).await?;
+        let missing = topics::missing(&config, &producer).await?;
         if !missing.is_empty() {
             return Err(QueueError::Other(format!(
                 "Kafka topics missing: {}; create them with `mdc topics create` or set backends.queue.create_topics = true",

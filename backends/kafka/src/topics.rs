@@ -123,7 +123,6 @@ pub async fn create_topics(
 pub(crate) async fn missing(
     config: &KafkaConfig,
     producer: &FutureProducer<Logging>,
-    _layout: &QueueLayout,
 ) -> Result<Vec<String>, QueueError> {
     let producer = producer.clone();
     let timeout = config.produce_timeout;
