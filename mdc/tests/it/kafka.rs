@@ -123,17 +123,7 @@ async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
 
     let bulk_ids: Vec<String> = submit_many(&server, 800, "bulk", 5_000_000).await;
     // Wait until the bulk lane is busy sending.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, stats) = server.get("/v1/stats").await;
-        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
-            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
-        if done >= 40 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bulk never started: {stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_sent(&server, 40).await;
     let critical_ids = submit_many(&server, 60, "critical", 6_000_000).await;
     let critical = wait_all_delivered(&server, &critical_ids, Duration::from_secs(60)).await;
     let critical_times: Vec<_> = critical
@@ -164,6 +154,21 @@ async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
         after >= 100,
         "the critical messages should have overtaken the backlog, but only {after} bulk messages were left"
     );
+}
+
+/// Waits until at least `n` messages are sent or delivered.
+async fn wait_until_sent(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = server.get("/v1/stats").await;
+        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
+            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {done} sent: {stats}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Submits `n` SMS of `priority`, 50 at a time, to distinct recipients.
@@ -393,17 +398,7 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
     );
 
     // Kill the dispatcher while it is sending.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, stats) = front.get("/v1/stats").await;
-        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
-            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
-        if done >= 15 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing sent: {stats}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_sent(&front, 15).await;
     dispatcher.signal("KILL");
     dispatcher.wait_exit(Duration::from_secs(10));
     // Restart once the group has dropped the dead members (session timeout):
@@ -535,17 +530,7 @@ async fn a_graceful_stop_on_kafka_finishes_in_flight_sends_and_loses_nothing() {
     let port = free_port();
     let mut server = Server::start_on(dir.path(), &config, port, &[]).await;
     let ids = submit_many(&server, 120, "normal", 7_000_000).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, stats) = server.get("/v1/stats").await;
-        let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
-            + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
-        if done >= 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing sent: {stats}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_sent(&server, 20).await;
     server.signal("TERM");
     assert!(
         server.wait_exit(Duration::from_secs(30)),
