@@ -131,10 +131,13 @@ impl Submitter {
                     format!("could not be queued on {topic}; the caller was told to retry"),
                 )
                 .error(e.to_string());
-                let _ = self
+                if let Err(e) = self
                     .store
                     .update(&message.id, StatusUpdate::event(event))
-                    .await;
+                    .await
+                {
+                    tracing::warn!(message_id = %message.id, error = %e, "Could not record the failure to queue");
+                }
             }
         }
         Err(e.into())

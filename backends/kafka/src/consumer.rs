@@ -150,8 +150,20 @@ impl KafkaConsumer {
         })
     }
 
-    fn partitions_of(&self, consumer: &BaseConsumer<Context>) -> TopicPartitionList {
-        consumer.assignment().unwrap_or_default()
+    /// Flags first, so a rebalance in between applies the new state to the
+    /// partitions it assigns (see `post_rebalance`).
+    fn set_paused(&self, paused: bool) -> Result<(), QueueError> {
+        self.consumer
+            .context()
+            .paused
+            .store(paused, Ordering::Release);
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        if paused {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        }
+        .map_err(unavailable)
     }
 }
 
@@ -269,21 +281,11 @@ impl QueueConsumer for KafkaConsumer {
     }
 
     async fn pause(&self) -> Result<(), QueueError> {
-        self.consumer
-            .context()
-            .paused
-            .store(true, Ordering::Release);
-        let assigned = self.partitions_of(&self.consumer);
-        self.consumer.pause(&assigned).map_err(unavailable)
+        self.set_paused(true)
     }
 
     async fn resume(&self) -> Result<(), QueueError> {
-        self.consumer
-            .context()
-            .paused
-            .store(false, Ordering::Release);
-        let assigned = self.partitions_of(&self.consumer);
-        self.consumer.resume(&assigned).map_err(unavailable)
+        self.set_paused(false)
     }
 
     async fn close(&self) -> Result<(), QueueError> {
