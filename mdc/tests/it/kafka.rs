@@ -158,12 +158,23 @@ async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
 
 /// Waits until at least `n` messages are sent or delivered.
 async fn wait_until_sent(server: &Server, n: u64) {
+    wait_for_sends(server, n, false).await;
+}
+
+/// Waits until at least `n` messages are sent and another one is being sent
+/// right now, so that a stop that follows catches a send in flight.
+async fn wait_until_sending(server: &Server, n: u64) {
+    wait_for_sends(server, n, true).await;
+}
+
+async fn wait_for_sends(server: &Server, n: u64, in_flight: bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, stats) = server.get("/v1/stats").await;
         let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
             + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
-        if done >= n {
+        let sending = stats["statuses"]["sending"].as_u64().unwrap_or(0);
+        if done >= n && (!in_flight || sending > 0) {
             return;
         }
         assert!(Instant::now() < deadline, "only {done} sent: {stats}");
@@ -398,7 +409,7 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
     );
 
     // Kill the dispatcher while it is sending.
-    wait_until_sent(&front, 15).await;
+    wait_until_sending(&front, 15).await;
     dispatcher.signal("KILL");
     dispatcher.wait_exit(Duration::from_secs(10));
     // Restart once the group has dropped the dead members (session timeout):
@@ -530,7 +541,7 @@ async fn a_graceful_stop_on_kafka_finishes_in_flight_sends_and_loses_nothing() {
     let port = free_port();
     let mut server = Server::start_on(dir.path(), &config, port, &[]).await;
     let ids = submit_many(&server, 120, "normal", 7_000_000).await;
-    wait_until_sent(&server, 20).await;
+    wait_until_sending(&server, 20).await;
     server.signal("TERM");
     assert!(
         server.wait_exit(Duration::from_secs(30)),
