@@ -453,18 +453,23 @@ impl Dispatcher {
         }
         // The timer first: if we stop between the two writes, the timer finds
         // the attempt's lease and waits it out, so nothing is stranded.
+        let mut details = format!(
+            "attempt {attempt} failed; next attempt at {}",
+            due.to_rfc3339()
+        );
         if let Outcome::Retry(e) = self.schedule(message, due).await {
-            return Outcome::Retry(e);
+            // Without a timer the attempt is still recorded as over, with its
+            // due time: the reconciler schedules it once the retry backend is
+            // back. Going round again here would resend at once and use up
+            // the retry schedule while the backend is away.
+            tracing::warn!(message_id = %message.id, error = %e, "Could not set the retry timer; the reconciler will schedule the retry");
+            details.push_str(&format!(
+                " (the retry timer could not be set: {e}; the reconciler will set it)"
+            ));
         }
-        let event = Event::new(
-            COMPONENT,
-            format!(
-                "attempt {attempt} failed; next attempt at {}",
-                due.to_rfc3339()
-            ),
-        )
-        .provider(provider, None)
-        .error(error.to_string());
+        let event = Event::new(COMPONENT, details)
+            .provider(provider, None)
+            .error(error.to_string());
         let mut update = StatusUpdate::to(Status::Sending, event);
         // The provider to ask first if this attempt turns out ambiguous.
         update.provider = Some(provider.to_owned());

@@ -7,6 +7,6 @@ mod reconcile;
 mod response;
 mod retry;
 
-pub use reconcile::Reconciler;
+pub use reconcile::{Reconciler, ReconcilerConfig};
 pub use response::ResponseHandler;
 pub use retry::RetryHandler;

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use mdc_core::ports::{ListFilter, RetryItem, RetryScheduler, Store};
 use mdc_core::{MessageRecord, Status};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// The safety net under the retry timers: a message `sending` whose next
@@ -13,29 +14,64 @@ use tokio_util::sync::CancellationToken;
 pub struct Reconciler {
     store: Arc<dyn Store>,
     retry: Arc<dyn RetryScheduler>,
-    /// How late a timer must be before it counts as lost.
-    pub grace: Duration,
+    config: ReconcilerConfig,
+}
+
+/// The `[reconciler]` config section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    /// Time between passes.
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// How late a timer must be before it counts as lost.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
     /// Messages looked at per pass.
     pub batch: usize,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            grace: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+}
+
+impl ReconcilerConfig {
+    /// Errors name the config key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval.is_zero() {
+            return Err("reconciler.interval must be more than zero".into());
+        }
+        if self.batch == 0 {
+            return Err("reconciler.batch must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 const COMPONENT: &str = "reconciler";
 
 impl Reconciler {
-    pub fn new(store: Arc<dyn Store>, retry: Arc<dyn RetryScheduler>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        retry: Arc<dyn RetryScheduler>,
+        config: ReconcilerConfig,
+    ) -> Self {
         Self {
             store,
             retry,
-            grace: Duration::from_secs(60),
-            interval: Duration::from_secs(30),
-            batch: 1000,
+            config,
         }
     }
 
     /// Whether the message's timer should have fired long ago.
     fn stranded(&self, record: &MessageRecord, now: mdc_core::Timestamp) -> bool {
-        let grace = chrono::Duration::from_std(self.grace).unwrap_or_default();
+        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
         let overdue = |at: Option<mdc_core::Timestamp>| at.is_some_and(|at| at + grace < now);
         record.status == Status::Sending
             && (overdue(record.next_attempt_at) || overdue(record.lease_until))
@@ -46,7 +82,7 @@ impl Reconciler {
         let now = mdc_core::now();
         let filter = ListFilter {
             status: Some(Status::Sending),
-            limit: self.batch,
+            limit: self.config.batch,
             ..Default::default()
         };
         let mut rescheduled = 0;
@@ -73,7 +109,7 @@ impl Reconciler {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(self.config.interval) => {}
             }
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %e, "Reconciliation pass failed; trying again later");

@@ -12,6 +12,7 @@ use mdc_client::ClientConfig;
 use mdc_core::Priority;
 use mdc_dispatcher::DispatcherConfig;
 use mdc_embedded::QueueLayout;
+use mdc_handlers::ReconcilerConfig;
 use mdc_providers::breaker::BreakerConfig;
 use mdc_providers::config::{ProviderConfig, RouteConfig};
 use mdc_providers::SimulatorConfig;
@@ -45,6 +46,8 @@ pub struct Config {
     /// channel goes to its simulator.
     pub routes: HashMap<mdc_core::Channel, RouteConfig>,
     pub breaker: BreakerConfig,
+    /// The safety net that reschedules messages whose retry timer was lost.
+    pub reconciler: ReconcilerConfig,
     /// Which implementation backs the store and the retry timers.
     pub backends: crate::backends::Backends,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             routes: HashMap::new(),
             breaker: BreakerConfig::default(),
+            reconciler: ReconcilerConfig::default(),
             backends: crate::backends::Backends::default(),
         }
     }
@@ -106,6 +110,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "routes",
     "breaker",
+    "reconciler",
     "backends",
 ];
 
@@ -168,6 +173,7 @@ impl Config {
         self.client.validate()?;
         self.dispatcher.validate()?;
         self.breaker.validate()?;
+        self.reconciler.validate()?;
         self.backends.validate()?;
         if let crate::backends::QueueBackend::Kafka(kafka) = &self.backends.queue {
             // A member that drains for longer than its session is thrown out
@@ -315,6 +321,8 @@ mod tests {
                 "dispatcher.send_timeout",
             ),
             ("[client]\nsms_max_segments = 0", "client.sms_max_segments"),
+            ("[reconciler]\ninterval = \"0s\"", "reconciler.interval"),
+            ("[reconciler]\ngrace = \"later\"", "reconciler.grace"),
             ("unknown_key = 1", "unknown_key"),
             ("[lanes.urgent]\npartitions = 1\nconsumers = 1", "urgent"),
             (

@@ -156,7 +156,11 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         config.dispatcher.clone(),
     ));
     let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone(), cache));
-    let reconciler = Arc::new(Reconciler::new(store.clone(), retry.clone()));
+    let reconciler = Arc::new(Reconciler::new(
+        store.clone(),
+        retry.clone(),
+        config.reconciler.clone(),
+    ));
     let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     if roles.dispatcher {

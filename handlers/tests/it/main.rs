@@ -6,7 +6,7 @@ use std::time::Duration;
 use mdc_core::ports::{RetryScheduler, StatusUpdate, Store};
 use mdc_core::{Event, MessageRecord, Status};
 use mdc_embedded::{Embedded, QueueLayout};
-use mdc_handlers::Reconciler;
+use mdc_handlers::{Reconciler, ReconcilerConfig};
 
 #[tokio::test]
 async fn a_message_whose_retry_timer_was_lost_is_scheduled_again() {
@@ -44,7 +44,7 @@ async fn a_message_whose_retry_timer_was_lost_is_scheduled_again() {
         store.update(&message.id, update).await.expect("update");
     }
 
-    let reconciler = Reconciler::new(store.clone(), retry.clone());
+    let reconciler = Reconciler::new(store.clone(), retry.clone(), ReconcilerConfig::default());
     assert_eq!(
         reconciler.pass().await.expect("pass"),
         1,

@@ -204,21 +204,42 @@ async fn a_redis_outage_delays_retries_and_they_resume_by_themselves() {
     let port = crate::harness::free_port();
     let mut redis = redis_server(port);
     let config = format!(
-        "{TEST_CONFIG}\n[backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+        "{TEST_CONFIG}\n[reconciler]\ninterval = \"300ms\"\ngrace = \"500ms\"\n\
+         [backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
     );
     let server = Server::start_with(dir.path(), &config).await;
 
     let _ = redis.kill();
     let _ = redis.wait();
-    // Its first attempt fails transiently; the retry cannot be scheduled yet.
+    // Its first attempt fails transiently; the retry's timer cannot be set.
     let id = server.submit(&push("sim-transient-1-outage")).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(server.message(&id).await["status"], "sending");
+    let failed_once = server
+        .wait_event(
+            &id,
+            "the retry timer could not be set",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(failed_once["status"], "sending", "{failed_once:#}");
+    assert!(
+        failed_once["next_attempt_at"].is_string(),
+        "{failed_once:#}"
+    );
+    // Nothing is resent while Redis is away: not after the retry's delay, nor
+    // after the attempt's lease (3 s) would have run out.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = server.message(&id).await;
+    assert_eq!(waiting["status"], "sending", "{waiting:#}");
+    assert_eq!(waiting["attempts"], 1, "{waiting:#}");
+    assert_eq!(server.vendor_sends().await[&id]["calls"], 1);
 
     let mut redis = redis_server(port);
     let message = server.wait_terminal(&id, Duration::from_secs(30)).await;
     assert_eq!(message["status"], "delivered", "{message:#}");
     assert_eq!(message["attempts"], 2);
+    let sends = server.vendor_sends().await;
+    assert_eq!(sends[&id]["calls"], 2, "{sends:#}");
+    assert_eq!(sends[&id]["accepted"], 1, "{sends:#}");
     let _ = redis.kill();
     let _ = redis.wait();
 }

@@ -155,6 +155,22 @@ impl Server {
         }
     }
 
+    /// Polls until the message's trail mentions `text`, and returns it.
+    pub async fn wait_event(&self, id: &str, text: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let message = self.message(id).await;
+            if message["events"].to_string().contains(text) {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event of {id} mentions {text:?}: {message:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Accepted sends per message, as the simulated vendors recorded them.
     pub async fn vendor_sends(&self) -> Value {
         let (status, body) = self.get("/v1/simulator/sends").await;
