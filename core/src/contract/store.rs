@@ -207,7 +207,10 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
             status: Status::Delivered
         }
     );
-    let late = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
+    // The attempt's own outcome arrives after the vendor's report.
+    let mut late = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
+    late.provider = Some("vendor".into());
+    late.provider_message_id = Some("v-106".into());
     assert_eq!(
         store.update(id, late).await.expect("update"),
         Updated::Ignored {
@@ -216,6 +219,12 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
     );
     let got = store.get(id).await.expect("get").expect("present");
     assert_eq!(got.status, Status::Delivered);
+    assert_eq!(
+        got.provider_message_id.as_deref(),
+        Some("v-106"),
+        "the vendor's id is kept even when the status is not"
+    );
+    assert_eq!(got.provider.as_deref(), Some("vendor"));
     let details: Vec<&str> = got.events.iter().map(|e| e.details.as_str()).collect();
     assert_eq!(details.len(), 4, "{details:?}");
     assert!(details[3].starts_with("sent (ignored"), "{details:?}");

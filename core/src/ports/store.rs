@@ -213,6 +213,17 @@ pub fn apply_update(record: &mut MessageRecord, update: StatusUpdate) -> Updated
             .is_none_or(|s| s == record.status && !s.is_terminal() || record.status.can_move_to(s));
     let mut event = update.event;
     if !allowed {
+        if attempt_matches {
+            // A report overtook this attempt's own outcome: the status stays,
+            // but which vendor has the message, and under what id, is kept.
+            if record.provider_message_id.is_none() && update.provider_message_id.is_some() {
+                record.provider = update.provider.or(record.provider.take());
+                record.provider_message_id = update.provider_message_id;
+            }
+            if update.end_attempt {
+                record.lease_until = None;
+            }
+        }
         event.status = None;
         event.details = format!("{} (ignored: message is {})", event.details, record.status);
         record.events.push(event);
