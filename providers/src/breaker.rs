@@ -165,19 +165,19 @@ mod tests {
 
     #[test]
     fn opens_on_error_rate_then_probes_once() {
-        let b = breaker(Duration::from_millis(50));
+        let b = breaker(Duration::from_millis(400));
         for ok in [true, false, true, false] {
             assert!(b.allow());
             b.record(ok);
         }
         assert!(matches!(b.state(), State::Open { .. }));
         assert!(!b.allow());
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow(), "one probe after the open period");
         assert!(!b.allow(), "only one probe at a time");
         b.record(false);
         assert!(matches!(b.state(), State::Open { .. }));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow());
         b.record(true);
         assert_eq!(b.state(), State::Closed);

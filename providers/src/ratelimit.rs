@@ -112,15 +112,15 @@ mod tests {
 
     #[tokio::test]
     async fn try_acquire_refuses_and_acquire_waits_its_turn() {
-        let limiter = RateLimiter::new(20.0, 1);
+        let limiter = RateLimiter::new(5.0, 1);
         assert!(limiter.try_acquire());
-        assert!(!limiter.try_acquire(), "the next token is 50 ms away");
+        assert!(!limiter.try_acquire(), "the next token is 200 ms away");
         let start = std::time::Instant::now();
         limiter.acquire().await;
         limiter.acquire().await;
         assert!(
-            start.elapsed() >= Duration::from_millis(90),
-            "two tokens at 20/s: {:?}",
+            start.elapsed() >= Duration::from_millis(350),
+            "two tokens at 5/s: {:?}",
             start.elapsed()
         );
     }

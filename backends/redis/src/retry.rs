@@ -109,12 +109,19 @@ impl RedisRetry {
         let expired = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         if config.subscribe {
+            let (subscribed, mut ready) = tokio::sync::watch::channel(false);
             tokio::spawn(listen(
                 client,
                 config.prefix.clone(),
                 expired.clone(),
+                subscribed,
                 shutdown.clone(),
             ));
+            // Timers set from here on fire by their event, not the sweep.
+            let waited = tokio::time::timeout(SUBSCRIBE_WAIT, ready.wait_for(|ready| *ready));
+            if !matches!(waited.await, Ok(Ok(_))) {
+                tracing::warn!("Not yet subscribed to Redis expired events; the sweep fires retries until then");
+            }
         }
         Ok(Self {
             connection,
@@ -177,12 +184,16 @@ impl Drop for RedisRetry {
     }
 }
 
+/// How long `connect` waits for the expired-event subscription.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
 /// Wakes `take_due` on every expired timer key of this prefix; reconnects
 /// after a lost connection (events in between are lost: the sweep covers).
 async fn listen(
     client: redis::Client,
     prefix: String,
     expired: Arc<Notify>,
+    subscribed: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let marker = format!("{prefix}:retry:timer:");
@@ -190,6 +201,7 @@ async fn listen(
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe("__keyevent@*__:expired").await?;
+            subscribed.send_replace(true);
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let key: String = message.get_payload().unwrap_or_default();
@@ -199,13 +211,13 @@ async fn listen(
             }
             Ok::<(), redis::RedisError>(())
         };
-        tokio::select! {
+        let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = session => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "Lost the Redis expired-event subscription; the sweep covers until it is back");
-                }
-            }
+            result = session => result,
+        };
+        subscribed.send_replace(false);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "Lost the Redis expired-event subscription; the sweep covers until it is back");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

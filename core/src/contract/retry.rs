@@ -40,9 +40,16 @@ pub async fn items_are_handed_out_when_due_not_before(open: Open) {
     let scheduler = open().await;
     let item = item_in(700);
     scheduler.schedule(item.clone()).await.expect("schedule");
-    let early = take_within(&scheduler, Duration::from_millis(300)).await;
-    assert!(early.is_empty(), "handed out early: {early:?}");
-    let got = take_within(&scheduler, Duration::from_secs(10)).await;
+    // A probe well before the due time; a slow machine may reach the due
+    // time within it, so what it gets is judged by the clock, not the probe.
+    let mut got = take_within(&scheduler, Duration::from_millis(300)).await;
+    assert!(
+        got.is_empty() || crate::now() >= item.due,
+        "handed out early: {got:?}"
+    );
+    if got.is_empty() {
+        got = take_within(&scheduler, Duration::from_secs(10)).await;
+    }
     assert_eq!(got, vec![item.clone()]);
     assert!(crate::now() >= item.due);
     scheduler.complete(&item).await.expect("complete");

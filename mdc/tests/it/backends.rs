@@ -153,7 +153,20 @@ async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself(
     );
 
     let mongo = Mongo::start(mongo.port, &mongo.dir.clone());
-    let after = server.submit(&sms("+14155550125")).await;
+    // The driver finds the server again by itself; until then, 503.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (status, answer) = server.post(&sms("+14155550125")).await;
+        if status == 202 {
+            break answer["id"].as_str().expect("id").to_owned();
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MDC did not recover: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let message = server.wait_terminal(&after, Duration::from_secs(30)).await;
     assert_eq!(message["status"], "delivered", "{message:#}");
     assert_eq!(

@@ -317,3 +317,23 @@ pub const KALEYRA_ENV: &[(&str, &str)] = &[
     ("MDC_TEST_KALEYRA_KEY", "test-key"),
     ("MDC_TEST_KALEYRA_TOKEN", "callback-secret"),
 ];
+
+/// The dispatcher's `sent` event. A delivery report can overtake it (the
+/// status then stays `delivered` and the event is kept without a status).
+pub fn sent_event(message: &Value) -> Option<&Value> {
+    message["events"].as_array()?.iter().find(|e| {
+        let details = e["details"].as_str().unwrap_or_default();
+        e["status"] == "sent"
+            || (e["component"] == "dispatcher"
+                && e["status"].is_null()
+                && details.contains("(ignored: message is ")
+                && (details.starts_with("sent") || details.starts_with("vendor already had it")))
+    })
+}
+
+/// When the message was sent, from its `sent` event.
+pub fn sent_at(message: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = sent_event(message)?["at"].as_str()?;
+    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    Some(at.with_timezone(&chrono::Utc))
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, sms, Server};
+use crate::harness::{free_port, sent_at, sms, Server};
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -19,7 +19,7 @@ fn env(name: &str) -> String {
 /// A `[backends.queue]` on `brokers` with topics of the test's own.
 fn kafka_queue(brokers: &str) -> String {
     format!(
-        "[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"e2e{}\"\nreplication_factor = 1\ncreate_topics = true\nproduce_timeout = \"3s\"\nsession_timeout = \"6s\"\n",
+        "[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"e2e{}\"\nreplication_factor = 1\ncreate_topics = true\nproduce_timeout = \"15s\"\nsession_timeout = \"6s\"\n",
         ulid::Ulid::new()
     )
 }
@@ -50,16 +50,6 @@ fn sms_to(to: &str, priority: &str, body: &str) -> Value {
 }
 
 /// When the dispatcher recorded the message as sent.
-fn sent_at(message: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    message["events"]
-        .as_array()?
-        .iter()
-        .find(|e| e["status"] == "sent")
-        .and_then(|e| e["at"].as_str())
-        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-        .map(|at| at.with_timezone(&chrono::Utc))
-}
-
 async fn wait_all_delivered(server: &Server, ids: &[String], within: Duration) -> Vec<Value> {
     let mut out = Vec::new();
     for id in ids {
@@ -144,9 +134,11 @@ async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
         .count();
     let after = bulk_times.iter().filter(|&&t| t > last).count();
     // Once a critical message is being sent, the bulk lane stops fetching:
-    // at most the batch it had in hand and one fetched at that moment go out.
+    // the batch it had in hand and one fetched at that moment go out, and a
+    // few more if the critical lane briefly runs dry between fetches (without
+    // the pause, about 30 go out in this window).
     assert!(
-        during <= 8,
+        during <= 16,
         "{during} bulk messages were sent while the {} critical ones went out ({first} to {last})",
         critical.len()
     );
@@ -158,23 +150,19 @@ async fn critical_messages_overtake_a_bulk_backlog(backends: &str) {
 
 /// Waits until at least `n` messages are sent or delivered.
 async fn wait_until_sent(server: &Server, n: u64) {
-    wait_for_sends(server, n, false).await;
+    wait_until_sending(server, n, 0).await;
 }
 
-/// Waits until at least `n` messages are sent and another one is being sent
-/// right now, so that a stop that follows catches a send in flight.
-async fn wait_until_sending(server: &Server, n: u64) {
-    wait_for_sends(server, n, true).await;
-}
-
-async fn wait_for_sends(server: &Server, n: u64, in_flight: bool) {
+/// Waits until at least `n` messages are sent and `in_flight` others are
+/// being sent right now, so that a stop that follows catches sends in flight.
+async fn wait_until_sending(server: &Server, n: u64, in_flight: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, stats) = server.get("/v1/stats").await;
         let done = stats["statuses"]["sent"].as_u64().unwrap_or(0)
             + stats["statuses"]["delivered"].as_u64().unwrap_or(0);
         let sending = stats["statuses"]["sending"].as_u64().unwrap_or(0);
-        if done >= n && (!in_flight || sending > 0) {
+        if done >= n && sending >= in_flight {
             return;
         }
         assert!(Instant::now() < deadline, "only {done} sent: {stats}");
@@ -182,10 +170,10 @@ async fn wait_for_sends(server: &Server, n: u64, in_flight: bool) {
     }
 }
 
-/// Submits `n` SMS of `priority`, 50 at a time, to distinct recipients.
+/// Submits `n` SMS of `priority`, 64 at a time, to distinct recipients.
 async fn submit_many(server: &Server, n: usize, priority: &str, base: u64) -> Vec<String> {
     let mut ids = Vec::new();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let batch = join_all(chunk.iter().map(|i| {
             let to = format!("+1415{:07}", base + *i as u64);
             async move { server.submit(&sms_to(&to, priority, "hello")).await }
@@ -302,9 +290,11 @@ async fn a_broker_outage_fails_submits_cleanly_and_service_recovers_by_itself() 
     let mut broker = Broker::start(&storage).await;
     // tansu 0.6 panics (and stops serving) when an idempotent producer
     // resends after an outage; production brokers do not.
+    // A short produce timeout: the caller hears of the outage quickly.
     let backends = format!(
         "{}idempotent_producer = false\n",
         kafka_queue(&broker.address())
+            .replace("produce_timeout = \"15s\"", "produce_timeout = \"3s\"")
     );
     let server = Server::start_with(dir.path(), &config("", "", &backends)).await;
     let before = server.submit(&sms("+14155550123")).await;
@@ -400,29 +390,48 @@ async fn a_dispatcher_killed_mid_batch_sends_nothing_twice_and_keeps_each_recipi
     let all: Vec<String> = sequences.iter().flatten().cloned().collect();
     let dispatcher_port = free_port();
     let roles = [("MDC_ROLES", "dispatcher")];
-    let mut dispatcher =
-        Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
+    let start = || Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles);
+    let mut dispatcher = start().await;
     let (status, _) = dispatcher.post(&sms("+14155550123")).await;
     assert_eq!(
         status, 404,
         "a dispatcher-only process takes no submissions"
     );
 
-    // Kill the dispatcher while it is sending.
-    wait_until_sending(&front, 15).await;
-    dispatcher.signal("KILL");
-    dispatcher.wait_exit(Duration::from_secs(10));
-    // Restart once the group has dropped the dead members (session timeout):
-    // the test broker may leave partitions with a member it still counts.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let mut dispatcher =
-        Server::start_on(dispatcher_dir.path(), &config, dispatcher_port, &roles).await;
+    // Kill the dispatcher while it is sending. The kill lands a moment after
+    // a send was seen in flight; should too few sends be left in flight by
+    // then, the dispatcher is started and killed again. (A send the vendor
+    // took just before the kill is settled by the vendor's report instead of
+    // a second attempt, so one is not enough.)
+    let mut in_flight = 0;
+    for round in 1..=4 {
+        wait_until_sending(&front, 15 * round, 2).await;
+        dispatcher.signal("KILL");
+        dispatcher.wait_exit(Duration::from_secs(10));
+        let (_, stats) = front.get("/v1/stats").await;
+        in_flight = stats["statuses"]["sending"].as_u64().unwrap_or(0);
+        // Restart once the group has dropped the dead members (session
+        // timeout): the test broker may leave partitions with a member it
+        // still counts.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        dispatcher = start().await;
+        if in_flight >= 2 {
+            break;
+        }
+    }
+    assert!(in_flight >= 2, "no kill caught sends in flight");
 
     let delivered = wait_all_delivered(&front, &all, Duration::from_secs(120)).await;
     // Sends were in flight when it died: their second claim waited out the
     // first one's lease and asked the vendor before sending.
-    let resumed = delivered.iter().filter(|m| m["attempts"] == 2).count();
-    assert!(resumed > 0, "the kill should have caught sends in flight");
+    let resumed = delivered
+        .iter()
+        .filter(|m| m["attempts"].as_u64() >= Some(2))
+        .count() as u64;
+    assert!(
+        resumed > 0,
+        "{in_flight} sends were in flight at the kill but none resumed"
+    );
     let sent: HashMap<&str, chrono::DateTime<chrono::Utc>> = all
         .iter()
         .zip(&delivered)
@@ -537,11 +546,11 @@ async fn running_some_roles_on_embedded_backends_is_refused_naming_them() {
 async fn a_graceful_stop_on_kafka_finishes_in_flight_sends_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backends = kafka_queue(&env("MDC_TEST_KAFKA_BROKERS"));
-    let config = config("batch_size = 8", "send_latency = \"100ms\"", &backends);
+    let config = config("batch_size = 8", "send_latency = \"300ms\"", &backends);
     let port = free_port();
     let mut server = Server::start_on(dir.path(), &config, port, &[]).await;
     let ids = submit_many(&server, 120, "normal", 7_000_000).await;
-    wait_until_sending(&server, 20).await;
+    wait_until_sending(&server, 20, 1).await;
     server.signal("TERM");
     assert!(
         server.wait_exit(Duration::from_secs(30)),

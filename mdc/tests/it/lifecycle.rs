@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{email, push, sms, Server, TEST_CONFIG};
+use crate::harness::{email, push, sent_event, sms, Server, TEST_CONFIG};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -27,10 +27,14 @@ async fn sms_email_and_push_reach_delivered() {
         let id = server.submit(&body).await;
         let message = server.wait_terminal(&id, WITHIN).await;
         assert_eq!(message["status"], "delivered", "{message:#}");
-        assert_eq!(
-            statuses(&message),
-            ["accepted", "queued", "sending", "sent", "delivered"],
-            "{message:#}"
+        // The report may overtake the dispatcher's own `sent`, which is
+        // then kept without a status.
+        let seen = statuses(&message);
+        assert!(
+            seen == ["accepted", "queued", "sending", "sent", "delivered"]
+                || seen == ["accepted", "queued", "sending", "delivered"]
+                    && sent_event(&message).is_some(),
+            "{seen:?}: {message:#}"
         );
         assert!(message["provider_message_id"]
             .as_str()
@@ -39,8 +43,9 @@ async fn sms_email_and_push_reach_delivered() {
         assert!(events
             .iter()
             .all(|e| e["component"].is_string() && e["at"].is_string()));
+        let report = events.iter().find(|e| e["status"] == "delivered");
         assert!(
-            events.last().expect("event")["raw"].is_object(),
+            report.expect("a delivered event")["raw"].is_object(),
             "the vendor's payload is kept"
         );
     }
@@ -131,10 +136,10 @@ async fn the_same_idempotency_key_never_sends_twice() {
 #[tokio::test]
 async fn a_retry_past_the_deadline_expires_instead_of_sending_late() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!("{TEST_CONFIG}\n[client.priority_deadline_caps]\nbulk = \"1s\"\n")
+    let config = format!("{TEST_CONFIG}\n[client.priority_deadline_caps]\nbulk = \"5s\"\n")
         .replace(
             "retry_schedule = [\"200ms\", \"400ms\", \"800ms\"]",
-            "retry_schedule = [\"5s\"]",
+            "retry_schedule = [\"30s\"]",
         );
     let server = Server::start_with(dir.path(), &config).await;
     let mut body = sms("+14155550181");

@@ -63,9 +63,8 @@ fn item_in(millis: i64) -> RetryItem {
 async fn the_expired_event_fires_a_retry_long_before_the_sweep() {
     let mut config = config();
     config.sweep_interval = Duration::from_secs(30);
+    // Connected means subscribed to the expired events.
     let retry = RedisRetry::connect(config).await.expect("connect");
-    // Let the subscription settle.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let item = item_in(300);
     retry.schedule(item.clone()).await.expect("schedule");
     let start = std::time::Instant::now();
