@@ -77,32 +77,54 @@ impl Reconciler {
             && (overdue(record.next_attempt_at) || overdue(record.lease_until))
     }
 
-    /// One pass; returns how many messages were rescheduled.
+    /// One pass; returns how many messages were rescheduled. Pages through
+    /// every `sending` message old enough to be stranded, newest first.
     pub async fn pass(&self) -> anyhow::Result<usize> {
         let now = mdc_core::now();
-        let filter = ListFilter {
+        // A message created within the grace cannot be overdue by more.
+        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
+        let mut filter = ListFilter {
             status: Some(Status::Sending),
+            created_before: Some(now - grace),
             limit: self.config.batch,
             ..Default::default()
         };
         let mut rescheduled = 0;
-        for record in self.store.list(&filter).await? {
-            if !self.stranded(&record, now) {
-                continue;
+        loop {
+            let page = self.store.list(&filter).await?;
+            for record in &page {
+                if self.stranded(record, now) {
+                    self.reschedule(record, now).await?;
+                    rescheduled += 1;
+                }
             }
-            let message = &record.message;
-            tracing::warn!(message_id = %message.id, component = COMPONENT, "A retry timer was lost; scheduling the message again");
-            self.retry
-                .schedule(RetryItem {
-                    message_id: message.id.clone(),
-                    channel: message.channel(),
-                    priority: message.priority,
-                    due: now,
-                })
-                .await?;
-            rescheduled += 1;
+            let oldest = page.iter().map(|r| r.message.created_at).min();
+            match oldest {
+                Some(oldest) if page.len() >= self.config.batch => {
+                    filter.created_before = Some(oldest)
+                }
+                _ => break,
+            }
         }
         Ok(rescheduled)
+    }
+
+    async fn reschedule(
+        &self,
+        record: &MessageRecord,
+        now: mdc_core::Timestamp,
+    ) -> anyhow::Result<()> {
+        let message = &record.message;
+        tracing::warn!(message_id = %message.id, component = COMPONENT, "A retry timer was lost; scheduling the message again");
+        self.retry
+            .schedule(RetryItem {
+                message_id: message.id.clone(),
+                channel: message.channel(),
+                priority: message.priority,
+                due: now,
+            })
+            .await?;
+        Ok(())
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
