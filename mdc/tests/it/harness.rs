@@ -73,7 +73,7 @@ impl Server {
                 .build()
                 .expect("client"),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = server
                 .http
