@@ -69,9 +69,13 @@ impl Reconciler {
         }
     }
 
+    fn grace(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.grace).unwrap_or_default()
+    }
+
     /// Whether the message's timer should have fired long ago.
     fn stranded(&self, record: &MessageRecord, now: mdc_core::Timestamp) -> bool {
-        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
+        let grace = self.grace();
         let overdue = |at: Option<mdc_core::Timestamp>| at.is_some_and(|at| at + grace < now);
         record.status == Status::Sending
             && (overdue(record.next_attempt_at) || overdue(record.lease_until))
@@ -81,11 +85,10 @@ impl Reconciler {
     /// every `sending` message old enough to be stranded, newest first.
     pub async fn pass(&self) -> anyhow::Result<usize> {
         let now = mdc_core::now();
-        // A message created within the grace cannot be overdue by more.
-        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
         let mut filter = ListFilter {
             status: Some(Status::Sending),
-            created_before: Some(now - grace),
+            // A message created within the grace cannot be overdue by more.
+            created_before: Some(now - self.grace()),
             limit: self.config.batch,
             ..Default::default()
         };

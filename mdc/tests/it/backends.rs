@@ -85,14 +85,7 @@ impl Mongo {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the MongoDB test server");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "MongoDB test server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::harness::wait_for_port(port, "MongoDB test server");
         Mongo {
             child: Some(child),
             port,
@@ -154,19 +147,9 @@ async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself(
 
     let mongo = Mongo::start(mongo.port, &mongo.dir.clone());
     // The driver finds the server again by itself; until then, 503.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let (status, answer) = server.post(&sms("+14155550125")).await;
-        if status == 202 {
-            break answer["id"].as_str().expect("id").to_owned();
-        }
-        assert_eq!(status, 503, "{answer}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "MDC did not recover: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let after = server
+        .submit_when_back(&sms("+14155550125"), Duration::from_secs(30))
+        .await;
     let message = server.wait_terminal(&after, Duration::from_secs(30)).await;
     assert_eq!(message["status"], "delivered", "{message:#}");
     assert_eq!(
@@ -200,14 +183,7 @@ fn redis_server(port: u16) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start redis-server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::harness::wait_for_port(port, "redis-server");
     child
 }
 

@@ -30,6 +30,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until a test server started on `port` accepts connections.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Server {
     pub async fn start(dir: &Path) -> Server {
         Self::start_with(dir, TEST_CONFIG).await
@@ -152,6 +161,24 @@ impl Server {
                 "{id} stuck in {status}: {message:#}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submits until the service is back: 503 meanwhile, then 202; returns the id.
+    pub async fn submit_when_back(&self, body: &Value, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, answer) = self.post(body).await;
+            if status == 202 {
+                return answer["id"].as_str().expect("id").to_owned();
+            }
+            assert_eq!(status, 503, "{answer}");
+            assert!(
+                Instant::now() < deadline,
+                "MDC did not recover: {answer}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -214,11 +214,7 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the Kafka test broker");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "Kafka test broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::harness::wait_for_port(port, "Kafka test broker");
         Broker { child, proxy }
     }
 
@@ -320,20 +316,9 @@ async fn a_broker_outage_fails_submits_cleanly_and_service_recovers_by_itself() 
 
     broker.proxy.restore().await;
     // The same submission again, once the broker is back: sent exactly once.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let retried = loop {
-        let (status, answer) = server.post(&during).await;
-        if status == 202 {
-            break answer["id"].as_str().expect("id").to_owned();
-        }
-        assert_eq!(status, 503, "{answer}");
-        assert!(
-            Instant::now() < deadline,
-            "MDC did not recover: {answer}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let retried = server
+        .submit_when_back(&during, Duration::from_secs(60))
+        .await;
     let after = server.submit(&sms("+14155550125")).await;
     for id in [&retried, &after, &before] {
         let message = server.wait_terminal(id, Duration::from_secs(60)).await;
