@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use mdc_core::ports::{Created, Queue, QueueError, StatusUpdate, Store, StoreError, Topic};
+use mdc_core::ports::{Created, Queue, QueueError, Store, StoreError, Topic, Transition};
 use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status};
 use serde::Serialize;
 
@@ -133,7 +133,7 @@ impl Submitter {
                 .error(e.to_string());
                 if let Err(e) = self
                     .store
-                    .update(&message.id, StatusUpdate::event(event))
+                    .update(&message.id, Transition::event(event))
                     .await
                 {
                     tracing::warn!(message_id = %message.id, error = %e, "Could not record the failure to queue");

@@ -37,7 +37,17 @@ pub struct DispatcherConfig {
     /// Longest time to finish in-flight sends at shutdown.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Percent of a channel's sends each lower lane is guaranteed while it
+    /// has a backlog, even when a higher lane pre-empts it.
+    pub min_share: HashMap<Priority, u8>,
 }
+
+/// Upper bounds of the durations in `[dispatcher]`: a typo such as `"30d"`
+/// for a lease fails at start-up instead of stalling messages for a month.
+const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_DRAIN: Duration = Duration::from_secs(600);
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
@@ -53,6 +63,7 @@ impl Default for DispatcherConfig {
             lease: Duration::from_secs(30),
             retry_schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
             drain_timeout: Duration::from_secs(20),
+            min_share: HashMap::from([(Priority::Normal, 20), (Priority::Bulk, 10)]),
         }
     }
 }
@@ -60,6 +71,15 @@ impl Default for DispatcherConfig {
 impl DispatcherConfig {
     pub fn consumers(&self, priority: Priority) -> u32 {
         self.consumers.get(&priority).copied().unwrap_or(1)
+    }
+
+    /// The guaranteed shares as fractions, by lane rank.
+    pub(crate) fn shares(&self) -> [f64; 3] {
+        let mut shares = [0.0; 3];
+        for (&priority, &percent) in &self.min_share {
+            shares[crate::lanes::rank(priority)] = f64::from(percent) / 100.0;
+        }
+        shares
     }
 
     /// Errors name the config key at fault.
@@ -85,6 +105,36 @@ impl DispatcherConfig {
         }
         if self.retry_schedule.is_empty() {
             return Err("dispatcher.retry_schedule must list at least one delay".into());
+        }
+        let bounds = [
+            ("send_timeout", self.send_timeout, MAX_SEND_TIMEOUT),
+            ("lease", self.lease, MAX_LEASE),
+            ("drain_timeout", self.drain_timeout, MAX_DRAIN),
+        ];
+        for (key, value, max) in bounds {
+            if value > max {
+                return Err(format!(
+                    "dispatcher.{key} must be at most {}",
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+        if let Some(delay) = self.retry_schedule.iter().find(|d| **d > MAX_RETRY_DELAY) {
+            return Err(format!(
+                "dispatcher.retry_schedule: {} is longer than the most allowed, {}",
+                humantime::format_duration(*delay),
+                humantime::format_duration(MAX_RETRY_DELAY)
+            ));
+        }
+        for (priority, &percent) in &self.min_share {
+            if *priority == Priority::Critical && percent > 0 {
+                return Err("dispatcher.min_share.critical cannot be set: nothing pre-empts the critical lane".into());
+            }
+            if percent > 50 {
+                return Err(format!(
+                    "dispatcher.min_share.{priority} must be at most 50 (percent)"
+                ));
+            }
         }
         Ok(())
     }

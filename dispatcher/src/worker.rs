@@ -1,3 +1,20 @@
+//! The dispatcher's path for one queued record, in order:
+//!
+//! 1. [`Dispatcher::consume`]: one loop per lane consumer; pauses while a
+//!    higher lane has a backlog (unless the lane is owed its share), fetches
+//!    a batch, hands it to [`Dispatcher::handle_batch`].
+//! 2. [`Dispatcher::handle_batch`]: records of one recipient in order,
+//!    different recipients at once; each record is acknowledged once its
+//!    outcome is stored.
+//! 3. [`Dispatcher::dispatch`]: decode, drop what is past its deadline, take
+//!    an in-flight permit, then claim the message in the store.
+//! 4. [`Dispatcher::attempt`]: under a lease kept alive until it returns: ask
+//!    the vendor first if an earlier attempt may have reached it, send
+//!    through the channel's router, and turn the result into a
+//!    [`Transition`] ([`crate::retry::next_attempt`] decides retries).
+//! 5. [`Dispatcher::store_outcome`]: writes that transition, retrying the
+//!    write (never the send) until the store takes it.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -5,7 +22,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use mdc_core::ports::{
     CachedMessage, Claim, ConsumerSpec, Delivery, MessageCache, ProviderError, Queue,
-    QueueConsumer, Receipt, RetryItem, RetryScheduler, StatusUpdate, Store, Topic,
+    QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError, Topic, Transition,
 };
 use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
 use tokio::sync::Semaphore;
@@ -14,6 +31,8 @@ use tracing::Instrument;
 
 use mdc_providers::router::Router;
 
+use crate::lanes::LaneGate;
+use crate::retry::{next_attempt, Next};
 use crate::DispatcherConfig;
 
 const COMPONENT: &str = "dispatcher";
@@ -21,43 +40,17 @@ const COMPONENT: &str = "dispatcher";
 /// Pause after a backend error before the next fetch.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Per channel, how many consumers of each priority lane have work: a lane
-/// whose last fetch returned records has a backlog. While a higher lane of
-/// the channel has one, the lower lanes are paused.
-#[derive(Default)]
-struct LaneGate {
-    busy: [std::sync::atomic::AtomicU32; 3],
-}
+/// How often a pre-empted lane that found itself empty looks for records
+/// it is owed a share of.
+const SHARE_PROBE: Duration = Duration::from_secs(1);
 
-fn rank(priority: Priority) -> usize {
-    match priority {
-        Priority::Critical => 0,
-        Priority::Normal => 1,
-        Priority::Bulk => 2,
-    }
-}
+/// Longest pause between two tries to store an outcome the vendor already
+/// gave.
+const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(10);
 
-impl LaneGate {
-    fn set(&self, priority: Priority, was: &mut bool, busy: bool) {
-        use std::sync::atomic::Ordering;
-        if *was != busy {
-            let counter = &self.busy[rank(priority)];
-            if busy {
-                counter.fetch_add(1, Ordering::AcqRel);
-            } else {
-                counter.fetch_sub(1, Ordering::AcqRel);
-            }
-            *was = busy;
-        }
-    }
-
-    /// Whether a higher lane than `priority` has a backlog.
-    fn pre_empted(&self, priority: Priority) -> bool {
-        self.busy[..rank(priority)]
-            .iter()
-            .any(|n| n.load(std::sync::atomic::Ordering::Acquire) > 0)
-    }
-}
+/// How long a vendor message id stays in the cache: longer than vendors take
+/// to report.
+const CACHE_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
 
 pub struct Dispatcher {
     gates: HashMap<Channel, LaneGate>,
@@ -68,22 +61,19 @@ pub struct Dispatcher {
     cache: Arc<dyn MessageCache>,
     config: DispatcherConfig,
     in_flight: Semaphore,
+    /// Lane consumers that panicked and were started again.
+    restarts: std::sync::atomic::AtomicU64,
 }
 
-/// How long a vendor message id stays in the cache: longer than vendors take
-/// to report.
-const CACHE_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
-
+/// A std duration as chrono's, saturating (config durations are bounded).
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// What became of one queued record.
-enum Outcome {
-    /// Nothing more to do: acknowledge it.
-    Done,
-    /// The store could not be reached: leave it unacknowledged.
-    Retry(String),
+/// `now + d`, saturating at the end of time instead of panicking.
+fn later(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add_signed(chrono(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 impl Dispatcher {
@@ -96,10 +86,11 @@ impl Dispatcher {
         config: DispatcherConfig,
     ) -> Self {
         let in_flight = Semaphore::new(config.max_in_flight);
+        let shares = config.shares();
         Self {
             gates: Channel::ALL
                 .iter()
-                .map(|&c| (c, LaneGate::default()))
+                .map(|&c| (c, LaneGate::new(shares)))
                 .collect(),
             queue,
             store,
@@ -108,11 +99,19 @@ impl Dispatcher {
             cache,
             config,
             in_flight,
+            restarts: Default::default(),
         }
     }
 
+    /// How many lane consumers panicked and were started again.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Consumes every lane until `shutdown`, then finishes the sends in flight
-    /// (within the drain timeout) and returns.
+    /// (within the drain timeout) and returns. A lane consumer that panics is
+    /// logged and started again: its records were not acknowledged, so they
+    /// come back to it.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for &channel in Channel::ALL {
@@ -123,32 +122,68 @@ impl Dispatcher {
                 let count = self.config.consumers(priority);
                 for index in 0..count {
                     let topic = Topic::Messages(channel, priority);
-                    let consumer = self
-                        .queue
-                        .consumer(topic, ConsumerSpec { index, count })
-                        .await?;
+                    let spec = ConsumerSpec { index, count };
                     let this = self.clone();
                     let shutdown = shutdown.clone();
                     tasks.push(tokio::spawn(async move {
-                        this.consume(topic, consumer, shutdown).await
+                        this.supervise(topic, spec, shutdown).await
                     }));
                 }
             }
         }
         let all = join_all(tasks);
         tokio::pin!(all);
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = &mut all => return Ok(()),
+        let results = tokio::select! {
+            _ = shutdown.cancelled() => {
+                // The deadline counts from the shutdown, not from the start.
+                let drain = self.config.drain_timeout + ERROR_BACKOFF;
+                match tokio::time::timeout(drain, all).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        tracing::warn!("Dispatcher drain timed out; unacknowledged messages are redelivered on restart");
+                        return Ok(());
+                    }
+                }
+            }
+            results = &mut all => results,
+        };
+        for result in results {
+            result??;
         }
-        // The deadline counts from the shutdown, not from the start.
-        let drained = tokio::time::timeout(self.config.drain_timeout + ERROR_BACKOFF, all);
-        if drained.await.is_err() {
-            tracing::warn!(
-                "Dispatcher drain timed out; unacknowledged messages are redelivered on restart"
-            );
+        if !shutdown.is_cancelled() {
+            anyhow::bail!("every lane consumer stopped");
         }
         Ok(())
+    }
+
+    /// Runs one lane consumer, starting it again after a panic. Joining the
+    /// group fails only at start-up or when the queue is gone: that ends the
+    /// dispatcher with the error.
+    async fn supervise(
+        self: Arc<Self>,
+        topic: Topic,
+        spec: ConsumerSpec,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            let consumer = self.queue.consumer(topic, spec).await?;
+            let this = self.clone();
+            let token = shutdown.clone();
+            let lane = tokio::spawn(async move { this.consume(topic, consumer, token).await });
+            match lane.await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_panic() => {
+                    self.restarts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(%topic, error = %e, "A lane consumer panicked; starting it again");
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn consume(
@@ -161,51 +196,82 @@ impl Dispatcher {
             return;
         };
         let gate = &self.gates[&channel];
+        // Whether this consumer's last fetch returned records (it counts
+        // towards pre-empting lower lanes).
         let mut busy = false;
+        // Whether this lane may have records waiting: until a fetch while
+        // not paused comes back empty, it may. A lane that found itself
+        // empty looks again now and then while pre-empted, as records may
+        // have arrived meanwhile.
+        let mut backlog = true;
+        let mut probed = tokio::time::Instant::now();
         let mut paused = false;
         while !shutdown.is_cancelled() {
             let pre_empted = gate.pre_empted(priority);
-            if pre_empted != paused {
-                let result = if pre_empted {
+            let may_have_work = backlog || probed.elapsed() >= SHARE_PROBE;
+            let owed = if pre_empted && may_have_work {
+                gate.owed(priority)
+            } else {
+                0
+            };
+            if owed > 0 {
+                probed = tokio::time::Instant::now();
+            }
+            let pause = pre_empted && owed == 0;
+            if pause != paused {
+                let result = if pause {
                     consumer.pause().await
                 } else {
                     consumer.resume().await
                 };
                 match result {
                     Ok(()) => {
-                        paused = pre_empted;
-                        tracing::debug!(%topic, paused, "A higher-priority lane's backlog changed");
+                        paused = pause;
+                        tracing::debug!(%topic, paused, owed, "A higher-priority lane's backlog changed");
                     }
                     Err(e) => {
                         tracing::warn!(%topic, error = %e, "Could not pause or resume a lane")
                     }
                 }
             }
+            let max = if owed > 0 {
+                owed.min(self.config.batch_size)
+            } else {
+                self.config.batch_size
+            };
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                batch = consumer.fetch(self.config.batch_size) => batch,
+                batch = consumer.fetch(max) => batch,
             };
             match batch {
                 Ok(batch) if !batch.is_empty() => {
-                    gate.set(priority, &mut busy, true);
-                    self.process_batch(&consumer, batch).await;
+                    gate.set_busy(priority, &mut busy, true);
+                    backlog = true;
+                    let n = batch.len();
+                    self.handle_batch(&consumer, batch).await;
+                    gate.handled(priority, n);
                 }
-                Ok(_) => gate.set(priority, &mut busy, false),
+                Ok(_) => {
+                    gate.set_busy(priority, &mut busy, false);
+                    if !paused {
+                        backlog = false;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(%topic, error = %e, "Fetching from the queue failed; retrying");
                     tokio::time::sleep(ERROR_BACKOFF).await;
                 }
             }
         }
-        gate.set(priority, &mut busy, false);
+        gate.set_busy(priority, &mut busy, false);
         if let Err(e) = consumer.close().await {
             tracing::warn!(%topic, error = %e, "Leaving the consumer group failed");
         }
     }
 
     /// Records of one recipient are handled in order; different recipients
-    /// concurrently.
-    async fn process_batch(&self, consumer: &Arc<dyn QueueConsumer>, batch: Vec<Delivery>) {
+    /// concurrently. Each is acknowledged once its outcome is stored.
+    async fn handle_batch(&self, consumer: &Arc<dyn QueueConsumer>, batch: Vec<Delivery>) {
         let mut by_key: HashMap<&str, Vec<&Delivery>> = HashMap::new();
         for delivery in &batch {
             by_key
@@ -215,162 +281,196 @@ impl Dispatcher {
         }
         join_all(by_key.into_values().map(|deliveries| async move {
             for delivery in deliveries {
-                self.process(consumer, delivery).await;
+                self.handle_record(delivery).await;
+                if let Err(e) = consumer.ack(delivery).await {
+                    tracing::warn!(error = %e, "Acknowledgement failed; the message will be redelivered and skipped");
+                }
             }
         }))
         .await;
     }
 
-    async fn process(&self, consumer: &Arc<dyn QueueConsumer>, delivery: &Delivery) {
-        loop {
-            match self.handle(delivery).await {
-                Outcome::Done => break,
-                Outcome::Retry(error) => {
-                    tracing::warn!(topic = %delivery.topic, offset = delivery.offset, %error, "Store unavailable while dispatching; retrying");
-                    tokio::time::sleep(ERROR_BACKOFF).await;
-                }
-            }
-        }
-        if let Err(e) = consumer.ack(delivery).await {
-            tracing::warn!(error = %e, "Acknowledgement failed; the message will be redelivered and skipped");
-        }
-    }
-
-    async fn handle(&self, delivery: &Delivery) -> Outcome {
+    /// Dispatches one record, starting over while the store cannot be
+    /// reached before the vendor was called.
+    async fn handle_record(&self, delivery: &Delivery) {
         let message = match Message::decode(&delivery.payload) {
             Ok(message) => message,
             Err(e) => {
                 tracing::error!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, error = %e, "Dropping an unreadable queue record");
-                return Outcome::Done;
+                return;
             }
         };
         let span = tracing::info_span!("dispatch", message_id = %message.id, channel = %message.channel(), priority = %message.priority);
-        self.dispatch(message).instrument(span).await
+        async {
+            let mut waited = false;
+            loop {
+                match self.dispatch(&message, &mut waited).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(topic = %delivery.topic, offset = delivery.offset, %error, "Store unavailable while dispatching; retrying");
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn dispatch(&self, message: Message) -> Outcome {
-        self.dispatch_inner(message, false).await
-    }
-
-    async fn dispatch_inner(&self, message: Message, waited: bool) -> Outcome {
+    /// Claims the message and makes one attempt. An error means nothing was
+    /// sent: the caller may start over.
+    async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<(), StoreError> {
         let id = &message.id;
-        let now = mdc_core::now();
-        if now > message.deadline {
+        if mdc_core::now() > message.deadline {
             let event = Event::new(
                 COMPONENT,
                 "deadline passed before the message could be sent",
             );
-            return match self
-                .store
-                .update(id, StatusUpdate::to(Status::Expired, event))
-                .await
-            {
-                Ok(_) => Outcome::Done,
-                Err(e) => Outcome::Retry(e.to_string()),
-            };
+            self.store
+                .update(id, Transition::to(Status::Expired, event))
+                .await?;
+            return Ok(());
         }
-        let lease_until = now + chrono(self.config.lease);
-        let claim = match self.store.claim(id, now, lease_until, COMPONENT).await {
-            Ok(claim) => claim,
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
-        match claim {
+        // The permit first, so the lease starts only when the send can.
+        let _permit = self.in_flight.acquire().await;
+        let now = mdc_core::now();
+        let lease_until = later(now, self.config.lease);
+        match self.store.claim(id, now, lease_until, COMPONENT).await? {
             Claim::Claimed {
                 record,
                 verify_first,
-            } => self.attempt(*record, verify_first).await,
+            } => {
+                let attempt = record.attempts;
+                let work = self.attempt(*record, verify_first);
+                let keeper = self.keep_lease(message, attempt);
+                tokio::pin!(work, keeper);
+                tokio::select! {
+                    biased;
+                    () = &mut work => {}
+                    () = &mut keeper => {}
+                }
+                Ok(())
+            }
             Claim::Finished { status } => {
                 tracing::debug!(%status, "Already sent or finished; skipping redelivery");
-                Outcome::Done
+                Ok(())
             }
             Claim::NotDue { at } => {
                 tracing::debug!(due = %at, "Retry not due yet; the scheduler holds it");
-                Outcome::Done
+                Ok(())
             }
-            Claim::Busy { lease_until } if !waited => {
+            Claim::Busy { lease_until } if !*waited => {
                 // An attempt is in flight elsewhere, or was when a dispatcher
                 // died (this is a redelivery). Wait for its lease here rather
                 // than scheduling a retry: later messages to the same
                 // recipient queue behind this one, so their order holds.
+                *waited = true;
                 let wait = (lease_until - mdc_core::now())
                     .to_std()
                     .unwrap_or_default()
                     .min(self.config.lease);
                 tracing::info!(wait = ?wait, "Message held by an earlier attempt; waiting for its lease");
+                drop(_permit);
                 tokio::time::sleep(wait + Duration::from_millis(10)).await;
-                return Box::pin(self.dispatch_inner(message, true)).await;
+                Box::pin(self.dispatch(message, waited)).await
             }
             Claim::Busy { lease_until } => {
                 // Still held: look again when the lease ends.
-                self.schedule(&message, lease_until).await
+                self.schedule(message, lease_until).await
             }
             Claim::NotFound => {
                 tracing::warn!("Queued message missing from the store; dropping it");
-                Outcome::Done
+                Ok(())
             }
         }
     }
 
-    async fn schedule(&self, message: &Message, due: Timestamp) -> Outcome {
+    /// Extends the attempt's lease every third of it, for as long as it is
+    /// polled: the attempt is raced against it, so the lease covers every
+    /// wait until the send returns and its outcome is stored. Never returns.
+    async fn keep_lease(&self, message: &Message, attempt: u32) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let until = later(mdc_core::now(), self.config.lease);
+            let extend = Transition::LeaseExtended { attempt, until };
+            if let Err(e) = self.store.update(&message.id, extend).await {
+                tracing::warn!(error = %e, "Could not extend the lease of an attempt in flight");
+            }
+        }
+    }
+
+    async fn schedule(&self, message: &Message, due: Timestamp) -> Result<(), StoreError> {
         let item = RetryItem {
             message_id: message.id.clone(),
             channel: message.channel(),
             priority: message.priority,
             due,
         };
-        match self.retry.schedule(item).await {
-            Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Retry(e.to_string()),
-        }
+        self.retry
+            .schedule(item)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    async fn attempt(&self, record: MessageRecord, verify_first: bool) -> Outcome {
+    /// One attempt of a claimed message, to a stored outcome.
+    async fn attempt(&self, record: MessageRecord, verify_first: bool) {
         let message = &record.message;
+        let attempt = record.attempts;
         let Some(router) = self.routes.get(&message.channel()).cloned() else {
             let event = Event::new(COMPONENT, "no provider is configured for this channel");
-            return self
-                .finish(&record, StatusUpdate::to(Status::Failed, event))
-                .await;
+            let ended = Transition::Ended {
+                attempt,
+                status: Status::Failed,
+                provider: None,
+                event,
+            };
+            return self.store_outcome(&record, ended).await;
         };
-        let _permit = self.in_flight.acquire().await;
         if verify_first {
             let asked = record.provider.clone().unwrap_or_default();
-            match router.lookup(record.provider.as_deref(), &message.id).await {
+            let outcome = match router.lookup(record.provider.as_deref(), &message.id).await {
                 Ok(Some(receipt)) => {
                     let details = "vendor already had it from an earlier attempt; not resent";
-                    return self.sent(&record, &asked, receipt, details).await;
+                    self.sent(&record, &asked, receipt, details).await
                 }
-                Ok(None) => tracing::info!("Vendor does not have the message; sending"),
-                Err(error) => return self.failed_attempt(&record, &asked, error, true).await,
+                Ok(None) => {
+                    tracing::info!("Vendor does not have the message; sending");
+                    None
+                }
+                Err(error) => Some(self.failed(&record, &asked, error, true)),
+            };
+            if let Some(transition) = outcome {
+                return self.store_outcome(&record, transition).await;
             }
         }
-        // The router bounds each provider call by the send timeout; waiting
-        // for a rate-limit token is not bounded (backpressure).
-        let attempt = router.send(message).await;
-        for (provider, reason) in &attempt.skipped {
-            if *provider != attempt.provider {
-                tracing::info!(%provider, %reason, "Failed over to the next provider");
-            }
-        }
-        let failover: Vec<String> = attempt
+        // The router bounds each provider call by the send timeout and waits
+        // for a rate-limit token when every provider is at its limit; the
+        // lease is kept alive meanwhile.
+        let routed = router.send(message).await;
+        let failover: Vec<String> = routed
             .skipped
             .iter()
-            .filter(|(provider, _)| *provider != attempt.provider)
+            .filter(|(provider, _)| *provider != routed.provider)
             .map(|(provider, reason)| format!("{provider}: {reason}"))
             .collect();
-        match attempt.result {
-            Ok(receipt) if failover.is_empty() => {
-                self.sent(&record, &attempt.provider, receipt, "sent").await
-            }
+        for line in &failover {
+            tracing::info!(skipped = %line, "Failed over to the next provider");
+        }
+        let transition = match routed.result {
             Ok(receipt) => {
-                let details = format!("sent after failing over ({})", failover.join("; "));
-                self.sent(&record, &attempt.provider, receipt, &details)
+                let details = if failover.is_empty() {
+                    "sent".to_owned()
+                } else {
+                    format!("sent after failing over ({})", failover.join("; "))
+                };
+                self.sent(&record, &routed.provider, receipt, &details)
                     .await
             }
-            Err(error) => {
-                self.failed_attempt(&record, &attempt.provider, error, false)
-                    .await
-            }
+            Err(error) => Some(self.failed(&record, &routed.provider, error, false)),
+        };
+        if let Some(transition) = transition {
+            self.store_outcome(&record, transition).await;
         }
     }
 
@@ -380,10 +480,7 @@ impl Dispatcher {
         provider: &str,
         receipt: Receipt,
         details: &str,
-    ) -> Outcome {
-        let event = Event::new(COMPONENT, details)
-            .provider(provider, Some(&receipt.provider_message_id))
-            .raw(receipt.raw);
+    ) -> Option<Transition> {
         let message = &record.message;
         let cached = CachedMessage {
             message_id: message.id.clone(),
@@ -397,94 +494,109 @@ impl Dispatcher {
         {
             tracing::warn!(error = %e, "Could not cache the vendor message id");
         }
-        let mut update = StatusUpdate::to(Status::Sent, event);
-        update.provider = Some(provider.to_owned());
-        update.provider_message_id = Some(receipt.provider_message_id);
-        update.verify_before_send = Some(false);
-        self.finish(record, update).await
+        let event = Event::new(COMPONENT, details)
+            .provider(provider, Some(&receipt.provider_message_id))
+            .raw(receipt.raw);
+        Some(Transition::Sent {
+            attempt: record.attempts,
+            provider: provider.to_owned(),
+            provider_message_id: receipt.provider_message_id,
+            event,
+        })
     }
 
-    async fn failed_attempt(
+    /// The transition after a failed attempt; sets the retry timer when
+    /// there is a next attempt.
+    fn failed(
         &self,
         record: &MessageRecord,
         provider: &str,
         error: ProviderError,
         verifying: bool,
-    ) -> Outcome {
+    ) -> Transition {
         let message = &record.message;
         let attempt = record.attempts;
-        let (retry_after, ambiguous) = match &error {
-            ProviderError::Permanent { .. } => {
-                tracing::info!(to = %mask::recipient(&message.to), %error, "Vendor refused the message");
-                let event = Event::new(COMPONENT, format!("attempt {attempt} refused"))
-                    .provider(provider, None)
-                    .error(error.to_string());
-                return self
-                    .finish(record, StatusUpdate::to(Status::Failed, event))
-                    .await;
-            }
-            ProviderError::Transient { retry_after, .. } => (*retry_after, verifying),
-            ProviderError::Ambiguous { .. } => (None, true),
-        };
-        let schedule = &self.config.retry_schedule;
-        let Some(&delay) = schedule.get(attempt as usize - 1) else {
-            let event = Event::new(
-                COMPONENT,
-                format!("attempt {attempt} failed; giving up after {attempt} attempts"),
-            )
-            .provider(provider, None)
-            .error(error.to_string());
-            return self
-                .finish(record, StatusUpdate::to(Status::Failed, event))
-                .await;
-        };
-        let delay = retry_after.map_or(delay, |after| after.max(delay));
-        let due = mdc_core::now() + chrono(delay);
-        if due > message.deadline {
-            let event = Event::new(
-                COMPONENT,
-                format!("attempt {attempt} failed and the next would be after the deadline"),
-            )
-            .provider(provider, None)
-            .error(error.to_string());
-            return self
-                .finish(record, StatusUpdate::to(Status::Expired, event))
-                .await;
-        }
-        // The timer first: if we stop between the two writes, the timer finds
-        // the attempt's lease and waits it out, so nothing is stranded.
-        let mut details = format!(
-            "attempt {attempt} failed; next attempt at {}",
-            due.to_rfc3339()
+        let now = mdc_core::now();
+        let next = next_attempt(
+            attempt,
+            &error,
+            &self.config.retry_schedule,
+            message.deadline,
+            now,
         );
-        if let Outcome::Retry(e) = self.schedule(message, due).await {
-            // Without a timer the attempt is still recorded as over, with its
-            // due time: the reconciler schedules it once the retry backend is
-            // back. Going round again here would resend at once and use up
-            // the retry schedule while the backend is away.
-            tracing::warn!(message_id = %message.id, error = %e, "Could not set the retry timer; the reconciler will schedule the retry");
-            details.push_str(&format!(
-                " (the retry timer could not be set: {e}; the reconciler will set it)"
-            ));
+        let ended = |status: Status, details: String| Transition::Ended {
+            attempt,
+            status,
+            provider: Some(provider.to_owned()),
+            event: Event::new(COMPONENT, details)
+                .provider(provider, None)
+                .error(error.to_string()),
+        };
+        match next {
+            Next::Refused => {
+                tracing::info!(to = %mask::recipient(&message.to), %error, "Vendor refused the message");
+                ended(Status::Failed, format!("attempt {attempt} refused"))
+            }
+            Next::GaveUp => ended(
+                Status::Failed,
+                format!("attempt {attempt} failed; giving up after {attempt} attempts"),
+            ),
+            Next::PastDeadline => ended(
+                Status::Expired,
+                format!("attempt {attempt} failed and the next would be after the deadline"),
+            ),
+            Next::RetryAt(due) => {
+                let ambiguous = verifying || matches!(error, ProviderError::Ambiguous { .. });
+                Transition::AttemptFailed {
+                    attempt,
+                    provider: provider.to_owned(),
+                    next_attempt_at: due,
+                    verify_first: ambiguous,
+                    event: Event::new(
+                        COMPONENT,
+                        format!(
+                            "attempt {attempt} failed; next attempt at {}",
+                            due.to_rfc3339()
+                        ),
+                    )
+                    .provider(provider, None)
+                    .error(error.to_string()),
+                }
+            }
         }
-        let event = Event::new(COMPONENT, details)
-            .provider(provider, None)
-            .error(error.to_string());
-        let mut update = StatusUpdate::to(Status::Sending, event);
-        // The provider to ask first if this attempt turns out ambiguous.
-        update.provider = Some(provider.to_owned());
-        update.next_attempt_at = Some(due);
-        update.end_attempt = true;
-        update.verify_before_send = Some(ambiguous);
-        self.finish(record, update).await
     }
 
-    /// Records an attempt's outcome, unless a newer attempt has taken over.
-    async fn finish(&self, record: &MessageRecord, mut update: StatusUpdate) -> Outcome {
-        update.expect_attempt = Some(record.attempts);
-        match self.store.update(&record.message.id, update).await {
-            Ok(_) => Outcome::Done,
-            Err(e) => Outcome::Retry(e.to_string()),
+    /// Stores an attempt's outcome. What the vendor answered is never
+    /// forgotten: a failed write is tried again (with a growing pause) until
+    /// the store takes it, and the send is never repeated for it. The retry
+    /// timer of a failed attempt is set first; if it cannot be, the attempt
+    /// is still recorded with its due time and the reconciler sets the timer
+    /// once the retry backend is back.
+    async fn store_outcome(&self, record: &MessageRecord, mut transition: Transition) {
+        let message = &record.message;
+        if let Transition::AttemptFailed {
+            next_attempt_at,
+            event,
+            ..
+        } = &mut transition
+        {
+            if let Err(e) = self.schedule(message, *next_attempt_at).await {
+                tracing::warn!(error = %e, "Could not set the retry timer; the reconciler will schedule the retry");
+                event.details.push_str(&format!(
+                    " (the retry timer could not be set: {e}; the reconciler will set it)"
+                ));
+            }
+        }
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.update(&message.id, transition.clone()).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "Could not store an attempt's outcome; trying the write again (not the send)");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_WRITE_BACKOFF);
+                }
+            }
         }
     }
 }

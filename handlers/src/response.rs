@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, StatusUpdate, Store, StoreError,
-    Topic, Updated,
+    ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, Store, StoreError, Topic,
+    Transition, Updated,
 };
 use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
 use tokio_util::sync::CancellationToken;
@@ -131,9 +131,12 @@ impl ResponseHandler {
             .provider(&report.provider, Some(&report.provider_message_id))
             .raw(report.raw.clone());
         event.error = error;
-        let mut update = StatusUpdate::to(status, event);
-        update.provider = Some(report.provider.clone());
-        update.provider_message_id = Some(report.provider_message_id.clone());
+        let update = Transition::Reported {
+            status,
+            provider: report.provider.clone(),
+            provider_message_id: report.provider_message_id.clone(),
+            event,
+        };
         match self.store.update(&id, update).await? {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied")

@@ -118,6 +118,7 @@ where
         SdkError::DispatchFailure(_) => Some(ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         }),
         SdkError::ConstructionFailure(_) => Some(ProviderError::Permanent {
             code: "CONSTRUCTION".into(),
@@ -126,6 +127,7 @@ where
         _ => Some(ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         }),
     }
 }

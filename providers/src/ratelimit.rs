@@ -5,7 +5,9 @@
 //! a fixed quota, which is why this is hand-rolled.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub struct RateLimiter {
     configured: f64,

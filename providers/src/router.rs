@@ -103,10 +103,6 @@ fn last_reason(last: &Option<(String, ProviderError)>) -> String {
     }
 }
 
-fn throttling(error: &ProviderError) -> bool {
-    matches!(error, ProviderError::Transient { message, .. } if message.contains("429") || message.contains("Throttl") || message.contains("TooManyRequests"))
-}
-
 impl Router {
     pub fn new(mode: Mode, members: Vec<Member>, send_timeout: Duration) -> Self {
         Self {
@@ -213,6 +209,7 @@ impl Router {
                 ProviderError::Transient {
                     message: "no provider available: circuit breakers open".into(),
                     retry_after: reopens,
+                    throttled: false,
                 },
             )
         });
@@ -247,7 +244,7 @@ impl Router {
                     limiter.succeeded();
                 }
             }
-            Err(error @ ProviderError::Transient { .. }) if throttling(error) => {
+            Err(error) if error.is_throttled() => {
                 // Throttling says "slower", not "broken".
                 member.record(true);
                 if let Some(limiter) = &member.limiter {
@@ -335,10 +332,7 @@ mod tests {
     }
 
     fn transient() -> ProviderError {
-        ProviderError::Transient {
-            message: "HTTP 503".into(),
-            retry_after: None,
-        }
+        ProviderError::transient("HTTP 503")
     }
 
     fn member(provider: &Arc<Scripted>, weight: u32, breaker: Option<BreakerConfig>) -> Member {

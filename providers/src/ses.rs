@@ -107,12 +107,14 @@ fn classify(error: SdkError<SendEmailError>) -> ProviderError {
             ProviderError::Transient {
                 message,
                 retry_after: Some(THROTTLE_BACKOFF),
+                throttled: true,
             }
         }
         SendEmailError::SendingPausedException(_)
         | SendEmailError::AccountSuspendedException(_) => ProviderError::Transient {
             message,
             retry_after: Some(PAUSED_BACKOFF),
+            throttled: false,
         },
         SendEmailError::MessageRejected(_)
         | SendEmailError::MailFromDomainNotVerifiedException(_)
@@ -123,6 +125,7 @@ fn classify(error: SdkError<SendEmailError>) -> ProviderError {
             ProviderError::Transient {
                 message,
                 retry_after: None,
+                throttled: false,
             }
         }
         _ => ProviderError::Permanent { code, message },

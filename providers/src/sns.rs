@@ -56,10 +56,12 @@ where
         c if c.starts_with("Throttl") || c == "KMSThrottling" => ProviderError::Transient {
             message,
             retry_after: Some(THROTTLE_BACKOFF),
+            throttled: true,
         },
         "InternalError" | "InternalFailure" | "ServiceUnavailable" => ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         },
         _ => ProviderError::Permanent { code, message },
     }
@@ -260,6 +262,7 @@ impl SnsPushProvider {
                 .map_err(|e| ProviderError::Transient {
                     message: e.to_string(),
                     retry_after: None,
+                    throttled: false,
                 })?;
         if let Some(device) = registered {
             return Ok(device);
@@ -342,6 +345,7 @@ impl Provider for SnsPushProvider {
                         ProviderError::Transient {
                             message: e.to_string(),
                             retry_after: None,
+                            throttled: false,
                         }
                     })?;
                     if devices.is_empty() {

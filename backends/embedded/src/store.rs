@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
-use mdc_core::ports::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
 use mdc_core::{Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
@@ -242,7 +242,7 @@ impl Store for EmbeddedStore {
         Ok(claim.unwrap_or(Claim::NotFound))
     }
 
-    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError> {
+    async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
         let updated = self
             .modify(id, move |record| apply_update(record, update))
             .await?;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::store::{apply_claim, apply_update};
-use mdc_core::ports::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
 use mdc_core::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
@@ -254,7 +254,7 @@ impl Store for MongoStore {
         Ok(claim.unwrap_or(Claim::NotFound))
     }
 
-    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError> {
+    async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
         let updated = self
             .modify(id, |record| apply_update(record, update.clone()))
             .await?;

@@ -6,7 +6,7 @@ use chrono::Duration;
 
 use super::sample_message;
 use crate::message::Content;
-use crate::ports::store::{Claim, Created, ListFilter, StatusUpdate, Store, Updated};
+use crate::ports::store::{Claim, Created, ListFilter, Store, Transition, Updated};
 use crate::{Channel, Event, MessageId, MessageRecord, Status};
 
 fn record(to: &str) -> MessageRecord {
@@ -94,10 +94,12 @@ pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
             .expect("claim"),
         Claim::Claimed { .. }
     ));
-    let mut sent = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
-    sent.provider = Some("sim".into());
-    sent.provider_message_id = Some("p-1".into());
-    sent.end_attempt = true;
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim".into(),
+        provider_message_id: "p-1".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
     assert_eq!(
         store.update(id, sent).await.expect("update"),
         Updated::Applied {
@@ -158,10 +160,13 @@ pub async fn pending_retry_is_claimed_only_when_due(store: Arc<dyn Store>) {
         Claim::Claimed { .. }
     ));
     let due = now + Duration::seconds(60);
-    let mut retry = StatusUpdate::to(Status::Sending, Event::new("dispatcher", "transient"));
-    retry.end_attempt = true;
-    retry.next_attempt_at = Some(due);
-    retry.expect_attempt = Some(1);
+    let retry = Transition::AttemptFailed {
+        attempt: 1,
+        provider: "sim".into(),
+        next_attempt_at: due,
+        verify_first: false,
+        event: Event::new("dispatcher", "transient"),
+    };
     assert!(matches!(
         store.update(id, retry).await.expect("update"),
         Updated::Applied { .. }
@@ -197,7 +202,7 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
         .claim(id, now, now + Duration::seconds(30), "t")
         .await
         .expect("claim");
-    let delivered = StatusUpdate::to(
+    let delivered = Transition::to(
         Status::Delivered,
         Event::new("response-handler", "delivered"),
     );
@@ -208,9 +213,12 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
         }
     );
     // The attempt's own outcome arrives after the vendor's report.
-    let mut late = StatusUpdate::to(Status::Sent, Event::new("dispatcher", "sent"));
-    late.provider = Some("vendor".into());
-    late.provider_message_id = Some("v-106".into());
+    let late = Transition::Sent {
+        attempt: 1,
+        provider: "vendor".into(),
+        provider_message_id: "v-106".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
     assert_eq!(
         store.update(id, late).await.expect("update"),
         Updated::Ignored {
@@ -232,7 +240,7 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
         store
             .update(
                 &MessageId::generate(),
-                StatusUpdate::event(Event::new("t", "x"))
+                Transition::event(Event::new("t", "x"))
             )
             .await
             .expect("update"),
@@ -248,8 +256,12 @@ pub async fn stale_attempt_outcomes_are_ignored(store: Arc<dyn Store>) {
         .claim(id, now, now + Duration::seconds(30), "t")
         .await
         .expect("claim");
-    let mut failed = StatusUpdate::to(Status::Failed, Event::new("dispatcher", "late outcome"));
-    failed.expect_attempt = Some(7);
+    let failed = Transition::Ended {
+        attempt: 7,
+        status: Status::Failed,
+        provider: None,
+        event: Event::new("dispatcher", "late outcome"),
+    };
     assert_eq!(
         store.update(id, failed).await.expect("update"),
         Updated::Ignored {
@@ -261,9 +273,12 @@ pub async fn stale_attempt_outcomes_are_ignored(store: Arc<dyn Store>) {
 pub async fn finds_messages_by_provider_message_id(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550108").await;
     let id = &record.message.id;
-    let mut sent = StatusUpdate::to(Status::Sending, Event::new("dispatcher", "sent"));
-    sent.provider = Some("sim-sms".into());
-    sent.provider_message_id = Some("vendor-42".into());
+    let sent = Transition::Sent {
+        attempt: 0,
+        provider: "sim-sms".into(),
+        provider_message_id: "vendor-42".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
     store.update(id, sent).await.expect("update");
     assert_eq!(
         store
@@ -298,7 +313,7 @@ pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
     store
         .update(
             &c.message.id,
-            StatusUpdate::to(Status::Cancelled, Event::new("support", "cancelled")),
+            Transition::to(Status::Cancelled, Event::new("support", "cancelled")),
         )
         .await
         .expect("update");
@@ -360,7 +375,7 @@ pub async fn counts_messages_by_status(store: Arc<dyn Store>) {
     store
         .update(
             &failed.message.id,
-            StatusUpdate::to(Status::Failed, Event::new("t", "failed")),
+            Transition::to(Status::Failed, Event::new("t", "failed")),
         )
         .await
         .expect("update");
@@ -402,6 +417,104 @@ pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<
     assert_eq!(store.create(&retry).await.expect("create"), Created::New);
 }
 
+/// A lease grows only for the attempt that holds it, and never shrinks.
+pub async fn a_lease_is_extended_only_by_its_attempt(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550111").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    let lease = now + Duration::seconds(30);
+    assert!(matches!(
+        store.claim(id, now, lease, "t").await.expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let longer = now + Duration::seconds(90);
+    assert_eq!(
+        store
+            .update(
+                id,
+                Transition::LeaseExtended {
+                    attempt: 1,
+                    until: longer
+                }
+            )
+            .await
+            .expect("extend"),
+        Updated::Applied {
+            status: Status::Sending
+        }
+    );
+    // Past the first lease, the message is still held.
+    let later = now + Duration::seconds(60);
+    assert_eq!(
+        store.claim(id, later, later, "t").await.expect("claim"),
+        Claim::Busy {
+            lease_until: longer
+        }
+    );
+    // Another attempt's extension, and a shorter one, change nothing.
+    assert!(matches!(
+        store
+            .update(
+                id,
+                Transition::LeaseExtended {
+                    attempt: 2,
+                    until: now + Duration::hours(1)
+                }
+            )
+            .await
+            .expect("extend"),
+        Updated::Ignored { .. }
+    ));
+    store
+        .update(
+            id,
+            Transition::LeaseExtended {
+                attempt: 1,
+                until: lease,
+            },
+        )
+        .await
+        .expect("extend");
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.lease_until, Some(longer));
+    assert_eq!(got.events.len(), 2, "extensions add no events");
+    // Once the attempt has ended, its lease is not brought back.
+    store
+        .update(
+            id,
+            Transition::Sent {
+                attempt: 1,
+                provider: "sim".into(),
+                provider_message_id: "p-111".into(),
+                event: Event::new("dispatcher", "sent"),
+            },
+        )
+        .await
+        .expect("sent");
+    assert!(matches!(
+        store
+            .update(
+                id,
+                Transition::LeaseExtended {
+                    attempt: 1,
+                    until: now + Duration::hours(1)
+                }
+            )
+            .await
+            .expect("extend"),
+        Updated::Ignored { .. }
+    ));
+    assert_eq!(
+        store
+            .get(id)
+            .await
+            .expect("get")
+            .expect("present")
+            .lease_until,
+        None
+    );
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -423,6 +536,7 @@ macro_rules! store_contract {
                 lists_by_filters_newest_first,
                 counts_messages_by_status,
                 discarding_removes_only_messages_no_attempt_has_touched,
+                a_lease_is_extended_only_by_its_attempt,
             ]
         );
     };

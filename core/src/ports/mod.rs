@@ -13,7 +13,7 @@ pub use devices::{Device, DeviceRegistry, Platform};
 pub use provider::{Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
-pub use store::{Claim, Created, ListFilter, StatusUpdate, Store, StoreError, Updated};
+pub use store::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
 
 /// Where normalised vendor reports go: the response listener's output.
 #[async_trait::async_trait]

@@ -17,16 +17,54 @@ pub enum ProviderError {
     /// The vendor refused the message for good (bad number, unverified sender, ...).
     #[error("permanent: {message}")]
     Permanent { code: String, message: String },
-    /// Trying again later can succeed; the vendor may say when.
+    /// Trying again later can succeed; the vendor may say when. `throttled`
+    /// says the vendor asked MDC to slow down (HTTP 429, `Throttling`): the
+    /// router then lowers that provider's rate.
     #[error("transient: {message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
+        throttled: bool,
     },
     /// The request may or may not have reached the vendor (e.g. a timeout after
     /// sending). Ask the vendor before sending again.
     #[error("ambiguous: {message}")]
     Ambiguous { message: String },
+}
+
+impl ProviderError {
+    /// A transient error that says nothing about the vendor's load.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+            throttled: false,
+        }
+    }
+
+    /// The vendor asked to slow down, perhaps saying for how long.
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after,
+            throttled: true,
+        }
+    }
+
+    pub fn is_throttled(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient {
+                throttled: true,
+                ..
+            }
+        )
+    }
+
+    /// Whether another attempt can succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent { .. })
+    }
 }
 
 #[async_trait]

@@ -43,44 +43,163 @@ pub enum Claim {
     NotFound,
 }
 
-/// A change to a stored message. The event is always appended; the status and
-/// the fields change only when the move is allowed ([`Status::can_move_to`]) and
-/// `expect_attempt` (if given) matches.
+/// A move of a stored message, named for what happened. Every move but
+/// [`Transition::LeaseExtended`] appends its event to the trail, even when
+/// the status cannot move (a late `sent` after `delivered` is kept as an
+/// event so support sees it). Moves that belong to one send attempt apply
+/// only while that attempt is the message's latest ([`Claim::Claimed`]
+/// hands out the attempt number).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StatusUpdate {
-    pub status: Option<Status>,
-    pub event: Event,
-    pub expect_attempt: Option<u32>,
-    pub provider: Option<String>,
-    pub provider_message_id: Option<String>,
-    /// Ends the in-flight attempt (clears its lease).
-    pub end_attempt: bool,
-    /// Records when the next attempt is due.
-    pub next_attempt_at: Option<Timestamp>,
-    pub verify_before_send: Option<bool>,
+pub enum Transition {
+    /// The vendor accepted attempt `attempt` and gave its id for the message.
+    Sent {
+        attempt: u32,
+        provider: String,
+        provider_message_id: String,
+        event: Event,
+    },
+    /// Attempt `attempt` failed in a way another attempt can fix; the next
+    /// one is due at `next_attempt_at`. With `verify_first`, the failed
+    /// attempt may have reached `provider`: ask it before sending again.
+    AttemptFailed {
+        attempt: u32,
+        provider: String,
+        next_attempt_at: Timestamp,
+        verify_first: bool,
+        event: Event,
+    },
+    /// Attempt `attempt` ended the message for good: `failed` (refused,
+    /// retries used up, no route) or `expired` (the deadline passed).
+    Ended {
+        attempt: u32,
+        status: Status,
+        provider: Option<String>,
+        event: Event,
+    },
+    /// The attempt is still in flight: its lease now runs until `until`.
+    LeaseExtended { attempt: u32, until: Timestamp },
+    /// A vendor reported on the message (`delivered`, `failed`).
+    Reported {
+        status: Status,
+        provider: String,
+        provider_message_id: String,
+        event: Event,
+    },
+    /// A move outside any attempt: expired before it was claimed, cancelled
+    /// by support, ...
+    Moved { status: Status, event: Event },
+    /// Only an event on the trail.
+    Noted { event: Event },
 }
 
-impl StatusUpdate {
-    /// Appends an event and moves to `status`.
+impl Transition {
+    /// A move outside any attempt.
     pub fn to(status: Status, event: Event) -> Self {
-        Self::new(Some(status), event.status(status))
+        Self::Moved { status, event }
     }
 
-    /// Appends an event without changing the status.
+    /// Only an event.
     pub fn event(event: Event) -> Self {
-        Self::new(None, event)
+        Self::Noted { event }
     }
+}
 
+/// What a [`Transition`] asks of the record, field by field.
+struct Change {
+    status: Option<Status>,
+    event: Option<Event>,
+    expect_attempt: Option<u32>,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    /// Ends the in-flight attempt (clears its lease).
+    end_attempt: bool,
+    next_attempt_at: Option<Timestamp>,
+    verify_before_send: Option<bool>,
+    extend_lease: Option<Timestamp>,
+}
+
+impl Change {
     fn new(status: Option<Status>, event: Event) -> Self {
         Self {
+            event: Some(match status {
+                Some(status) => event.status(status),
+                None => event,
+            }),
             status,
-            event,
             expect_attempt: None,
             provider: None,
             provider_message_id: None,
             end_attempt: false,
             next_attempt_at: None,
             verify_before_send: None,
+            extend_lease: None,
+        }
+    }
+}
+
+impl From<Transition> for Change {
+    fn from(transition: Transition) -> Self {
+        match transition {
+            Transition::Sent {
+                attempt,
+                provider,
+                provider_message_id,
+                event,
+            } => Change {
+                expect_attempt: Some(attempt),
+                provider: Some(provider),
+                provider_message_id: Some(provider_message_id),
+                verify_before_send: Some(false),
+                ..Change::new(Some(Status::Sent), event)
+            },
+            Transition::AttemptFailed {
+                attempt,
+                provider,
+                next_attempt_at,
+                verify_first,
+                event,
+            } => Change {
+                expect_attempt: Some(attempt),
+                provider: Some(provider),
+                end_attempt: true,
+                next_attempt_at: Some(next_attempt_at),
+                verify_before_send: Some(verify_first),
+                ..Change::new(Some(Status::Sending), event)
+            },
+            Transition::Ended {
+                attempt,
+                status,
+                provider,
+                event,
+            } => Change {
+                expect_attempt: Some(attempt),
+                provider,
+                end_attempt: true,
+                ..Change::new(Some(status), event)
+            },
+            Transition::LeaseExtended { attempt, until } => Change {
+                status: None,
+                event: None,
+                expect_attempt: Some(attempt),
+                provider: None,
+                provider_message_id: None,
+                end_attempt: false,
+                next_attempt_at: None,
+                verify_before_send: None,
+                extend_lease: Some(until),
+            },
+            Transition::Reported {
+                status,
+                provider,
+                provider_message_id,
+                event,
+            } => Change {
+                provider: Some(provider),
+                provider_message_id: Some(provider_message_id),
+                ..Change::new(Some(status), event)
+            },
+            Transition::Moved { status, event } => Change::new(Some(status), event),
+            Transition::Noted { event } => Change::new(None, event),
         }
     }
 }
@@ -138,7 +257,7 @@ pub trait Store: Send + Sync + 'static {
         component: &str,
     ) -> Result<Claim, StoreError>;
 
-    async fn update(&self, id: &MessageId, update: StatusUpdate) -> Result<Updated, StoreError>;
+    async fn update(&self, id: &MessageId, transition: Transition) -> Result<Updated, StoreError>;
 
     /// Removes the record of `message` if no attempt has started (it is
     /// still `accepted` or `queued`), freeing its idempotency key. For a
@@ -205,13 +324,35 @@ pub fn apply_claim(
 }
 
 /// The update rule, shared by read-modify-write backends.
-pub fn apply_update(record: &mut MessageRecord, update: StatusUpdate) -> Updated {
+pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updated {
+    let update = Change::from(transition);
     let attempt_matches = update.expect_attempt.is_none_or(|n| n == record.attempts);
+    if let Some(until) = update.extend_lease {
+        // Only a lease still held by this attempt grows; one that ended or
+        // was taken over stays as it is.
+        return match record.lease_until {
+            Some(lease) if attempt_matches && record.status == Status::Sending => {
+                if until > lease {
+                    record.lease_until = Some(until);
+                }
+                Updated::Applied {
+                    status: record.status,
+                }
+            }
+            _ => Updated::Ignored {
+                current: record.status,
+            },
+        };
+    }
     let allowed = attempt_matches
         && update
             .status
             .is_none_or(|s| s == record.status && !s.is_terminal() || record.status.can_move_to(s));
-    let mut event = update.event;
+    let Some(mut event) = update.event else {
+        return Updated::Ignored {
+            current: record.status,
+        };
+    };
     if !allowed {
         if attempt_matches {
             // A report overtook this attempt's own outcome: the status stays,
@@ -220,13 +361,13 @@ pub fn apply_update(record: &mut MessageRecord, update: StatusUpdate) -> Updated
                 record.provider = update.provider.or(record.provider.take());
                 record.provider_message_id = update.provider_message_id;
             }
-            if update.end_attempt {
+            if update.end_attempt || update.status == Some(Status::Sent) {
                 record.lease_until = None;
             }
         }
         event.status = None;
         event.details = format!("{} (ignored: message is {})", event.details, record.status);
-        record.events.push(event);
+        push_event(record, event);
         return Updated::Ignored {
             current: record.status,
         };
@@ -250,8 +391,12 @@ pub fn apply_update(record: &mut MessageRecord, update: StatusUpdate) -> Updated
         record.verify_before_send = verify;
     }
     record.updated_at = event.at;
-    record.events.push(event);
+    push_event(record, event);
     Updated::Applied {
         status: record.status,
     }
+}
+
+fn push_event(record: &mut MessageRecord, event: Event) {
+    record.events.push(event);
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdc_core::ports::{RetryScheduler, StatusUpdate, Store};
+use mdc_core::ports::{RetryScheduler, Store, Transition};
 use mdc_core::{Event, MessageId, MessageRecord, Status};
 use mdc_embedded::{Embedded, QueueLayout};
 use mdc_handlers::{Reconciler, ReconcilerConfig};
@@ -36,9 +36,13 @@ async fn failed_attempt(
         .await
         .expect("claim");
     // The attempt failed and a retry was due, but its timer never got written.
-    let mut update = StatusUpdate::to(Status::Sending, Event::new("test", "attempt 1 failed"));
-    update.end_attempt = true;
-    update.next_attempt_at = Some(next);
+    let update = Transition::AttemptFailed {
+        attempt: 1,
+        provider: "sim-sms".into(),
+        next_attempt_at: next,
+        verify_first: false,
+        event: Event::new("test", "attempt 1 failed"),
+    };
     store.update(&message.id, update).await.expect("update");
     message.id
 }

@@ -118,6 +118,7 @@ impl KaleyraProvider {
             .map_err(|e| ProviderError::Transient {
                 message: e.to_string(),
                 retry_after: None,
+                throttled: false,
             })?;
         if !status.is_success() {
             return Err(http_error(status, None, &body));
@@ -144,6 +145,7 @@ fn request_error(error: reqwest::Error) -> ProviderError {
         ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         }
     } else if error.is_request() || error.is_body() || error.is_decode() {
         // The connection broke while the request or answer was in flight.
@@ -152,6 +154,7 @@ fn request_error(error: reqwest::Error) -> ProviderError {
         ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -165,10 +168,12 @@ fn http_error(status: StatusCode, retry_after: Option<Duration>, body: &Value) -
         StatusCode::TOO_MANY_REQUESTS => ProviderError::Transient {
             message,
             retry_after: retry_after.or(Some(Duration::from_secs(1))),
+            throttled: true,
         },
         s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => ProviderError::Transient {
             message,
             retry_after,
+            throttled: false,
         },
         s => ProviderError::Permanent {
             code: s.as_u16().to_string(),

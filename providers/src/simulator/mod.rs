@@ -171,6 +171,7 @@ fn decide(magic: Magic, entry: &mut Entry, provider: &str) -> Verdict {
         Magic::Transient(n) if entry.calls <= n => Verdict::Refused(ProviderError::Transient {
             message: format!("simulated throttling ({} of {n})", entry.calls),
             retry_after: None,
+            throttled: false,
         }),
         Magic::Bounce => {
             let report = ReportOutcome::Failed {
@@ -220,6 +221,7 @@ impl Provider for Simulator {
             .map_err(|e| ProviderError::Transient {
                 message: format!("simulator storage: {e}"),
                 retry_after: None,
+                throttled: false,
             })?;
         match verdict {
             Verdict::Refused(error) => Err(error),
@@ -247,6 +249,7 @@ impl Provider for Simulator {
             .map_err(|e| ProviderError::Transient {
                 message: format!("simulator storage: {e}"),
                 retry_after: None,
+                throttled: false,
             })?;
         Ok(entry
             .filter(|e| e.accepted > 0 && e.provider == self.name)

@@ -140,6 +140,7 @@ fn classify(error: &lettre::transport::smtp::Error) -> ProviderError {
         ProviderError::Transient {
             message,
             retry_after: None,
+            throttled: false,
         }
     }
 }

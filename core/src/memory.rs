@@ -1,0 +1,446 @@
+//! In-memory ports for component tests (feature `testing`): a store, a
+//! queue and a retry scheduler that keep everything in this process, follow
+//! the same rules as the real backends ([`apply_claim`], [`apply_update`]),
+//! and fail on command, so a test can say "accept, then fail the store
+//! write". They use tokio's clock, so tests can run on paused time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::ports::store::{apply_claim, apply_update};
+use crate::ports::{
+    Claim, ConsumerSpec, Created, Delivery, ListFilter, Queue, QueueConsumer, QueueError,
+    RetryError, RetryItem, RetryScheduler, Store, StoreError, Topic, Transition, Updated,
+};
+use crate::{MessageId, MessageRecord, Status, Timestamp};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which store updates an injected fault hits.
+type Matcher = Box<dyn Fn(&Transition) -> bool + Send + Sync>;
+
+/// A store in memory. [`MemoryStore::fail_updates`] makes the next updates
+/// that match fail as if the database were unreachable.
+#[derive(Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<MessageId, MessageRecord>>,
+    keys: Mutex<HashMap<String, MessageId>>,
+    faults: Mutex<Option<(usize, Matcher)>>,
+    down: AtomicBool,
+    failed_updates: AtomicUsize,
+}
+
+impl MemoryStore {
+    /// The next `n` updates for which `matching` holds fail.
+    pub fn fail_updates(
+        &self,
+        n: usize,
+        matching: impl Fn(&Transition) -> bool + Send + Sync + 'static,
+    ) {
+        *lock(&self.faults) = Some((n, Box::new(matching)));
+    }
+
+    /// Every call fails while down.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many updates failed by injection.
+    pub fn failed_updates(&self) -> usize {
+        self.failed_updates.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: store down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
+        self.check()?;
+        let mut keys = lock(&self.keys);
+        let mut records = lock(&self.records);
+        if let Some(id) = keys.get(&record.message.idempotency_key) {
+            if let Some(existing) = records.get(id) {
+                return Ok(Created::Existing(Box::new(existing.clone())));
+            }
+        }
+        keys.insert(
+            record.message.idempotency_key.clone(),
+            record.message.id.clone(),
+        );
+        records.insert(record.message.id.clone(), record.clone());
+        Ok(Created::New)
+    }
+
+    async fn claim(
+        &self,
+        id: &MessageId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        self.check()?;
+        Ok(match lock(&self.records).get_mut(id) {
+            Some(record) => apply_claim(record, now, lease_until, component),
+            None => Claim::NotFound,
+        })
+    }
+
+    async fn update(&self, id: &MessageId, transition: Transition) -> Result<Updated, StoreError> {
+        self.check()?;
+        {
+            let mut faults = lock(&self.faults);
+            if let Some((left, matching)) = faults.as_mut() {
+                if *left > 0 && matching(&transition) {
+                    *left -= 1;
+                    self.failed_updates.fetch_add(1, Ordering::SeqCst);
+                    return Err(StoreError::Unavailable("injected: write failed".into()));
+                }
+            }
+        }
+        Ok(match lock(&self.records).get_mut(id) {
+            Some(record) => apply_update(record, transition),
+            None => Updated::NotFound,
+        })
+    }
+
+    async fn discard(&self, message: &crate::Message) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut records = lock(&self.records);
+        let untouched = records.get(&message.id).is_some_and(|r| {
+            matches!(r.status, Status::Accepted | Status::Queued) && r.attempts == 0
+        });
+        if untouched {
+            records.remove(&message.id);
+            lock(&self.keys).remove(&message.idempotency_key);
+        }
+        Ok(untouched)
+    }
+
+    async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.records).get(id).cloned())
+    }
+
+    async fn find_by_provider_message_id(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.records)
+            .values()
+            .find(|r| {
+                r.provider.as_deref() == Some(provider)
+                    && r.provider_message_id.as_deref() == Some(provider_message_id)
+            })
+            .map(|r| r.message.id.clone()))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        self.check()?;
+        let mut out: Vec<MessageRecord> = lock(&self.records)
+            .values()
+            .filter(|r| filter.matches(r))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.message.id.cmp(&a.message.id));
+        out.truncate(filter.limit);
+        for record in &mut out {
+            record.events.clear();
+        }
+        Ok(out)
+    }
+
+    async fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        self.check()?;
+        let mut counts = HashMap::new();
+        for record in lock(&self.records).values() {
+            *counts.entry(record.status).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+/// How long an empty fetch waits for a record.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+struct Log {
+    records: BTreeMap<u64, (String, Vec<u8>)>,
+    next: u64,
+    /// The lowest offset not yet handed out to the current consumer.
+    cursor: u64,
+}
+
+/// A queue in memory: one partition per topic, all of it read by consumer
+/// 0 of a group. Records stay until acknowledged; a new consumer starts at
+/// the oldest unacknowledged one (a restart's redelivery).
+#[derive(Default)]
+pub struct MemoryQueue {
+    inner: Arc<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    topics: Mutex<HashMap<Topic, Log>>,
+    arrived: Notify,
+    produced: AtomicU64,
+    down: AtomicBool,
+}
+
+impl QueueState {
+    fn check(&self) -> Result<(), QueueError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("injected: queue down".into()));
+        }
+        Ok(())
+    }
+}
+
+impl MemoryQueue {
+    /// Every call fails while down.
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Records on `topic` not yet acknowledged.
+    pub fn pending(&self, topic: Topic) -> usize {
+        lock(&self.inner.topics)
+            .get(&topic)
+            .map_or(0, |log| log.records.len())
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.inner.check()?;
+        {
+            let mut topics = lock(&self.inner.topics);
+            let log = topics.entry(topic).or_default();
+            let offset = log.next;
+            log.next += 1;
+            log.records.insert(offset, (key.to_owned(), payload));
+        }
+        self.inner.produced.fetch_add(1, Ordering::SeqCst);
+        self.inner.arrived.notify_waiters();
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.inner.check()?;
+        {
+            let mut topics = lock(&self.inner.topics);
+            let log = topics.entry(topic).or_default();
+            log.cursor = log.records.keys().next().copied().unwrap_or(log.next);
+        }
+        Ok(Arc::new(MemoryConsumer {
+            queue: self.inner.clone(),
+            topic,
+            reads: spec.index == 0,
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+        }))
+    }
+}
+
+/// A consumer of a [`MemoryQueue`].
+struct MemoryConsumer {
+    queue: Arc<QueueState>,
+    topic: Topic,
+    reads: bool,
+    paused: AtomicBool,
+    resumed: Notify,
+}
+
+impl MemoryConsumer {
+    fn queue(&self) -> &QueueState {
+        &self.queue
+    }
+
+    fn read(&self, max: usize) -> Vec<Delivery> {
+        let mut topics = lock(&self.queue().topics);
+        let Some(log) = topics.get_mut(&self.topic) else {
+            return Vec::new();
+        };
+        let batch: Vec<Delivery> = log
+            .records
+            .range(log.cursor..)
+            .take(max)
+            .map(|(&offset, (key, payload))| Delivery {
+                topic: self.topic,
+                partition: 0,
+                offset,
+                key: key.clone(),
+                payload: payload.clone(),
+            })
+            .collect();
+        if let Some(last) = batch.last() {
+            log.cursor = last.offset + 1;
+        }
+        batch
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for MemoryConsumer {
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        self.queue().check()?;
+        if self.paused.load(Ordering::SeqCst) {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if self.paused.load(Ordering::SeqCst) {
+                let _ = tokio::time::timeout(IDLE_WAIT, resumed).await;
+            }
+            return Ok(Vec::new());
+        }
+        if !self.reads || max == 0 {
+            tokio::time::sleep(IDLE_WAIT).await;
+            return Ok(Vec::new());
+        }
+        let arrived = self.queue().arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let batch = self.read(max);
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        if tokio::time::timeout(IDLE_WAIT, arrived).await.is_err() {
+            return Ok(Vec::new());
+        }
+        Ok(self.read(max))
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.queue().check()?;
+        if let Some(log) = lock(&self.queue().topics).get_mut(&self.topic) {
+            log.records.remove(&delivery.offset);
+        }
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<(), QueueError> {
+        self.paused.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), QueueError> {
+        self.paused.store(false, Ordering::SeqCst);
+        self.resumed.notify_waiters();
+        Ok(())
+    }
+}
+
+/// A retry scheduler in memory, on tokio's clock (paused time advances it).
+#[derive(Default)]
+pub struct MemoryRetry {
+    pending: Mutex<HashMap<MessageId, RetryItem>>,
+    /// Handed out and not completed.
+    taken: Mutex<HashMap<MessageId, RetryItem>>,
+    changed: Notify,
+    down: AtomicBool,
+    /// Every item handed out, in order (what fired).
+    fired: Mutex<Vec<RetryItem>>,
+}
+
+impl MemoryRetry {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Every item handed out so far, in order.
+    pub fn fired(&self) -> Vec<RetryItem> {
+        lock(&self.fired).clone()
+    }
+
+    /// The message's pending item.
+    pub fn pending(&self, id: &MessageId) -> Option<RetryItem> {
+        lock(&self.pending).get(id).cloned()
+    }
+
+    fn check(&self) -> Result<(), RetryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RetryError::Unavailable(
+                "injected: retry backend down".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RetryScheduler for MemoryRetry {
+    async fn schedule(&self, item: RetryItem) -> Result<(), RetryError> {
+        self.check()?;
+        lock(&self.pending).insert(item.message_id.clone(), item);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn cancel(&self, message_id: &MessageId) -> Result<(), RetryError> {
+        self.check()?;
+        lock(&self.pending).remove(message_id);
+        Ok(())
+    }
+
+    async fn take_due(&self, max: usize) -> Result<Vec<RetryItem>, RetryError> {
+        self.check()?;
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = crate::now();
+        let (due, next) = {
+            let mut pending = lock(&self.pending);
+            let mut due: Vec<RetryItem> = pending
+                .values()
+                .filter(|item| item.due <= now)
+                .cloned()
+                .collect();
+            due.sort_by_key(|item| item.due);
+            due.truncate(max);
+            for item in &due {
+                pending.remove(&item.message_id);
+            }
+            let next = pending.values().map(|item| item.due).min();
+            (due, next)
+        };
+        if !due.is_empty() {
+            let mut taken = lock(&self.taken);
+            for item in &due {
+                taken.insert(item.message_id.clone(), item.clone());
+            }
+            lock(&self.fired).extend(due.iter().cloned());
+            return Ok(due);
+        }
+        let wait = next
+            .and_then(|at| (at - now).to_std().ok())
+            .unwrap_or(IDLE_WAIT)
+            .min(IDLE_WAIT);
+        let _ = tokio::time::timeout(wait, changed).await;
+        Ok(Vec::new())
+    }
+
+    async fn complete(&self, item: &RetryItem) -> Result<(), RetryError> {
+        self.check()?;
+        lock(&self.taken).remove(&item.message_id);
+        Ok(())
+    }
+}

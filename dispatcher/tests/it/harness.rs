@@ -1,0 +1,264 @@
+//! A dispatcher and a retry handler on in-memory ports, sending SMS through
+//! one scripted provider.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
+use mdc_core::ports::{Provider, ProviderError, Queue, Receipt, RetryScheduler, Store, Topic};
+use mdc_core::{Channel, Event, Message, MessageId, MessageRecord, Priority, Status};
+use mdc_dispatcher::{Dispatcher, DispatcherConfig};
+use mdc_handlers::RetryHandler;
+use mdc_providers::router::{Member, Mode, Router};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the provider does with a message to one recipient.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Takes it.
+    Accept,
+    /// Answers 429 with this Retry-After.
+    Throttle(Duration),
+    /// Fails transiently this many times, then takes it.
+    FailTransient(u32),
+    /// Panics on the first call, then takes it.
+    PanicOnce,
+}
+
+#[derive(Default)]
+pub struct Scripted {
+    scripts: Mutex<HashMap<String, Behaviour>>,
+    /// Calls per recipient, with their time.
+    calls: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Accepted sends per recipient.
+    accepted: Mutex<HashMap<String, u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Scripted {
+    pub fn script(&self, to: &str, behaviour: Behaviour) {
+        lock(&self.scripts).insert(to.to_owned(), behaviour);
+    }
+
+    pub fn calls(&self, to: &str) -> usize {
+        lock(&self.calls).get(to).map_or(0, Vec::len)
+    }
+
+    pub fn call_times(&self, to: &str) -> Vec<Instant> {
+        lock(&self.calls).get(to).cloned().unwrap_or_default()
+    }
+
+    pub fn sends(&self, to: &str) -> u32 {
+        lock(&self.accepted).get(to).copied().unwrap_or(0)
+    }
+
+    pub fn sends_with_prefix(&self, prefix: &str) -> usize {
+        lock(&self.accepted)
+            .iter()
+            .filter(|(to, _)| to.starts_with(prefix))
+            .map(|(_, n)| *n as usize)
+            .sum()
+    }
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Sms
+    }
+
+    async fn send(&self, message: &Message) -> Result<Receipt, ProviderError> {
+        let calls = {
+            let mut calls = lock(&self.calls);
+            let times = calls.entry(message.to.clone()).or_default();
+            times.push(Instant::now());
+            times.len()
+        };
+        let behaviour = lock(&self.scripts)
+            .get(&message.to)
+            .cloned()
+            .unwrap_or(Behaviour::Accept);
+        match behaviour {
+            Behaviour::Throttle(after) => {
+                return Err(ProviderError::throttled("HTTP 429", Some(after)))
+            }
+            Behaviour::FailTransient(n) if calls as u32 <= n => {
+                return Err(ProviderError::transient("HTTP 503"))
+            }
+            Behaviour::PanicOnce if calls == 1 => panic!("injected panic in a provider"),
+            _ => {}
+        }
+        let n = {
+            let mut accepted = lock(&self.accepted);
+            let n = accepted.entry(message.to.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        Ok(Receipt {
+            provider_message_id: format!("{}:{n}", message.id),
+            raw: serde_json::json!({}),
+        })
+    }
+
+    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
+        // Like Kaleyra, SES, SNS and SMTP: it cannot be asked by MDC's id.
+        Ok(None)
+    }
+}
+
+pub struct Harness {
+    pub store: Arc<MemoryStore>,
+    pub queue: Arc<MemoryQueue>,
+    pub retry: Arc<MemoryRetry>,
+    pub provider: Arc<Scripted>,
+    pub dispatcher: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Harness {
+    /// `rate`: the provider's rate limit (per second, burst).
+    pub async fn start(config: DispatcherConfig, rate: Option<(f64, u32)>) -> Self {
+        let store = Arc::new(MemoryStore::default());
+        let queue = Arc::new(MemoryQueue::default());
+        let retry = Arc::new(MemoryRetry::default());
+        let provider = Arc::new(Scripted::default());
+        let router = Router::new(
+            Mode::Ordered,
+            vec![Member::new(provider.clone(), 1, None, rate)],
+            config.send_timeout,
+        );
+        let dispatcher = Arc::new(Dispatcher::new(
+            queue.clone(),
+            store.clone(),
+            retry.clone(),
+            HashMap::from([(Channel::Sms, Arc::new(router))]),
+            Arc::new(mdc_embedded::MemoryCache::default()),
+            config,
+        ));
+        let shutdown = CancellationToken::new();
+        let retries = Arc::new(RetryHandler::new(
+            retry.clone() as Arc<dyn RetryScheduler>,
+            store.clone() as Arc<dyn Store>,
+            queue.clone() as Arc<dyn Queue>,
+        ));
+        let tasks = vec![
+            tokio::spawn({
+                let dispatcher = dispatcher.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    dispatcher.run(shutdown).await.expect("dispatcher");
+                }
+            }),
+            tokio::spawn(retries.run(shutdown.clone())),
+        ];
+        Self {
+            store,
+            queue,
+            retry,
+            provider,
+            dispatcher,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Stores a queued message without producing it.
+    pub async fn create(&self, to: &str, priority: Priority) -> MessageId {
+        self.create_with(to, priority, |_| {}).await
+    }
+
+    async fn create_with(
+        &self,
+        to: &str,
+        priority: Priority,
+        edit: impl FnOnce(&mut Message),
+    ) -> MessageId {
+        let mut message = mdc_core::contract::sample_message(to);
+        message.priority = priority;
+        edit(&mut message);
+        let record = MessageRecord::new(
+            message.clone(),
+            Status::Queued,
+            Event::new("test", "queued").status(Status::Queued),
+        );
+        self.store.create(&record).await.expect("create");
+        message.id
+    }
+
+    pub async fn produce(&self, id: &MessageId) {
+        let record = self.record(id).await;
+        let message = record.message;
+        self.queue
+            .produce(
+                Topic::Messages(Channel::Sms, message.priority),
+                &message.to,
+                message.encode(),
+            )
+            .await
+            .expect("produce");
+    }
+
+    pub async fn submit(&self, to: &str, priority: Priority) -> MessageId {
+        self.submit_with(to, priority, |_| {}).await
+    }
+
+    pub async fn submit_with(
+        &self,
+        to: &str,
+        priority: Priority,
+        edit: impl FnOnce(&mut Message),
+    ) -> MessageId {
+        let id = self.create_with(to, priority, edit).await;
+        self.produce(&id).await;
+        id
+    }
+
+    pub async fn record(&self, id: &MessageId) -> MessageRecord {
+        self.store.get(id).await.expect("get").expect("stored")
+    }
+
+    /// Waits (on tokio's clock) until `check` holds; fails after `within`.
+    pub async fn wait_until(&self, within: Duration, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !check() {
+            assert!(Instant::now() < deadline, "not reached within {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_for(&self, id: &MessageId, status: Status, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self.record(id).await;
+            if record.status == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} is {} after {within:?}, not {status}; trail: {:#?}",
+                record.status,
+                record.events
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.expect("task");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The dispatcher on in-memory ports and paused time, against a provider
+//! whose faults each test scripts: what is proven not to happen is proven on
+//! tokio's controlled clock, never by sleeping.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Behaviour, Harness};
+use mdc_core::ports::{Claim, Store, Transition};
+use mdc_core::{Priority, Status};
+use mdc_dispatcher::DispatcherConfig;
+
+fn config() -> DispatcherConfig {
+    DispatcherConfig {
+        send_timeout: Duration::from_secs(2),
+        lease: Duration::from_secs(6),
+        retry_schedule: vec![Duration::from_secs(1), Duration::from_secs(5)],
+        ..DispatcherConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_send_whose_outcome_cannot_be_stored_is_not_sent_again() {
+    let h = Harness::start(config(), None).await;
+    // The vendor takes the message; the next three writes of `sent` fail.
+    h.store
+        .fail_updates(3, |t| matches!(t, Transition::Sent { .. }));
+    let id = h.submit("+14155550100", Priority::Normal).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(120))
+        .await;
+    assert_eq!(h.store.failed_updates(), 3, "the faults were hit");
+    // Well past the lease, a redelivery or the reconciler would have resent.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.provider.sends("+14155550100"), 1, "sent exactly once");
+    let record = h.record(&id).await;
+    assert_eq!(record.status, Status::Sent);
+    assert_eq!(record.attempts, 1);
+    assert!(record.provider_message_id.is_some());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
+    // One send every 20 s: the second message waits far longer than the lease.
+    let h = Harness::start(config(), Some((0.05, 1))).await;
+    let first = h.submit("+14155550101", Priority::Normal).await;
+    let second = h.submit("+14155550102", Priority::Normal).await;
+    h.wait_for(&first, Status::Sent, Duration::from_secs(10))
+        .await;
+    // Three leases later the second is still waiting for its token; a second
+    // dispatcher (or the reconciler's retry) must find it held.
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    assert_eq!(h.provider.sends("+14155550102"), 0, "still waiting");
+    let now = mdc_core::now();
+    match h
+        .store
+        .claim(&second, now, now + chrono::Duration::seconds(6), "other")
+        .await
+        .expect("claim")
+    {
+        Claim::Busy { .. } => {}
+        other => panic!("a second dispatcher could take over a waiting send: {other:?}"),
+    }
+    h.wait_for(&second, Status::Sent, Duration::from_secs(30))
+        .await;
+    assert_eq!(h.provider.sends("+14155550102"), 1);
+    assert_eq!(h.record(&second).await.attempts, 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_retry_after_neither_panics_nor_stops_the_lane() {
+    let h = Harness::start(config(), None).await;
+    h.provider.script(
+        "+14155550103",
+        Behaviour::Throttle(Duration::from_secs(u64::MAX)),
+    );
+    let throttled = h.submit("+14155550103", Priority::Normal).await;
+    let after = h.submit("+14155550104", Priority::Normal).await;
+    // The wait is cut to a day, past the message's ten-minute deadline.
+    h.wait_for(&throttled, Status::Expired, Duration::from_secs(10))
+        .await;
+    h.wait_for(&after, Status::Sent, Duration::from_secs(10))
+        .await;
+    let late = h.submit("+14155550105", Priority::Normal).await;
+    h.wait_for(&late, Status::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(h.dispatcher.restarts(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_lane_is_restarted_and_its_record_redelivered() {
+    let h = Harness::start(config(), None).await;
+    h.provider.script("+14155550106", Behaviour::PanicOnce);
+    let id = h.submit("+14155550106", Priority::Normal).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(60)).await;
+    assert_eq!(h.dispatcher.restarts(), 1, "the panic was seen and counted");
+    let next = h.submit("+14155550107", Priority::Normal).await;
+    h.wait_for(&next, Status::Sent, Duration::from_secs(10))
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_retried_on_schedule_and_not_before() {
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .script("+14155550108", Behaviour::FailTransient(1));
+    let id = h.submit("+14155550108", Priority::Normal).await;
+    h.wait_until(Duration::from_secs(5), || {
+        h.provider.calls("+14155550108") == 1
+    })
+    .await;
+    let first = h.provider.call_times("+14155550108")[0];
+    // The schedule says 1 s: just before it, nothing more happened.
+    tokio::time::sleep_until(first + Duration::from_millis(900)).await;
+    assert_eq!(h.provider.calls("+14155550108"), 1);
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    let times = h.provider.call_times("+14155550108");
+    assert_eq!(times.len(), 2);
+    assert!(times[1] - times[0] >= Duration::from_secs(1), "{times:?}");
+    assert_eq!(h.record(&id).await.attempts, 2);
+    let fired = h.retry.fired();
+    assert_eq!(
+        fired.iter().filter(|item| item.message_id == id).count(),
+        1,
+        "one timer, fired once: {fired:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_past_its_deadline_expires_without_a_send() {
+    let h = Harness::start(config(), None).await;
+    let id = h
+        .submit_with("+14155550109", Priority::Normal, |m| {
+            m.deadline = mdc_core::now() - chrono::Duration::seconds(1)
+        })
+        .await;
+    h.wait_for(&id, Status::Expired, Duration::from_secs(5))
+        .await;
+    assert_eq!(h.provider.calls("+14155550109"), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_left_by_a_dead_dispatcher_is_taken_over_after_it_runs_out() {
+    let h = Harness::start(config(), None).await;
+    // Another dispatcher claimed the message and died.
+    let id = h.create("+14155550110", Priority::Normal).await;
+    let now = mdc_core::now();
+    assert!(matches!(
+        h.store
+            .claim(&id, now, now + chrono::Duration::seconds(6), "dead")
+            .await
+            .expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    h.produce(&id).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.provider.calls("+14155550110"), 0, "the lease still holds");
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    let record = h.record(&id).await;
+    assert_eq!(record.attempts, 2);
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("verifying first")),
+        "the takeover asks the vendor first"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_critical_trickle_leaves_bulk_its_share() {
+    let mut config = config();
+    config.min_share = [(Priority::Bulk, 10)].into();
+    let h = Harness::start(config, None).await;
+    let mut bulk = Vec::new();
+    for i in 0..500 {
+        bulk.push(
+            h.submit(&format!("+1415555{:04}", 2000 + i), Priority::Bulk)
+                .await,
+        );
+    }
+    // 20 critical messages a second for two minutes.
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut critical = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        tick.tick().await;
+        h.submit(
+            &format!("+1415556{:04}", critical % 10_000),
+            Priority::Critical,
+        )
+        .await;
+        critical += 1;
+    }
+    let bulk_sent = h.provider.sends_with_prefix("+1415555");
+    let critical_sent = h.provider.sends_with_prefix("+1415556");
+    assert!(
+        critical_sent >= critical - 5,
+        "critical keeps up: {critical_sent} of {critical}"
+    );
+    let share = bulk_sent as f64 / (bulk_sent + critical_sent) as f64;
+    assert!(
+        bulk_sent == 500 || share >= 0.09,
+        "bulk got {bulk_sent} sends ({:.1} %) beside {critical_sent} critical",
+        share * 100.0
+    );
+    assert!(bulk_sent >= 250, "bulk moved: {bulk_sent}");
+    h.stop().await;
+}
