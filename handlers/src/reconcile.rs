@@ -1,19 +1,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdc_core::ports::{ListFilter, RetryItem, RetryScheduler, Store};
-use mdc_core::{MessageRecord, Status};
+use mdc_core::ports::{ListFilter, Queue, RetryItem, RetryScheduler, Store, Topic, Transition};
+use mdc_core::{Event, MessageRecord, Status};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// The safety net under the retry timers: a message `sending` whose next
-/// attempt is long overdue, or whose in-flight attempt's lease ran out long
-/// ago, has lost its timer (a retry backend that lost data, say). The
-/// reconciler schedules it again; the dispatcher's claim decides the rest, so
-/// scheduling a message that did have a timer is harmless.
+/// The safety net under the retry timers and the queue: a message `sending`
+/// whose next attempt is long overdue, or whose in-flight attempt's lease ran
+/// out long ago, has lost its timer (a retry backend that lost data, say);
+/// the reconciler schedules it again. A message still `queued` long after
+/// it was last touched may never have reached the queue (a crash between
+/// its record and its produce); the reconciler produces it again. The
+/// dispatcher's claim decides the rest, so doing either for a message that
+/// did not need it is harmless.
 pub struct Reconciler {
     store: Arc<dyn Store>,
     retry: Arc<dyn RetryScheduler>,
+    queue: Arc<dyn Queue>,
     config: ReconcilerConfig,
 }
 
@@ -29,6 +33,11 @@ pub struct ReconcilerConfig {
     pub grace: Duration,
     /// Messages looked at per pass.
     pub batch: usize,
+    /// How long a message may stay `queued`, untouched, before it is put on
+    /// its lane again. Longer than the longest backlog a lane is expected
+    /// to hold: each pass puts such messages on the queue once more.
+    #[serde(with = "humantime_serde")]
+    pub queued_grace: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -37,6 +46,7 @@ impl Default for ReconcilerConfig {
             interval: Duration::from_secs(30),
             grace: Duration::from_secs(60),
             batch: 1000,
+            queued_grace: Duration::from_secs(600),
         }
     }
 }
@@ -50,6 +60,19 @@ impl ReconcilerConfig {
         if self.batch == 0 {
             return Err("reconciler.batch must be at least 1".into());
         }
+        let day = Duration::from_secs(24 * 3600);
+        for (key, value) in [
+            ("interval", self.interval),
+            ("grace", self.grace),
+            ("queued_grace", self.queued_grace),
+        ] {
+            if value > day {
+                return Err(format!("reconciler.{key} must be at most 1 day"));
+            }
+        }
+        if self.queued_grace < Duration::from_secs(1) {
+            return Err("reconciler.queued_grace must be at least 1s".into());
+        }
         Ok(())
     }
 }
@@ -60,11 +83,13 @@ impl Reconciler {
     pub fn new(
         store: Arc<dyn Store>,
         retry: Arc<dyn RetryScheduler>,
+        queue: Arc<dyn Queue>,
         config: ReconcilerConfig,
     ) -> Self {
         Self {
             store,
             retry,
+            queue,
             config,
         }
     }
@@ -81,9 +106,59 @@ impl Reconciler {
             && (overdue(record.next_attempt_at) || overdue(record.lease_until))
     }
 
-    /// One pass; returns how many messages were rescheduled. Pages through
-    /// every `sending` message old enough to be stranded, newest first.
+    /// One pass; returns how many messages were rescheduled or queued
+    /// again.
     pub async fn pass(&self) -> anyhow::Result<usize> {
+        Ok(self.pass_sending().await? + self.pass_queued().await?)
+    }
+
+    /// Puts every message `queued` and untouched for `queued_grace` on its
+    /// lane again, and notes it on the message's trail.
+    async fn pass_queued(&self) -> anyhow::Result<usize> {
+        let now = mdc_core::now();
+        let grace = chrono::Duration::from_std(self.config.queued_grace).unwrap_or_default();
+        let mut filter = ListFilter {
+            status: Some(Status::Queued),
+            created_before: Some(now - grace),
+            limit: self.config.batch,
+            ..Default::default()
+        };
+        let mut requeued = 0;
+        loop {
+            let page = self.store.list(&filter).await?;
+            for record in page.iter().filter(|r| r.updated_at + grace < now) {
+                let message = &record.message;
+                tracing::warn!(message_id = %message.id, component = COMPONENT, "A queued message was never taken from its lane; queueing it again");
+                self.queue
+                    .produce(
+                        Topic::Messages(message.channel(), message.priority),
+                        &message.to,
+                        message.encode(),
+                    )
+                    .await?;
+                let event = Event::new(
+                    COMPONENT,
+                    "still queued long after submit; put on its lane again",
+                );
+                self.store
+                    .update(&message.id, Transition::event(event))
+                    .await?;
+                requeued += 1;
+            }
+            let oldest = page.iter().map(|r| r.message.created_at).min();
+            match oldest {
+                Some(oldest) if page.len() >= self.config.batch => {
+                    filter.created_before = Some(oldest)
+                }
+                _ => break,
+            }
+        }
+        Ok(requeued)
+    }
+
+    /// Pages through every `sending` message old enough to be stranded,
+    /// newest first, and schedules those whose timer was lost.
+    async fn pass_sending(&self) -> anyhow::Result<usize> {
         let now = mdc_core::now();
         let mut filter = ListFilter {
             status: Some(Status::Sending),

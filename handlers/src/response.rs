@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -11,12 +12,27 @@ use tokio_util::sync::CancellationToken;
 const COMPONENT: &str = "response-handler";
 const BATCH: usize = 256;
 
+/// Tries to apply a report before it is parked, and the first pause
+/// between tries (doubling each time: about 3 s in all).
+const MAX_TRIES: u32 = 5;
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Why a report was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Unapplied {
+    #[error("the report cannot be read")]
+    Unreadable(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Consumes the responses topic and moves messages to `delivered` or `failed`.
 pub struct ResponseHandler {
     queue: Arc<dyn Queue>,
     store: Arc<dyn Store>,
     /// Vendor message id → message, tried before the store.
     cache: Arc<dyn MessageCache>,
+    parked: AtomicU64,
 }
 
 impl ResponseHandler {
@@ -25,6 +41,7 @@ impl ResponseHandler {
             queue,
             store,
             cache,
+            parked: AtomicU64::new(0),
         }
     }
 
@@ -85,32 +102,72 @@ impl ResponseHandler {
         }
     }
 
+    /// Applies one report, trying again while the store refuses it. A
+    /// report that still cannot be applied after [`MAX_TRIES`] (a document
+    /// the database will not grow, say) or cannot be read at all is parked
+    /// on the parked-reports topic, counted and logged, and the partition
+    /// moves on. Only a report that is kept (applied or parked) is
+    /// acknowledged, so none is lost.
     async fn process(&self, consumer: &Arc<dyn QueueConsumer>, delivery: &Delivery) {
-        // A report whose outcome cannot be stored is not acknowledged: it comes
-        // back after a restart instead of being lost.
+        let mut pause = FIRST_PAUSE;
+        let mut tries = 0;
         loop {
-            match self.apply(delivery).await {
+            let error = match self.apply(delivery).await {
                 Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Could not store a report; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                Err(Unapplied::Unreadable(e)) => format!("unreadable: {e}"),
+                Err(Unapplied::Store(e)) => {
+                    tries += 1;
+                    if tries < MAX_TRIES {
+                        tracing::warn!(error = %e, tries, "Could not store a report; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                        continue;
+                    }
+                    format!("not applied after {tries} tries: {e}")
                 }
+            };
+            if self.park(delivery, &error).await {
+                break;
             }
+            tokio::time::sleep(pause).await;
         }
         if let Err(e) = consumer.ack(delivery).await {
             tracing::warn!(error = %e, "Could not acknowledge a report; it will be applied again");
         }
     }
 
-    /// Applies one report. Unknown and duplicate reports are logged and dropped.
-    pub async fn apply(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        let report: DeliveryReport = match serde_json::from_slice(&delivery.payload) {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::error!(partition = delivery.partition, offset = delivery.offset, error = %e, "Dropping an unreadable report");
-                return Ok(());
+    /// Keeps a report that cannot be applied; false when even that failed.
+    async fn park(&self, delivery: &Delivery, error: &str) -> bool {
+        match self
+            .queue
+            .produce(
+                Topic::ParkedReports,
+                &delivery.key,
+                delivery.payload.clone(),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.parked.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(partition = delivery.partition, offset = delivery.offset, %error, topic = %Topic::ParkedReports, "Parked a report that cannot be applied");
+                true
             }
-        };
+            Err(e) => {
+                tracing::error!(partition = delivery.partition, offset = delivery.offset, error = %e, "Could not park a report; trying again");
+                false
+            }
+        }
+    }
+
+    /// How many reports this handler parked since it started.
+    pub fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Applies one report. Unknown and duplicate reports are logged and dropped.
+    pub async fn apply(&self, delivery: &Delivery) -> Result<(), Unapplied> {
+        let report: DeliveryReport =
+            serde_json::from_slice(&delivery.payload).map_err(Unapplied::Unreadable)?;
         let Some(id) = self.resolve(&report).await? else {
             tracing::warn!(provider = %report.provider, provider_message_id = %report.provider_message_id, "Report for an unknown message");
             return Ok(());

@@ -159,6 +159,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
         retry.clone(),
+        queue.clone(),
         config.reconciler.clone(),
     ));
     let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));

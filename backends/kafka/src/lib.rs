@@ -117,7 +117,7 @@ impl KafkaConfig {
     pub fn group_id(&self, topic: Topic) -> String {
         let role = match topic {
             Topic::Messages(..) => "dispatcher",
-            Topic::Responses => "handlers",
+            Topic::Responses | Topic::ParkedReports => "handlers",
         };
         let prefix = self.group_prefix.as_deref().unwrap_or(&self.prefix);
         format!("{prefix}.{role}.{}", topic.name())

@@ -12,6 +12,9 @@ use crate::{Channel, Priority};
 pub enum Topic {
     Messages(Channel, Priority),
     Responses,
+    /// Reports the response handler could not apply after every try: kept
+    /// here for an operator instead of blocking the reports behind them.
+    ParkedReports,
 }
 
 impl Topic {
@@ -24,6 +27,7 @@ impl Topic {
             }
         }
         all.push(Topic::Responses);
+        all.push(Topic::ParkedReports);
         all
     }
 
@@ -32,6 +36,7 @@ impl Topic {
         match self {
             Topic::Messages(channel, priority) => format!("{channel}.{priority}"),
             Topic::Responses => "responses".to_owned(),
+            Topic::ParkedReports => "responses.parked".to_owned(),
         }
     }
 }
@@ -54,6 +59,7 @@ impl QueueLayout {
         match topic {
             Topic::Messages(_, priority) => self.partitions.get(&priority).copied().unwrap_or(1),
             Topic::Responses => self.response_partitions,
+            Topic::ParkedReports => 1,
         }
         .max(1)
     }

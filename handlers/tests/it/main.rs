@@ -1,10 +1,13 @@
-//! The reconciler on the embedded backends.
+//! The reconciler on the embedded backends; the response handler on
+//! in-memory ports with paused time.
+
+mod responses;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdc_core::ports::{RetryScheduler, Store, Transition};
+use mdc_core::ports::{ConsumerSpec, Queue, RetryScheduler, Store, Topic, Transition};
 use mdc_core::{Event, MessageId, MessageRecord, Status};
 use mdc_embedded::{Embedded, QueueLayout};
 use mdc_handlers::{Reconciler, ReconcilerConfig};
@@ -47,9 +50,13 @@ async fn failed_attempt(
     message.id
 }
 
-fn open(dir: &std::path::Path) -> (Arc<dyn Store>, Arc<dyn RetryScheduler>) {
+fn open(dir: &std::path::Path) -> (Arc<dyn Store>, Arc<dyn RetryScheduler>, Arc<dyn Queue>) {
     let embedded = Embedded::open(dir, QueueLayout::default()).expect("open");
-    (embedded.store.clone(), embedded.retry.clone())
+    (
+        embedded.store.clone(),
+        embedded.retry.clone(),
+        embedded.queue.clone(),
+    )
 }
 
 async fn take_all(retry: &Arc<dyn RetryScheduler>) -> HashSet<MessageId> {
@@ -70,7 +77,7 @@ async fn take_all(retry: &Arc<dyn RetryScheduler>) -> HashSet<MessageId> {
 #[tokio::test]
 async fn a_message_whose_retry_timer_was_lost_is_scheduled_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, retry) = open(dir.path());
+    let (store, retry, queue) = open(dir.path());
     let now = mdc_core::now();
     let ten_minutes = chrono::Duration::minutes(10);
     let stranded = failed_attempt(
@@ -88,7 +95,12 @@ async fn a_message_whose_retry_timer_was_lost_is_scheduled_again() {
     )
     .await;
 
-    let reconciler = Reconciler::new(store.clone(), retry.clone(), ReconcilerConfig::default());
+    let reconciler = Reconciler::new(
+        store.clone(),
+        retry.clone(),
+        queue.clone(),
+        ReconcilerConfig::default(),
+    );
     assert_eq!(
         reconciler.pass().await.expect("pass"),
         1,
@@ -103,7 +115,7 @@ async fn a_message_whose_retry_timer_was_lost_is_scheduled_again() {
 #[tokio::test]
 async fn a_pass_pages_through_every_sending_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, retry) = open(dir.path());
+    let (store, retry, queue) = open(dir.path());
     let now = mdc_core::now();
     let mut stranded = HashSet::new();
     for i in 0..7 {
@@ -132,7 +144,62 @@ async fn a_pass_pages_through_every_sending_message() {
         batch: 2,
         ..ReconcilerConfig::default()
     };
-    let reconciler = Reconciler::new(store.clone(), retry.clone(), config);
+    let reconciler = Reconciler::new(store.clone(), retry.clone(), queue.clone(), config);
     assert_eq!(reconciler.pass().await.expect("pass"), 7);
     assert_eq!(take_all(&retry).await, stranded);
+}
+
+/// A crash between a message's record and its produce leaves it `queued`
+/// with nothing on the queue: the reconciler puts it on its lane once it has
+/// been untouched for the grace, and not again right after.
+#[tokio::test]
+async fn a_queued_message_that_never_reached_its_lane_is_queued_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, retry, queue) = open(dir.path());
+    let now = mdc_core::now();
+    let mut lost = mdc_core::contract::sample_message("+14155550130");
+    lost.created_at = now - chrono::Duration::minutes(20);
+    let mut event = Event::new("ingest", "queued").status(Status::Queued);
+    event.at = lost.created_at;
+    store
+        .create(&MessageRecord::new(lost.clone(), Status::Queued, event))
+        .await
+        .expect("create");
+    // Queued a moment ago: its produce may still be on its way.
+    let young = mdc_core::contract::sample_message("+14155550131");
+    store
+        .create(&MessageRecord::new(
+            young,
+            Status::Queued,
+            Event::new("ingest", "queued").status(Status::Queued),
+        ))
+        .await
+        .expect("create");
+
+    let reconciler = Reconciler::new(
+        store.clone(),
+        retry.clone(),
+        queue.clone(),
+        ReconcilerConfig::default(),
+    );
+    assert_eq!(reconciler.pass().await.expect("pass"), 1);
+    let lane = Topic::Messages(lost.channel(), lost.priority);
+    let consumer = queue
+        .consumer(lane, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    let batch = consumer.fetch(10).await.expect("fetch");
+    assert_eq!(batch.len(), 1);
+    let queued = mdc_core::Message::decode(&batch[0].payload).expect("decode");
+    assert_eq!(queued.id, lost.id);
+    let record = store.get(&lost.id).await.expect("get").expect("stored");
+    assert!(record
+        .events
+        .iter()
+        .any(|e| e.details.contains("put on its lane again")));
+    assert_eq!(
+        reconciler.pass().await.expect("pass"),
+        0,
+        "touched just now: not queued twice in a row"
+    );
 }

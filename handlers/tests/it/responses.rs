@@ -1,0 +1,122 @@
+//! The response handler on in-memory ports, on paused time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mdc_core::memory::{MemoryQueue, MemoryStore};
+use mdc_core::ports::{Claim, ConsumerSpec, Queue, Store, Topic, Transition};
+use mdc_core::{DeliveryReport, Event, MessageId, MessageRecord, ReportOutcome, Status};
+use mdc_handlers::ResponseHandler;
+use tokio_util::sync::CancellationToken;
+
+async fn sent(store: &MemoryStore, to: &str) -> MessageId {
+    let message = mdc_core::contract::sample_message(to);
+    let id = message.id.clone();
+    store
+        .create(&MessageRecord::new(
+            message,
+            Status::Queued,
+            Event::new("test", "queued"),
+        ))
+        .await
+        .expect("create");
+    let now = mdc_core::now();
+    let lease = now + chrono::Duration::seconds(30);
+    assert!(matches!(
+        store.claim(&id, now, lease, "test").await.expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim-sms".into(),
+        provider_message_id: format!("v-{id}"),
+        event: Event::new("test", "sent"),
+    };
+    store.update(&id, sent).await.expect("sent");
+    id
+}
+
+fn report(id: &MessageId) -> Vec<u8> {
+    let report = DeliveryReport {
+        provider: "sim-sms".into(),
+        provider_message_id: format!("v-{id}"),
+        reference: Some(id.clone()),
+        outcome: ReportOutcome::Delivered,
+        at: mdc_core::now(),
+        raw: serde_json::json!({}),
+    };
+    serde_json::to_vec(&report).expect("encode")
+}
+
+async fn status(store: &MemoryStore, id: &MessageId) -> Status {
+    store.get(id).await.expect("get").expect("stored").status
+}
+
+/// A report the store keeps refusing is parked after a few seconds; the
+/// reports behind it on its partition are applied, and the parked one is
+/// kept on the parked-reports topic.
+#[tokio::test(start_paused = true)]
+async fn a_report_that_cannot_be_applied_is_parked_and_the_partition_moves_on() {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let poisoned = sent(&store, "+14155550140").await;
+    let behind = sent(&store, "+14155550141").await;
+    let target = poisoned.clone();
+    store.fail_updates(usize::MAX, move |t| {
+        matches!(t, Transition::Reported { .. }) && format!("{t:?}").contains(target.as_str())
+    });
+    let handler = Arc::new(ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+
+    let poisoned_report = report(&poisoned);
+    queue
+        .produce(Topic::Responses, "a", poisoned_report.clone())
+        .await
+        .expect("produce");
+    // The handler has taken the poisoned report before the next arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    queue
+        .produce(Topic::Responses, "a", report(&behind))
+        .await
+        .expect("produce");
+    queue
+        .produce(Topic::Responses, "a", b"not json".to_vec())
+        .await
+        .expect("produce");
+
+    let started = tokio::time::Instant::now();
+    while status(&store, &behind).await != Status::Delivered {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the report behind the poisoned one waited more than 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while queue.pending(Topic::Responses) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        handler.parked(),
+        2,
+        "the poisoned and the unreadable report"
+    );
+    assert_eq!(status(&store, &poisoned).await, Status::Sent);
+    let parked = queue
+        .consumer(Topic::ParkedReports, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer")
+        .fetch(10)
+        .await
+        .expect("fetch");
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0].payload, poisoned_report);
+    assert_eq!(parked[1].payload, b"not json".to_vec());
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+}
