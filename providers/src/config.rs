@@ -85,6 +85,7 @@ async fn build_one(
     tokens: &mut HashMap<String, SecretString>,
     devices: &Arc<dyn DeviceRegistry>,
     push: &mut Vec<Arc<SnsPushProvider>>,
+    send_timeout: std::time::Duration,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     Ok(match config {
         ProviderConfig::Kaleyra(k) => {
@@ -95,7 +96,13 @@ async fn build_one(
         ProviderConfig::Ses(c) => Arc::new(SesProvider::new(name, c).await?),
         ProviderConfig::SnsSms(c) => Arc::new(SnsSmsProvider::new(name, c).await?),
         ProviderConfig::SnsPush(c) => {
-            let provider = Arc::new(SnsPushProvider::new(name, c, devices.clone()).await?);
+            // Each device of a fan-out gets its own bound, inside the
+            // router's: one slow device cannot make the whole push ambiguous.
+            let provider = Arc::new(
+                SnsPushProvider::new(name, c, devices.clone())
+                    .await?
+                    .with_device_timeout(send_timeout * 3 / 4),
+            );
             push.push(provider.clone());
             provider
         }
@@ -141,7 +148,7 @@ pub async fn build(
     for (name, config) in providers {
         built.insert(
             name.clone(),
-            build_one(name, config, &mut tokens, &devices, &mut push).await?,
+            build_one(name, config, &mut tokens, &devices, &mut push, send_timeout).await?,
         );
     }
     for simulator in simulators {

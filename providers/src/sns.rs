@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
@@ -152,6 +153,70 @@ pub struct SnsPushProvider {
     client: aws_sdk_sns::Client,
     applications: BTreeMap<Platform, String>,
     devices: Arc<dyn DeviceRegistry>,
+    /// Longest wait for one device's publish in a fan-out.
+    device_timeout: Duration,
+}
+
+/// Keys of a push's `data` that would replace what MDC builds: APNs reads
+/// `aps` at the top level beside the data; FCM keeps data in its own object.
+pub const RESERVED_DATA_KEYS: &[&str] = &["aps", "notification"];
+
+/// Sends to every device at once, each bounded by `limit`. A device that
+/// does not answer in time is ambiguous on its own; the others keep their
+/// outcome, so a retry never pushes again to a device that took the push.
+async fn fan_out<'a, F, Fut>(devices: &'a [&'a Device], limit: Duration, send: F) -> Vec<DeviceSend>
+where
+    F: Fn(&'a Device) -> Fut,
+    Fut: std::future::Future<Output = DeviceSend>,
+{
+    futures::future::join_all(devices.iter().map(|device| {
+        let sending = send(device);
+        async move {
+            match tokio::time::timeout(limit, sending).await {
+                Ok(sent) => sent,
+                Err(_) => DeviceSend {
+                    token: device.token.clone(),
+                    result: Err(ProviderError::Ambiguous {
+                        message: format!("no answer from SNS within {limit:?} for this device"),
+                    }),
+                },
+            }
+        }
+    }))
+    .await
+}
+
+/// One push's outcome from its devices' outcomes: sent when at least one
+/// device took it, otherwise the most hopeful error.
+fn settle_devices(sends: Vec<DeviceSend>) -> Result<Receipt, ProviderError> {
+    let report: Vec<serde_json::Value> = sends
+        .iter()
+        .map(|s| match &s.result {
+            Ok(id) => json!({ "token": s.token, "MessageId": id }),
+            Err(e) => json!({ "token": s.token, "error": e.to_string() }),
+        })
+        .collect();
+    if let Some(id) = sends.iter().find_map(|s| s.result.as_ref().ok()) {
+        return Ok(Receipt {
+            provider_message_id: id.clone(),
+            raw: json!({ "MessageId": id, "devices": report }),
+        });
+    }
+    let errors: Vec<ProviderError> = sends.into_iter().filter_map(|s| s.result.err()).collect();
+    Err(errors
+        .iter()
+        .find(|e| matches!(e, ProviderError::Ambiguous { .. }))
+        .or_else(|| {
+            errors
+                .iter()
+                .find(|e| matches!(e, ProviderError::Transient { .. }))
+        })
+        .or(errors.first())
+        .cloned()
+        .unwrap_or(ProviderError::Permanent {
+            code: "NO_DEVICES".into(),
+            message: "no device on a configured platform".into(),
+        }))
 }
 
 /// One device's outcome in a fan-out.
@@ -178,7 +243,15 @@ impl SnsPushProvider {
             client: client(name, &config.aws).await?,
             applications: config.platform_applications.clone(),
             devices,
+            device_timeout: Duration::from_secs(8),
         })
+    }
+
+    /// Bounds each device's publish in a fan-out (default 8 s); keep it
+    /// below the router's send timeout.
+    pub fn with_device_timeout(mut self, limit: Duration) -> Self {
+        self.device_timeout = limit;
+        self
     }
 
     pub fn serves(&self, platform: Platform) -> bool {
@@ -233,7 +306,9 @@ impl SnsPushProvider {
             Platform::Apns | Platform::ApnsSandbox => {
                 let mut aps = json!({ "aps": { "alert": { "title": title, "body": body } } });
                 for (k, v) in data {
-                    aps[k] = v.clone();
+                    if !RESERVED_DATA_KEYS.contains(&k.as_str()) {
+                        aps[k] = v.clone();
+                    }
                 }
                 (
                     if platform == Platform::Apns {
@@ -286,9 +361,17 @@ impl SnsPushProvider {
         data: &serde_json::Map<String, serde_json::Value>,
     ) -> DeviceSend {
         let result = async {
+            // Only the registry names endpoints: an ARN given as a token
+            // could be any topic or endpoint the role may publish to.
             let endpoint = match &device.endpoint {
                 Some(endpoint) => endpoint.clone(),
-                None if device.token.starts_with("arn:") => device.token.clone(),
+                None if device.token.starts_with("arn:") => {
+                    return Err(ProviderError::Permanent {
+                        code: "ARN_TARGET".into(),
+                        message: "an SNS ARN is not a push target; register the device token"
+                            .into(),
+                    })
+                }
                 None => self.endpoint(device.platform, &device.token).await?,
             };
             let output = self
@@ -357,42 +440,99 @@ impl Provider for SnsPushProvider {
                     devices
                 }
             };
-        let mut sends = Vec::new();
-        for device in devices.iter().filter(|d| self.serves(d.platform)) {
-            sends.push(self.send_to(device, title.as_deref(), body, data).await);
-        }
-        let report: Vec<serde_json::Value> = sends
-            .iter()
-            .map(|s| match &s.result {
-                Ok(id) => json!({ "token": s.token, "MessageId": id }),
-                Err(e) => json!({ "token": s.token, "error": e.to_string() }),
-            })
-            .collect();
-        // Delivered to at least one device: sent. Otherwise the most hopeful error.
-        if let Some(id) = sends.iter().find_map(|s| s.result.as_ref().ok()) {
-            return Ok(Receipt {
-                provider_message_id: id.clone(),
-                raw: json!({ "MessageId": id, "devices": report }),
-            });
-        }
-        let errors: Vec<ProviderError> = sends.into_iter().filter_map(|s| s.result.err()).collect();
-        Err(errors
-            .iter()
-            .find(|e| matches!(e, ProviderError::Ambiguous { .. }))
-            .or_else(|| {
-                errors
-                    .iter()
-                    .find(|e| matches!(e, ProviderError::Transient { .. }))
-            })
-            .or(errors.first())
-            .cloned()
-            .unwrap_or(ProviderError::Permanent {
-                code: "NO_DEVICES".into(),
-                message: "no device on a configured platform".into(),
-            }))
+        let served: Vec<&Device> = devices.iter().filter(|d| self.serves(d.platform)).collect();
+        let sends = fan_out(&served, self.device_timeout, |device| {
+            self.send_to(device, title.as_deref(), body, data)
+        })
+        .await;
+        settle_devices(sends)
     }
 
     async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(token: &str) -> Device {
+        Device::new("alice", Platform::Fcm, token)
+    }
+
+    /// One device that never answers: the others keep their outcome and the
+    /// push counts as sent, so nothing is pushed again.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_device_does_not_make_the_whole_push_ambiguous() {
+        let devices = [
+            device("tok-fast-1"),
+            device("tok-slow"),
+            device("tok-fast-2"),
+        ];
+        let refs: Vec<&Device> = devices.iter().collect();
+        let started = tokio::time::Instant::now();
+        let sends = fan_out(&refs, Duration::from_secs(6), |d| async move {
+            if d.token == "tok-slow" {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            DeviceSend {
+                token: d.token.clone(),
+                result: Ok(format!("id-{}", d.token)),
+            }
+        })
+        .await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(6),
+            "devices are pushed at once, each within its own bound"
+        );
+        assert!(matches!(
+            sends[1].result,
+            Err(ProviderError::Ambiguous { .. })
+        ));
+        let receipt = settle_devices(sends).expect("sent to two of three");
+        assert_eq!(receipt.provider_message_id, "id-tok-fast-1");
+        assert_eq!(receipt.raw["devices"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn no_device_taking_it_gives_the_most_hopeful_error() {
+        let failed = |token: &str, error: ProviderError| DeviceSend {
+            token: token.into(),
+            result: Err(error),
+        };
+        let refused = ProviderError::Permanent {
+            code: "EndpointDisabled".into(),
+            message: "disabled".into(),
+        };
+        let sends = vec![
+            failed("a-token-1", refused.clone()),
+            failed("a-token-2", ProviderError::transient("503")),
+        ];
+        assert!(matches!(
+            settle_devices(sends),
+            Err(ProviderError::Transient { .. })
+        ));
+        assert!(matches!(
+            settle_devices(vec![failed("a-token-1", refused)]),
+            Err(ProviderError::Permanent { .. })
+        ));
+    }
+
+    #[test]
+    fn data_cannot_replace_the_aps_block() {
+        let mut data = serde_json::Map::new();
+        data.insert("aps".into(), json!({ "alert": "spoofed", "badge": 99 }));
+        data.insert("order".into(), json!(42));
+        let payload =
+            SnsPushProvider::payload(Platform::Apns, Some("Shipped"), "On its way", &data);
+        let outer: serde_json::Value = serde_json::from_str(&payload).expect("json");
+        let apns: serde_json::Value =
+            serde_json::from_str(outer["APNS"].as_str().expect("APNS")).expect("json");
+        assert_eq!(apns["aps"]["alert"]["body"], "On its way");
+        assert!(apns["aps"].get("badge").is_none());
+        assert_eq!(apns["order"], 42);
     }
 }

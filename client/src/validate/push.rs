@@ -7,9 +7,13 @@ pub const MAX_PUSH_PAYLOAD: usize = 4096;
 const MAX_TOKEN: usize = 4096;
 const MIN_TOKEN: usize = 8;
 const MAX_USER_ID: usize = 128;
+/// Keys of `data` that would replace the notification MDC builds (APNs
+/// `aps`, FCM `notification`).
+pub const RESERVED_DATA_KEYS: &[&str] = &["aps", "notification"];
 
 /// `user:<id>` addresses every device of a user; anything else is a device
-/// token (APNs hex, FCM registration token, or an SNS endpoint ARN).
+/// token (APNs hex or FCM registration token). An SNS ARN is refused: it
+/// could name any topic or endpoint MDC's AWS role may publish to.
 pub fn push_target(field: &str, input: &str) -> Result<PushTarget, ValidationError> {
     let input = input.trim();
     if input.is_empty() {
@@ -34,6 +38,13 @@ pub fn push_target(field: &str, input: &str) -> Result<PushTarget, ValidationErr
                 format!("user ids are 1-{MAX_USER_ID} characters of letters, digits and - _ . @ :"),
             ))
         };
+    }
+    if input.starts_with("arn:") {
+        return Err(ValidationError::new(
+            field,
+            "push_token_arn",
+            "an SNS ARN is not a push target: send to the device token or user:<id>",
+        ));
     }
     let ok = (MIN_TOKEN..=MAX_TOKEN).contains(&input.len())
         && input
@@ -62,6 +73,15 @@ pub fn push_payload(
             "required",
             "a push notification needs a body",
         ));
+    }
+    for key in RESERVED_DATA_KEYS {
+        if data.contains_key(*key) {
+            return Err(ValidationError::new(
+                &format!("data.{key}"),
+                "push_data_reserved",
+                format!("`{key}` is built by MDC from title and body; use another key"),
+            ));
+        }
     }
     let payload = serde_json::json!({ "title": title, "body": body, "data": data });
     let size = payload.to_string().len();
@@ -102,6 +122,21 @@ mod tests {
             push_target("to", "has spaces in it").map_err(|e| e.rule),
             Err("push_token")
         );
+        assert_eq!(
+            push_target("to", "arn:aws:sns:us-east-1:123456789012:any-topic").map_err(|e| e.rule),
+            Err("push_token_arn")
+        );
+    }
+
+    #[test]
+    fn data_cannot_carry_the_notification_blocks() {
+        for key in ["aps", "notification"] {
+            let mut data = serde_json::Map::new();
+            data.insert(key.into(), serde_json::json!({ "alert": "spoofed" }));
+            let error = push_payload(Some("t"), "b", &data).expect_err("reserved");
+            assert_eq!(error.field, format!("data.{key}"));
+            assert_eq!(error.rule, "push_data_reserved");
+        }
     }
 
     #[test]

@@ -147,6 +147,34 @@ async fn pushes_to_a_token_and_a_disabled_endpoint_fails_permanently_and_deactiv
     assert!(devices.for_user("alice").await.expect("list").is_empty());
 }
 
+/// An ARN given as a device token could be any topic the role may publish
+/// to: it is refused without a publish.
+#[tokio::test]
+async fn an_arn_is_not_a_push_target() {
+    let client = sdk().await;
+    let fcm = application(&client, "GCM").await;
+    let topic = client
+        .create_topic()
+        .name(format!("any-topic-{}", ulid::Ulid::new()))
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let sns = SnsPushProvider::new(
+        "sns-push",
+        &config(BTreeMap::from([(Platform::Fcm, fcm)])),
+        registry(),
+    )
+    .await
+    .expect("provider");
+    match sns.send(&push(PushTarget::DeviceToken(topic))).await {
+        Err(ProviderError::Permanent { code, .. }) => assert_eq!(code, "ARN_TARGET"),
+        other => panic!("an ARN target must be refused, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_user_target_fans_out_to_every_active_device() {
     let client = sdk().await;
