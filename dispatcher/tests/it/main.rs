@@ -3,6 +3,7 @@
 //! tokio's controlled clock, never by sleeping.
 
 mod harness;
+mod kaleyra;
 
 use std::time::Duration;
 
