@@ -15,6 +15,7 @@ pub mod message;
 pub mod ports;
 pub mod report;
 pub mod status;
+pub mod supervise;
 
 pub use id::MessageId;
 pub use message::{Channel, Content, Event, Message, MessageRecord, MessageType, Priority};

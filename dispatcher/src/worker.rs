@@ -24,6 +24,7 @@ use mdc_core::ports::{
     CachedMessage, Claim, ConsumerSpec, Delivery, MessageCache, ProviderError, Queue,
     QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError, Topic, Transition,
 };
+use mdc_core::supervise::TaskHealth;
 use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -61,8 +62,8 @@ pub struct Dispatcher {
     cache: Arc<dyn MessageCache>,
     config: DispatcherConfig,
     in_flight: Semaphore,
-    /// Lane consumers that panicked and were started again.
-    restarts: std::sync::atomic::AtomicU64,
+    /// Counts lane consumers that panicked and were started again.
+    health: Arc<TaskHealth>,
 }
 
 /// A std duration as chrono's, saturating (config durations are bounded).
@@ -99,13 +100,19 @@ impl Dispatcher {
             cache,
             config,
             in_flight,
-            restarts: Default::default(),
+            health: Arc::default(),
         }
+    }
+
+    /// Counts restarts in `health` (shared with the process's other tasks).
+    pub fn with_health(mut self, health: Arc<TaskHealth>) -> Self {
+        self.health = health;
+        self
     }
 
     /// How many lane consumers panicked and were started again.
     pub fn restarts(&self) -> u64 {
-        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+        self.health.restarts()
     }
 
     /// Consumes every lane until `shutdown`, then finishes the sends in flight
@@ -173,8 +180,8 @@ impl Dispatcher {
             match lane.await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_panic() => {
-                    self.restarts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.health
+                        .restarted(&format!("dispatcher {topic}"), &e.to_string());
                     tracing::error!(%topic, error = %e, "A lane consumer panicked; starting it again");
                     if shutdown.is_cancelled() {
                         return Ok(());

@@ -6,6 +6,7 @@ use mdc_core::ports::{
     ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, Store, StoreError, Topic,
     Transition, Updated,
 };
+use mdc_core::supervise::TaskHealth;
 use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,7 @@ pub struct ResponseHandler {
     /// Vendor message id → message, tried before the store.
     cache: Arc<dyn MessageCache>,
     parked: AtomicU64,
+    health: Arc<TaskHealth>,
 }
 
 impl ResponseHandler {
@@ -42,11 +44,19 @@ impl ResponseHandler {
             store,
             cache,
             parked: AtomicU64::new(0),
+            health: Arc::default(),
         }
     }
 
+    /// Counts restarts in `health` (shared with the process's other tasks).
+    pub fn with_health(mut self, health: Arc<TaskHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
     /// Runs `consumers` members of the group until `shutdown`; in-flight
-    /// reports are finished first.
+    /// reports are finished first. A consumer that panics is logged, counted
+    /// and started again; its unacknowledged reports come back to it.
     pub async fn run(
         self: Arc<Self>,
         consumers: u32,
@@ -54,26 +64,39 @@ impl ResponseHandler {
     ) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for index in 0..consumers {
-            let consumer = self
-                .queue
-                .consumer(
-                    Topic::Responses,
-                    ConsumerSpec {
-                        index,
-                        count: consumers,
-                    },
-                )
-                .await?;
+            let spec = ConsumerSpec {
+                index,
+                count: consumers,
+            };
             let this = self.clone();
             let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                this.consume(consumer, shutdown).await
-            }));
+            tasks.push(tokio::spawn(this.supervise(spec, shutdown)));
         }
         for task in tasks {
-            task.await?;
+            task.await??;
         }
         Ok(())
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        spec: ConsumerSpec,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            let consumer = self.queue.consumer(Topic::Responses, spec).await?;
+            let this = self.clone();
+            let token = shutdown.clone();
+            match tokio::spawn(async move { this.consume(consumer, token).await }).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                    self.health.restarted("response handler", &e.to_string());
+                    tracing::error!(error = %e, "A reports consumer panicked; starting it again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn consume(&self, consumer: Arc<dyn QueueConsumer>, shutdown: CancellationToken) {

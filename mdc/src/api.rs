@@ -36,6 +36,19 @@ pub struct State {
     /// Push providers that register device endpoints at registration.
     pub push_endpoints: Vec<Arc<SnsPushProvider>>,
     pub max_body_bytes: usize,
+    /// Restarts of this process's workers.
+    pub health: Arc<mdc_core::supervise::TaskHealth>,
+}
+
+/// `ok` while every worker runs; `restarts` counts workers that panicked
+/// and were started again (alert on it growing), `last_restart` names the
+/// latest. A worker that stopped for good ends the process instead.
+async fn healthz(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "restarts": state.health.restarts(),
+        "last_restart": state.health.last(),
+    }))
 }
 
 /// The endpoints of `roles`: ingest serves the message, stats and device
@@ -52,10 +65,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                 }
             })
             .app_data(state.clone())
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
-            )
+            .route("/healthz", web::get().to(healthz))
             .configure(|cfg| {
                 if roles.ingest {
                     cfg.route("/v1/messages", web::post().to(submit))

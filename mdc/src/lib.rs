@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mdc_client::Submitter;
 use mdc_core::ports::{Provider, Queue, ReportSink};
+use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
 use mdc_dispatcher::Dispatcher;
 use mdc_embedded::Embedded;
@@ -147,15 +148,21 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         sink: reports,
     });
 
-    let dispatcher = Arc::new(Dispatcher::new(
-        queue.clone(),
-        store.clone(),
-        retry.clone(),
-        built.routes,
-        cache.clone(),
-        config.dispatcher.clone(),
-    ));
-    let responses = Arc::new(ResponseHandler::new(queue.clone(), store.clone(), cache));
+    let health = Arc::new(TaskHealth::default());
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            queue.clone(),
+            store.clone(),
+            retry.clone(),
+            built.routes,
+            cache.clone(),
+            config.dispatcher.clone(),
+        )
+        .with_health(health.clone()),
+    );
+    let responses = Arc::new(
+        ResponseHandler::new(queue.clone(), store.clone(), cache).with_health(health.clone()),
+    );
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
         retry.clone(),
@@ -168,15 +175,23 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         tasks.spawn(dispatcher.run(workers.clone()));
     }
     if roles.handlers {
-        let reconcile_token = workers.clone();
+        // Their state lives in the backends: a panicked pass or firing is
+        // simply started again.
+        let (token, health_of) = (workers.clone(), health.clone());
         tasks.spawn(async move {
-            reconciler.run(reconcile_token).await;
+            supervise("reconciler", &health_of, || {
+                reconciler.clone().run(token.clone())
+            })
+            .await;
             Ok(())
         });
         tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
-        let retry_token = workers.clone();
+        let (token, health_of) = (workers.clone(), health.clone());
         tasks.spawn(async move {
-            retries.run(retry_token).await;
+            supervise("retry handler", &health_of, || {
+                retries.clone().run(token.clone())
+            })
+            .await;
             Ok(())
         });
     }
@@ -197,6 +212,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         devices,
         push_endpoints: built.push_endpoints,
         max_body_bytes: config.max_body_bytes,
+        health: health.clone(),
     };
     let server = api::server(state, config.listen, roles)
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -204,10 +220,18 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     let http = tokio::spawn(server);
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), roles = ?roles.names(), "MDC is serving");
 
+    // A worker that ends before the shutdown leaves work undone: stop the
+    // process with an error, so a supervisor restarts it and it is seen.
+    let mut stopped = None;
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("Shutting down: no new requests; draining in-flight work"),
         result = tasks.join_next() => {
             tracing::error!(?result, "A worker stopped unexpectedly; shutting down");
+            stopped = Some(match result {
+                Some(Ok(Err(e))) => format!("{e:#}"),
+                Some(Err(e)) => e.to_string(),
+                _ => "it returned".to_owned(),
+            });
         }
     }
     handle.stop(true).await;
@@ -219,6 +243,9 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             Ok(Err(e)) => tracing::error!(error = %e, "Worker failed"),
             Err(e) => tracing::error!(error = %e, "Worker panicked"),
         }
+    }
+    if let Some(why) = stopped {
+        anyhow::bail!("a worker stopped unexpectedly: {why}");
     }
     tracing::info!("MDC stopped cleanly");
     Ok(())

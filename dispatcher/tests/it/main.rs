@@ -45,14 +45,22 @@ async fn an_accepted_send_whose_outcome_cannot_be_stored_is_not_sent_again() {
 async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
     // One send every 20 s: the second message waits far longer than the lease.
     let h = Harness::start(config(), Some((0.05, 1))).await;
-    let first = h.submit("+14155550101", Priority::Normal).await;
-    let second = h.submit("+14155550102", Priority::Normal).await;
-    h.wait_for(&first, Status::Sent, Duration::from_secs(10))
-        .await;
+    let a = h.submit("+14155550101", Priority::Normal).await;
+    let b = h.submit("+14155550102", Priority::Normal).await;
+    // Whichever takes the one token goes first; the other waits for the next.
+    h.wait_until(Duration::from_secs(10), || {
+        h.provider.sends_with_prefix("+141555501") == 1
+    })
+    .await;
+    let (second, to) = if h.provider.sends("+14155550101") == 0 {
+        (a, "+14155550101")
+    } else {
+        (b, "+14155550102")
+    };
     // Three leases later the second is still waiting for its token; a second
     // dispatcher (or the reconciler's retry) must find it held.
     tokio::time::sleep(Duration::from_secs(18)).await;
-    assert_eq!(h.provider.sends("+14155550102"), 0, "still waiting");
+    assert_eq!(h.provider.sends(to), 0, "still waiting");
     let now = mdc_core::now();
     match h
         .store
@@ -65,7 +73,7 @@ async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
     }
     h.wait_for(&second, Status::Sent, Duration::from_secs(30))
         .await;
-    assert_eq!(h.provider.sends("+14155550102"), 1);
+    assert_eq!(h.provider.sends(to), 1);
     assert_eq!(h.record(&second).await.attempts, 1);
     h.stop().await;
 }
