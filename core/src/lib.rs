@@ -16,6 +16,7 @@ pub mod ports;
 pub mod report;
 pub mod status;
 pub mod supervise;
+pub mod trail;
 
 pub use id::MessageId;
 pub use message::{Channel, Content, Event, Message, MessageRecord, MessageType, Priority};

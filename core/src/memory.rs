@@ -111,7 +111,11 @@ impl Store for MemoryStore {
             }
         }
         Ok(match lock(&self.records).get_mut(id) {
-            Some(record) => apply_update(record, transition),
+            Some(record) => {
+                let updated = apply_update(record, transition);
+                record.events = crate::trail::compact(std::mem::take(&mut record.events));
+                updated
+            }
             None => Updated::NotFound,
         })
     }

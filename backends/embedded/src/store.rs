@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
 use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
-use mdc_core::{Event, MessageId, MessageRecord, Status, Timestamp};
+use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::db::{Db, DbError};
@@ -59,11 +59,17 @@ fn save(
     let created = record.message.created_at.timestamp_millis();
     {
         let mut events = txn.open_table(EVENTS)?;
+        let added = record.events.len() as u32;
         for (i, event) in record.events.drain(..).enumerate() {
             events.insert(
                 (id, first_event_seq + i as u32),
                 serde_json::to_vec(&event)?.as_slice(),
             )?;
+        }
+        // Sequence numbers only grow and are renumbered from 0 when the
+        // trail is compacted, so the next one bounds the trail's length.
+        if (first_event_seq + added) as usize > trail::MAX_TRAIL {
+            compact_events(&mut events, id)?;
         }
     }
     let status = record.status.as_str();
@@ -79,6 +85,29 @@ fn save(
             .insert(provider_key(provider, pmid).as_str(), id)?;
     }
     messages.insert(id, serde_json::to_vec(record)?.as_slice())?;
+    Ok(())
+}
+
+/// Folds the middle of an over-long trail into a summary and renumbers it.
+fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), DbError> {
+    let mut all = Vec::new();
+    for entry in events.range((id, 0)..=(id, u32::MAX))? {
+        let (_, value) = entry?;
+        all.push(serde_json::from_slice::<Event>(value.value())?);
+    }
+    if all.len() <= trail::MAX_TRAIL {
+        return Ok(());
+    }
+    let seqs: Vec<u32> = events
+        .range((id, 0)..=(id, u32::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        events.remove((id, seq))?;
+    }
+    for (seq, event) in trail::compact(all).iter().enumerate() {
+        events.insert((id, seq as u32), serde_json::to_vec(event)?.as_slice())?;
+    }
     Ok(())
 }
 

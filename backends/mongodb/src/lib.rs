@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::store::{apply_claim, apply_update};
 use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
-use mdc_core::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
+use mdc_core::{trail, Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
@@ -48,6 +48,9 @@ fn other(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Fields that may be absent (None) and must then be unset, not kept.
+/// Every this many versions, a write checks the trail's length.
+const TRAIL_CHECK_EVERY: i64 = 8;
+
 const OPTIONAL: [&str; 4] = [
     "lease_until",
     "next_attempt_at",
@@ -60,12 +63,13 @@ fn to_document(record: &MessageRecord, version: i64) -> Result<Document, StoreEr
     document.insert("_id", record.message.id.as_str());
     document.insert("version", version);
     document.insert("created_ms", record.message.created_at.timestamp_millis());
+    document.insert("event_count", record.events.len() as i64);
     Ok(document)
 }
 
 fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreError> {
     let version = document.get_i64("version").map_err(other)?;
-    for key in ["_id", "version", "created_ms"] {
+    for key in ["_id", "version", "created_ms", "event_count"] {
         document.remove(key);
     }
     if !document.contains_key("events") {
@@ -158,6 +162,56 @@ impl MongoStore {
         Ok(None)
     }
 
+    /// Folds the middle of an over-long trail into one summary event
+    /// ([`trail::compact`]), unless the message moved on meanwhile (the
+    /// next check catches it then).
+    async fn compact_trail(
+        &self,
+        channel: Channel,
+        id: &MessageId,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        let collection = &self.collections[&channel];
+        let filter = doc! { "_id": id.as_str(), "version": version };
+        let Some(counted) = collection
+            .find_one(filter.clone())
+            .projection(doc! { "event_count": 1 })
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        let count = match counted.get("event_count") {
+            Some(Bson::Int32(n)) => i64::from(*n),
+            Some(Bson::Int64(n)) => *n,
+            _ => 0,
+        };
+        if count as usize <= trail::MAX_TRAIL {
+            return Ok(());
+        }
+        let Some(document) = collection
+            .find_one(filter.clone())
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        let (record, _) = from_document(document)?;
+        let events = trail::compact(record.events);
+        let count = events.len() as i64;
+        let events = bson::to_bson(&events).map_err(other)?;
+        collection
+            .update_one(
+                filter,
+                doc! {
+                    "$set": { "events": events, "event_count": count, "version": version + 1 },
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Read, decide with `rule`, write only if nobody wrote in between; again
     /// otherwise.
     async fn modify<T, F>(&self, id: &MessageId, mut rule: F) -> Result<Option<T>, StoreError>
@@ -176,7 +230,7 @@ impl MongoStore {
             }
             let events: Vec<Event> = std::mem::take(&mut record.events);
             let mut set = to_document(&record, version + 1)?;
-            for key in ["_id", "message", "events", "created_ms"] {
+            for key in ["_id", "message", "events", "created_ms", "event_count"] {
                 set.remove(key);
             }
             let mut unset = Document::new();
@@ -185,8 +239,13 @@ impl MongoStore {
                     unset.insert(key, "");
                 }
             }
+            let added = events.len() as i64;
             let events = bson::to_bson(&events).map_err(other)?;
-            let mut change = doc! { "$set": set, "$push": { "events": { "$each": events } } };
+            let mut change = doc! {
+                "$set": set,
+                "$push": { "events": { "$each": events } },
+                "$inc": { "event_count": added },
+            };
             if !unset.is_empty() {
                 change.insert("$unset", unset);
             }
@@ -197,6 +256,11 @@ impl MongoStore {
                 .await
                 .map_err(unavailable)?;
             if result.matched_count == 1 {
+                // Checked every few writes: a trail overshoots its bound by
+                // at most that many events.
+                if added > 0 && (version + 1) % TRAIL_CHECK_EVERY == 0 {
+                    self.compact_trail(channel, id, version + 1).await?;
+                }
                 return Ok(Some(out));
             }
             // Someone else moved the message meanwhile: decide again on what is there now.

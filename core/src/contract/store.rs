@@ -515,6 +515,49 @@ pub async fn a_lease_is_extended_only_by_its_attempt(store: Arc<dyn Store>) {
     );
 }
 
+/// A trail that keeps growing is compacted: its start and its latest events
+/// stay, the middle is summarised, and the record stays readable.
+pub async fn a_long_trail_is_compacted(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550112").await;
+    let id = &record.message.id;
+    let total = crate::trail::MAX_TRAIL + 100;
+    for i in 0..total {
+        store
+            .update(
+                id,
+                Transition::event(Event::new("test", format!("note {i}"))),
+            )
+            .await
+            .expect("update");
+    }
+    let got = store.get(id).await.expect("get").expect("present");
+    assert!(
+        got.events.len() <= crate::trail::MAX_TRAIL + 16,
+        "{} events kept",
+        got.events.len()
+    );
+    assert_eq!(got.events[0].details, "accepted", "the start is kept");
+    assert_eq!(
+        got.events.last().map(|e| e.details.clone()),
+        Some(format!("note {}", total - 1)),
+        "the latest event is kept"
+    );
+    let summaries: Vec<_> = got
+        .events
+        .iter()
+        .filter(|e| e.component == crate::trail::SUMMARY_COMPONENT)
+        .collect();
+    assert_eq!(summaries.len(), 1, "one summary");
+    let summarised = summaries[0].raw.as_ref().expect("raw")["summarised"]["events"]
+        .as_u64()
+        .expect("count") as usize;
+    assert_eq!(
+        summarised + got.events.len() - 1,
+        total + 1,
+        "every event is kept or counted"
+    );
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -537,6 +580,7 @@ macro_rules! store_contract {
                 counts_messages_by_status,
                 discarding_removes_only_messages_no_attempt_has_touched,
                 a_lease_is_extended_only_by_its_attempt,
+                a_long_trail_is_compacted,
             ]
         );
     };
