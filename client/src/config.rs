@@ -1,3 +1,4 @@
+use mdc_core::InvalidSetting;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -60,21 +61,28 @@ impl ClientConfig {
     }
 
     /// Errors name the config key at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.sms_max_segments == 0 {
-            return Err("client.sms_max_segments must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "client.sms_max_segments",
+                "must be at least 1",
+            ));
         }
         for (kind, deadline) in &self.deadlines {
             if deadline.is_zero() {
-                return Err(format!("client.deadlines.{kind} must be longer than zero"));
+                return Err(InvalidSetting::new(
+                    format!("client.deadlines.{kind}"),
+                    "must be longer than zero",
+                ));
             }
         }
         for (kind, sender) in &self.senders {
             if sender.is_empty()
                 || sender.len() > 11 && !sender.chars().all(|c| c.is_ascii_digit() || c == '+')
             {
-                return Err(format!(
-                    "client.senders.{kind} must be 1-11 letters/digits or a phone number, got {sender:?}"
+                return Err(InvalidSetting::new(
+                    format!("client.senders.{kind}"),
+                    format!("must be 1-11 letters/digits or a phone number, got {sender:?}"),
                 ));
             }
         }

@@ -26,18 +26,18 @@ pub enum SubmitError {
     Invalid(#[from] ValidationError),
     /// Nothing was queued; the caller may retry (with the same idempotency key).
     #[error("cannot accept messages right now: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] mdc_core::ports::BoxError),
 }
 
 impl From<StoreError> for SubmitError {
     fn from(e: StoreError) -> Self {
-        SubmitError::Unavailable(e.to_string())
+        SubmitError::Unavailable(e.into())
     }
 }
 
 impl From<QueueError> for SubmitError {
     fn from(e: QueueError) -> Self {
-        SubmitError::Unavailable(e.to_string())
+        SubmitError::Unavailable(e.into())
     }
 }
 

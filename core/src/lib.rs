@@ -14,6 +14,7 @@ pub mod memory;
 pub mod message;
 pub mod ports;
 pub mod report;
+pub mod setting;
 pub mod status;
 pub mod supervise;
 pub mod trail;
@@ -21,6 +22,7 @@ pub mod trail;
 pub use id::MessageId;
 pub use message::{Channel, Content, Event, Message, MessageRecord, MessageType, Priority};
 pub use report::{DeliveryReport, ReportOutcome};
+pub use setting::InvalidSetting;
 pub use status::Status;
 
 /// Wall-clock time as MDC stores it everywhere.

@@ -1,3 +1,4 @@
+use mdc_core::InvalidSetting;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -83,28 +84,44 @@ impl DispatcherConfig {
     }
 
     /// Errors name the config key at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         for (priority, &n) in &self.consumers {
             if n == 0 || n > 256 {
-                return Err(format!(
-                    "dispatcher.consumers.{priority} must be between 1 and 256"
+                return Err(InvalidSetting::new(
+                    format!("dispatcher.consumers.{priority}"),
+                    "must be between 1 and 256",
                 ));
             }
         }
         if self.batch_size == 0 {
-            return Err("dispatcher.batch_size must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "dispatcher.batch_size",
+                "must be at least 1",
+            ));
         }
         if self.max_in_flight == 0 {
-            return Err("dispatcher.max_in_flight must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "dispatcher.max_in_flight",
+                "must be at least 1",
+            ));
         }
         if self.send_timeout.is_zero() {
-            return Err("dispatcher.send_timeout must be longer than zero".into());
+            return Err(InvalidSetting::new(
+                "dispatcher.send_timeout",
+                "must be longer than zero",
+            ));
         }
         if self.lease <= self.send_timeout {
-            return Err("dispatcher.lease must be longer than dispatcher.send_timeout".into());
+            return Err(InvalidSetting::new(
+                "dispatcher.lease",
+                "must be longer than dispatcher.send_timeout",
+            ));
         }
         if self.retry_schedule.is_empty() {
-            return Err("dispatcher.retry_schedule must list at least one delay".into());
+            return Err(InvalidSetting::new(
+                "dispatcher.retry_schedule",
+                "must list at least one delay",
+            ));
         }
         let bounds = [
             ("send_timeout", self.send_timeout, MAX_SEND_TIMEOUT),
@@ -113,26 +130,33 @@ impl DispatcherConfig {
         ];
         for (key, value, max) in bounds {
             if value > max {
-                return Err(format!(
-                    "dispatcher.{key} must be at most {}",
-                    humantime::format_duration(max)
+                return Err(InvalidSetting::new(
+                    format!("dispatcher.{key}"),
+                    format!("must be at most {}", humantime::format_duration(max)),
                 ));
             }
         }
         if let Some(delay) = self.retry_schedule.iter().find(|d| **d > MAX_RETRY_DELAY) {
-            return Err(format!(
-                "dispatcher.retry_schedule: {} is longer than the most allowed, {}",
-                humantime::format_duration(*delay),
-                humantime::format_duration(MAX_RETRY_DELAY)
+            return Err(InvalidSetting::new(
+                "dispatcher.retry_schedule",
+                format!(
+                    "has {}, longer than the most allowed, {}",
+                    humantime::format_duration(*delay),
+                    humantime::format_duration(MAX_RETRY_DELAY)
+                ),
             ));
         }
         for (priority, &percent) in &self.min_share {
             if *priority == Priority::Critical && percent > 0 {
-                return Err("dispatcher.min_share.critical cannot be set: nothing pre-empts the critical lane".into());
+                return Err(InvalidSetting::new(
+                    "dispatcher.min_share.critical",
+                    "cannot be set: nothing pre-empts the critical lane",
+                ));
             }
             if percent > 50 {
-                return Err(format!(
-                    "dispatcher.min_share.{priority} must be at most 50 (percent)"
+                return Err(InvalidSetting::new(
+                    format!("dispatcher.min_share.{priority}"),
+                    "must be at most 50 (percent)",
                 ));
             }
         }

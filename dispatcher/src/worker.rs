@@ -417,7 +417,7 @@ impl Dispatcher {
         self.retry
             .schedule(item)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.into()))
     }
 
     /// One attempt of a claimed message, to a stored outcome.

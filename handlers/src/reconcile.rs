@@ -1,3 +1,4 @@
+use mdc_core::InvalidSetting;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,12 +54,18 @@ impl Default for ReconcilerConfig {
 
 impl ReconcilerConfig {
     /// Errors name the config key at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.interval.is_zero() {
-            return Err("reconciler.interval must be more than zero".into());
+            return Err(InvalidSetting::new(
+                "reconciler.interval",
+                "must be more than zero",
+            ));
         }
         if self.batch == 0 {
-            return Err("reconciler.batch must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "reconciler.batch",
+                "must be at least 1",
+            ));
         }
         let day = Duration::from_secs(24 * 3600);
         for (key, value) in [
@@ -67,11 +74,17 @@ impl ReconcilerConfig {
             ("queued_grace", self.queued_grace),
         ] {
             if value > day {
-                return Err(format!("reconciler.{key} must be at most 1 day"));
+                return Err(InvalidSetting::new(
+                    format!("reconciler.{key}"),
+                    "must be at most 1 day",
+                ));
             }
         }
         if self.queued_grace < Duration::from_secs(1) {
-            return Err("reconciler.queued_grace must be at least 1s".into());
+            return Err(InvalidSetting::new(
+                "reconciler.queued_grace",
+                "must be at least 1s",
+            ));
         }
         Ok(())
     }

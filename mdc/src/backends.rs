@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store};
+use mdc_core::InvalidSetting;
 use mdc_embedded::Embedded;
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,7 @@ pub enum QueueBackend {
 impl Backends {
     /// Whether every port that roles share lives outside this process, so
     /// roles can run as separate processes.
-    pub fn shared(&self) -> Result<(), String> {
+    pub fn shared(&self) -> Result<(), InvalidSetting> {
         let mut local = Vec::new();
         if matches!(self.queue, QueueBackend::Embedded) {
             local.push("backends.queue");
@@ -58,15 +59,17 @@ impl Backends {
         if local.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "running some roles only needs backends other processes can reach, but {} {} embedded",
+            Err(InvalidSetting::new(
                 local.join(", "),
-                if local.len() == 1 { "is" } else { "are" }
+                format!(
+                    "{} embedded, but running only some roles needs backends other processes can reach",
+                    if local.len() == 1 { "is" } else { "are" }
+                ),
             ))
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if let QueueBackend::Kafka(kafka) = &self.queue {
             kafka.validate()?;
         }

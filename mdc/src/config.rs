@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use mdc_client::ClientConfig;
-use mdc_core::Priority;
+use mdc_core::{InvalidSetting, Priority};
 use mdc_dispatcher::DispatcherConfig;
 use mdc_embedded::QueueLayout;
 use mdc_handlers::ReconcilerConfig;
@@ -121,7 +121,10 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Parse(String),
     #[error("invalid config: {0}")]
-    Invalid(String),
+    Invalid(#[from] InvalidSetting),
+    /// Loading was never attempted (a test helper's closure did not run).
+    #[error("config not loaded")]
+    NotLoaded,
 }
 
 impl Config {
@@ -148,7 +151,7 @@ impl Config {
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe(e)))?;
-        config.validate().map_err(ConfigError::Invalid)?;
+        config.validate()?;
         config.dispatcher.consumers = config
             .lanes
             .iter()
@@ -157,18 +160,22 @@ impl Config {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         for &priority in Priority::ALL {
             let Some(lane) = self.lanes.get(&priority) else {
-                return Err(format!(
-                    "lanes.{priority} is missing; every priority needs partitions and consumers"
+                return Err(InvalidSetting::new(
+                    format!("lanes.{priority}"),
+                    "is missing; every priority needs partitions and consumers",
                 ));
             };
             check_lane(&format!("lanes.{priority}"), lane)?;
         }
         check_lane("responses", &self.responses)?;
         if self.max_body_bytes < 1024 {
-            return Err("max_body_bytes must be at least 1024".into());
+            return Err(InvalidSetting::new(
+                "max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         self.client.validate()?;
         self.dispatcher.validate()?;
@@ -179,10 +186,10 @@ impl Config {
             // A member that drains for longer than its session is thrown out
             // of the group mid-drain and its partitions handed over.
             if self.dispatcher.drain_timeout >= kafka.session_timeout {
-                return Err(
-                    "dispatcher.drain_timeout must be shorter than backends.queue.session_timeout"
-                        .into(),
-                );
+                return Err(InvalidSetting::new(
+                    "dispatcher.drain_timeout",
+                    "must be shorter than backends.queue.session_timeout",
+                ));
             }
         }
         Ok(())
@@ -200,15 +207,24 @@ impl Config {
     }
 }
 
-fn check_lane(key: &str, lane: &Lane) -> Result<(), String> {
+fn check_lane(key: &str, lane: &Lane) -> Result<(), InvalidSetting> {
     if !(1..=1024).contains(&lane.partitions) {
-        return Err(format!("{key}.partitions must be between 1 and 1024"));
+        return Err(InvalidSetting::new(
+            format!("{key}.partitions"),
+            "must be between 1 and 1024",
+        ));
     }
     if !(1..=256).contains(&lane.consumers) {
-        return Err(format!("{key}.consumers must be between 1 and 256"));
+        return Err(InvalidSetting::new(
+            format!("{key}.consumers"),
+            "must be between 1 and 256",
+        ));
     }
     if lane.consumers > lane.partitions {
-        return Err(format!("{key}.consumers must not exceed {key}.partitions (a consumer without a partition idles)"));
+        return Err(InvalidSetting::new(
+            format!("{key}.consumers"),
+            format!("must not exceed {key}.partitions (a consumer without a partition idles)"),
+        ));
     }
     Ok(())
 }
@@ -245,7 +261,7 @@ pub(crate) fn load_locked(file: Option<&Path>) -> Result<Config, ConfigError> {
         result = Some(Config::load(file, Figment::new()));
         Ok(())
     });
-    result.unwrap_or_else(|| Err(ConfigError::Invalid("not loaded".into())))
+    result.unwrap_or(Err(ConfigError::NotLoaded))
 }
 
 #[cfg(test)]

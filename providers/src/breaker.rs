@@ -2,6 +2,7 @@
 //! a sliding window passes a threshold, stays open for a while, then lets one
 //! probe through (half-open); the probe's outcome closes or reopens it.
 
+use mdc_core::InvalidSetting;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,12 +35,18 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.window == 0 || self.min_requests == 0 || self.min_requests > self.window {
-            return Err("breaker.min_requests must be between 1 and breaker.window".into());
+            return Err(InvalidSetting::new(
+                "breaker.min_requests",
+                "must be between 1 and breaker.window",
+            ));
         }
         if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
-            return Err("breaker.failure_ratio must be in (0, 1]".into());
+            return Err(InvalidSetting::new(
+                "breaker.failure_ratio",
+                "must be in (0, 1]",
+            ));
         }
         Ok(())
     }

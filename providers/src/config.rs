@@ -137,10 +137,10 @@ pub async fn build(
         key: format!("routes.{channel}.members[{i}].{key}"),
         message,
     };
-    breaker.validate().map_err(|m| ConfigError {
+    breaker.validate().map_err(|e| ConfigError {
         provider: String::new(),
-        key: "breaker".into(),
-        message: m,
+        key: e.key,
+        message: e.message,
     })?;
     let mut tokens = HashMap::new();
     let mut push = Vec::new();

@@ -46,11 +46,20 @@ fn token_matches(intake: &KaleyraIntake, provider: &str, given: Option<&str>) ->
     bool::from(expected.expose_secret().as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// Why a callback could not be read; the vendor gets it with a 400.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("malformed JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("not a delivery report: {0}")]
+    NotAReport(#[source] serde_json::Error),
+}
+
 fn parse(
     req: &HttpRequest,
     query: &HashMap<String, String>,
     body: &[u8],
-) -> Result<(CallbackReport, Value), String> {
+) -> Result<(CallbackReport, Value), Malformed> {
     let raw: Value = if req.method() == actix_web::http::Method::GET || body.is_empty() {
         let mut fields: serde_json::Map<String, Value> = query
             .iter()
@@ -64,7 +73,7 @@ fn parse(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"))
     {
-        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?
+        serde_json::from_slice(body).map_err(Malformed::Json)?
     } else {
         Value::Object(
             url::form_urlencoded::parse(body)
@@ -74,7 +83,7 @@ fn parse(
         )
     };
     let report: CallbackReport =
-        serde_json::from_value(raw.clone()).map_err(|e| format!("not a delivery report: {e}"))?;
+        serde_json::from_value(raw.clone()).map_err(Malformed::NotAReport)?;
     Ok((report, raw))
 }
 
@@ -93,7 +102,7 @@ async fn report(
         Ok(parsed) => parsed,
         Err(e) => {
             tracing::warn!(%provider, error = %e, "Malformed Kaleyra callback");
-            return answer(StatusCode::BAD_REQUEST, &e);
+            return answer(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
     let outcome = match report.verdict() {

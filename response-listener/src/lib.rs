@@ -26,7 +26,7 @@ impl QueueReportSink {
 #[async_trait]
 impl ReportSink for QueueReportSink {
     async fn submit(&self, report: DeliveryReport) -> Result<(), QueueError> {
-        let payload = serde_json::to_vec(&report).map_err(|e| QueueError::Other(e.to_string()))?;
+        let payload = serde_json::to_vec(&report).map_err(|e| QueueError::Other(e.into()))?;
         self.queue
             .produce(Topic::Responses, &report.provider_message_id, payload)
             .await

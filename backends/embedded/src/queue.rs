@@ -82,7 +82,7 @@ impl From<DbError> for QueueError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Closed => QueueError::Closed,
-            other => QueueError::Other(other.to_string()),
+            other => QueueError::Other(other.into()),
         }
     }
 }

@@ -57,8 +57,8 @@ pub struct EmbeddedRetry {
 impl From<DbError> for RetryError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Closed => RetryError::Unavailable(e.to_string()),
-            other => RetryError::Other(other.to_string()),
+            DbError::Closed => RetryError::Unavailable(e.into()),
+            other => RetryError::Other(other.into()),
         }
     }
 }
@@ -115,7 +115,7 @@ impl RetryScheduler for EmbeddedRetry {
             priority: item.priority,
             due: item.due,
         })
-        .map_err(|e| RetryError::Other(e.to_string()))?;
+        .map_err(|e| RetryError::Other(e.into()))?;
         let id = item.message_id.as_str().to_owned();
         self.db
             .write(true, move |txn| {

@@ -27,8 +27,8 @@ pub struct EmbeddedStore {
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Closed => StoreError::Unavailable(e.to_string()),
-            other => StoreError::Other(other.to_string()),
+            DbError::Closed => StoreError::Unavailable(e.into()),
+            other => StoreError::Other(other.into()),
         }
     }
 }
@@ -335,7 +335,7 @@ impl Store for EmbeddedStore {
             Ok(counts)
         })
         .await
-        .map_err(|e| StoreError::Other(e.to_string()))?
+        .map_err(|e| StoreError::Other(e.into()))?
         .map_err(StoreError::from)
     }
 
@@ -344,7 +344,7 @@ impl Store for EmbeddedStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || list(&db, &filter))
             .await
-            .map_err(|e| StoreError::Other(e.to_string()))?
+            .map_err(|e| StoreError::Other(e.into()))?
             .map_err(StoreError::from)
     }
 }

@@ -139,7 +139,7 @@ impl KafkaConsumer {
             .set("session.timeout.ms", &session_ms)
             .set("enable.partition.eof", "false")
             .create_with_context(context)
-            .map_err(|e| QueueError::Other(format!("Kafka consumer config: {e}")))?;
+            .map_err(|e| QueueError::Other(format!("Kafka consumer config: {e}").into()))?;
         consumer.subscribe(&[&name]).map_err(unavailable)?;
         Ok(Self {
             topic,
@@ -244,7 +244,7 @@ impl QueueConsumer for KafkaConsumer {
             Ok::<_, QueueError>(())
         })
         .await
-        .map_err(|e| QueueError::Other(e.to_string()))??;
+        .map_err(|e| QueueError::Other(e.into()))??;
         if self.consumer.context().paused.load(Ordering::Acquire) {
             // Polled only to keep the membership alive.
             return Ok(Vec::new());
@@ -315,6 +315,6 @@ impl QueueConsumer for KafkaConsumer {
             }
         })
         .await
-        .map_err(|e| QueueError::Other(e.to_string()))
+        .map_err(|e| QueueError::Other(e.into()))
     }
 }

@@ -14,6 +14,7 @@
 mod consumer;
 mod topics;
 
+use mdc_core::InvalidSetting;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -124,9 +125,12 @@ impl KafkaConfig {
     }
 
     /// Errors name the config key at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.brokers.trim().is_empty() {
-            return Err("backends.queue.brokers must list at least one broker".into());
+            return Err(InvalidSetting::new(
+                "backends.queue.brokers",
+                "must list at least one broker",
+            ));
         }
         if self.prefix.is_empty()
             || !self
@@ -134,27 +138,36 @@ impl KafkaConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            return Err(
-                "backends.queue.prefix must be letters, digits, '.', '_' or '-' (a Kafka topic name)"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "backends.queue.prefix",
+                "must be letters, digits, '.', '_' or '-' (a Kafka topic name)",
+            ));
         }
         if self.replication_factor == 0 {
-            return Err("backends.queue.replication_factor must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "backends.queue.replication_factor",
+                "must be at least 1",
+            ));
         }
         if let Some(min) = self.min_insync_replicas {
             if min == 0 || min > self.replication_factor {
-                return Err(
-                    "backends.queue.min_insync_replicas must be between 1 and replication_factor"
-                        .into(),
-                );
+                return Err(InvalidSetting::new(
+                    "backends.queue.min_insync_replicas",
+                    "must be between 1 and replication_factor",
+                ));
             }
         }
         if self.produce_timeout < Duration::from_millis(100) {
-            return Err("backends.queue.produce_timeout must be at least 100ms".into());
+            return Err(InvalidSetting::new(
+                "backends.queue.produce_timeout",
+                "must be at least 100ms",
+            ));
         }
         if self.session_timeout < Duration::from_secs(1) {
-            return Err("backends.queue.session_timeout must be at least 1s".into());
+            return Err(InvalidSetting::new(
+                "backends.queue.session_timeout",
+                "must be at least 1s",
+            ));
         }
         Ok(())
     }
@@ -268,8 +281,8 @@ pub(crate) fn unavailable(e: KafkaError) -> QueueError {
             | RDKafkaErrorCode::NotLeaderForPartition
             | RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::UnknownTopic,
-        ) => QueueError::Unavailable(format!("Kafka: {e}")),
-        _ => QueueError::Other(format!("Kafka: {e}")),
+        ) => QueueError::Unavailable(format!("Kafka: {e}").into()),
+        _ => QueueError::Other(format!("Kafka: {e}").into()),
     }
 }
 
@@ -302,7 +315,7 @@ fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<Logging>, QueueEr
         .set("message.timeout.ms", &timeout_ms)
         .set("linger.ms", "2")
         .create_with_context(Logging)
-        .map_err(|e| QueueError::Other(format!("Kafka producer config: {e}")))
+        .map_err(|e| QueueError::Other(format!("Kafka producer config: {e}").into()))
 }
 
 impl KafkaQueue {
@@ -310,7 +323,7 @@ impl KafkaQueue {
     /// ones when `create_topics` is set), so a misconfiguration shows at
     /// start-up rather than at the first submit.
     pub async fn connect(config: KafkaConfig, layout: QueueLayout) -> Result<Self, QueueError> {
-        config.validate().map_err(QueueError::Other)?;
+        config.validate().map_err(|e| QueueError::Other(e.into()))?;
         if config.create_topics {
             create_topics(&config, &layout).await?;
         }
@@ -320,7 +333,7 @@ impl KafkaQueue {
             return Err(QueueError::Other(format!(
                 "Kafka topics missing: {}; create them with `mdc topics create` or set backends.queue.create_topics = true",
                 missing.join(", ")
-            )));
+            ).into()));
         }
         Ok(Self {
             config,
@@ -392,9 +405,9 @@ impl Queue for KafkaQueue {
                 }
                 Err(unavailable(e))
             }
-            Err(_) => Err(QueueError::Unavailable(format!(
-                "Kafka: no acknowledgement from the brokers within {timeout:?}"
-            ))),
+            Err(_) => Err(QueueError::Unavailable(
+                format!("Kafka: no acknowledgement from the brokers within {timeout:?}").into(),
+            )),
         }
     }
 

@@ -62,12 +62,12 @@ pub async fn create_topics(
     config: &KafkaConfig,
     layout: &QueueLayout,
 ) -> Result<Vec<TopicOutcome>, QueueError> {
-    config.validate().map_err(QueueError::Other)?;
+    config.validate().map_err(|e| QueueError::Other(e.into()))?;
     let admin: Arc<AdminClient<Logging>> = Arc::new(
         config
             .client_config()
             .create_with_context(Logging)
-            .map_err(|e| QueueError::Other(format!("Kafka admin config: {e}")))?,
+            .map_err(|e| QueueError::Other(format!("Kafka admin config: {e}").into()))?,
     );
     let topics = Topic::all();
     let names: Vec<String> = topics.iter().map(|&t| config.topic_name(t)).collect();
@@ -92,7 +92,7 @@ pub async fn create_topics(
         .map_err(unavailable)?;
     let existing = tokio::task::spawn_blocking(move || metadata(admin.inner(), ADMIN_TIMEOUT))
         .await
-        .map_err(|e| QueueError::Other(e.to_string()))??;
+        .map_err(|e| QueueError::Other(e.into()))??;
     let mut outcomes = Vec::new();
     for (result, &topic) in results.into_iter().zip(&topics) {
         let configured = layout.partitions(topic);
@@ -110,9 +110,9 @@ pub async fn create_topics(
                 });
             }
             Err((name, code)) => {
-                return Err(QueueError::Other(format!(
-                    "creating Kafka topic {name}: {code}"
-                )))
+                return Err(QueueError::Other(
+                    format!("creating Kafka topic {name}: {code}").into(),
+                ))
             }
         }
     }
@@ -128,7 +128,7 @@ pub(crate) async fn missing(
     let timeout = config.produce_timeout;
     let existing = tokio::task::spawn_blocking(move || metadata(producer.client(), timeout))
         .await
-        .map_err(|e| QueueError::Other(e.to_string()))??;
+        .map_err(|e| QueueError::Other(e.into()))??;
     Ok(Topic::all()
         .into_iter()
         .map(|t| config.topic_name(t))

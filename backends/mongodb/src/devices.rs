@@ -12,11 +12,11 @@ pub struct MongoDevices {
 }
 
 fn unavailable(e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.into())
 }
 
-fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(e.into())
 }
 
 fn decode(mut document: Document) -> Result<Device, StoreError> {

@@ -40,11 +40,11 @@ pub struct MongoStore {
 }
 
 fn unavailable(e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.into())
 }
 
-fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(e.into())
 }
 
 /// Fields that may be absent (None) and must then be unset, not kept.
@@ -281,7 +281,9 @@ impl Store for MongoStore {
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(|| {
-                        StoreError::Other(format!("duplicate message id {}", record.message.id))
+                        StoreError::Other(
+                            format!("duplicate message id {}", record.message.id).into(),
+                        )
                     })?;
                 Ok(Created::Existing(Box::new(from_document(existing)?.0)))
             }

@@ -14,7 +14,7 @@ pub struct RedisCache {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.into())
 }
 
 impl RedisCache {

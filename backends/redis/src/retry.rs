@@ -72,7 +72,7 @@ pub struct RedisRetry {
 }
 
 fn unavailable(e: redis::RedisError) -> RetryError {
-    RetryError::Unavailable(e.to_string())
+    RetryError::Unavailable(e.into())
 }
 
 /// `due (RFC 3339, nanoseconds)|channel|priority`

@@ -1,6 +1,10 @@
 //! The traits every backend implements. Each has a contract suite in
 //! [`crate::contract`] that all implementations must pass.
 
+/// The cause a port error carries: the driver's own error, kept for the
+/// error chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 pub mod cache;
 pub mod devices;
 pub mod provider;

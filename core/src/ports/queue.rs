@@ -97,11 +97,11 @@ pub struct Delivery {
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] super::BoxError),
     #[error("queue is shutting down")]
     Closed,
     #[error("queue error: {0}")]
-    Other(String),
+    Other(#[source] super::BoxError),
 }
 
 #[async_trait]

@@ -14,9 +14,9 @@ pub struct RetryItem {
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
     #[error("retry scheduler unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] super::BoxError),
     #[error("retry scheduler error: {0}")]
-    Other(String),
+    Other(#[source] super::BoxError),
 }
 
 /// Durable timers: at most one pending item per message.

@@ -4,10 +4,11 @@ use crate::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached now; trying again later can succeed.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] super::BoxError),
     #[error("store error: {0}")]
-    Other(String),
+    Other(#[source] super::BoxError),
 }
 
 /// The result of [`Store::create`].

@@ -145,15 +145,24 @@ fn authorised(req: &HttpRequest, state: &State) -> bool {
 }
 
 /// Form or JSON: Kaleyra takes both.
-fn params(req: &HttpRequest, body: &[u8]) -> Result<HashMap<String, String>, String> {
+/// A send request the simulator cannot read, answered with a 400.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("body must be an object")]
+    NotAnObject,
+}
+
+fn params(req: &HttpRequest, body: &[u8]) -> Result<HashMap<String, String>, BadRequest> {
     let json = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
     if json {
-        let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        let object = value.as_object().ok_or("body must be an object")?;
+        let value: Value = serde_json::from_slice(body)?;
+        let object = value.as_object().ok_or(BadRequest::NotAnObject)?;
         Ok(object
             .iter()
             .map(|(k, v)| {
@@ -178,7 +187,7 @@ async fn send(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Ht
     }
     let params = match params(&req, &body) {
         Ok(params) => params,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "E400", &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "E400", &e.to_string()),
     };
     let (Some(to), Some(_)) = (params.get("to"), params.get("body")) else {
         return error(StatusCode::BAD_REQUEST, "E400", "to and body are required");
