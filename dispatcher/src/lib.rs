@@ -8,6 +8,7 @@
 mod config;
 mod lanes;
 pub mod retry;
+pub mod routing;
 pub mod worker;
 
 pub use config::{DispatcherConfig, DEFAULT_RETRY_SCHEDULE};

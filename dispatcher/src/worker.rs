@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use mdc_providers::router::Router;
+use crate::routing::Router;
 
 use crate::lanes::LaneGate;
 use crate::retry::{next_attempt, Next};

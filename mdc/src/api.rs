@@ -19,7 +19,7 @@ use mdc_core::message::PushTarget;
 use mdc_core::ports::{Device, DeviceRegistry, ListFilter, Platform, ProviderError, Store};
 use mdc_core::{Channel, MessageId, MessageRecord, Status};
 use mdc_providers::sns::SnsPushProvider;
-use mdc_providers::Ledger;
+use mdc_simulators::Ledger;
 use serde_json::{json, Value};
 
 /// Most messages a list returns.
@@ -29,7 +29,8 @@ const MAX_LIST: usize = 1000;
 pub struct State {
     pub submitter: Submitter,
     pub store: Arc<dyn Store>,
-    pub ledger: Arc<Ledger>,
+    /// The simulators' ledger, when simulators are in use.
+    pub ledger: Option<Arc<Ledger>>,
     /// Vendor callbacks (the response listener's endpoints).
     pub kaleyra: Arc<mdc_response_listener::kaleyra::KaleyraIntake>,
     pub devices: Arc<dyn DeviceRegistry>,
@@ -329,7 +330,12 @@ async fn stats(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 /// What the simulated vendors accepted, per message: `accepted` above 1 would
 /// be a duplicate send.
 async fn simulator_sends(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.ledger.entries().map_err(unavailable)?))
+    match &state.ledger {
+        Some(ledger) => Ok(HttpResponse::Ok().json(ledger.entries().map_err(unavailable)?)),
+        None => Ok(HttpResponse::NotFound().json(json!({
+            "error": { "message": "no simulator is in use: no route sends through one" }
+        }))),
+    }
 }
 
 #[derive(serde::Deserialize)]

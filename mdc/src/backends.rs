@@ -15,13 +15,13 @@
 //! brokers = "kafka1:9092,kafka2:9092"
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store};
 use mdc_core::InvalidSetting;
-use mdc_embedded::Embedded;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -75,22 +75,6 @@ impl Backends {
         }
         Ok(())
     }
-}
-
-/// Connects the configured queue; the embedded one comes from `embedded`.
-pub async fn connect_queue(
-    backend: &QueueBackend,
-    layout: QueueLayout,
-    embedded: &Embedded,
-) -> anyhow::Result<Arc<dyn Queue>> {
-    Ok(match backend {
-        QueueBackend::Embedded => embedded.queue.clone(),
-        QueueBackend::Kafka(config) => Arc::new(
-            mdc_kafka::KafkaQueue::connect(config.clone(), layout)
-                .await
-                .context("backends.queue: cannot use Kafka")?,
-        ),
-    })
 }
 
 /// Vendor message id → message, for reports that carry only the vendor's id.
@@ -158,6 +142,7 @@ fn yes() -> bool {
 
 /// The connected backends.
 pub struct Connected {
+    pub queue: Arc<dyn Queue>,
     pub cache: Arc<dyn MessageCache>,
     pub store: Arc<dyn Store>,
     /// Devices live beside the messages.
@@ -165,40 +150,78 @@ pub struct Connected {
     pub retry: Arc<dyn RetryScheduler>,
 }
 
-/// Connects the configured store and retry scheduler; the embedded ones come
-/// from `embedded`.
-pub async fn connect(backends: &Backends, embedded: &Embedded) -> anyhow::Result<Connected> {
-    let (store, devices): (Arc<dyn Store>, Arc<dyn DeviceRegistry>) = match &backends.store {
-        StoreBackend::Embedded => (embedded.store.clone(), embedded.devices.clone()),
-        StoreBackend::Mongodb {
-            url,
-            database,
-            prefix,
-            majority_writes,
-        } => {
-            let config = mdc_mongodb::MongoConfig {
-                url: url.clone(),
-                database: database.clone(),
-                prefix: prefix.clone(),
-                majority_writes: *majority_writes,
-            };
-            let store = mdc_mongodb::MongoStore::connect(&config)
-                .await
-                .context("backends.store: cannot use MongoDB")?;
-            let devices = store
-                .devices()
-                .await
-                .context("backends.store: cannot use MongoDB")?;
-            (Arc::new(store), Arc::new(devices))
+/// Connects every configured backend. The embedded files in `data_dir` are
+/// opened only for the ports configured to use them: `queue.redb` for an
+/// embedded queue, `store.redb` for an embedded store or retry timing.
+pub async fn connect(
+    backends: &Backends,
+    data_dir: &Path,
+    layout: QueueLayout,
+) -> anyhow::Result<Connected> {
+    let opening = || format!("opening the data directory {}", data_dir.display());
+    let queue: Arc<dyn Queue> = match &backends.queue {
+        QueueBackend::Embedded => {
+            mdc_embedded::open_queue(data_dir, layout.clone()).with_context(opening)?
         }
+        QueueBackend::Kafka(config) => Arc::new(
+            mdc_kafka::KafkaQueue::connect(config.clone(), layout)
+                .await
+                .context("backends.queue: cannot use Kafka")?,
+        ),
     };
-    let retry: Arc<dyn RetryScheduler> = match &backends.retry {
-        RetryBackend::Embedded => embedded.retry.clone(),
-        RetryBackend::Redis {
-            url,
-            prefix,
-            sweep_interval,
-        } => {
+    let local = matches!(backends.store, StoreBackend::Embedded)
+        || matches!(backends.retry, RetryBackend::Embedded);
+    let embedded = if local {
+        Some(mdc_embedded::open_stores(data_dir).with_context(opening)?)
+    } else {
+        None
+    };
+    let (store, devices): (Arc<dyn Store>, Arc<dyn DeviceRegistry>) =
+        match (&backends.store, &embedded) {
+            (StoreBackend::Embedded, Some(embedded)) => {
+                (embedded.store.clone(), embedded.devices.clone())
+            }
+            (StoreBackend::Embedded, None) => {
+                anyhow::bail!("backends.store: embedded store not opened")
+            }
+            (
+                StoreBackend::Mongodb {
+                    url,
+                    database,
+                    prefix,
+                    majority_writes,
+                },
+                _,
+            ) => {
+                let config = mdc_mongodb::MongoConfig {
+                    url: url.clone(),
+                    database: database.clone(),
+                    prefix: prefix.clone(),
+                    majority_writes: *majority_writes,
+                };
+                let store = mdc_mongodb::MongoStore::connect(&config)
+                    .await
+                    .context("backends.store: cannot use MongoDB")?;
+                let devices = store
+                    .devices()
+                    .await
+                    .context("backends.store: cannot use MongoDB")?;
+                (Arc::new(store), Arc::new(devices))
+            }
+        };
+    let retry: Arc<dyn RetryScheduler> = match (&backends.retry, &embedded) {
+        (RetryBackend::Embedded, Some(embedded)) => embedded.retry.clone(),
+        (RetryBackend::Embedded, None) => {
+            anyhow::bail!("backends.retry: embedded timers not opened")
+        }
+        (
+            RetryBackend::Redis {
+                url,
+                prefix,
+                sweep_interval,
+            },
+            _,
+        ) => {
             let mut config = mdc_redis::RedisRetryConfig::new(url, prefix);
             config.sweep_interval = *sweep_interval;
             Arc::new(
@@ -217,6 +240,7 @@ pub async fn connect(backends: &Backends, embedded: &Embedded) -> anyhow::Result
         ),
     };
     Ok(Connected {
+        queue,
         cache,
         store,
         devices,

@@ -10,12 +10,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use mdc_client::ClientConfig;
 use mdc_core::{InvalidSetting, Priority};
+use mdc_dispatcher::routing::breaker::BreakerConfig;
+use mdc_dispatcher::routing::config::RouteConfig;
 use mdc_dispatcher::DispatcherConfig;
 use mdc_embedded::QueueLayout;
 use mdc_handlers::ReconcilerConfig;
-use mdc_providers::breaker::BreakerConfig;
-use mdc_providers::config::{ProviderConfig, RouteConfig};
-use mdc_providers::SimulatorConfig;
+use mdc_providers::config::ProviderConfig;
+use mdc_simulators::SimulatorConfig;
 use serde::{Deserialize, Serialize};
 
 /// Partitions and consumers of one priority's topics (one topic per channel).
@@ -193,6 +194,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether any route sends through a built-in simulator (every route
+    /// does when none is configured).
+    pub fn uses_simulators(&self) -> bool {
+        self.routes.is_empty()
+            || self.routes.values().any(|route| {
+                route
+                    .members
+                    .iter()
+                    .any(|m| !self.providers.contains_key(&m.provider))
+            })
     }
 
     pub fn queue_layout(&self) -> QueueLayout {
@@ -387,18 +400,23 @@ mod providers {
         let path = dir.path().join("mdc.toml");
         std::fs::write(&path, text).expect("write");
         let config = super::load_locked(Some(&path)).map_err(|e| e.to_string())?;
-        let devices = mdc_embedded::Embedded::open(&dir.path().join("data"), config.queue_layout())
+        let devices = mdc_embedded::open_stores(&dir.path().join("data"))
             .expect("open")
             .devices;
-        mdc_providers::config::build(
+        let adapters = mdc_providers::config::build(
             &config.providers,
-            &config.routes,
-            &config.breaker,
-            &[],
             config.dispatcher.send_timeout,
             devices,
         )
         .await
+        .map_err(|e| e.to_string())?;
+        mdc_dispatcher::routing::config::build(
+            &config.routes,
+            &config.breaker,
+            &adapters.by_name,
+            &[],
+            config.dispatcher.send_timeout,
+        )
         .map(|_| ())
         .map_err(|e| e.to_string())
     }

@@ -6,19 +6,22 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use mdc_client::Submitter;
-use mdc_core::ports::{Provider, Queue, ReportSink};
+use mdc_core::ports::{Provider, ReportSink};
 use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
+use mdc_dispatcher::routing::Router;
 use mdc_dispatcher::Dispatcher;
-use mdc_embedded::Embedded;
 use mdc_handlers::{Reconciler, ResponseHandler, RetryHandler};
-use mdc_providers::{Ledger, Simulator};
+use mdc_providers::config::Adapters;
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::QueueReportSink;
+use mdc_simulators::{Ledger, Simulator};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -83,7 +86,9 @@ impl Roles {
 /// Runs the chosen roles in this process until `shutdown` is cancelled; then
 /// stops taking requests, lets the workers drain, and returns. With the
 /// default config that is every role on the embedded backends and
-/// simulated vendors.
+/// simulated vendors. Each role is built by its own function below; the
+/// embedded files and the simulators' ledger are opened only when the
+/// config uses them.
 pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
     if roles != Roles::ALL {
         config
@@ -91,109 +96,25 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             .shared()
             .map_err(|e| anyhow::anyhow!("--roles {}: {e}", roles.names().join(",")))?;
     }
-    let embedded = Embedded::open(&config.data_dir, config.queue_layout())
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let queue: Arc<dyn Queue> =
-        backends::connect_queue(&config.backends.queue, config.queue_layout(), &embedded).await?;
-    let backends::Connected {
-        cache,
-        store,
-        devices,
-        retry,
-    } = backends::connect(&config.backends, &embedded).await?;
-
+    let ports =
+        backends::connect(&config.backends, &config.data_dir, config.queue_layout()).await?;
     let workers = CancellationToken::new();
-    let ledger = Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);
-    let reports: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(queue.clone()));
-    let simulators = Simulator::all(
-        ledger.clone(),
-        reports.clone(),
-        config.simulator.clone(),
-        workers.clone(),
-    );
-    for simulator in &simulators {
-        let owed = simulator
-            .resume()
-            .await
-            .context("resuming simulator reports")?;
-        if owed > 0 {
-            tracing::info!(
-                provider = simulator.name(),
-                owed,
-                "Resuming delivery reports owed from before a restart"
-            );
-        }
-    }
-    let built = mdc_providers::config::build(
-        &config.providers,
-        &config.routes,
-        &config.breaker,
-        &simulators,
-        config.dispatcher.send_timeout,
-        devices.clone(),
-    )
-    .await
-    .context("invalid config")?;
-    for channel in Channel::ALL {
-        match built.routes.get(channel) {
-            Some(router) => {
-                let names: Vec<&str> = router.members().iter().map(|m| m.provider.name()).collect();
-                tracing::info!(%channel, providers = ?names, "Route");
-            }
-            None => tracing::warn!(%channel, "No route: messages on this channel fail"),
-        }
-    }
-    let kaleyra = Arc::new(KaleyraIntake {
-        tokens: built.kaleyra_tokens,
-        sink: reports,
-    });
-
     let health = Arc::new(TaskHealth::default());
-    let dispatcher = Arc::new(
-        Dispatcher::new(
-            queue.clone(),
-            store.clone(),
-            retry.clone(),
-            built.routes,
-            cache.clone(),
-            config.dispatcher.clone(),
-        )
-        .with_health(health.clone()),
-    );
-    let responses = Arc::new(
-        ResponseHandler::new(queue.clone(), store.clone(), cache).with_health(health.clone()),
-    );
-    let reconciler = Arc::new(Reconciler::new(
-        store.clone(),
-        retry.clone(),
-        queue.clone(),
-        config.reconciler.clone(),
-    ));
-    let retries = Arc::new(RetryHandler::new(retry, store.clone(), queue.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
+    let vendors = Vendors::build(&config, &ports, workers.clone()).await?;
+
+    let mut tasks = JoinSet::new();
     if roles.dispatcher {
-        tasks.spawn(dispatcher.run(workers.clone()));
+        spawn_dispatcher(
+            &config,
+            &ports,
+            vendors.routes.clone(),
+            &health,
+            &workers,
+            &mut tasks,
+        );
     }
     if roles.handlers {
-        // Their state lives in the backends: a panicked pass or firing is
-        // simply started again.
-        let (token, health_of) = (workers.clone(), health.clone());
-        tasks.spawn(async move {
-            supervise("reconciler", &health_of, || {
-                reconciler.clone().run(token.clone())
-            })
-            .await;
-            Ok(())
-        });
-        tasks.spawn(responses.run(config.responses.consumers, workers.clone()));
-        let (token, health_of) = (workers.clone(), health.clone());
-        tasks.spawn(async move {
-            supervise("retry handler", &health_of, || {
-                retries.clone().run(token.clone())
-            })
-            .await;
-            Ok(())
-        });
+        spawn_handlers(&config, &ports, &health, &workers, &mut tasks);
     }
     if tasks.is_empty() {
         // Nothing but HTTP: park a task so the loop below waits for shutdown.
@@ -203,19 +124,12 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             Ok(())
         });
     }
-
-    let state = api::State {
-        submitter: Submitter::new(store.clone(), queue, config.client.clone()),
-        store,
-        ledger,
-        kaleyra,
-        devices,
-        push_endpoints: built.push_endpoints,
-        max_body_bytes: config.max_body_bytes,
-        health: health.clone(),
-    };
-    let server = api::server(state, config.listen, roles)
-        .with_context(|| format!("listening on {}", config.listen))?;
+    let server = api::server(
+        http_state(&config, &ports, vendors, &health),
+        config.listen,
+        roles,
+    )
+    .with_context(|| format!("listening on {}", config.listen))?;
     let handle = server.handle();
     let http = tokio::spawn(server);
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), roles = ?roles.names(), "MDC is serving");
@@ -249,4 +163,176 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     }
     tracing::info!("MDC stopped cleanly");
     Ok(())
+}
+
+type Workers = JoinSet<anyhow::Result<()>>;
+
+/// The vendors this process sends through or hears from: the configured
+/// adapters, the simulators when a route uses them, and one router per
+/// channel.
+pub struct Vendors {
+    pub routes: HashMap<Channel, Arc<Router>>,
+    pub adapters: Adapters,
+    /// The simulators' ledger, when simulators are in use.
+    pub ledger: Option<Arc<Ledger>>,
+}
+
+impl Vendors {
+    pub async fn build(
+        config: &Config,
+        ports: &backends::Connected,
+        workers: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let adapters = mdc_providers::config::build(
+            &config.providers,
+            config.dispatcher.send_timeout,
+            ports.devices.clone(),
+        )
+        .await
+        .context("invalid config")?;
+        let (ledger, simulators) = if config.uses_simulators() {
+            let ledger =
+                Arc::new(Ledger::open(&config.data_dir).context("opening the simulator ledger")?);
+            let reports: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
+            let simulators =
+                Simulator::all(ledger.clone(), reports, config.simulator.clone(), workers);
+            for simulator in &simulators {
+                let owed = simulator
+                    .resume()
+                    .await
+                    .context("resuming simulator reports")?;
+                if owed > 0 {
+                    tracing::info!(
+                        provider = simulator.name(),
+                        owed,
+                        "Resuming delivery reports owed from before a restart"
+                    );
+                }
+            }
+            let simulators: Vec<Arc<dyn Provider>> = simulators
+                .into_iter()
+                .map(|s| s as Arc<dyn Provider>)
+                .collect();
+            (Some(ledger), simulators)
+        } else {
+            (None, Vec::new())
+        };
+        let routes = mdc_dispatcher::routing::config::build(
+            &config.routes,
+            &config.breaker,
+            &adapters.by_name,
+            &simulators,
+            config.dispatcher.send_timeout,
+        )
+        .context("invalid config")?;
+        for channel in Channel::ALL {
+            match routes.get(channel) {
+                Some(router) => {
+                    let names: Vec<&str> =
+                        router.members().iter().map(|m| m.provider.name()).collect();
+                    tracing::info!(%channel, providers = ?names, "Route");
+                }
+                None => tracing::warn!(%channel, "No route: messages on this channel fail"),
+            }
+        }
+        Ok(Self {
+            routes,
+            adapters,
+            ledger,
+        })
+    }
+}
+
+/// The dispatcher role: lane consumers sending through `routes`.
+fn spawn_dispatcher(
+    config: &Config,
+    ports: &backends::Connected,
+    routes: HashMap<Channel, Arc<Router>>,
+    health: &Arc<TaskHealth>,
+    workers: &CancellationToken,
+    tasks: &mut Workers,
+) {
+    let dispatcher = Dispatcher::new(
+        ports.queue.clone(),
+        ports.store.clone(),
+        ports.retry.clone(),
+        routes,
+        ports.cache.clone(),
+        config.dispatcher.clone(),
+    )
+    .with_health(health.clone());
+    tasks.spawn(Arc::new(dispatcher).run(workers.clone()));
+}
+
+/// The handlers role: vendor reports, due retries and the reconciler.
+fn spawn_handlers(
+    config: &Config,
+    ports: &backends::Connected,
+    health: &Arc<TaskHealth>,
+    workers: &CancellationToken,
+    tasks: &mut Workers,
+) {
+    let responses = ResponseHandler::new(
+        ports.queue.clone(),
+        ports.store.clone(),
+        ports.cache.clone(),
+    )
+    .with_health(health.clone());
+    tasks.spawn(Arc::new(responses).run(config.responses.consumers, workers.clone()));
+    // Their state lives in the backends: a panicked pass or firing is simply
+    // started again.
+    let reconciler = Arc::new(Reconciler::new(
+        ports.store.clone(),
+        ports.retry.clone(),
+        ports.queue.clone(),
+        config.reconciler.clone(),
+    ));
+    let (token, health_of) = (workers.clone(), health.clone());
+    tasks.spawn(async move {
+        supervise("reconciler", &health_of, || {
+            reconciler.clone().run(token.clone())
+        })
+        .await;
+        Ok(())
+    });
+    let retries = Arc::new(RetryHandler::new(
+        ports.retry.clone(),
+        ports.store.clone(),
+        ports.queue.clone(),
+    ));
+    let (token, health_of) = (workers.clone(), health.clone());
+    tasks.spawn(async move {
+        supervise("retry handler", &health_of, || {
+            retries.clone().run(token.clone())
+        })
+        .await;
+        Ok(())
+    });
+}
+
+/// What the HTTP roles (ingest, listener) serve from.
+fn http_state(
+    config: &Config,
+    ports: &backends::Connected,
+    vendors: Vendors,
+    health: &Arc<TaskHealth>,
+) -> api::State {
+    let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
+    api::State {
+        submitter: Submitter::new(
+            ports.store.clone(),
+            ports.queue.clone(),
+            config.client.clone(),
+        ),
+        store: ports.store.clone(),
+        ledger: vendors.ledger,
+        kaleyra: Arc::new(KaleyraIntake {
+            tokens: vendors.adapters.kaleyra_tokens,
+            sink,
+        }),
+        devices: ports.devices.clone(),
+        push_endpoints: vendors.adapters.push_endpoints,
+        max_body_bytes: config.max_body_bytes,
+        health: health.clone(),
+    }
 }

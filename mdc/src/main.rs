@@ -62,7 +62,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn simulate_kaleyra(args: cli::KaleyraSimArgs) -> anyhow::Result<()> {
-    use mdc_providers::kaleyra::simulator::{self, Faults, OutcomeMix, SimulatorSettings};
+    use mdc_simulators::kaleyra::{self as simulator, Faults, OutcomeMix, SimulatorSettings};
     let settings = SimulatorSettings {
         api_key: args.api_key,
         callback_delay: args.callback_delay,

@@ -1,5 +1,6 @@
-//! Providers and routes from the config file, validated and built into one
-//! [`Router`] per channel. Errors name the config key.
+//! Providers from the config file, validated and built into adapters.
+//! Errors name the config key. Routes over them are the dispatcher's
+//! (`mdc_dispatcher::routing`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,12 +10,9 @@ use mdc_core::Channel;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::BreakerConfig;
 use crate::error::ConfigError;
 use crate::kaleyra::{KaleyraConfig, KaleyraProvider};
-use crate::router::{Member, Mode, Router};
 use crate::ses::{SesConfig, SesProvider};
-use crate::simulator::Simulator;
 use crate::smtp::{SmtpConfig, SmtpProvider};
 use crate::sns::{SnsConfig, SnsPushProvider, SnsSmsProvider};
 
@@ -39,40 +37,10 @@ impl ProviderConfig {
     }
 }
 
-/// One member of a route.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberConfig {
-    /// A name from `[providers]`, or a built-in simulator (`sim-sms`,
-    /// `sim-email`, `sim-push`).
-    pub provider: String,
-    /// Share of traffic in a weighted route.
-    #[serde(default = "one")]
-    pub weight: u32,
-    /// Sends per second at most (adapting down on throttling).
-    #[serde(default)]
-    pub rate_per_second: Option<f64>,
-    /// Sends allowed at once above the rate; defaults to one second's worth.
-    #[serde(default)]
-    pub burst: Option<u32>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// `[routes.CHANNEL]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    #[serde(default)]
-    pub mode: Mode,
-    pub members: Vec<MemberConfig>,
-}
-
-/// What the rest of MDC needs from the built providers.
-pub struct Built {
-    pub routes: HashMap<Channel, Arc<Router>>,
+/// The configured adapters, and what the rest of MDC needs from them.
+pub struct Adapters {
+    /// Every `[providers.NAME]`, by name.
+    pub by_name: BTreeMap<String, Arc<dyn Provider>>,
     /// Callback tokens of the Kaleyra providers, by provider name.
     pub kaleyra_tokens: HashMap<String, SecretString>,
     /// Push providers that register device endpoints.
@@ -122,116 +90,24 @@ async fn build_one(
     })
 }
 
-/// Builds every configured provider and one router per routed channel. With
-/// no routes at all, every channel goes to its built-in simulator.
+/// Builds every configured provider. `send_timeout` is the router's bound
+/// on one send; adapters that fan out stay inside it.
 pub async fn build(
     providers: &BTreeMap<String, ProviderConfig>,
-    routes: &HashMap<Channel, RouteConfig>,
-    breaker: &BreakerConfig,
-    simulators: &[Arc<Simulator>],
     send_timeout: std::time::Duration,
     devices: Arc<dyn DeviceRegistry>,
-) -> Result<Built, ConfigError> {
-    let route_error = |channel: Channel, i: usize, key: &str, message: String| ConfigError {
-        provider: String::new(),
-        key: format!("routes.{channel}.members[{i}].{key}"),
-        message,
-    };
-    breaker.validate().map_err(|e| ConfigError {
-        provider: String::new(),
-        key: e.key,
-        message: e.message,
-    })?;
+) -> Result<Adapters, ConfigError> {
     let mut tokens = HashMap::new();
     let mut push = Vec::new();
-    let mut built: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    let mut by_name: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
     for (name, config) in providers {
-        built.insert(
+        by_name.insert(
             name.clone(),
             build_one(name, config, &mut tokens, &devices, &mut push, send_timeout).await?,
         );
     }
-    for simulator in simulators {
-        built
-            .entry(simulator.name().to_owned())
-            .or_insert_with(|| simulator.clone());
-    }
-    let mut out = HashMap::new();
-    if routes.is_empty() {
-        for simulator in simulators {
-            let member = Member::new(simulator.clone(), 1, None, None);
-            out.insert(
-                simulator.channel(),
-                Arc::new(Router::new(Mode::Ordered, vec![member], send_timeout)),
-            );
-        }
-        return Ok(Built {
-            routes: out,
-            kaleyra_tokens: tokens,
-            push_endpoints: push,
-        });
-    }
-    for (&channel, route) in routes {
-        if route.members.is_empty() {
-            return Err(ConfigError {
-                provider: String::new(),
-                key: format!("routes.{channel}.members"),
-                message: "needs at least one provider".into(),
-            });
-        }
-        let mut members = Vec::new();
-        for (i, member) in route.members.iter().enumerate() {
-            let Some(provider) = built.get(&member.provider) else {
-                return Err(route_error(
-                    channel,
-                    i,
-                    "provider",
-                    format!("no provider named {:?}", member.provider),
-                ));
-            };
-            if provider.channel() != channel {
-                return Err(route_error(
-                    channel,
-                    i,
-                    "provider",
-                    format!(
-                        "{} sends {}, not {channel}",
-                        member.provider,
-                        provider.channel()
-                    ),
-                ));
-            }
-            if member.weight == 0 {
-                return Err(route_error(
-                    channel,
-                    i,
-                    "weight",
-                    "must be at least 1".into(),
-                ));
-            }
-            let rate = match member.rate_per_second {
-                Some(r) if !(r > 0.0 && r.is_finite()) => {
-                    return Err(route_error(
-                        channel,
-                        i,
-                        "rate_per_second",
-                        "must be above zero".into(),
-                    ))
-                }
-                Some(r) => Some((r, member.burst.unwrap_or(r.ceil() as u32).max(1))),
-                None => None,
-            };
-            let is_simulator = simulators.iter().any(|s| s.name() == member.provider);
-            let breaker = (!is_simulator).then(|| breaker.clone());
-            members.push(Member::new(provider.clone(), member.weight, breaker, rate));
-        }
-        out.insert(
-            channel,
-            Arc::new(Router::new(route.mode, members, send_timeout)),
-        );
-    }
-    Ok(Built {
-        routes: out,
+    Ok(Adapters {
+        by_name,
         kaleyra_tokens: tokens,
         push_endpoints: push,
     })

@@ -1,18 +1,15 @@
-//! Provider adapters behind the [`mdc_core::ports::Provider`] trait, and the
-//! vendor simulators used in development, tests and benchmarks.
+//! Provider adapters behind the [`mdc_core::ports::Provider`] trait: one
+//! per vendor, each mapping its errors to whether a retry can succeed.
+//! Routing between them is the dispatcher's; the simulators have their own
+//! crate (`mdc-simulators`).
 
 pub mod aws;
-pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod kaleyra;
 mod mime;
-pub mod ratelimit;
-pub mod router;
 pub mod ses;
-pub mod simulator;
 pub mod smtp;
 pub mod sns;
 
 pub use error::{BuildError, ConfigError};
-pub use simulator::{Ledger, Magic, Simulator, SimulatorConfig};

@@ -35,15 +35,48 @@ impl Embedded {
     /// files, so queue and store writes commit in parallel. Fails if another
     /// process has them open.
     pub fn open(dir: &Path, layout: QueueLayout) -> Result<Self, DbError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))?;
-        let queue = Db::open(&dir.join("queue.redb"))?;
-        let store = Db::open(&dir.join("store.redb"))?;
+        let queue = open_queue(dir, layout)?;
+        let EmbeddedStores {
+            store,
+            retry,
+            devices,
+        } = open_stores(dir)?;
         Ok(Self {
-            queue: Arc::new(EmbeddedQueue::open(queue, layout)?),
-            store: Arc::new(EmbeddedStore::open(store.clone())?),
-            retry: Arc::new(EmbeddedRetry::open(store.clone())?),
-            devices: Arc::new(EmbeddedDevices::open(store)?),
+            queue,
+            store,
+            retry,
+            devices,
         })
     }
+}
+
+/// The store, retry timers and device registry over `dir/store.redb`.
+pub struct EmbeddedStores {
+    pub store: Arc<EmbeddedStore>,
+    pub retry: Arc<EmbeddedRetry>,
+    pub devices: Arc<EmbeddedDevices>,
+}
+
+fn create_dir(dir: &Path) -> Result<(), DbError> {
+    std::fs::create_dir_all(dir).map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))
+}
+
+/// Opens only the queue, `dir/queue.redb`.
+pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
+    create_dir(dir)?;
+    Ok(Arc::new(EmbeddedQueue::open(
+        Db::open(&dir.join("queue.redb"))?,
+        layout,
+    )?))
+}
+
+/// Opens only `dir/store.redb`: the store, retry timers and devices.
+pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
+    create_dir(dir)?;
+    let store = Db::open(&dir.join("store.redb"))?;
+    Ok(EmbeddedStores {
+        store: Arc::new(EmbeddedStore::open(store.clone())?),
+        retry: Arc::new(EmbeddedRetry::open(store.clone())?),
+        devices: Arc::new(EmbeddedDevices::open(store)?),
+    })
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
 use mdc_core::ports::{Queue, ReportSink, Store, Topic, Transition};
 use mdc_core::{Channel, Event, MessageRecord, Status};
+use mdc_dispatcher::routing::{Member, Mode, Router};
 use mdc_dispatcher::{Dispatcher, DispatcherConfig};
 use mdc_handlers::ResponseHandler;
-use mdc_providers::kaleyra::simulator::{self, SimulatorSettings};
 use mdc_providers::kaleyra::{KaleyraConfig, KaleyraProvider, KaleyraSecrets};
-use mdc_providers::router::{Member, Mode, Router};
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::QueueReportSink;
+use mdc_simulators::kaleyra::{self as simulator, SimulatorSettings};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

@@ -1,4 +1,4 @@
-//! Kaleyra SMS (v1 API) over `reqwest`, and a simulator of that API.
+//! Kaleyra SMS (v1 API) over `reqwest`.
 //!
 //! Send: `POST {base_url}/v1/{sid}/messages` with the `api-key` header and a
 //! form body: `to`, `sender`, `type` (OTP / TXN / MKT from the message type),
@@ -14,6 +14,5 @@
 
 mod adapter;
 pub mod callback;
-pub mod simulator;
 
 pub use adapter::{KaleyraConfig, KaleyraProvider, KaleyraSecrets};

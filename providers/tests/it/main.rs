@@ -1,6 +1,5 @@
 //! Adapters against real servers started by scripts/test-services.
 
-mod kaleyra;
 mod services;
 mod ses;
 mod smtp;

@@ -3,6 +3,7 @@
 //! recipient ([`Magic`]) and reports the outcome after a short delay through
 //! a [`ReportSink`], as a vendor's delivery-report callback would.
 
+pub mod kaleyra;
 mod ledger;
 mod magic;
 

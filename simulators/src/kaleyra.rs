@@ -23,8 +23,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::callback::CallbackReport;
-use crate::simulator::Magic;
+use crate::Magic;
+use mdc_providers::kaleyra::callback::CallbackReport;
 
 /// Injected faults, each a percentage of send requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use mdc_core::ports::{Provider, ProviderError};
-use mdc_providers::kaleyra::simulator::{self, Faults, SimulatorSettings};
 use mdc_providers::kaleyra::{KaleyraConfig, KaleyraProvider, KaleyraSecrets};
+use mdc_simulators::kaleyra::{self as vendor, Faults, SimulatorSettings};
 use secrecy::SecretString;
 
 async fn simulator(faults: Faults, callback_delay: Duration) -> String {
@@ -16,7 +16,7 @@ async fn simulator(faults: Faults, callback_delay: Duration) -> String {
         ..SimulatorSettings::default()
     };
     let (server, bound) =
-        simulator::start(settings, "127.0.0.1:0".parse().expect("addr")).expect("simulator");
+        vendor::start(settings, "127.0.0.1:0".parse().expect("addr")).expect("simulator");
     tokio::spawn(server);
     format!("http://{bound}")
 }

@@ -13,8 +13,12 @@ use mdc_core::{Message, MessageId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::{Breaker, BreakerConfig};
-use crate::ratelimit::RateLimiter;
+pub mod breaker;
+pub mod config;
+pub mod ratelimit;
+
+use self::breaker::{Breaker, BreakerConfig};
+use self::ratelimit::RateLimiter;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

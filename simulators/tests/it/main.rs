@@ -1,0 +1,3 @@
+//! The Kaleyra adapter against the Kaleyra simulator on loopback.
+
+mod kaleyra;
