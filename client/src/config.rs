@@ -68,13 +68,28 @@ impl ClientConfig {
                 "must be at least 1",
             ));
         }
+        let month = Duration::from_secs(30 * 24 * 3600);
         for (kind, deadline) in &self.deadlines {
+            mdc_core::setting::duration_within(
+                &format!("client.deadlines.{kind}"),
+                *deadline,
+                Duration::ZERO,
+                month,
+            )?;
             if deadline.is_zero() {
                 return Err(InvalidSetting::new(
                     format!("client.deadlines.{kind}"),
                     "must be longer than zero",
                 ));
             }
+        }
+        for (priority, cap) in &self.priority_deadline_caps {
+            mdc_core::setting::duration_within(
+                &format!("client.priority_deadline_caps.{priority}"),
+                *cap,
+                Duration::from_secs(1),
+                month,
+            )?;
         }
         for (kind, sender) in &self.senders {
             if sender.is_empty()

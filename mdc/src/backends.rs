@@ -73,6 +73,14 @@ impl Backends {
         if let QueueBackend::Kafka(kafka) = &self.queue {
             kafka.validate()?;
         }
+        if let RetryBackend::Redis { sweep_interval, .. } = &self.retry {
+            mdc_core::setting::duration_within(
+                "backends.retry.sweep_interval",
+                *sweep_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )?;
+        }
         Ok(())
     }
 }

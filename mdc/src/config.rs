@@ -182,6 +182,7 @@ impl Config {
         self.dispatcher.validate()?;
         self.breaker.validate()?;
         self.reconciler.validate()?;
+        self.simulator.validate()?;
         self.backends.validate()?;
         if let crate::backends::QueueBackend::Kafka(kafka) = &self.backends.queue {
             // A member that drains for longer than its session is thrown out
@@ -352,6 +353,27 @@ mod tests {
             ("[client]\nsms_max_segments = 0", "client.sms_max_segments"),
             ("[reconciler]\ninterval = \"0s\"", "reconciler.interval"),
             ("[reconciler]\ngrace = \"later\"", "reconciler.grace"),
+            // Durations are bounded: a unit typed wrong fails at start-up.
+            ("[dispatcher]\nlease = \"30d\"", "dispatcher.lease"),
+            (
+                "[dispatcher]\nretry_schedule = [\"1s\", \"30d\"]",
+                "dispatcher.retry_schedule",
+            ),
+            ("[dispatcher.min_share]\nbulk = 80", "dispatcher.min_share.bulk"),
+            ("[dispatcher.min_share]\ncritical = 5", "dispatcher.min_share.critical"),
+            ("[reconciler]\ngrace = \"3d\"", "reconciler.grace"),
+            ("[reconciler]\nqueued_grace = \"2d\"", "reconciler.queued_grace"),
+            ("[breaker]\nopen_for = \"3d\"", "breaker.open_for"),
+            ("[simulator]\nreport_delay = \"1h\"", "simulator.report_delay"),
+            ("[client.deadlines]\notp = \"90d\"", "client.deadlines.otp"),
+            (
+                "[client.priority_deadline_caps]\nbulk = \"90d\"",
+                "client.priority_deadline_caps.bulk",
+            ),
+            (
+                "[backends.retry]\nkind = \"redis\"\nurl = \"redis://x\"\nsweep_interval = \"1h\"",
+                "backends.retry.sweep_interval",
+            ),
             ("unknown_key = 1", "unknown_key"),
             ("[lanes.urgent]\npartitions = 1\nconsumers = 1", "urgent"),
             (
@@ -434,6 +456,7 @@ mod providers {
             ("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nsecurity = \"none\"\n[routes.email]\nmembers = [{ provider = \"s\", rate_per_second = 0.0 }]\n", "routes.email.members[0].rate_per_second"),
             ("[routes.email]\nmembers = []\n", "routes.email.members"),
             ("[breaker]\nmin_requests = 50\n", "breaker"),
+            ("[providers.s]\nkind = \"smtp\"\nhost = \"mail\"\nsecurity = \"none\"\ntimeout = \"2h\"\n", "providers.s.timeout"),
         ];
         for (text, key) in cases {
             let err = build(text).await.expect_err(text);

@@ -28,6 +28,16 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The adapter's own bound on one vendor call.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            ProviderConfig::Kaleyra(c) => c.timeout,
+            ProviderConfig::Ses(c) => c.aws.timeout,
+            ProviderConfig::SnsSms(c) | ProviderConfig::SnsPush(c) => c.aws.timeout,
+            ProviderConfig::Smtp(c) => c.timeout,
+        }
+    }
+
     pub fn channel(&self) -> Channel {
         match self {
             ProviderConfig::Kaleyra(_) | ProviderConfig::SnsSms(_) => Channel::Sms,
@@ -55,6 +65,16 @@ async fn build_one(
     push: &mut Vec<Arc<SnsPushProvider>>,
     send_timeout: std::time::Duration,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
+    let timeout = config.timeout();
+    if timeout < std::time::Duration::from_millis(100)
+        || timeout > std::time::Duration::from_secs(600)
+    {
+        return Err(ConfigError::new(
+            name,
+            "timeout",
+            "must be between 100ms and 10m",
+        ));
+    }
     Ok(match config {
         ProviderConfig::Kaleyra(k) => {
             let secrets = crate::kaleyra::KaleyraSecrets::from_env(name, k)?;

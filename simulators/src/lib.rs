@@ -20,6 +20,25 @@ use tokio_util::sync::CancellationToken;
 pub use ledger::{Entry, Ledger};
 pub use magic::{Magic, EMAIL_DOMAIN};
 
+impl SimulatorConfig {
+    /// Errors name the config key at fault.
+    pub fn validate(&self) -> Result<(), mdc_core::InvalidSetting> {
+        let minute = Duration::from_secs(60);
+        mdc_core::setting::duration_within(
+            "simulator.report_delay",
+            self.report_delay,
+            Duration::ZERO,
+            minute,
+        )?;
+        mdc_core::setting::duration_within(
+            "simulator.send_latency",
+            self.send_latency,
+            Duration::ZERO,
+            minute,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatorConfig {

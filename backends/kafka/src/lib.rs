@@ -157,6 +157,18 @@ impl KafkaConfig {
                 ));
             }
         }
+        mdc_core::setting::duration_within(
+            "backends.queue.produce_timeout",
+            self.produce_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        mdc_core::setting::duration_within(
+            "backends.queue.session_timeout",
+            self.session_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(1800),
+        )?;
         if self.produce_timeout < Duration::from_millis(100) {
             return Err(InvalidSetting::new(
                 "backends.queue.produce_timeout",

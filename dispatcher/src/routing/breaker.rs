@@ -42,6 +42,12 @@ impl BreakerConfig {
                 "must be between 1 and breaker.window",
             ));
         }
+        mdc_core::setting::duration_within(
+            "breaker.open_for",
+            self.open_for,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
         if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
             return Err(InvalidSetting::new(
                 "breaker.failure_ratio",
