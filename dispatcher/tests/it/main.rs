@@ -223,3 +223,35 @@ async fn a_steady_critical_trickle_leaves_bulk_its_share() {
     assert!(bulk_sent >= 250, "bulk moved: {bulk_sent}");
     h.stop().await;
 }
+
+/// A crash between a message's record and its produce: nothing is on the
+/// queue, and the reconciler puts it there, so it is sent, not left queued.
+#[tokio::test(start_paused = true)]
+async fn a_message_recorded_but_never_produced_is_sent_after_the_reconciler_pass() {
+    use std::sync::Arc;
+
+    use mdc_core::ports::{Queue, RetryScheduler};
+    use mdc_handlers::{Reconciler, ReconcilerConfig};
+
+    let h = Harness::start(config(), None).await;
+    let id = h.create("+14155550111", Priority::Normal).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        h.record(&id).await.status,
+        Status::Queued,
+        "nothing sent it"
+    );
+    let reconciler = Reconciler::new(
+        h.store.clone() as Arc<dyn Store>,
+        h.retry.clone() as Arc<dyn RetryScheduler>,
+        h.queue.clone() as Arc<dyn Queue>,
+        ReconcilerConfig {
+            queued_grace: Duration::from_secs(20),
+            ..ReconcilerConfig::default()
+        },
+    );
+    assert_eq!(reconciler.pass().await.expect("pass"), 1);
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    assert_eq!(h.provider.sends("+14155550111"), 1);
+    h.stop().await;
+}
