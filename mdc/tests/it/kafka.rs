@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, sent_at, sms, Server};
+use crate::harness::{free_port, kaleyra_provider, sent_at, sms, KaleyraSim, Server, KALEYRA_ENV};
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -556,4 +556,85 @@ async fn a_graceful_stop_on_kafka_finishes_in_flight_sends_and_loses_nothing() {
     for id in &ids {
         assert_eq!(sends[id]["accepted"], 1, "{id}: {}", sends[id]);
     }
+}
+
+/// Sends held past the lease (waiting for a rate-limit token) by one of two
+/// dispatcher processes, with the reconciler looking for lapsed leases every
+/// second, on Kafka, MongoDB and Redis: the held attempts keep their leases,
+/// so no other dispatcher sends them, and Kaleyra (which cannot be asked
+/// whether it has MDC's message) gets each message once.
+#[tokio::test]
+async fn a_send_held_past_the_lease_is_not_sent_by_a_second_dispatcher() {
+    let sim = KaleyraSim::start(&["--callback-delay", "50ms"]).await;
+    let front_dir = tempfile::tempdir().expect("tempdir");
+    let front_port = free_port();
+    // A consumer that holds a batch for longer than max.poll.interval.ms
+    // leaves its group: its partitions, with the held record, go to the
+    // other dispatcher, which meets the message while it is still held.
+    let backends = format!(
+        "{}[backends.queue.options]\n\"max.poll.interval.ms\" = \"7000\"\n\n{}",
+        kafka_queue(&env("MDC_TEST_KAFKA_BROKERS")),
+        shared_store_and_retry()
+    );
+    // One send per ten seconds per dispatcher, a 3 s lease, and a reconciler
+    // that reschedules any lease lapsed for a second.
+    let config = format!(
+        "{}\n[reconciler]\ninterval = \"1s\"\ngrace = \"1s\"\n{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\", rate_per_second = 0.1, burst = 1 }}]\n",
+        config("", "", &backends),
+        kaleyra_provider("kaleyra-test", &sim, front_port)
+    );
+    let env_with = |roles: &'static str| {
+        let mut env = KALEYRA_ENV.to_vec();
+        env.push(("MDC_ROLES", roles));
+        env
+    };
+    let front = Server::start_on(
+        front_dir.path(),
+        &config,
+        front_port,
+        &env_with("ingest,listener,handlers"),
+    )
+    .await;
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let mut dispatchers = Vec::new();
+    for dir in &dirs {
+        dispatchers.push(
+            Server::start_on(dir.path(), &config, free_port(), &env_with("dispatcher")).await,
+        );
+    }
+
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            front
+                .submit(&sms_to(&format!("+91987654{i:04}"), "normal", "held"))
+                .await,
+        );
+    }
+    let delivered = wait_all_delivered(&front, &ids, Duration::from_secs(120)).await;
+    let held = delivered
+        .iter()
+        .filter(|m| {
+            let created = m["created_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            match (created, sent_at(m)) {
+                (Some(created), Some(sent)) => {
+                    sent.signed_duration_since(created) > chrono::Duration::seconds(4)
+                }
+                _ => false,
+            }
+        })
+        .count();
+    assert!(held >= 1, "no send was held past the lease: {delivered:#?}");
+    let sends = sim.sends().await;
+    for (id, message) in ids.iter().zip(&delivered) {
+        assert_eq!(sends["accepted"][id], 1, "{id}: {sends}");
+        assert_eq!(sends["calls"][id], 1, "{id}: {sends}");
+        assert_eq!(message["attempts"], 1, "{message:#}");
+    }
+    drop(dispatchers);
 }
