@@ -27,6 +27,9 @@ pub enum Behaviour {
     FailTransient(u32),
     /// Panics on the first call, then takes it.
     PanicOnce,
+    /// Takes it after this long on the first call (the router's send
+    /// timeout may give up first), then at once.
+    HangOnce(Duration),
 }
 
 #[derive(Default)]
@@ -97,6 +100,7 @@ impl Provider for Scripted {
                 return Err(ProviderError::transient("HTTP 503"))
             }
             Behaviour::PanicOnce if calls == 1 => panic!("injected panic in a provider"),
+            Behaviour::HangOnce(delay) if calls == 1 => tokio::time::sleep(delay).await,
             _ => {}
         }
         let n = {

@@ -255,3 +255,38 @@ async fn a_message_recorded_but_never_produced_is_sent_after_the_reconciler_pass
     assert_eq!(h.provider.sends("+14155550111"), 1);
     h.stop().await;
 }
+
+/// A vendor that hangs past the send timeout (and the lease): the router
+/// gives up at the send timeout, the attempt is ambiguous, and the next
+/// attempt asks the vendor first.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_send_is_cut_at_the_send_timeout_and_retried_as_ambiguous() {
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .script("+14155550112", Behaviour::HangOnce(Duration::from_secs(60)));
+    let id = h.submit("+14155550112", Priority::Normal).await;
+    h.wait_until(Duration::from_secs(1), || {
+        h.provider.calls("+14155550112") == 1
+    })
+    .await;
+    // Past the lease, the attempt is over (cut at 2 s) and its retry is due
+    // at 1 s after that: the claim decides, not a second dispatcher.
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    let record = h.record(&id).await;
+    assert_eq!(record.attempts, 2);
+    let details: Vec<&str> = record.events.iter().map(|e| e.details.as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.contains("verifying first")),
+        "the second attempt asks the vendor first: {details:?}"
+    );
+    assert!(
+        record.events.iter().any(|e| e
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("ambiguous"))),
+        "{details:?}"
+    );
+    let times = h.provider.call_times("+14155550112");
+    assert!(times[1] - times[0] >= Duration::from_secs(3), "{times:?}");
+    h.stop().await;
+}
