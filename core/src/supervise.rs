@@ -15,6 +15,7 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 pub struct TaskHealth {
     restarts: AtomicU64,
     last: Mutex<Option<String>>,
+    parked_reports: AtomicU64,
 }
 
 impl TaskHealth {
@@ -27,6 +28,16 @@ impl TaskHealth {
     /// How many times a task panicked and was started again.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Counts a vendor report parked because it could not be applied.
+    pub fn report_parked(&self) {
+        self.parked_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Vendor reports this process parked since it started.
+    pub fn parked_reports(&self) -> u64 {
+        self.parked_reports.load(Ordering::Relaxed)
     }
 
     /// The task and panic of the latest restart.

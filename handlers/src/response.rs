@@ -172,6 +172,7 @@ impl ResponseHandler {
         {
             Ok(()) => {
                 self.parked.fetch_add(1, Ordering::Relaxed);
+                self.health.report_parked();
                 tracing::error!(partition = delivery.partition, offset = delivery.offset, %error, topic = %Topic::ParkedReports, "Parked a report that cannot be applied");
                 true
             }

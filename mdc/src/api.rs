@@ -43,12 +43,15 @@ pub struct State {
 
 /// `ok` while every worker runs; `restarts` counts workers that panicked
 /// and were started again (alert on it growing), `last_restart` names the
-/// latest. A worker that stopped for good ends the process instead.
+/// latest; `parked_reports` counts vendor reports parked on
+/// `responses.parked`. A worker that stopped for good ends the process
+/// instead.
 async fn healthz(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "restarts": state.health.restarts(),
         "last_restart": state.health.last(),
+        "parked_reports": state.health.parked_reports(),
     }))
 }
 

@@ -65,11 +65,15 @@ async fn a_report_that_cannot_be_applied_is_parked_and_the_partition_moves_on() 
     store.fail_updates(usize::MAX, move |t| {
         matches!(t, Transition::Reported { .. }) && format!("{t:?}").contains(target.as_str())
     });
-    let handler = Arc::new(ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    ));
+    let health = Arc::new(mdc_core::supervise::TaskHealth::default());
+    let handler = Arc::new(
+        ResponseHandler::new(
+            queue.clone(),
+            store.clone(),
+            Arc::new(mdc_embedded::MemoryCache::default()),
+        )
+        .with_health(health.clone()),
+    );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
 
@@ -106,6 +110,7 @@ async fn a_report_that_cannot_be_applied_is_parked_and_the_partition_moves_on() 
         2,
         "the poisoned and the unreadable report"
     );
+    assert_eq!(health.parked_reports(), 2, "shown on /healthz");
     assert_eq!(status(&store, &poisoned).await, Status::Sent);
     let parked = queue
         .consumer(Topic::ParkedReports, ConsumerSpec { index: 0, count: 1 })

@@ -120,3 +120,15 @@ async fn warnings_come_back_with_success() {
         |w| w["field"] == "body" && w["message"].as_str().unwrap_or("").contains("2 segments")
     ));
 }
+
+#[tokio::test]
+async fn healthz_shows_worker_restarts_and_parked_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["restarts"], 0);
+    assert!(health["last_restart"].is_null());
+    assert_eq!(health["parked_reports"], 0);
+}
