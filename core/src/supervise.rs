@@ -16,6 +16,7 @@ pub struct TaskHealth {
     restarts: AtomicU64,
     last: Mutex<Option<String>>,
     parked_reports: AtomicU64,
+    mismatched_reports: AtomicU64,
 }
 
 impl TaskHealth {
@@ -33,6 +34,16 @@ impl TaskHealth {
     /// Counts a vendor report parked because it could not be applied.
     pub fn report_parked(&self) {
         self.parked_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a vendor report that named a message not sent through its
+    /// provider under its id.
+    pub fn report_mismatched(&self) {
+        self.mismatched_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn mismatched_reports(&self) -> u64 {
+        self.mismatched_reports.load(Ordering::Relaxed)
     }
 
     /// Vendor reports this process parked since it started.

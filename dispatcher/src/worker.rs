@@ -435,8 +435,9 @@ impl Dispatcher {
             return self.store_outcome(&record, ended).await;
         };
         if verify_first {
-            let asked = record.provider.clone().unwrap_or_default();
-            let outcome = match router.lookup(record.provider.as_deref(), &message.id).await {
+            let looked = router.lookup(record.provider.as_deref(), &message.id).await;
+            let asked = looked.provider;
+            let outcome = match looked.result {
                 Ok(Some(receipt)) => {
                     let details = "vendor already had it from an earlier attempt; not resent";
                     self.sent(&record, &asked, receipt, details).await

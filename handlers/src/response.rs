@@ -18,11 +18,20 @@ const BATCH: usize = 256;
 const MAX_TRIES: u32 = 5;
 const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How long a report that overtook its message's `sent` write waits for
+/// it (pauses doubling from [`FIRST_PAUSE`], at most [`MAX_PAUSE`] each)
+/// before it is parked.
+const MAX_CATCH_UP_TRIES: u32 = 8;
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a report was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum Unapplied {
     #[error("the report cannot be read")]
     Unreadable(#[source] serde_json::Error),
+    /// The message's own `sent` is not stored yet.
+    #[error("the message's sent outcome is not stored yet")]
+    NotSentYet,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -34,6 +43,8 @@ pub struct ResponseHandler {
     /// Vendor message id → message, tried before the store.
     cache: Arc<dyn MessageCache>,
     parked: AtomicU64,
+    /// Reports that named a message not sent through their provider.
+    mismatched: AtomicU64,
     health: Arc<TaskHealth>,
 }
 
@@ -44,6 +55,7 @@ impl ResponseHandler {
             store,
             cache,
             parked: AtomicU64::new(0),
+            mismatched: AtomicU64::new(0),
             health: Arc::default(),
         }
     }
@@ -134,16 +146,27 @@ impl ResponseHandler {
     async fn process(&self, consumer: &Arc<dyn QueueConsumer>, delivery: &Delivery) {
         let mut pause = FIRST_PAUSE;
         let mut tries = 0;
+        let mut catch_up = 0;
         loop {
             let error = match self.apply(delivery).await {
                 Ok(()) => break,
                 Err(Unapplied::Unreadable(e)) => format!("unreadable: {e}"),
+                Err(Unapplied::NotSentYet) => {
+                    catch_up += 1;
+                    if catch_up < MAX_CATCH_UP_TRIES {
+                        tracing::debug!(tries = catch_up, "A report overtook its message's sent outcome; applying it once that is stored");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
+                        continue;
+                    }
+                    "the message's sent outcome was never stored".to_owned()
+                }
                 Err(Unapplied::Store(e)) => {
                     tries += 1;
                     if tries < MAX_TRIES {
                         tracing::warn!(error = %e, tries, "Could not store a report; retrying");
                         tokio::time::sleep(pause).await;
-                        pause *= 2;
+                        pause = (pause * 2).min(MAX_PAUSE);
                         continue;
                     }
                     format!("not applied after {tries} tries: {e}")
@@ -181,6 +204,12 @@ impl ResponseHandler {
                 false
             }
         }
+    }
+
+    /// How many reports named a message not sent through their provider
+    /// under their id (ignored).
+    pub fn mismatched(&self) -> u64 {
+        self.mismatched.load(Ordering::Relaxed)
     }
 
     /// How many reports this handler parked since it started.
@@ -228,6 +257,12 @@ impl ResponseHandler {
             Updated::NotFound => {
                 tracing::warn!(message_id = %id, "Report for a message that is not stored")
             }
+            Updated::Mismatched => {
+                self.mismatched.fetch_add(1, Ordering::Relaxed);
+                self.health.report_mismatched();
+                tracing::warn!(message_id = %id, provider = %report.provider, provider_message_id = %report.provider_message_id, "Ignored a report: the message was not sent through that provider under that id");
+            }
+            Updated::NotSentYet => return Err(Unapplied::NotSentYet),
         }
         Ok(())
     }

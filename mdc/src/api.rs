@@ -44,7 +44,8 @@ pub struct State {
 /// `ok` while every worker runs; `restarts` counts workers that panicked
 /// and were started again (alert on it growing), `last_restart` names the
 /// latest; `parked_reports` counts vendor reports parked on
-/// `responses.parked`. A worker that stopped for good ends the process
+/// `responses.parked`, `mismatched_reports` those that named a message not
+/// sent through their provider (ignored). A worker that stopped for good ends the process
 /// instead.
 async fn healthz(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
@@ -52,6 +53,7 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
         "restarts": state.health.restarts(),
         "last_restart": state.health.last(),
         "parked_reports": state.health.parked_reports(),
+        "mismatched_reports": state.health.mismatched_reports(),
     }))
 }
 

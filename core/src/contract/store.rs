@@ -558,6 +558,74 @@ pub async fn a_long_trail_is_compacted(store: Arc<dyn Store>) {
     );
 }
 
+/// A vendor report moves only a message sent through that vendor under that
+/// id; one that overtook the `sent` write waits for it.
+pub async fn a_report_applies_only_to_its_providers_message(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550113").await;
+    let id = &record.message.id;
+    let report = |provider: &str, vendor_id: &str| Transition::Reported {
+        status: Status::Delivered,
+        provider: provider.into(),
+        provider_message_id: vendor_id.into(),
+        event: Event::new("response-handler", "delivered"),
+    };
+    assert_eq!(
+        store
+            .update(id, report("sim", "p-113"))
+            .await
+            .expect("update"),
+        Updated::Mismatched,
+        "never sent"
+    );
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert_eq!(
+        store
+            .update(id, report("sim", "p-113"))
+            .await
+            .expect("update"),
+        Updated::NotSentYet
+    );
+    store
+        .update(
+            id,
+            Transition::Sent {
+                attempt: 1,
+                provider: "sim".into(),
+                provider_message_id: "p-113".into(),
+                event: Event::new("dispatcher", "sent"),
+            },
+        )
+        .await
+        .expect("sent");
+    for (provider, vendor_id) in [("kaleyra", "p-113"), ("sim", "p-other")] {
+        assert_eq!(
+            store
+                .update(id, report(provider, vendor_id))
+                .await
+                .expect("update"),
+            Updated::Mismatched,
+            "{provider} {vendor_id}"
+        );
+    }
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.status, Status::Sent);
+    assert_eq!(got.provider.as_deref(), Some("sim"));
+    assert_eq!(got.events.len(), 3, "mismatched reports add no event");
+    assert_eq!(
+        store
+            .update(id, report("sim", "p-113"))
+            .await
+            .expect("update"),
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -581,6 +649,7 @@ macro_rules! store_contract {
                 discarding_removes_only_messages_no_attempt_has_touched,
                 a_lease_is_extended_only_by_its_attempt,
                 a_long_trail_is_compacted,
+                a_report_applies_only_to_its_providers_message,
             ]
         );
     };

@@ -79,7 +79,11 @@ pub enum Transition {
     },
     /// The attempt is still in flight: its lease now runs until `until`.
     LeaseExtended { attempt: u32, until: Timestamp },
-    /// A vendor reported on the message (`delivered`, `failed`).
+    /// A vendor reported on the message (`delivered`, `failed`). It applies
+    /// only to a message sent through `provider` under
+    /// `provider_message_id` ([`Updated::Mismatched`] otherwise); one whose
+    /// `sent` is not stored yet gets [`Updated::NotSentYet`], to be applied
+    /// again once it is.
     Reported {
         status: Status,
         provider: String,
@@ -117,6 +121,8 @@ struct Change {
     next_attempt_at: Option<Timestamp>,
     verify_before_send: Option<bool>,
     extend_lease: Option<Timestamp>,
+    /// A vendor report's provider and id, which must be the message's.
+    reported_by: Option<(String, String)>,
 }
 
 impl Change {
@@ -134,6 +140,7 @@ impl Change {
             next_attempt_at: None,
             verify_before_send: None,
             extend_lease: None,
+            reported_by: None,
         }
     }
 }
@@ -188,6 +195,7 @@ impl From<Transition> for Change {
                 next_attempt_at: None,
                 verify_before_send: None,
                 extend_lease: Some(until),
+                reported_by: None,
             },
             Transition::Reported {
                 status,
@@ -195,6 +203,7 @@ impl From<Transition> for Change {
                 provider_message_id,
                 event,
             } => Change {
+                reported_by: Some((provider.clone(), provider_message_id.clone())),
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
                 ..Change::new(Some(status), event)
@@ -216,6 +225,12 @@ pub enum Updated {
     Ignored {
         current: Status,
     },
+    /// A vendor report for a message that was not sent through that
+    /// provider under that id: nothing changed, no event.
+    Mismatched,
+    /// A vendor report that overtook the message's own `sent` write:
+    /// nothing changed yet; apply it again once the message is sent.
+    NotSentYet,
     NotFound,
 }
 
@@ -327,6 +342,14 @@ pub fn apply_claim(
 /// The update rule, shared by read-modify-write backends.
 pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updated {
     let update = Change::from(transition);
+    if let Some((provider, id)) = &update.reported_by {
+        match (&record.provider, &record.provider_message_id) {
+            (Some(p), Some(i)) if p == provider && i == id => {}
+            // Sent through this provider, its `sent` not stored yet.
+            (_, None) if record.status == Status::Sending => return Updated::NotSentYet,
+            _ => return Updated::Mismatched,
+        }
+    }
     let attempt_matches = update.expect_attempt.is_none_or(|n| n == record.attempts);
     if let Some(until) = update.extend_lease {
         // Only a lease still held by this attempt grows; one that ended or

@@ -67,6 +67,12 @@ impl Member {
     }
 }
 
+/// The answer to a lookup, and which provider gave it.
+pub struct Lookup {
+    pub provider: String,
+    pub result: Result<Option<Receipt>, ProviderError>,
+}
+
 /// The outcome of one routed send: which provider had the last word.
 pub struct Attempt {
     pub provider: String,
@@ -266,19 +272,32 @@ impl Router {
 
     /// Asks the provider that made an uncertain attempt whether it has the
     /// message.
-    pub async fn lookup(
-        &self,
-        provider: Option<&str>,
-        reference: &MessageId,
-    ) -> Result<Option<Receipt>, ProviderError> {
+    /// With no provider named (the attempt died before recording one), every
+    /// member is asked in turn.
+    pub async fn lookup(&self, provider: Option<&str>, reference: &MessageId) -> Lookup {
+        let mut asked = provider
+            .map(str::to_owned)
+            .or_else(|| self.members.first().map(|m| m.provider.name().to_owned()))
+            .unwrap_or_default();
         for member in &self.members {
-            if provider.is_none_or(|p| p == member.provider.name()) {
-                if let Some(receipt) = member.provider.lookup(reference).await? {
-                    return Ok(Some(receipt));
+            let name = member.provider.name();
+            if provider.is_none_or(|p| p == name) {
+                asked = name.to_owned();
+                match member.provider.lookup(reference).await {
+                    Ok(None) => continue,
+                    result => {
+                        return Lookup {
+                            provider: asked,
+                            result,
+                        }
+                    }
                 }
             }
         }
-        Ok(None)
+        Lookup {
+            provider: asked,
+            result: Ok(None),
+        }
     }
 }
 

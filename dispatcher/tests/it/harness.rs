@@ -39,6 +39,11 @@ pub struct Scripted {
     calls: Mutex<HashMap<String, Vec<Instant>>>,
     /// Accepted sends per recipient.
     accepted: Mutex<HashMap<String, u32>>,
+    /// Vendor ids of accepted messages, by MDC id.
+    receipts: Mutex<HashMap<MessageId, String>>,
+    /// Whether lookups by MDC id are answered (like the simulators) or not
+    /// (like Kaleyra, SES, SNS and SMTP).
+    pub answers_lookups: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,15 +114,25 @@ impl Provider for Scripted {
             *n += 1;
             *n
         };
+        let id = format!("{}:{n}", message.id);
+        lock(&self.receipts).insert(message.id.clone(), id.clone());
         Ok(Receipt {
-            provider_message_id: format!("{}:{n}", message.id),
+            provider_message_id: id,
             raw: serde_json::json!({}),
         })
     }
 
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        // Like Kaleyra, SES, SNS and SMTP: it cannot be asked by MDC's id.
-        Ok(None)
+    async fn lookup(&self, reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
+        if !self
+            .answers_lookups
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
+        Ok(lock(&self.receipts).get(reference).map(|id| Receipt {
+            provider_message_id: id.clone(),
+            raw: serde_json::json!({ "looked_up": true }),
+        }))
     }
 }
 

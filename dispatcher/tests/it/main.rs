@@ -290,3 +290,47 @@ async fn a_hanging_send_is_cut_at_the_send_timeout_and_retried_as_ambiguous() {
     assert!(times[1] - times[0] >= Duration::from_secs(3), "{times:?}");
     h.stop().await;
 }
+
+/// A dispatcher died after the vendor took the message and before anything
+/// was recorded: the next attempt asks the vendor, which has it, and records
+/// it as sent under that provider's name and id, so its report applies.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_records_the_provider_that_already_had_the_message() {
+    use mdc_core::ports::Provider;
+
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .answers_lookups
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = h.create("+14155550113", Priority::Normal).await;
+    let now = mdc_core::now();
+    assert!(matches!(
+        h.store
+            .claim(&id, now, now + chrono::Duration::seconds(6), "dead")
+            .await
+            .expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let message = h.record(&id).await.message;
+    let receipt = h.provider.send(&message).await.expect("the vendor took it");
+    h.produce(&id).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(20)).await;
+    let record = h.record(&id).await;
+    assert_eq!(h.provider.sends("+14155550113"), 1, "not sent again");
+    assert_eq!(record.provider.as_deref(), Some("scripted"));
+    assert_eq!(
+        record.provider_message_id.as_deref(),
+        Some(receipt.provider_message_id.as_str())
+    );
+    let report = Transition::Reported {
+        status: Status::Delivered,
+        provider: "scripted".into(),
+        provider_message_id: receipt.provider_message_id,
+        event: mdc_core::Event::new("test", "delivered"),
+    };
+    assert!(matches!(
+        h.store.update(&id, report).await.expect("report"),
+        mdc_core::ports::Updated::Applied { .. }
+    ));
+    h.stop().await;
+}

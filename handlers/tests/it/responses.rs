@@ -125,3 +125,85 @@ async fn a_report_that_cannot_be_applied_is_parked_and_the_partition_moves_on() 
     shutdown.cancel();
     task.await.expect("join").expect("run");
 }
+
+/// A report naming a message sent through another provider changes
+/// nothing and is counted; one that overtook its message's `sent` write is
+/// applied once that write lands.
+#[tokio::test(start_paused = true)]
+async fn reports_apply_only_to_their_providers_message_once_it_is_sent() {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let handler = Arc::new(ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+
+    // Sent through sim-sms; a Kaleyra report names it.
+    let other = sent(&store, "+14155550150").await;
+    let mut foreign: DeliveryReport = serde_json::from_slice(&report(&other)).expect("report");
+    foreign.provider = "kaleyra".into();
+    queue
+        .produce(
+            Topic::Responses,
+            "k",
+            serde_json::to_vec(&foreign).expect("encode"),
+        )
+        .await
+        .expect("produce");
+
+    // Claimed, not yet recorded as sent, when its report arrives.
+    let message = mdc_core::contract::sample_message("+14155550151");
+    let early = message.id.clone();
+    store
+        .create(&MessageRecord::new(
+            message,
+            Status::Queued,
+            Event::new("test", "queued"),
+        ))
+        .await
+        .expect("create");
+    let now = mdc_core::now();
+    store
+        .claim(&early, now, now + chrono::Duration::seconds(30), "test")
+        .await
+        .expect("claim");
+    queue
+        .produce(Topic::Responses, "e", report(&early))
+        .await
+        .expect("produce");
+
+    let started = tokio::time::Instant::now();
+    while handler.mismatched() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status(&store, &other).await, Status::Sent, "unchanged");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status(&store, &early).await,
+        Status::Sending,
+        "waits for sent"
+    );
+    store
+        .update(
+            &early,
+            Transition::Sent {
+                attempt: 1,
+                provider: "sim-sms".into(),
+                provider_message_id: format!("v-{early}"),
+                event: Event::new("test", "sent"),
+            },
+        )
+        .await
+        .expect("sent");
+    while status(&store, &early).await != Status::Delivered {
+        assert!(started.elapsed() < Duration::from_secs(30), "never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handler.parked(), 0);
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+}

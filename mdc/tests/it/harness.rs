@@ -147,6 +147,22 @@ impl Server {
         body
     }
 
+    /// Polls until the message has `status`, and returns it.
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let message = self.message(id).await;
+            if message["status"] == status {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} is not {status}: {message:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls until the message reaches a terminal status, and returns it.
     pub async fn wait_terminal(&self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -187,7 +203,15 @@ impl Server {
         let deadline = Instant::now() + within;
         loop {
             let message = self.message(id).await;
-            if message["events"].to_string().contains(text) {
+            // Details and errors only: a timestamp's digits may hold `text`.
+            let mentioned = message["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| {
+                    ["details", "error"]
+                        .iter()
+                        .any(|field| e[field].as_str().is_some_and(|t| t.contains(text)))
+                })
+            });
+            if mentioned {
                 return message;
             }
             assert!(

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::harness::{
-    free_port, kaleyra_provider, sent_event, sms, KaleyraSim, Server, KALEYRA_ENV, TEST_CONFIG,
+    email, free_port, kaleyra_provider, sent_event, sms, KaleyraSim, Server, KALEYRA_ENV,
+    TEST_CONFIG,
 };
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -288,4 +289,54 @@ async fn a_report_with_only_the_vendor_id_finds_its_message() {
     assert_eq!(response.status().as_u16(), 200);
     let message = server.wait_terminal(&id, WITHIN).await;
     assert_eq!(message["status"], "delivered", "{message:#}");
+}
+
+/// A Kaleyra callback that names (by `ref` and vendor id) a message sent
+/// through another provider is acknowledged, counted, and changes nothing.
+#[tokio::test]
+async fn a_kaleyra_callback_naming_another_providers_message_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&[]).await;
+    let port = free_port();
+    // The simulated email vendor reports only after a minute: the email
+    // stays `sent` meanwhile.
+    let config = format!(
+        "[dispatcher]\nsend_timeout = \"2s\"\nlease = \"3s\"\n\n[simulator]\nreport_delay = \"60s\"\n{}",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+    let id = server.submit(&email("alice@example.com")).await;
+    let message = server.wait_status(&id, "sent", WITHIN).await;
+    let vendor_id = message["provider_message_id"].as_str().expect("vendor id");
+
+    let response = server
+        .http
+        .post(format!(
+            "{}/v1/callbacks/kaleyra/kaleyra-test?token=callback-secret",
+            server.base
+        ))
+        .json(&json!({"message_id": vendor_id, "status": "DELIVERED", "ref": id}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 200, "the vendor gets its 2xx");
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        let (_, health) = server.get("/healthz").await;
+        if health["mismatched_reports"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not counted: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = server.message(&id).await;
+    assert_eq!(message["status"], "sent", "{message:#}");
+    assert_eq!(message["provider"], "sim-email");
+    assert!(
+        !message.to_string().contains("kaleyra-test"),
+        "no trace of the foreign report: {message:#}"
+    );
 }
