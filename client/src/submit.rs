@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use mdc_core::ports::{Created, Queue, QueueError, Store, StoreError, Topic, Transition};
+use mdc_core::ports::{
+    Created, Queue, QueueError, Store, StoreError, SuppressionList, Topic, Transition,
+};
 use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status};
 use serde::Serialize;
 
@@ -47,6 +49,7 @@ pub struct Submitter {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     config: Arc<ClientConfig>,
+    suppressions: Option<Arc<dyn SuppressionList>>,
 }
 
 impl Submitter {
@@ -55,7 +58,14 @@ impl Submitter {
             store,
             queue,
             config: Arc::new(config),
+            suppressions: None,
         }
+    }
+
+    /// Refuses recipients on `list` (422, rule `suppressed`).
+    pub fn with_suppressions(mut self, list: Arc<dyn SuppressionList>) -> Self {
+        self.suppressions = Some(list);
+        self
     }
 
     /// Returns `Ok` only once the message is durable in its queue.
@@ -69,6 +79,22 @@ impl Submitter {
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
         let (message, warnings) = enrich(request, &self.config)?;
+        if let Some(list) = &self.suppressions {
+            if let Some(entry) = list.get(message.channel(), &message.to).await? {
+                return Err(ValidationError::new(
+                    "to",
+                    "suppressed",
+                    format!(
+                        "this recipient is suppressed on {} since {}: {}; remove it with DELETE /v1/suppressions/{}/<recipient> to send again",
+                        entry.channel,
+                        entry.at.to_rfc3339(),
+                        entry.reason,
+                        entry.channel
+                    ),
+                )
+                .into());
+            }
+        }
         let topic = Topic::Messages(message.channel(), message.priority);
         let mut record = MessageRecord::new(
             message.clone(),

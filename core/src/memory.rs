@@ -448,3 +448,53 @@ impl RetryScheduler for MemoryRetry {
         Ok(())
     }
 }
+
+/// A suppression list in memory.
+#[derive(Default)]
+pub struct MemorySuppressions {
+    entries: Mutex<HashMap<(crate::Channel, String), crate::ports::Suppression>>,
+}
+
+#[async_trait]
+impl crate::ports::SuppressionList for MemorySuppressions {
+    async fn add(&self, suppression: &crate::ports::Suppression) -> Result<bool, StoreError> {
+        let mut entries = lock(&self.entries);
+        let key = (suppression.channel, suppression.recipient.clone());
+        if entries.contains_key(&key) {
+            return Ok(false);
+        }
+        entries.insert(key, suppression.clone());
+        Ok(true)
+    }
+
+    async fn get(
+        &self,
+        channel: crate::Channel,
+        recipient: &str,
+    ) -> Result<Option<crate::ports::Suppression>, StoreError> {
+        Ok(lock(&self.entries)
+            .get(&(channel, recipient.to_owned()))
+            .cloned())
+    }
+
+    async fn remove(&self, channel: crate::Channel, recipient: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.entries)
+            .remove(&(channel, recipient.to_owned()))
+            .is_some())
+    }
+
+    async fn list(
+        &self,
+        channel: Option<crate::Channel>,
+        limit: usize,
+    ) -> Result<Vec<crate::ports::Suppression>, StoreError> {
+        let mut out: Vec<_> = lock(&self.entries)
+            .values()
+            .filter(|s| channel.is_none_or(|c| c == s.channel))
+            .cloned()
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.at));
+        out.truncate(limit);
+        Ok(out)
+    }
+}

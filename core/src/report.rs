@@ -22,5 +22,12 @@ pub struct DeliveryReport {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ReportOutcome {
     Delivered,
-    Failed { reason: String },
+    /// With `suppress`, the vendor says the recipient cannot or will not
+    /// take messages (a permanent bounce, a complaint, an opt-out): MDC adds
+    /// it to the suppression list.
+    Failed {
+        reason: String,
+        #[serde(default)]
+        suppress: bool,
+    },
 }

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, Store, StoreError, Topic,
-    Transition, Updated,
+    ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, Store, StoreError, Suppression,
+    SuppressionList, Topic, Transition, Updated,
 };
 use mdc_core::supervise::TaskHealth;
 use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
@@ -43,6 +43,7 @@ pub struct ResponseHandler {
     /// Vendor message id → message, tried before the store.
     cache: Arc<dyn MessageCache>,
     parked: AtomicU64,
+    suppressions: Option<Arc<dyn SuppressionList>>,
     /// Reports that named a message not sent through their provider.
     mismatched: AtomicU64,
     health: Arc<TaskHealth>,
@@ -55,9 +56,17 @@ impl ResponseHandler {
             store,
             cache,
             parked: AtomicU64::new(0),
+            suppressions: None,
             mismatched: AtomicU64::new(0),
             health: Arc::default(),
         }
+    }
+
+    /// Suppresses recipients that reports say cannot or will not take
+    /// messages.
+    pub fn with_suppressions(mut self, list: Arc<dyn SuppressionList>) -> Self {
+        self.suppressions = Some(list);
+        self
     }
 
     /// Counts restarts in `health` (shared with the process's other tasks).
@@ -231,7 +240,7 @@ impl ResponseHandler {
                 "delivered (vendor report)".to_owned(),
                 None,
             ),
-            ReportOutcome::Failed { reason } => (
+            ReportOutcome::Failed { reason, .. } => (
                 Status::Failed,
                 "failed (vendor report)".to_owned(),
                 Some(reason.clone()),
@@ -249,10 +258,12 @@ impl ResponseHandler {
         };
         match self.store.update(&id, update).await? {
             Updated::Applied { status } => {
-                tracing::debug!(message_id = %id, %status, "Report applied")
+                tracing::debug!(message_id = %id, %status, "Report applied");
+                self.suppress_if_asked(&id, &report).await?;
             }
             Updated::Ignored { current } => {
-                tracing::info!(message_id = %id, %current, reported = %status, "Report did not change a message already further on")
+                tracing::info!(message_id = %id, %current, reported = %status, "Report did not change a message already further on");
+                self.suppress_if_asked(&id, &report).await?;
             }
             Updated::NotFound => {
                 tracing::warn!(message_id = %id, "Report for a message that is not stored")
@@ -263,6 +274,40 @@ impl ResponseHandler {
                 tracing::warn!(message_id = %id, provider = %report.provider, provider_message_id = %report.provider_message_id, "Ignored a report: the message was not sent through that provider under that id");
             }
             Updated::NotSentYet => return Err(Unapplied::NotSentYet),
+        }
+        Ok(())
+    }
+
+    /// Adds the message's recipient to the suppression list when the report
+    /// says it cannot or will not take messages.
+    async fn suppress_if_asked(
+        &self,
+        id: &MessageId,
+        report: &DeliveryReport,
+    ) -> Result<(), StoreError> {
+        let (
+            Some(list),
+            ReportOutcome::Failed {
+                reason,
+                suppress: true,
+            },
+        ) = (&self.suppressions, &report.outcome)
+        else {
+            return Ok(());
+        };
+        let Some(record) = self.store.get(id).await? else {
+            return Ok(());
+        };
+        let entry = Suppression {
+            channel: record.message.channel(),
+            recipient: record.message.to.clone(),
+            reason: reason.clone(),
+            source: format!("report:{}", report.provider),
+            message_id: Some(id.clone()),
+            at: mdc_core::now(),
+        };
+        if list.add(&entry).await? {
+            tracing::info!(message_id = %id, channel = %entry.channel, to = %mdc_core::mask::recipient(&entry.recipient), %reason, "Recipient suppressed");
         }
         Ok(())
     }

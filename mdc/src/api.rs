@@ -39,6 +39,7 @@ pub struct State {
     pub max_body_bytes: usize,
     /// Restarts of this process's workers.
     pub health: Arc<mdc_core::supervise::TaskHealth>,
+    pub suppressions: Arc<dyn mdc_core::ports::SuppressionList>,
 }
 
 /// `ok` while every worker runs; `restarts` counts workers that panicked
@@ -81,6 +82,12 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                         .route("/v1/devices", web::post().to(register_device))
                         .route("/v1/devices/{id}", web::get().to(get_device))
                         .route("/v1/devices/{id}", web::delete().to(remove_device))
+                        .route("/v1/suppressions", web::get().to(list_suppressions))
+                        .route("/v1/suppressions", web::post().to(add_suppression))
+                        .route(
+                            "/v1/suppressions/{channel}/{recipient}",
+                            web::delete().to(remove_suppression),
+                        )
                         .route("/v1/simulator/sends", web::get().to(simulator_sends));
                 }
             })
@@ -432,5 +439,154 @@ async fn remove_device(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_found("no such device").field("id"))
+    }
+}
+
+/// A recipient as the client normalises `to` for `channel`, so a
+/// suppression matches what submit stores.
+fn normalised_recipient(channel: Channel, to: &str) -> Result<String, ApiError> {
+    let field =
+        |e: mdc_client::validate::ValidationError| unprocessable(&e.field, e.rule, e.message);
+    Ok(match channel {
+        Channel::Sms => {
+            mdc_client::validate::phone_number("to", to)
+                .map_err(field)?
+                .0
+        }
+        Channel::Email => mdc_client::validate::email_address("to", to).map_err(field)?,
+        Channel::Push => match mdc_client::validate::push_target("to", to).map_err(field)? {
+            PushTarget::DeviceToken(token) => token,
+            PushTarget::UserId(user) => format!("user:{user}"),
+        },
+    })
+}
+
+fn channel_param(value: Option<&str>) -> Result<Option<Channel>, ApiError> {
+    value
+        .map(|c| {
+            c.parse::<Channel>()
+                .map_err(|_| unprocessable("channel", "one_of", "must be sms, email or push"))
+        })
+        .transpose()
+}
+
+/// `GET /v1/suppressions?channel=&to=&limit=`: one recipient's entry (404
+/// when it is not suppressed), or the newest entries.
+async fn list_suppressions(
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    const KNOWN: [&str; 3] = ["channel", "to", "limit"];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(unprocessable(
+            unknown,
+            "query",
+            format!("unknown filter; use {}", KNOWN.join(", ")),
+        ));
+    }
+    let channel = channel_param(query.get("channel").map(String::as_str))?;
+    if let Some(to) = query.get("to") {
+        let Some(channel) = channel else {
+            return Err(unprocessable(
+                "channel",
+                "required",
+                "give the channel with to",
+            ));
+        };
+        let recipient = normalised_recipient(channel, to)?;
+        return match state
+            .suppressions
+            .get(channel, &recipient)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(entry) => Ok(HttpResponse::Ok().json(json!({ "suppressions": [entry] }))),
+            None => Err(not_found("not suppressed").field("to")),
+        };
+    }
+    let limit = parse_param::<usize>(&query, "limit", "a number")?
+        .unwrap_or(100)
+        .min(MAX_LIST);
+    let entries = state
+        .suppressions
+        .list(channel, limit)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "suppressions": entries })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionRequest {
+    channel: Option<String>,
+    to: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /v1/suppressions {"channel","to","reason"}`: 201 when added, 200
+/// when the recipient was already suppressed (the first entry is kept).
+async fn add_suppression(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let request: SuppressionRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })?;
+    let Some(channel) = channel_param(request.channel.as_deref())? else {
+        return Err(unprocessable("channel", "required", "channel is required"));
+    };
+    let Some(to) = request.to.as_deref().filter(|t| !t.trim().is_empty()) else {
+        return Err(unprocessable("to", "required", "to is required"));
+    };
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "added by hand".to_owned());
+    if reason.len() > 500 {
+        return Err(unprocessable("reason", "length", "at most 500 bytes"));
+    }
+    let entry = mdc_core::ports::Suppression {
+        channel,
+        recipient: normalised_recipient(channel, to)?,
+        reason,
+        source: "manual".to_owned(),
+        message_id: None,
+        at: mdc_core::now(),
+    };
+    let added = state.suppressions.add(&entry).await.map_err(unavailable)?;
+    let stored = state
+        .suppressions
+        .get(channel, &entry.recipient)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or(entry);
+    Ok(if added {
+        HttpResponse::Created().json(stored)
+    } else {
+        HttpResponse::Ok().json(stored)
+    })
+}
+
+/// `DELETE /v1/suppressions/{channel}/{recipient}`: 204, or 404.
+async fn remove_suppression(
+    path: web::Path<(String, String)>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let (channel, to) = path.into_inner();
+    let Some(channel) = channel_param(Some(&channel))? else {
+        return Err(unprocessable("channel", "required", "channel is required"));
+    };
+    let recipient = normalised_recipient(channel, &to)?;
+    if state
+        .suppressions
+        .remove(channel, &recipient)
+        .await
+        .map_err(unavailable)?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found("not suppressed").field("to"))
     }
 }

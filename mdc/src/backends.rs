@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use mdc_core::ports::{DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store};
+use mdc_core::ports::{
+    DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store, SuppressionList,
+};
 use mdc_core::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +157,8 @@ pub struct Connected {
     pub store: Arc<dyn Store>,
     /// Devices live beside the messages.
     pub devices: Arc<dyn DeviceRegistry>,
+    /// So does the suppression list.
+    pub suppressions: Arc<dyn SuppressionList>,
     pub retry: Arc<dyn RetryScheduler>,
 }
 
@@ -184,39 +188,48 @@ pub async fn connect(
     } else {
         None
     };
-    let (store, devices): (Arc<dyn Store>, Arc<dyn DeviceRegistry>) =
-        match (&backends.store, &embedded) {
-            (StoreBackend::Embedded, Some(embedded)) => {
-                (embedded.store.clone(), embedded.devices.clone())
-            }
-            (StoreBackend::Embedded, None) => {
-                anyhow::bail!("backends.store: embedded store not opened")
-            }
-            (
-                StoreBackend::Mongodb {
-                    url,
-                    database,
-                    prefix,
-                    majority_writes,
-                },
-                _,
-            ) => {
-                let config = mdc_mongodb::MongoConfig {
-                    url: url.clone(),
-                    database: database.clone(),
-                    prefix: prefix.clone(),
-                    majority_writes: *majority_writes,
-                };
-                let store = mdc_mongodb::MongoStore::connect(&config)
-                    .await
-                    .context("backends.store: cannot use MongoDB")?;
-                let devices = store
-                    .devices()
-                    .await
-                    .context("backends.store: cannot use MongoDB")?;
-                (Arc::new(store), Arc::new(devices))
-            }
-        };
+    let (store, devices, suppressions): (
+        Arc<dyn Store>,
+        Arc<dyn DeviceRegistry>,
+        Arc<dyn SuppressionList>,
+    ) = match (&backends.store, &embedded) {
+        (StoreBackend::Embedded, Some(embedded)) => (
+            embedded.store.clone(),
+            embedded.devices.clone(),
+            embedded.suppressions.clone(),
+        ),
+        (StoreBackend::Embedded, None) => {
+            anyhow::bail!("backends.store: embedded store not opened")
+        }
+        (
+            StoreBackend::Mongodb {
+                url,
+                database,
+                prefix,
+                majority_writes,
+            },
+            _,
+        ) => {
+            let config = mdc_mongodb::MongoConfig {
+                url: url.clone(),
+                database: database.clone(),
+                prefix: prefix.clone(),
+                majority_writes: *majority_writes,
+            };
+            let store = mdc_mongodb::MongoStore::connect(&config)
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            let devices = store
+                .devices()
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            let suppressions = store
+                .suppressions()
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            (Arc::new(store), Arc::new(devices), Arc::new(suppressions))
+        }
+    };
     let retry: Arc<dyn RetryScheduler> = match (&backends.retry, &embedded) {
         (RetryBackend::Embedded, Some(embedded)) => embedded.retry.clone(),
         (RetryBackend::Embedded, None) => {
@@ -252,6 +265,7 @@ pub async fn connect(
         cache,
         store,
         devices,
+        suppressions,
         retry,
     })
 }

@@ -277,7 +277,8 @@ fn spawn_handlers(
         ports.store.clone(),
         ports.cache.clone(),
     )
-    .with_health(health.clone());
+    .with_health(health.clone())
+    .with_suppressions(ports.suppressions.clone());
     tasks.spawn(Arc::new(responses).run(config.responses.consumers, workers.clone()));
     // Their state lives in the backends: a panicked pass or firing is simply
     // started again.
@@ -323,7 +324,9 @@ fn http_state(
             ports.store.clone(),
             ports.queue.clone(),
             config.client.clone(),
-        ),
+        )
+        .with_suppressions(ports.suppressions.clone()),
+        suppressions: ports.suppressions.clone(),
         store: ports.store.clone(),
         ledger: vendors.ledger,
         kaleyra: Arc::new(KaleyraIntake {

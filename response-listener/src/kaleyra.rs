@@ -108,6 +108,7 @@ async fn report(
     let outcome = match report.verdict() {
         Some(Verdict::Delivered) => ReportOutcome::Delivered,
         Some(Verdict::Failed) => ReportOutcome::Failed {
+            suppress: false,
             reason: report
                 .error
                 .clone()

@@ -172,7 +172,7 @@ impl Simulator {
     }
 }
 
-fn decide(magic: Magic, entry: &mut Entry, provider: &str) -> Verdict {
+fn decide(magic: Magic, entry: &mut Entry, provider: &str, channel: Channel) -> Verdict {
     entry.provider = provider.to_owned();
     entry.calls += 1;
     let accept = |entry: &mut Entry, report: &ReportOutcome| {
@@ -194,8 +194,11 @@ fn decide(magic: Magic, entry: &mut Entry, provider: &str) -> Verdict {
             throttled: false,
         }),
         Magic::Bounce => {
+            // An email bounce is permanent, like SES's: the address is
+            // suppressed.
             let report = ReportOutcome::Failed {
                 reason: "simulated bounce: unknown subscriber".into(),
+                suppress: channel == Channel::Email,
             };
             Verdict::Accepted {
                 provider_message_id: accept(entry, &report),
@@ -234,9 +237,12 @@ impl Provider for Simulator {
         }
         let magic = Magic::of(self.channel, &message.to);
         let name = self.name.clone();
+        let channel = self.channel;
         let verdict = self
             .ledger
-            .update(&message.id, move |entry| decide(magic, entry, &name))
+            .update(&message.id, move |entry| {
+                decide(magic, entry, &name, channel)
+            })
             .await
             .map_err(|e| ProviderError::Transient {
                 message: format!("simulator storage: {e}"),

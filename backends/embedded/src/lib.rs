@@ -11,6 +11,7 @@ mod devices;
 mod queue;
 mod retry;
 mod store;
+mod suppression;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use devices::EmbeddedDevices;
 pub use queue::{EmbeddedQueue, QueueLayout};
 pub use retry::EmbeddedRetry;
 pub use store::EmbeddedStore;
+pub use suppression::EmbeddedSuppressions;
 
 /// The three embedded backends over one database file.
 pub struct Embedded {
@@ -28,6 +30,7 @@ pub struct Embedded {
     pub store: Arc<EmbeddedStore>,
     pub retry: Arc<EmbeddedRetry>,
     pub devices: Arc<EmbeddedDevices>,
+    pub suppressions: Arc<EmbeddedSuppressions>,
 }
 
 impl Embedded {
@@ -40,12 +43,14 @@ impl Embedded {
             store,
             retry,
             devices,
+            suppressions,
         } = open_stores(dir)?;
         Ok(Self {
             queue,
             store,
             retry,
             devices,
+            suppressions,
         })
     }
 }
@@ -55,6 +60,7 @@ pub struct EmbeddedStores {
     pub store: Arc<EmbeddedStore>,
     pub retry: Arc<EmbeddedRetry>,
     pub devices: Arc<EmbeddedDevices>,
+    pub suppressions: Arc<EmbeddedSuppressions>,
 }
 
 fn create_dir(dir: &Path) -> Result<(), DbError> {
@@ -77,6 +83,7 @@ pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
     Ok(EmbeddedStores {
         store: Arc::new(EmbeddedStore::open(store.clone())?),
         retry: Arc::new(EmbeddedRetry::open(store.clone())?),
-        devices: Arc::new(EmbeddedDevices::open(store)?),
+        devices: Arc::new(EmbeddedDevices::open(store.clone())?),
+        suppressions: Arc::new(EmbeddedSuppressions::open(store)?),
     })
 }

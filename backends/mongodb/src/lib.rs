@@ -9,6 +9,7 @@
 //! therefore never overwrites `delivered`.
 
 mod devices;
+mod suppression;
 
 use std::collections::HashMap;
 
@@ -32,6 +33,7 @@ pub struct MongoConfig {
 }
 
 pub use devices::MongoDevices;
+pub use suppression::MongoSuppressions;
 
 pub struct MongoStore {
     collections: HashMap<Channel, Collection<Document>>,
@@ -131,6 +133,11 @@ impl MongoStore {
             database,
             prefix: config.prefix.clone(),
         })
+    }
+
+    /// The suppression list in the same database.
+    pub async fn suppressions(&self) -> Result<MongoSuppressions, StoreError> {
+        MongoSuppressions::open(&self.database, &self.prefix).await
     }
 
     /// The device registry in the same database.

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod queue;
 pub mod retry;
 pub mod store;
+pub mod suppression;
 
 use chrono::Duration;
 

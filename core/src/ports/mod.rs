@@ -11,6 +11,7 @@ pub mod provider;
 pub mod queue;
 pub mod retry;
 pub mod store;
+pub mod suppression;
 
 pub use cache::{CachedMessage, MessageCache};
 pub use devices::{Device, DeviceRegistry, Platform};
@@ -18,6 +19,7 @@ pub use provider::{Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
+pub use suppression::{Suppression, SuppressionList};
 
 /// Where normalised vendor reports go: the response listener's output.
 #[async_trait::async_trait]

@@ -9,3 +9,4 @@ mod harness;
 mod kafka;
 mod lifecycle;
 mod routing;
+mod suppression;

@@ -31,6 +31,20 @@ mod devices {
     mdc_core::devices_contract!(async { fresh().devices as Arc<dyn DeviceRegistry> });
 }
 
+mod suppression {
+    use super::*;
+    use mdc_core::ports::SuppressionList;
+    mdc_core::suppression_contract!(async { fresh().suppressions as Arc<dyn SuppressionList> });
+}
+
+mod memory_suppression {
+    use super::*;
+    use mdc_core::ports::SuppressionList;
+    mdc_core::suppression_contract!(async {
+        Arc::new(mdc_core::memory::MemorySuppressions::default()) as Arc<dyn SuppressionList>
+    });
+}
+
 mod queue {
     use super::*;
     mdc_core::queue_contract!(async { fresh().queue as Arc<dyn Queue> });

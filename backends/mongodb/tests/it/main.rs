@@ -31,6 +31,15 @@ mod devices {
     });
 }
 
+mod suppression {
+    use super::*;
+    use mdc_core::ports::SuppressionList;
+    mdc_core::suppression_contract!(async {
+        Arc::new(fresh().await.suppressions().await.expect("suppressions"))
+            as Arc<dyn SuppressionList>
+    });
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
