@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    CachedMessage, Claim, ConsumerSpec, Delivery, MessageCache, ProviderError, Queue,
-    QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError, Topic, Transition,
+    AfterAmbiguous, CachedMessage, Claim, ConsumerSpec, Delivery, Lookup, MessageCache,
+    ProviderError, Queue, QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError,
+    Topic, Transition,
 };
 use mdc_core::supervise::TaskHealth;
 use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
@@ -434,18 +435,41 @@ impl Dispatcher {
             };
             return self.store_outcome(&record, ended).await;
         };
+        // Resending after an attempt that may have reached the vendor is
+        // decided here, and the trail says how.
+        let mut resend_note = None;
         if verify_first {
             let looked = router.lookup(record.provider.as_deref(), &message.id).await;
             let asked = looked.provider;
             let outcome = match looked.result {
-                Ok(Some(receipt)) => {
+                Ok(Lookup::Found(receipt)) => {
                     let details = "vendor already had it from an earlier attempt; not resent";
                     self.sent(&record, &asked, receipt, details).await
                 }
-                Ok(None) => {
+                Ok(Lookup::NotFound) => {
                     tracing::info!("Vendor does not have the message; sending");
                     None
                 }
+                Ok(Lookup::CannotTell) => match looked.after_ambiguous {
+                    AfterAmbiguous::WaitForReport => {
+                        tracing::info!(provider = %asked, "Vendor cannot tell whether it has the message; waiting for its report");
+                        Some(Transition::SentUnconfirmed {
+                            attempt,
+                            provider: asked.clone(),
+                            event: Event::new(
+                                COMPONENT,
+                                format!("an earlier attempt may have reached {asked}, which cannot be asked; not resent, waiting for its report (after_ambiguous = wait_for_report)"),
+                            )
+                            .provider(&asked, None),
+                        })
+                    }
+                    AfterAmbiguous::Resend => {
+                        resend_note = Some(format!(
+                            "; {asked} cannot tell whether an earlier attempt reached it, so it was sent again (after_ambiguous = resend)"
+                        ));
+                        None
+                    }
+                },
                 Err(error) => Some(self.failed(&record, &asked, error, true)),
             };
             if let Some(transition) = outcome {
@@ -467,11 +491,12 @@ impl Dispatcher {
         }
         let transition = match routed.result {
             Ok(receipt) => {
-                let details = if failover.is_empty() {
+                let mut details = if failover.is_empty() {
                     "sent".to_owned()
                 } else {
                     format!("sent after failing over ({})", failover.join("; "))
                 };
+                details.push_str(resend_note.as_deref().unwrap_or_default());
                 self.sent(&record, &routed.provider, receipt, &details)
                     .await
             }

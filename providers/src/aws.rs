@@ -28,6 +28,10 @@ pub struct AwsConfig {
     /// Longest time for one call, retries excluded.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// After an ambiguous send: `wait_for_report` (the default for SES and
+    /// SNS SMS, which report back) or `resend` (the default for push).
+    #[serde(default)]
+    pub after_ambiguous: Option<mdc_core::ports::AfterAmbiguous>,
 }
 
 fn default_timeout() -> Duration {

@@ -19,8 +19,8 @@ use aws_sdk_sesv2::types::{
     Body, Content as SesContent, Destination, EmailContent, Message as SesMessage, MessageTag,
     RawMessage,
 };
-use mdc_core::ports::{Provider, ProviderError, Receipt};
-use mdc_core::{Channel, Content, Message, MessageId};
+use mdc_core::ports::{AfterAmbiguous, Provider, ProviderError, Receipt};
+use mdc_core::{Channel, Content, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -48,6 +48,7 @@ pub struct SesProvider {
     name: String,
     client: aws_sdk_sesv2::Client,
     configuration_set: Option<String>,
+    after_ambiguous: AfterAmbiguous,
 }
 
 impl SesProvider {
@@ -57,6 +58,10 @@ impl SesProvider {
             name: name.to_owned(),
             client: aws_sdk_sesv2::Client::new(&sdk),
             configuration_set: config.configuration_set.clone(),
+            after_ambiguous: config
+                .aws
+                .after_ambiguous
+                .unwrap_or(AfterAmbiguous::WaitForReport),
         })
     }
 
@@ -169,7 +174,8 @@ impl Provider for SesProvider {
         })
     }
 
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        Ok(None)
+    /// SES reports every message (event publishing): wait for it.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        self.after_ambiguous
     }
 }

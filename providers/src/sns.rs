@@ -23,8 +23,10 @@ use async_trait::async_trait;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::MessageAttributeValue;
 use mdc_core::message::PushTarget;
-use mdc_core::ports::{Device, DeviceRegistry, Platform, Provider, ProviderError, Receipt};
-use mdc_core::{Channel, Content, Message, MessageId, MessageType};
+use mdc_core::ports::{
+    AfterAmbiguous, Device, DeviceRegistry, Platform, Provider, ProviderError, Receipt,
+};
+use mdc_core::{Channel, Content, Message, MessageType};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -92,6 +94,7 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, ProviderError>
 pub struct SnsSmsProvider {
     name: String,
     client: aws_sdk_sns::Client,
+    after_ambiguous: AfterAmbiguous,
 }
 
 impl SnsSmsProvider {
@@ -99,6 +102,10 @@ impl SnsSmsProvider {
         Ok(Self {
             name: name.to_owned(),
             client: client(name, &config.aws).await?,
+            after_ambiguous: config
+                .aws
+                .after_ambiguous
+                .unwrap_or(AfterAmbiguous::WaitForReport),
         })
     }
 }
@@ -139,8 +146,9 @@ impl Provider for SnsSmsProvider {
         Ok(receipt(output.message_id()))
     }
 
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        Ok(None)
+    /// SNS logs every SMS's delivery status: wait for it.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        self.after_ambiguous
     }
 }
 
@@ -155,6 +163,7 @@ pub struct SnsPushProvider {
     devices: Arc<dyn DeviceRegistry>,
     /// Longest wait for one device's publish in a fan-out.
     device_timeout: Duration,
+    after_ambiguous: AfterAmbiguous,
 }
 
 /// Keys of a push's `data` that would replace what MDC builds: APNs reads
@@ -244,6 +253,7 @@ impl SnsPushProvider {
             applications: config.platform_applications.clone(),
             devices,
             device_timeout: Duration::from_secs(8),
+            after_ambiguous: config.aws.after_ambiguous.unwrap_or(AfterAmbiguous::Resend),
         })
     }
 
@@ -448,8 +458,9 @@ impl Provider for SnsPushProvider {
         settle_devices(sends)
     }
 
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        Ok(None)
+    /// Push has no delivery report: send again.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        self.after_ambiguous
     }
 }
 

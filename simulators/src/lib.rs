@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mdc_core::ports::{Provider, ProviderError, Receipt, ReportSink};
+use mdc_core::ports::{Lookup, Provider, ProviderError, Receipt, ReportSink};
 use mdc_core::{Channel, DeliveryReport, Message, MessageId, ReportOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -268,7 +268,8 @@ impl Provider for Simulator {
         }
     }
 
-    async fn lookup(&self, reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
+    /// The simulators can be asked by MDC's id: their ledger answers.
+    async fn lookup(&self, reference: &MessageId) -> Result<Lookup, ProviderError> {
         let entry = self
             .ledger
             .get(reference)
@@ -284,6 +285,7 @@ impl Provider for Simulator {
                     raw: json!({ "id": id, "status": "ACCEPTED" }),
                     provider_message_id: id,
                 })
-            }))
+            })
+            .map_or(Lookup::NotFound, Lookup::Found))
     }
 }

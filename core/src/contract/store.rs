@@ -626,6 +626,57 @@ pub async fn a_report_applies_only_to_its_providers_message(store: Arc<dyn Store
     );
 }
 
+/// A send that may have reached a vendor that cannot be asked is recorded
+/// as sent without the vendor's id; that vendor's report (found by the MDC
+/// id it echoes) settles it and brings the id; another vendor's does not.
+pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550114").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert_eq!(
+        store
+            .update(
+                id,
+                Transition::SentUnconfirmed {
+                    attempt: 1,
+                    provider: "kaleyra".into(),
+                    event: Event::new("dispatcher", "not resent"),
+                },
+            )
+            .await
+            .expect("unconfirmed"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.provider.as_deref(), Some("kaleyra"));
+    assert_eq!(got.provider_message_id, None);
+    assert_eq!(got.lease_until, None, "the attempt is over");
+    let report = |provider: &str| Transition::Reported {
+        status: Status::Delivered,
+        provider: provider.into(),
+        provider_message_id: "k-114".into(),
+        event: Event::new("response-handler", "delivered"),
+    };
+    assert_eq!(
+        store.update(id, report("sim")).await.expect("update"),
+        Updated::Mismatched
+    );
+    assert_eq!(
+        store.update(id, report("kaleyra")).await.expect("update"),
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.provider_message_id.as_deref(), Some("k-114"));
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -650,6 +701,7 @@ macro_rules! store_contract {
                 a_lease_is_extended_only_by_its_attempt,
                 a_long_trail_is_compacted,
                 a_report_applies_only_to_its_providers_message,
+                an_unconfirmed_send_is_settled_by_its_providers_report,
             ]
         );
     };

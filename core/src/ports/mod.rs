@@ -15,7 +15,7 @@ pub mod suppression;
 
 pub use cache::{CachedMessage, MessageCache};
 pub use devices::{Device, DeviceRegistry, Platform};
-pub use provider::{Provider, ProviderError, Receipt};
+pub use provider::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};

@@ -67,6 +67,31 @@ impl ProviderError {
     }
 }
 
+/// What a vendor says when asked whether it holds a message sent with
+/// MDC's id as its reference.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Receipt),
+    NotFound,
+    /// The vendor cannot be asked by MDC's id (Kaleyra's status API takes
+    /// its own ids; SES, SNS and SMTP have none).
+    CannotTell,
+}
+
+/// What to do after an ambiguous send to a vendor that cannot tell whether
+/// it got the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterAmbiguous {
+    /// Do not send again: the message is recorded as sent, unconfirmed,
+    /// and the vendor's report (matched by MDC's id) settles it. For
+    /// vendors that report back.
+    WaitForReport,
+    /// Send again: a duplicate is possible, a loss is not. For vendors
+    /// that never report (SMTP).
+    Resend,
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// Stable name used in events, config and metrics.
@@ -78,5 +103,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Asks the vendor whether it already holds a message sent with MDC's id as
     /// its reference; used after an ambiguous outcome so nothing is sent twice.
-    async fn lookup(&self, reference: &MessageId) -> Result<Option<Receipt>, ProviderError>;
+    async fn lookup(&self, _reference: &MessageId) -> Result<Lookup, ProviderError> {
+        Ok(Lookup::CannotTell)
+    }
+
+    /// The policy when [`lookup`](Self::lookup) cannot tell.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        AfterAmbiguous::Resend
+    }
 }

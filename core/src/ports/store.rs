@@ -59,6 +59,14 @@ pub enum Transition {
         provider_message_id: String,
         event: Event,
     },
+    /// An earlier attempt may have reached `provider`, which cannot be asked
+    /// and reports back: the message counts as sent, unconfirmed (no vendor
+    /// id yet), and the vendor's report, matched by MDC's id, settles it.
+    SentUnconfirmed {
+        attempt: u32,
+        provider: String,
+        event: Event,
+    },
     /// Attempt `attempt` failed in a way another attempt can fix; the next
     /// one is due at `next_attempt_at`. With `verify_first`, the failed
     /// attempt may have reached `provider`: ask it before sending again.
@@ -157,6 +165,16 @@ impl From<Transition> for Change {
                 expect_attempt: Some(attempt),
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
+                verify_before_send: Some(false),
+                ..Change::new(Some(Status::Sent), event)
+            },
+            Transition::SentUnconfirmed {
+                attempt,
+                provider,
+                event,
+            } => Change {
+                expect_attempt: Some(attempt),
+                provider: Some(provider),
                 verify_before_send: Some(false),
                 ..Change::new(Some(Status::Sent), event)
             },
@@ -345,6 +363,9 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
     if let Some((provider, id)) = &update.reported_by {
         match (&record.provider, &record.provider_message_id) {
             (Some(p), Some(i)) if p == provider && i == id => {}
+            // Sent unconfirmed through this provider: found by the MDC id
+            // the vendor echoed; the report brings the vendor's id.
+            (Some(p), None) if p == provider && record.status == Status::Sent => {}
             // Sent through this provider, its `sent` not stored yet.
             (_, None) if record.status == Status::Sending => return Updated::NotSentYet,
             _ => return Updated::Mismatched,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdc_core::ports::{Provider, ProviderError, Receipt};
+use mdc_core::ports::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 use mdc_core::{Message, MessageId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -67,10 +67,12 @@ impl Member {
     }
 }
 
-/// The answer to a lookup, and which provider gave it.
-pub struct Lookup {
+/// The answer to a lookup, which provider gave it, and that provider's
+/// policy when it cannot tell.
+pub struct LookedUp {
     pub provider: String,
-    pub result: Result<Option<Receipt>, ProviderError>,
+    pub result: Result<Lookup, ProviderError>,
+    pub after_ambiguous: AfterAmbiguous,
 }
 
 /// The outcome of one routed send: which provider had the last word.
@@ -274,29 +276,34 @@ impl Router {
     /// message.
     /// With no provider named (the attempt died before recording one), every
     /// member is asked in turn.
-    pub async fn lookup(&self, provider: Option<&str>, reference: &MessageId) -> Lookup {
+    /// A member that cannot tell ends the search: it may have the message.
+    pub async fn lookup(&self, provider: Option<&str>, reference: &MessageId) -> LookedUp {
         let mut asked = provider
             .map(str::to_owned)
             .or_else(|| self.members.first().map(|m| m.provider.name().to_owned()))
             .unwrap_or_default();
+        let mut after_ambiguous = AfterAmbiguous::Resend;
         for member in &self.members {
             let name = member.provider.name();
             if provider.is_none_or(|p| p == name) {
                 asked = name.to_owned();
+                after_ambiguous = member.provider.after_ambiguous();
                 match member.provider.lookup(reference).await {
-                    Ok(None) => continue,
+                    Ok(Lookup::NotFound) => continue,
                     result => {
-                        return Lookup {
+                        return LookedUp {
                             provider: asked,
                             result,
+                            after_ambiguous,
                         }
                     }
                 }
             }
         }
-        Lookup {
+        LookedUp {
             provider: asked,
-            result: Ok(None),
+            result: Ok(Lookup::NotFound),
+            after_ambiguous,
         }
     }
 }
@@ -347,10 +354,6 @@ mod tests {
                 provider_message_id: format!("{}-id", self.name),
                 raw: serde_json::Value::Null,
             })
-        }
-
-        async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-            Ok(None)
         }
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
-use mdc_core::ports::{Provider, ProviderError, Queue, Receipt, RetryScheduler, Store, Topic};
+use mdc_core::ports::{
+    AfterAmbiguous, Lookup, Provider, ProviderError, Queue, Receipt, RetryScheduler, Store, Topic,
+};
 use mdc_core::{Channel, Event, Message, MessageId, MessageRecord, Priority, Status};
 use mdc_dispatcher::routing::{Member, Mode, Router};
 use mdc_dispatcher::{Dispatcher, DispatcherConfig};
@@ -44,6 +46,9 @@ pub struct Scripted {
     /// Whether lookups by MDC id are answered (like the simulators) or not
     /// (like Kaleyra, SES, SNS and SMTP).
     pub answers_lookups: std::sync::atomic::AtomicBool,
+    /// After an ambiguous send it cannot tell about: wait for the report
+    /// instead of resending.
+    pub waits_for_report: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,17 +127,32 @@ impl Provider for Scripted {
         })
     }
 
-    async fn lookup(&self, reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
+    async fn lookup(&self, reference: &MessageId) -> Result<Lookup, ProviderError> {
         if !self
             .answers_lookups
             .load(std::sync::atomic::Ordering::SeqCst)
         {
-            return Ok(None);
+            return Ok(Lookup::CannotTell);
         }
-        Ok(lock(&self.receipts).get(reference).map(|id| Receipt {
-            provider_message_id: id.clone(),
-            raw: serde_json::json!({ "looked_up": true }),
-        }))
+        Ok(lock(&self.receipts)
+            .get(reference)
+            .map_or(Lookup::NotFound, |id| {
+                Lookup::Found(Receipt {
+                    provider_message_id: id.clone(),
+                    raw: serde_json::json!({ "looked_up": true }),
+                })
+            }))
+    }
+
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        if self
+            .waits_for_report
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            AfterAmbiguous::WaitForReport
+        } else {
+            AfterAmbiguous::Resend
+        }
     }
 }
 

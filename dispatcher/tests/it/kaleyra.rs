@@ -59,6 +59,7 @@ async fn a_failed_sent_write_after_kaleyra_accepted_sends_once_and_ends_delivere
             callback_url: format!("http://{listener_addr}/v1/callbacks/kaleyra/kaleyra"),
             callback_token_env: "unused".into(),
             timeout: Duration::from_secs(2),
+            after_ambiguous: None,
         },
         KaleyraSecrets {
             api_key: SecretString::from("sim-key"),

@@ -288,6 +288,52 @@ async fn a_hanging_send_is_cut_at_the_send_timeout_and_retried_as_ambiguous() {
     );
     let times = h.provider.call_times("+14155550112");
     assert!(times[1] - times[0] >= Duration::from_secs(3), "{times:?}");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("sent again (after_ambiguous = resend)")),
+        "the trail says why it was sent again: {details:?}"
+    );
+    h.stop().await;
+}
+
+/// The same hang with a vendor that reports back and cannot be asked: the
+/// message is not sent again but waits, as sent and unconfirmed, for the
+/// report, which settles it by MDC's id.
+#[tokio::test(start_paused = true)]
+async fn after_an_ambiguous_send_a_vendor_that_reports_back_is_not_sent_to_again() {
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .waits_for_report
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.provider
+        .script("+14155550114", Behaviour::HangOnce(Duration::from_secs(60)));
+    let id = h.submit("+14155550114", Priority::Normal).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    // Long after any retry would have come.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.provider.calls("+14155550114"), 1, "not sent again");
+    let record = h.record(&id).await;
+    assert_eq!(record.status, Status::Sent);
+    assert_eq!(record.attempts, 2, "the second attempt only decided");
+    assert_eq!(record.provider.as_deref(), Some("scripted"));
+    assert_eq!(record.provider_message_id, None, "unconfirmed");
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("after_ambiguous = wait_for_report")),
+        "{:#?}",
+        record.events
+    );
+    let report = Transition::Reported {
+        status: Status::Delivered,
+        provider: "scripted".into(),
+        provider_message_id: "vendor-114".into(),
+        event: mdc_core::Event::new("test", "delivered"),
+    };
+    h.store.update(&id, report).await.expect("report");
+    assert_eq!(h.record(&id).await.status, Status::Delivered);
     h.stop().await;
 }
 

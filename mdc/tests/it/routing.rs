@@ -340,3 +340,33 @@ async fn a_kaleyra_callback_naming_another_providers_message_changes_nothing() {
         "no trace of the foreign report: {message:#}"
     );
 }
+
+/// Kaleyra takes the message but the connection breaks before its answer:
+/// the send is ambiguous, Kaleyra cannot be asked by MDC's id, and it
+/// reports back, so MDC does not send again; its callback settles the
+/// message.
+#[tokio::test]
+async fn an_ambiguous_kaleyra_send_is_not_repeated_and_its_callback_settles_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&["--callback-delay", "300ms"]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\" }}]\n",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+    sim.set_faults(json!({"drop_percent": 100})).await;
+    let id = server.submit(&sms("+919876543211")).await;
+    let message = server.wait_terminal(&id, WITHIN).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+    assert_eq!(message["provider"], "kaleyra-test");
+    assert!(
+        message["events"]
+            .to_string()
+            .contains("after_ambiguous = wait_for_report"),
+        "{message:#}"
+    );
+    let sends = sim.sends().await;
+    assert_eq!(sends["accepted"][&id], 1, "{sends}");
+    assert_eq!(sends["calls"][&id], 1, "{sends}");
+}

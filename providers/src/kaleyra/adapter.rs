@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mdc_core::message::SmsEncoding;
-use mdc_core::ports::{Provider, ProviderError, Receipt};
-use mdc_core::{Channel, Content, Message, MessageId, MessageType};
+use mdc_core::ports::{AfterAmbiguous, Provider, ProviderError, Receipt};
+use mdc_core::{Channel, Content, Message, MessageType};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,9 @@ pub struct KaleyraConfig {
     pub callback_token_env: String,
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// After an ambiguous send: `wait_for_report` (the default) or `resend`.
+    #[serde(default)]
+    pub after_ambiguous: Option<AfterAmbiguous>,
 }
 
 fn default_base_url() -> String {
@@ -64,6 +67,7 @@ pub struct KaleyraProvider {
     status_url: String,
     callback_url: String,
     api_key: SecretString,
+    after_ambiguous: AfterAmbiguous,
 }
 
 impl KaleyraProvider {
@@ -98,6 +102,9 @@ impl KaleyraProvider {
             status_url: format!("{root}/v1/{}/messages/status", config.sid),
             callback_url: callback.to_string(),
             api_key: secrets.api_key,
+            after_ambiguous: config
+                .after_ambiguous
+                .unwrap_or(AfterAmbiguous::WaitForReport),
         })
     }
 
@@ -263,8 +270,9 @@ impl Provider for KaleyraProvider {
     }
 
     /// Kaleyra's status API is keyed by its own ids, which an ambiguous send
-    /// never returned; delivery reports and the reconciler settle those.
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        Ok(None)
+    /// never returned, so a lookup cannot tell; its callback (which echoes
+    /// MDC's id) settles the message instead.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        self.after_ambiguous
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use mdc_core::ports::{Provider, ProviderError, Receipt};
-use mdc_core::{Channel, Message, MessageId};
+use mdc_core::ports::{AfterAmbiguous, Provider, ProviderError, Receipt};
+use mdc_core::{Channel, Message};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,6 +49,10 @@ pub struct SmtpConfig {
     pub pool_size: u32,
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// After an ambiguous send: `resend` (the default: SMTP never reports
+    /// back) or `wait_for_report`.
+    #[serde(default)]
+    pub after_ambiguous: Option<AfterAmbiguous>,
 }
 
 fn default_security() -> Security {
@@ -66,6 +70,7 @@ fn default_timeout() -> Duration {
 pub struct SmtpProvider {
     name: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    after_ambiguous: AfterAmbiguous,
 }
 
 impl SmtpProvider {
@@ -121,6 +126,7 @@ impl SmtpProvider {
         Ok(Self {
             name: name.to_owned(),
             transport,
+            after_ambiguous: config.after_ambiguous.unwrap_or(AfterAmbiguous::Resend),
         })
     }
 }
@@ -165,7 +171,8 @@ impl Provider for SmtpProvider {
         })
     }
 
-    async fn lookup(&self, _reference: &MessageId) -> Result<Option<Receipt>, ProviderError> {
-        Ok(None)
+    /// SMTP never reports back: send again.
+    fn after_ambiguous(&self) -> AfterAmbiguous {
+        self.after_ambiguous
     }
 }

@@ -25,5 +25,6 @@ pub fn aws() -> mdc_providers::aws::AwsConfig {
         access_key_id_env: Some("MDC_TEST_AWS_KEY".into()),
         secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
         timeout: std::time::Duration::from_secs(10),
+        after_ambiguous: None,
     }
 }

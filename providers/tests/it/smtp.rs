@@ -19,6 +19,7 @@ fn provider(port_override: Option<u16>) -> SmtpProvider {
         password_env: None,
         pool_size: 2,
         timeout: Duration::from_secs(5),
+        after_ambiguous: None,
     };
     SmtpProvider::new("smtp-test", &config, None).expect("provider")
 }

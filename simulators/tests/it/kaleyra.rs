@@ -30,6 +30,7 @@ fn provider(base_url: &str, key: &str) -> KaleyraProvider {
         callback_url: "http://127.0.0.1:9/v1/callbacks/kaleyra/k".into(),
         callback_token_env: "unused".into(),
         timeout: Duration::from_secs(2),
+        after_ambiguous: None,
     };
     let secrets = KaleyraSecrets {
         api_key: SecretString::from(key),
