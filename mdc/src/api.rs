@@ -32,7 +32,7 @@ pub struct State {
     /// The simulators' ledger, when simulators are in use.
     pub ledger: Option<Arc<Ledger>>,
     /// Vendor callbacks (the response listener's endpoints).
-    pub kaleyra: Arc<mdc_response_listener::kaleyra::KaleyraIntake>,
+    pub intakes: Vec<Arc<dyn mdc_response_listener::Intake>>,
     pub devices: Arc<dyn DeviceRegistry>,
     /// Push providers that register device endpoints at registration.
     pub push_endpoints: Vec<Arc<SnsPushProvider>>,
@@ -55,6 +55,11 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
         "last_restart": state.health.last(),
         "parked_reports": state.health.parked_reports(),
         "mismatched_reports": state.health.mismatched_reports(),
+        "intakes": state
+            .intakes
+            .iter()
+            .map(|intake| (intake.name().to_owned(), intake.counts().snapshot()))
+            .collect::<serde_json::Map<String, Value>>(),
     }))
 }
 
@@ -64,11 +69,13 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
 pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
-        let kaleyra = state.kaleyra.clone();
+        let intakes = state.intakes.clone();
         App::new()
             .configure(|cfg| {
                 if roles.listener {
-                    mdc_response_listener::kaleyra::routes(kaleyra)(cfg);
+                    for intake in intakes {
+                        intake.routes(cfg);
+                    }
                 }
             })
             .app_data(state.clone())

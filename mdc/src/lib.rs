@@ -329,10 +329,10 @@ fn http_state(
         suppressions: ports.suppressions.clone(),
         store: ports.store.clone(),
         ledger: vendors.ledger,
-        kaleyra: Arc::new(KaleyraIntake {
-            tokens: vendors.adapters.kaleyra_tokens,
+        intakes: vec![Arc::new(KaleyraIntake::new(
+            vendors.adapters.kaleyra_tokens,
             sink,
-        }),
+        ))],
         devices: ports.devices.clone(),
         push_endpoints: vendors.adapters.push_endpoints,
         max_body_bytes: config.max_body_bytes,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::Magic;
-use mdc_providers::kaleyra::callback::CallbackReport;
+use mdc_response_listener::kaleyra::callback::CallbackReport;
 
 /// Injected faults, each a percentage of send requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -36,10 +36,10 @@ async fn a_failed_sent_write_after_kaleyra_accepted_sends_once_and_ends_delivere
         simulator::start(settings, "127.0.0.1:0".parse().expect("addr")).expect("simulator");
     tokio::spawn(vendor);
     let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(queue.clone()));
-    let intake = Arc::new(KaleyraIntake {
-        tokens: HashMap::from([("kaleyra".to_owned(), SecretString::from("cb-token"))]),
+    let intake = Arc::new(KaleyraIntake::new(
+        HashMap::from([("kaleyra".to_owned(), SecretString::from("cb-token"))]),
         sink,
-    });
+    ));
     let listener = actix_web::HttpServer::new(move || {
         actix_web::App::new().configure(mdc_response_listener::kaleyra::routes(intake.clone()))
     })

@@ -132,4 +132,5 @@ async fn healthz_shows_worker_restarts_and_parked_reports() {
     assert!(health["last_restart"].is_null());
     assert_eq!(health["parked_reports"], 0);
     assert_eq!(health["mismatched_reports"], 0);
+    assert_eq!(health["intakes"]["kaleyra"]["refused"], 0);
 }

@@ -13,6 +13,5 @@
 //! transient; a timeout once the request was sent is ambiguous.
 
 mod adapter;
-pub mod callback;
 
 pub use adapter::{KaleyraConfig, KaleyraProvider, KaleyraSecrets};

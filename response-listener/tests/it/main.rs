@@ -9,15 +9,15 @@ use mdc_core::memory::MemoryQueue;
 use mdc_core::ports::{ConsumerSpec, Queue, ReportSink, Topic};
 use mdc_core::{DeliveryReport, ReportOutcome};
 use mdc_response_listener::kaleyra::{routes, KaleyraIntake};
-use mdc_response_listener::QueueReportSink;
+use mdc_response_listener::{Intake, QueueReportSink};
 use secrecy::SecretString;
 
 fn intake(queue: &Arc<MemoryQueue>) -> Arc<KaleyraIntake> {
     let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(queue.clone()));
-    Arc::new(KaleyraIntake {
-        tokens: HashMap::from([("kaleyra".to_owned(), SecretString::from("cb-token"))]),
+    Arc::new(KaleyraIntake::new(
+        HashMap::from([("kaleyra".to_owned(), SecretString::from("cb-token"))]),
         sink,
-    })
+    ))
 }
 
 async fn queued(queue: &MemoryQueue) -> Vec<DeliveryReport> {
@@ -68,7 +68,8 @@ async fn a_report_that_cannot_be_queued_gets_503_so_the_vendor_retries() {
 #[actix_web::test]
 async fn wrong_tokens_malformed_and_intermediate_reports_queue_nothing() {
     let queue = Arc::new(MemoryQueue::default());
-    let app = test::init_service(App::new().configure(routes(intake(&queue)))).await;
+    let kaleyra = intake(&queue);
+    let app = test::init_service(App::new().configure(routes(kaleyra.clone()))).await;
     let cases = [
         // (uri, body, expected status)
         (
@@ -112,4 +113,9 @@ async fn wrong_tokens_malformed_and_intermediate_reports_queue_nothing() {
         assert_eq!(status, expected, "{uri} {body}");
     }
     assert!(queued(&queue).await.is_empty());
+    assert_eq!(
+        kaleyra.counts().snapshot(),
+        serde_json::json!({"accepted": 0, "ignored": 1, "refused": 5}),
+        "refused and ignored reports are counted"
+    );
 }

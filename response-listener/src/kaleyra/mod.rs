@@ -14,25 +14,54 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use mdc_core::ports::ReportSink;
 use mdc_core::{DeliveryReport, ReportOutcome};
-use mdc_providers::kaleyra::callback::{CallbackReport, Verdict};
+
+use self::callback::{CallbackReport, Verdict};
+use crate::{Intake, IntakeCounts};
+
+pub mod callback;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+/// The callbacks of every Kaleyra provider, each with its own token.
 pub struct KaleyraIntake {
     /// Callback token per Kaleyra provider name.
-    pub tokens: HashMap<String, SecretString>,
-    pub sink: Arc<dyn ReportSink>,
+    tokens: HashMap<String, SecretString>,
+    sink: Arc<dyn ReportSink>,
+    counts: IntakeCounts,
 }
 
-pub fn routes(intake: Arc<KaleyraIntake>) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        cfg.app_data(web::Data::from(intake)).service(
+impl KaleyraIntake {
+    pub fn new(tokens: HashMap<String, SecretString>, sink: Arc<dyn ReportSink>) -> Self {
+        Self {
+            tokens,
+            sink,
+            counts: IntakeCounts::default(),
+        }
+    }
+}
+
+impl Intake for KaleyraIntake {
+    fn name(&self) -> &str {
+        "kaleyra"
+    }
+
+    fn routes(self: Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self)).service(
             web::resource("/v1/callbacks/kaleyra/{provider}")
                 .route(web::get().to(report))
                 .route(web::post().to(report)),
         );
     }
+
+    fn counts(&self) -> &IntakeCounts {
+        &self.counts
+    }
+}
+
+/// Mounts `intake`'s endpoints (for `App::configure`).
+pub fn routes(intake: Arc<KaleyraIntake>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| intake.routes(cfg)
 }
 
 fn answer(status: StatusCode, message: &str) -> HttpResponse {
@@ -95,12 +124,14 @@ async fn report(
     intake: web::Data<KaleyraIntake>,
 ) -> HttpResponse {
     if !token_matches(&intake, &provider, query.get("token").map(String::as_str)) {
+        intake.counts.refused();
         tracing::warn!(%provider, "Rejected a Kaleyra callback with a wrong or missing token");
         return answer(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let (report, raw) = match parse(&req, &query, &body) {
         Ok(parsed) => parsed,
         Err(e) => {
+            intake.counts.refused();
             tracing::warn!(%provider, error = %e, "Malformed Kaleyra callback");
             return answer(StatusCode::BAD_REQUEST, &e.to_string());
         }
@@ -115,6 +146,7 @@ async fn report(
                 .unwrap_or_else(|| format!("Kaleyra status {}", report.status)),
         },
         Some(Verdict::Pending) | None => {
+            intake.counts.ignored();
             tracing::info!(%provider, provider_message_id = %report.message_id, status = %report.status, "Kaleyra report with no final outcome; acknowledged");
             return answer(StatusCode::OK, "ignored");
         }
@@ -128,7 +160,10 @@ async fn report(
         raw,
     };
     match intake.sink.submit(delivery).await {
-        Ok(()) => answer(StatusCode::OK, "accepted"),
+        Ok(()) => {
+            intake.counts.accepted();
+            answer(StatusCode::OK, "accepted")
+        }
         Err(e) => {
             tracing::warn!(%provider, error = %e, "Could not queue a Kaleyra report; the vendor will retry");
             answer(StatusCode::SERVICE_UNAVAILABLE, "try again later")
