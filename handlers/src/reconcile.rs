@@ -1,9 +1,12 @@
 use mdc_core::InvalidSetting;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdc_core::ports::{ListFilter, Queue, RetryItem, RetryScheduler, Store, Topic, Transition};
-use mdc_core::{Event, MessageRecord, Status};
+use mdc_core::ports::{
+    ListFilter, Provider, Queue, ReportSink, RetryItem, RetryScheduler, Store, Topic, Transition,
+};
+use mdc_core::{DeliveryReport, Event, MessageRecord, Status};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +23,18 @@ pub struct Reconciler {
     retry: Arc<dyn RetryScheduler>,
     queue: Arc<dyn Queue>,
     config: ReconcilerConfig,
+    pull: Option<Pull>,
 }
+
+/// Providers that can be asked about their messages, by name, and where
+/// their answers go (the responses topic).
+struct Pull {
+    providers: HashMap<String, Arc<dyn Provider>>,
+    reports: Arc<dyn ReportSink>,
+}
+
+/// Vendor ids asked about in one pull request.
+const PULL_BATCH: usize = 50;
 
 /// The `[reconciler]` config section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +53,10 @@ pub struct ReconcilerConfig {
     /// to hold: each pass puts such messages on the queue once more.
     #[serde(with = "humantime_serde")]
     pub queued_grace: Duration,
+    /// How long a `sent` message waits for its vendor's report before the
+    /// reconciler asks the vendor (for providers with a status API).
+    #[serde(with = "humantime_serde")]
+    pub report_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -48,6 +66,7 @@ impl Default for ReconcilerConfig {
             grace: Duration::from_secs(60),
             batch: 1000,
             queued_grace: Duration::from_secs(600),
+            report_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -72,6 +91,7 @@ impl ReconcilerConfig {
             ("interval", self.interval),
             ("grace", self.grace),
             ("queued_grace", self.queued_grace),
+            ("report_timeout", self.report_timeout),
         ] {
             if value > day {
                 return Err(InvalidSetting::new(
@@ -104,7 +124,24 @@ impl Reconciler {
             retry,
             queue,
             config,
+            pull: None,
         }
+    }
+
+    /// Asks `providers` that can be asked ([`Provider::can_pull`]) about
+    /// their messages still `sent` after `report_timeout`, and hands what
+    /// they answer to `reports` like any vendor report.
+    pub fn with_pull(
+        mut self,
+        providers: HashMap<String, Arc<dyn Provider>>,
+        reports: Arc<dyn ReportSink>,
+    ) -> Self {
+        let providers = providers
+            .into_iter()
+            .filter(|(_, p)| p.can_pull())
+            .collect();
+        self.pull = Some(Pull { providers, reports });
+        self
     }
 
     fn grace(&self) -> chrono::Duration {
@@ -122,7 +159,85 @@ impl Reconciler {
     /// One pass; returns how many messages were rescheduled or queued
     /// again.
     pub async fn pass(&self) -> anyhow::Result<usize> {
-        Ok(self.pass_sending().await? + self.pass_queued().await?)
+        Ok(self.pass_sending().await? + self.pass_queued().await? + self.pass_pull().await?)
+    }
+
+    /// Pulls the outcome of messages `sent` for longer than the report
+    /// timeout from vendors that can tell, in batches per provider; returns
+    /// how many final outcomes were handed on.
+    async fn pass_pull(&self) -> anyhow::Result<usize> {
+        let Some(Pull { providers, reports }) = &self.pull else {
+            return Ok(0);
+        };
+        if providers.is_empty() {
+            return Ok(0);
+        }
+        let now = mdc_core::now();
+        let timeout = chrono::Duration::from_std(self.config.report_timeout).unwrap_or_default();
+        let mut filter = ListFilter {
+            status: Some(Status::Sent),
+            created_before: Some(now - timeout),
+            limit: self.config.batch,
+            ..Default::default()
+        };
+        let mut waiting: HashMap<String, Vec<(String, mdc_core::MessageId)>> = HashMap::new();
+        loop {
+            let page = self.store.list(&filter).await?;
+            for record in page.iter().filter(|r| r.updated_at + timeout < now) {
+                if let (Some(provider), Some(vendor_id)) =
+                    (&record.provider, &record.provider_message_id)
+                {
+                    if providers.contains_key(provider) {
+                        waiting
+                            .entry(provider.clone())
+                            .or_default()
+                            .push((vendor_id.clone(), record.message.id.clone()));
+                    }
+                }
+            }
+            let oldest = page.iter().map(|r| r.message.created_at).min();
+            match oldest {
+                Some(oldest) if page.len() >= self.config.batch => {
+                    filter.created_before = Some(oldest)
+                }
+                _ => break,
+            }
+        }
+        let mut settled = 0;
+        for (name, messages) in waiting {
+            let provider = &providers[&name];
+            for chunk in messages.chunks(PULL_BATCH) {
+                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+                let answers = match provider.pull(&ids).await {
+                    Ok(answers) => answers,
+                    Err(e) => {
+                        tracing::warn!(provider = %name, error = %e, "Could not pull message statuses; trying next pass");
+                        continue;
+                    }
+                };
+                for (vendor_id, outcome, raw) in answers {
+                    let reference = chunk
+                        .iter()
+                        .find(|(id, _)| *id == vendor_id)
+                        .map(|(_, message)| message.clone());
+                    reports
+                        .submit(DeliveryReport {
+                            provider: name.clone(),
+                            provider_message_id: vendor_id,
+                            reference,
+                            outcome,
+                            at: mdc_core::now(),
+                            raw: serde_json::json!({ "pulled": raw }),
+                        })
+                        .await?;
+                    settled += 1;
+                }
+            }
+        }
+        if settled > 0 {
+            tracing::info!(settled, "Pulled outcomes of messages whose report was late");
+        }
+        Ok(settled)
     }
 
     /// Puts every message `queued` and untouched for `queued_grace` on its

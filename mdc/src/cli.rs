@@ -97,6 +97,9 @@ pub struct KaleyraSimArgs {
     /// Percentage of sends accepted whose connection is then cut.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub drop_percent: u8,
+    /// Decide outcomes without calling back: only the status API tells them.
+    #[arg(long)]
+    pub no_callbacks: bool,
 }
 
 #[derive(Debug, Args)]

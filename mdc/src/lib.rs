@@ -114,7 +114,13 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         );
     }
     if roles.handlers {
-        spawn_handlers(&config, &ports, &health, &workers, &mut tasks);
+        let pullable = vendors
+            .adapters
+            .by_name
+            .iter()
+            .map(|(name, provider)| (name.clone(), provider.clone()))
+            .collect();
+        spawn_handlers(&config, &ports, pullable, &health, &workers, &mut tasks);
     }
     if tasks.is_empty() {
         // Nothing but HTTP: park a task so the loop below waits for shutdown.
@@ -268,6 +274,7 @@ fn spawn_dispatcher(
 fn spawn_handlers(
     config: &Config,
     ports: &backends::Connected,
+    providers: HashMap<String, Arc<dyn Provider>>,
     health: &Arc<TaskHealth>,
     workers: &CancellationToken,
     tasks: &mut Workers,
@@ -282,12 +289,16 @@ fn spawn_handlers(
     tasks.spawn(Arc::new(responses).run(config.responses.consumers, workers.clone()));
     // Their state lives in the backends: a panicked pass or firing is simply
     // started again.
-    let reconciler = Arc::new(Reconciler::new(
-        ports.store.clone(),
-        ports.retry.clone(),
-        ports.queue.clone(),
-        config.reconciler.clone(),
-    ));
+    let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
+    let reconciler = Arc::new(
+        Reconciler::new(
+            ports.store.clone(),
+            ports.retry.clone(),
+            ports.queue.clone(),
+            config.reconciler.clone(),
+        )
+        .with_pull(providers, sink),
+    );
     let (token, health_of) = (workers.clone(), health.clone());
     tasks.spawn(async move {
         supervise("reconciler", &health_of, || {

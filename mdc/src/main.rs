@@ -77,6 +77,7 @@ async fn simulate_kaleyra(args: cli::KaleyraSimArgs) -> anyhow::Result<()> {
             throttle_percent: args.throttle_percent,
             drop_percent: args.drop_percent,
         },
+        callbacks: !args.no_callbacks,
     };
     let (server, bound) = simulator::start(settings, args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

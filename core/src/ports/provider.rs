@@ -107,6 +107,22 @@ pub trait Provider: Send + Sync + 'static {
         Ok(Lookup::CannotTell)
     }
 
+    /// Whether [`pull`](Self::pull) can ask the vendor about messages by
+    /// its own ids.
+    fn can_pull(&self) -> bool {
+        false
+    }
+
+    /// The vendor's word on messages it accepted, by its ids: the final
+    /// outcome of each it knows one for (a message still on its way, or
+    /// unknown to it, is left out).
+    async fn pull(
+        &self,
+        _provider_message_ids: &[String],
+    ) -> Result<Vec<(String, crate::ReportOutcome, serde_json::Value)>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// The policy when [`lookup`](Self::lookup) cannot tell.
     fn after_ambiguous(&self) -> AfterAmbiguous {
         AfterAmbiguous::Resend

@@ -370,3 +370,32 @@ async fn an_ambiguous_kaleyra_send_is_not_repeated_and_its_callback_settles_it()
     assert_eq!(sends["accepted"][&id], 1, "{sends}");
     assert_eq!(sends["calls"][&id], 1, "{sends}");
 }
+
+/// Kaleyra never calls back: once the report is late, the reconciler asks
+/// Kaleyra's status API and the message reaches its outcome.
+#[tokio::test]
+async fn without_a_callback_the_reconciler_pulls_the_status_from_kaleyra() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = KaleyraSim::start(&["--no-callbacks", "--callback-delay", "100ms"]).await;
+    let port = free_port();
+    let config = format!(
+        "{TEST_CONFIG}\n[reconciler]\ninterval = \"1s\"\nreport_timeout = \"1s\"\n{}\n[routes.sms]\nmembers = [{{ provider = \"kaleyra-test\" }}]\n",
+        kaleyra_provider("kaleyra-test", &sim, port)
+    );
+    let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
+    let id = server.submit(&sms("+919876543212")).await;
+    let message = server.wait_terminal(&id, WITHIN).await;
+    assert_eq!(message["status"], "delivered", "{message:#}");
+    let delivered = message["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["status"] == "delivered")
+        .expect("a delivered event")
+        .clone();
+    assert_eq!(
+        delivered["raw"]["pulled"]["status"], "Delivered",
+        "{delivered:#}"
+    );
+    assert_eq!(sim.sends().await["accepted"][&id], 1);
+}

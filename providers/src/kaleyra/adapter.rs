@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mdc_core::message::SmsEncoding;
 use mdc_core::ports::{AfterAmbiguous, Provider, ProviderError, Receipt};
-use mdc_core::{Channel, Content, Message, MessageType};
+use mdc_core::{Channel, Content, Message, MessageType, ReportOutcome};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -267,6 +267,37 @@ impl Provider for KaleyraProvider {
             provider_message_id: id.to_owned(),
             raw: body,
         })
+    }
+
+    fn can_pull(&self) -> bool {
+        true
+    }
+
+    /// `GET …/messages/status?message_ids=…`: Delivered, Failed /
+    /// UnDelivered / NotSent are final; Sent and unknown ids are left out.
+    async fn pull(
+        &self,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<(String, ReportOutcome, serde_json::Value)>, ProviderError> {
+        let ids: Vec<&str> = provider_message_ids.iter().map(String::as_str).collect();
+        let body = self.status(&ids).await?;
+        let rows = body["data"].as_array().cloned().unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let id = row["message_id"].as_str()?.to_owned();
+                let status = row["status"].as_str().unwrap_or_default();
+                let outcome = match status.to_ascii_lowercase().as_str() {
+                    "delivered" => ReportOutcome::Delivered,
+                    "failed" | "undelivered" | "notsent" => ReportOutcome::Failed {
+                        reason: format!("Kaleyra status {status}"),
+                        suppress: false,
+                    },
+                    _ => return None,
+                };
+                Some((id, outcome, row))
+            })
+            .collect())
     }
 
     /// Kaleyra's status API is keyed by its own ids, which an ambiguous send
