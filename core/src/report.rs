@@ -2,6 +2,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{MessageId, Timestamp};
 
+/// The tag (SES message tag, and the like) that carries MDC's message id on
+/// a send, so the vendor's events name the message.
+pub const MESSAGE_ID_TAG: &str = "mdc_message_id";
+
 /// A vendor's word on a message, normalised into one shape whatever the vendor:
 /// what the response listener puts on the responses topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,7 +16,11 @@ pub struct DeliveryReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<MessageId>,
     pub outcome: ReportOutcome,
+    /// When MDC received it.
     pub at: Timestamp,
+    /// When the vendor says it happened, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_at: Option<Timestamp>,
     /// The vendor's payload, kept verbatim for the event trail.
     #[serde(default)]
     pub raw: serde_json::Value,
@@ -27,6 +35,14 @@ pub enum ReportOutcome {
     /// it to the suppression list.
     Failed {
         reason: String,
+        #[serde(default)]
+        suppress: bool,
+    },
+    /// Something the vendor observed that moves no status (a complaint, a
+    /// delay, an open): an event on the message's trail; with `suppress`,
+    /// the recipient is suppressed too (a complaint).
+    Noted {
+        details: String,
         #[serde(default)]
         suppress: bool,
     },

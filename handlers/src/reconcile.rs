@@ -222,6 +222,7 @@ impl Reconciler {
                         .map(|(_, message)| message.clone());
                     reports
                         .submit(DeliveryReport {
+                            vendor_at: None,
                             provider: name.clone(),
                             provider_message_id: vendor_id,
                             reference,

@@ -236,26 +236,42 @@ impl ResponseHandler {
         };
         let (status, details, error) = match &report.outcome {
             ReportOutcome::Delivered => (
-                Status::Delivered,
+                Some(Status::Delivered),
                 "delivered (vendor report)".to_owned(),
                 None,
             ),
             ReportOutcome::Failed { reason, .. } => (
-                Status::Failed,
+                Some(Status::Failed),
                 "failed (vendor report)".to_owned(),
                 Some(reason.clone()),
             ),
+            ReportOutcome::Noted { details, .. } => {
+                (None, format!("{details} (vendor report)"), None)
+            }
         };
         let mut event = Event::new(COMPONENT, details)
             .provider(&report.provider, Some(&report.provider_message_id))
             .raw(report.raw.clone());
         event.error = error;
-        let update = Transition::Reported {
-            status,
-            provider: report.provider.clone(),
-            provider_message_id: report.provider_message_id.clone(),
-            event,
+        if let Some(vendor_at) = report.vendor_at {
+            event
+                .details
+                .push_str(&format!("; at the vendor {}", vendor_at.to_rfc3339()));
+        }
+        let update = match status {
+            Some(status) => Transition::Reported {
+                status,
+                provider: report.provider.clone(),
+                provider_message_id: report.provider_message_id.clone(),
+                event,
+            },
+            None => Transition::VendorNoted {
+                provider: report.provider.clone(),
+                provider_message_id: report.provider_message_id.clone(),
+                event,
+            },
         };
+        let status = status.map_or_else(|| "an event".to_owned(), |s| s.to_string());
         match self.store.update(&id, update).await? {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");
@@ -285,14 +301,18 @@ impl ResponseHandler {
         id: &MessageId,
         report: &DeliveryReport,
     ) -> Result<(), StoreError> {
-        let (
-            Some(list),
+        let reason = match &report.outcome {
             ReportOutcome::Failed {
                 reason,
                 suppress: true,
-            },
-        ) = (&self.suppressions, &report.outcome)
-        else {
+            } => reason,
+            ReportOutcome::Noted {
+                details,
+                suppress: true,
+            } => details,
+            _ => return Ok(()),
+        };
+        let Some(list) = &self.suppressions else {
             return Ok(());
         };
         let Some(record) = self.store.get(id).await? else {

@@ -33,7 +33,7 @@ use crate::mime;
 pub const PAUSED_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
 /// The message tag holding MDC's id.
-pub const TAG: &str = "mdc_message_id";
+pub const TAG: &str = mdc_core::report::MESSAGE_ID_TAG;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

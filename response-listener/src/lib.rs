@@ -6,6 +6,7 @@
 //! responses topic, [`QueueReportSink`]) before it acknowledges the vendor.
 
 pub mod kaleyra;
+pub mod ses;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -141,8 +141,10 @@ impl Simulator {
             let status = match &outcome {
                 ReportOutcome::Delivered => "DELIVERED",
                 ReportOutcome::Failed { .. } => "UNDELIVERED",
+                ReportOutcome::Noted { .. } => "SENT",
             };
             let report = DeliveryReport {
+                vendor_at: None,
                 provider: name,
                 provider_message_id: provider_message_id.clone(),
                 reference: Some(reference.clone()),

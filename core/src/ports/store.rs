@@ -98,6 +98,13 @@ pub enum Transition {
         provider_message_id: String,
         event: Event,
     },
+    /// A vendor observed something that moves no status (a complaint, a
+    /// delay): an event, under the same check as [`Transition::Reported`].
+    VendorNoted {
+        provider: String,
+        provider_message_id: String,
+        event: Event,
+    },
     /// A move outside any attempt: expired before it was claimed, cancelled
     /// by support, ...
     Moved { status: Status, event: Event },
@@ -225,6 +232,16 @@ impl From<Transition> for Change {
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
                 ..Change::new(Some(status), event)
+            },
+            Transition::VendorNoted {
+                provider,
+                provider_message_id,
+                event,
+            } => Change {
+                reported_by: Some((provider.clone(), provider_message_id.clone())),
+                provider: Some(provider),
+                provider_message_id: Some(provider_message_id),
+                ..Change::new(None, event)
             },
             Transition::Moved { status, event } => Change::new(Some(status), event),
             Transition::Noted { event } => Change::new(None, event),

@@ -38,6 +38,7 @@ async fn sent(store: &MemoryStore, to: &str) -> MessageId {
 
 fn report(id: &MessageId) -> Vec<u8> {
     let report = DeliveryReport {
+        vendor_at: None,
         provider: "sim-sms".into(),
         provider_message_id: format!("v-{id}"),
         reference: Some(id.clone()),
@@ -204,6 +205,76 @@ async fn reports_apply_only_to_their_providers_message_once_it_is_sent() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(handler.parked(), 0);
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+}
+
+/// A complaint moves no status: a delivered message stays delivered, the
+/// trail gets the event with the vendor's time, and the recipient is
+/// suppressed.
+#[tokio::test(start_paused = true)]
+async fn a_complaint_is_an_event_and_suppresses_the_recipient() {
+    use mdc_core::memory::MemorySuppressions;
+    use mdc_core::ports::SuppressionList;
+
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let suppressions = Arc::new(MemorySuppressions::default());
+    let handler = Arc::new(
+        ResponseHandler::new(
+            queue.clone(),
+            store.clone(),
+            Arc::new(mdc_embedded::MemoryCache::default()),
+        )
+        .with_suppressions(suppressions.clone()),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+    let id = sent(&store, "+14155550160").await;
+    queue
+        .produce(Topic::Responses, "d", report(&id))
+        .await
+        .expect("produce");
+    let mut complaint: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
+    complaint.outcome = ReportOutcome::Noted {
+        details: "complaint (abuse)".into(),
+        suppress: true,
+    };
+    complaint.vendor_at = Some(mdc_core::now() - chrono::Duration::minutes(5));
+    queue
+        .produce(
+            Topic::Responses,
+            "d",
+            serde_json::to_vec(&complaint).expect("encode"),
+        )
+        .await
+        .expect("produce");
+    let started = tokio::time::Instant::now();
+    while suppressions
+        .get(mdc_core::Channel::Sms, "+14155550160")
+        .await
+        .expect("get")
+        .is_none()
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "not suppressed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = store.get(&id).await.expect("get").expect("stored");
+    assert_eq!(record.status, Status::Delivered, "stays delivered");
+    let noted = record
+        .events
+        .iter()
+        .find(|e| e.details.starts_with("complaint (abuse)"))
+        .expect("the complaint is on the trail");
+    assert_eq!(noted.status, None);
+    assert!(noted.details.contains("at the vendor"), "{}", noted.details);
+    let entry = suppressions
+        .get(mdc_core::Channel::Sms, "+14155550160")
+        .await
+        .expect("get")
+        .expect("entry");
+    assert_eq!(entry.source, "report:sim-sms");
+    assert_eq!(entry.message_id, Some(id));
     shutdown.cancel();
     task.await.expect("join").expect("run");
 }

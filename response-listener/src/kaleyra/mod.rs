@@ -152,6 +152,7 @@ async fn report(
         }
     };
     let delivery = DeliveryReport {
+        vendor_at: None,
         provider: provider.clone(),
         provider_message_id: report.message_id.clone(),
         reference: report.reference.as_deref().and_then(|r| r.parse().ok()),
