@@ -19,7 +19,8 @@ use mdc_dispatcher::Dispatcher;
 use mdc_handlers::{Reconciler, ResponseHandler, RetryHandler};
 use mdc_providers::config::Adapters;
 use mdc_response_listener::kaleyra::KaleyraIntake;
-use mdc_response_listener::QueueReportSink;
+use mdc_response_listener::ses_sqs::SesSqsIntake;
+use mdc_response_listener::{Intake, QueueReportSink};
 use mdc_simulators::{Ledger, Simulator};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +103,14 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     let health = Arc::new(TaskHealth::default());
     let vendors = Vendors::build(&config, &ports, workers.clone()).await?;
 
+    let intakes = build_intakes(&config, &ports, &vendors).await?;
     let mut tasks = JoinSet::new();
+    if roles.listener {
+        // Intakes that poll a vendor (SES events on SQS) run until shutdown.
+        for intake in intakes.iter().filter(|i| i.polls()) {
+            tasks.spawn(intake.clone().run(workers.clone()));
+        }
+    }
     if roles.dispatcher {
         spawn_dispatcher(
             &config,
@@ -131,7 +139,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         });
     }
     let server = api::server(
-        http_state(&config, &ports, vendors, &health),
+        http_state(&config, &ports, vendors, intakes, &health),
         config.listen,
         roles,
     )
@@ -322,14 +330,44 @@ fn spawn_handlers(
     });
 }
 
+/// Every vendor intake the config asks for: Kaleyra callbacks, and the SQS
+/// queue of each SES provider with `events_queue_url`.
+async fn build_intakes(
+    config: &Config,
+    ports: &backends::Connected,
+    vendors: &Vendors,
+) -> anyhow::Result<Vec<Arc<dyn Intake>>> {
+    let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
+    let mut intakes: Vec<Arc<dyn Intake>> = vec![Arc::new(KaleyraIntake::new(
+        vendors.adapters.kaleyra_tokens.clone(),
+        sink.clone(),
+    ))];
+    for (name, provider) in &config.providers {
+        if let mdc_providers::config::ProviderConfig::Ses(ses) = provider {
+            if let Some(url) = &ses.events_queue_url {
+                let sdk = ses.aws.sdk_config(name).await.context("invalid config")?;
+                intakes.push(Arc::new(SesSqsIntake::new(
+                    name,
+                    url,
+                    &sdk,
+                    sink.clone(),
+                    2,
+                    std::time::Duration::from_secs(20),
+                )));
+            }
+        }
+    }
+    Ok(intakes)
+}
+
 /// What the HTTP roles (ingest, listener) serve from.
 fn http_state(
     config: &Config,
     ports: &backends::Connected,
     vendors: Vendors,
+    intakes: Vec<Arc<dyn Intake>>,
     health: &Arc<TaskHealth>,
 ) -> api::State {
-    let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
     api::State {
         submitter: Submitter::new(
             ports.store.clone(),
@@ -340,10 +378,7 @@ fn http_state(
         suppressions: ports.suppressions.clone(),
         store: ports.store.clone(),
         ledger: vendors.ledger,
-        intakes: vec![Arc::new(KaleyraIntake::new(
-            vendors.adapters.kaleyra_tokens,
-            sink,
-        ))],
+        intakes,
         devices: ports.devices.clone(),
         push_endpoints: vendors.adapters.push_endpoints,
         max_body_bytes: config.max_body_bytes,

@@ -42,6 +42,10 @@ pub struct SesConfig {
     pub aws: AwsConfig,
     #[serde(default)]
     pub configuration_set: Option<String>,
+    /// The SQS queue the configuration set's event destination (an SNS
+    /// topic) delivers to; the listener role polls it for SES events.
+    #[serde(default)]
+    pub events_queue_url: Option<String>,
 }
 
 pub struct SesProvider {

@@ -7,6 +7,7 @@
 
 pub mod kaleyra;
 pub mod ses;
+pub mod ses_sqs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,11 @@ pub trait Intake: Send + Sync + 'static {
 
     /// Mounts the endpoints of a vendor that calls MDC back.
     fn routes(self: Arc<Self>, _cfg: &mut web::ServiceConfig) {}
+
+    /// Whether the intake polls its vendor ([`Intake::run`] has a loop).
+    fn polls(&self) -> bool {
+        false
+    }
 
     /// A polling intake's loop, until `shutdown`.
     async fn run(

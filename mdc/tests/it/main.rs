@@ -9,4 +9,5 @@ mod harness;
 mod kafka;
 mod lifecycle;
 mod routing;
+mod ses;
 mod suppression;

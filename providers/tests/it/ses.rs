@@ -10,6 +10,7 @@ fn config() -> SesConfig {
     SesConfig {
         aws: aws(),
         configuration_set: None,
+        events_queue_url: None,
     }
 }
 

@@ -1,5 +1,8 @@
 //! The Kaleyra callback intake over HTTP (actix's test server), with the
-//! responses topic on an in-memory queue that can be taken down.
+//! responses topic on an in-memory queue that can be taken down; the SES
+//! intake against moto's SNS and SQS (`ses_sqs`).
+
+mod ses_sqs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
