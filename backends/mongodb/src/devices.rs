@@ -1,3 +1,4 @@
+use crate::{other, unavailable};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::{Device, DeviceRegistry, StoreError};
@@ -9,14 +10,6 @@ use mongodb::{Collection, Database, IndexModel};
 /// token, indexed by user.
 pub struct MongoDevices {
     devices: Collection<Document>,
-}
-
-fn unavailable(e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(e.into())
-}
-
-fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other(e.into())
 }
 
 fn decode(mut document: Document) -> Result<Device, StoreError> {

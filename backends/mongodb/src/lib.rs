@@ -41,11 +41,13 @@ pub struct MongoStore {
     prefix: String,
 }
 
-fn unavailable(e: mongodb::error::Error) -> StoreError {
+/// The driver could not reach the database (or it refused): try again later.
+pub(crate) fn unavailable(e: mongodb::error::Error) -> StoreError {
     StoreError::Unavailable(e.into())
 }
 
-fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+/// A document MDC cannot read or write.
+pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Other(e.into())
 }
 

@@ -1,3 +1,4 @@
+use crate::{other, unavailable};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::{StoreError, Suppression, SuppressionList};
@@ -10,14 +11,6 @@ use mongodb::{Collection, Database, IndexModel};
 /// recipient (`_id` = `channel:recipient`).
 pub struct MongoSuppressions {
     entries: Collection<Document>,
-}
-
-fn unavailable(e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(e.into())
-}
-
-fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other(e.into())
 }
 
 fn key(channel: Channel, recipient: &str) -> String {
