@@ -51,6 +51,17 @@ pub struct Config {
     pub reconciler: ReconcilerConfig,
     /// Which implementation backs the store and the retry timers.
     pub backends: crate::backends::Backends,
+    pub callbacks: CallbacksConfig,
+}
+
+/// Settings of the vendor callback endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Tests only: trust SNS signing certificate and subscribe URLs on
+    /// loopback, so tests can sign with their own key. Never set it in
+    /// production: anyone who can reach MDC could then forge SNS messages.
+    pub insecure_sns_loopback_urls: bool,
 }
 
 impl Default for Config {
@@ -94,6 +105,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             reconciler: ReconcilerConfig::default(),
             backends: crate::backends::Backends::default(),
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -113,6 +125,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "breaker",
     "reconciler",
     "backends",
+    "callbacks",
 ];
 
 #[derive(Debug, thiserror::Error)]

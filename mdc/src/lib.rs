@@ -6,7 +6,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -20,6 +20,8 @@ use mdc_handlers::{Reconciler, ResponseHandler, RetryHandler};
 use mdc_providers::config::Adapters;
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::ses_sqs::SesSqsIntake;
+use mdc_response_listener::sns::verify::Verifier;
+use mdc_response_listener::sns::SnsHttpIntake;
 use mdc_response_listener::{Intake, QueueReportSink};
 use mdc_simulators::{Ledger, Simulator};
 use tokio::task::JoinSet;
@@ -342,7 +344,19 @@ async fn build_intakes(
         vendors.adapters.kaleyra_tokens.clone(),
         sink.clone(),
     ))];
+    let mut topics = HashMap::new();
     for (name, provider) in &config.providers {
+        if let Some(aws) = provider.aws() {
+            if !aws.events_topic_arns.is_empty() {
+                topics.insert(
+                    name.clone(),
+                    aws.events_topic_arns
+                        .iter()
+                        .cloned()
+                        .collect::<HashSet<_>>(),
+                );
+            }
+        }
         if let mdc_providers::config::ProviderConfig::Ses(ses) = provider {
             if let Some(url) = &ses.events_queue_url {
                 let sdk = ses.aws.sdk_config(name).await.context("invalid config")?;
@@ -356,6 +370,18 @@ async fn build_intakes(
                 )));
             }
         }
+    }
+    if !topics.is_empty() {
+        if config.callbacks.insecure_sns_loopback_urls {
+            tracing::warn!("callbacks.insecure_sns_loopback_urls is set: SNS messages signed by anyone serving a certificate on loopback are trusted. Tests only.");
+        }
+        intakes.push(Arc::new(SnsHttpIntake::new(
+            topics,
+            Verifier::new().allowing_loopback(config.callbacks.insecure_sns_loopback_urls),
+            sink.clone(),
+            ports.devices.clone(),
+            ports.suppressions.clone(),
+        )));
     }
     Ok(intakes)
 }

@@ -32,6 +32,11 @@ pub struct AwsConfig {
     /// SNS SMS, which report back) or `resend` (the default for push).
     #[serde(default)]
     pub after_ambiguous: Option<mdc_core::ports::AfterAmbiguous>,
+    /// SNS topics with an HTTPS subscription to
+    /// `/v1/callbacks/sns/{provider}` (SES events, push endpoint events);
+    /// messages from any other topic are refused.
+    #[serde(default)]
+    pub events_topic_arns: Vec<String>,
 }
 
 fn default_timeout() -> Duration {

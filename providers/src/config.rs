@@ -38,6 +38,15 @@ impl ProviderConfig {
         }
     }
 
+    /// The AWS settings of an AWS provider.
+    pub fn aws(&self) -> Option<&crate::aws::AwsConfig> {
+        match self {
+            ProviderConfig::Ses(c) => Some(&c.aws),
+            ProviderConfig::SnsSms(c) | ProviderConfig::SnsPush(c) => Some(&c.aws),
+            ProviderConfig::Kaleyra(_) | ProviderConfig::Smtp(_) => None,
+        }
+    }
+
     pub fn channel(&self) -> Channel {
         match self {
             ProviderConfig::Kaleyra(_) | ProviderConfig::SnsSms(_) => Channel::Sms,

@@ -8,6 +8,7 @@
 pub mod kaleyra;
 pub mod ses;
 pub mod ses_sqs;
+pub mod sns;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,6 +8,8 @@ use crate::db::{Db, DbError};
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 /// token → id (tokens are unique).
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("device_tokens");
+/// endpoint → id (the vendor's handle for a device).
+const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("device_endpoints");
 /// (user id, device id) → ().
 const BY_USER: TableDefinition<(&str, &str), ()> = TableDefinition::new("devices_by_user");
 
@@ -31,6 +33,7 @@ impl EmbeddedDevices {
         db.write_now(|txn| {
             txn.open_table(DEVICES)?;
             txn.open_table(TOKENS)?;
+            txn.open_table(ENDPOINTS)?;
             txn.open_table(BY_USER)?;
             Ok(())
         })?;
@@ -48,6 +51,7 @@ impl DeviceRegistry for EmbeddedDevices {
                 let mut devices = txn.open_table(DEVICES)?;
                 let mut tokens = txn.open_table(TOKENS)?;
                 let mut by_user = txn.open_table(BY_USER)?;
+                let mut endpoints = txn.open_table(ENDPOINTS)?;
                 let existing_id = tokens
                     .get(device.token.as_str())?
                     .map(|v| v.value().to_owned());
@@ -58,6 +62,9 @@ impl DeviceRegistry for EmbeddedDevices {
                 let (stored, new) = match existing {
                     Some(mut existing) => {
                         by_user.remove((existing.user_id.as_str(), existing.id.as_str()))?;
+                        if let (Some(old), Some(_)) = (&existing.endpoint, &device.endpoint) {
+                            endpoints.remove(old.as_str())?;
+                        }
                         existing.user_id = device.user_id.clone();
                         existing.platform = device.platform;
                         existing.endpoint = device.endpoint.clone().or(existing.endpoint);
@@ -70,6 +77,9 @@ impl DeviceRegistry for EmbeddedDevices {
                 devices.insert(stored.id.as_str(), serde_json::to_vec(&stored)?.as_slice())?;
                 tokens.insert(stored.token.as_str(), stored.id.as_str())?;
                 by_user.insert((stored.user_id.as_str(), stored.id.as_str()), ())?;
+                if let Some(endpoint) = &stored.endpoint {
+                    endpoints.insert(endpoint.as_str(), stored.id.as_str())?;
+                }
                 Ok((stored, new))
             })
             .await?)
@@ -86,6 +96,20 @@ impl DeviceRegistry for EmbeddedDevices {
         let tokens = txn.open_table(TOKENS).map_err(DbError::from)?;
         let Some(id) = tokens
             .get(token)
+            .map_err(DbError::from)?
+            .map(|v| v.value().to_owned())
+        else {
+            return Ok(None);
+        };
+        let devices = txn.open_table(DEVICES).map_err(DbError::from)?;
+        Ok(load(&devices, &id)?)
+    }
+
+    async fn by_endpoint(&self, endpoint: &str) -> Result<Option<Device>, StoreError> {
+        let txn = self.db.read()?;
+        let endpoints = txn.open_table(ENDPOINTS).map_err(DbError::from)?;
+        let Some(id) = endpoints
+            .get(endpoint)
             .map_err(DbError::from)?
             .map(|v| v.value().to_owned())
         else {
@@ -125,6 +149,9 @@ impl DeviceRegistry for EmbeddedDevices {
                 };
                 devices.remove(id.as_str())?;
                 txn.open_table(TOKENS)?.remove(device.token.as_str())?;
+                if let Some(endpoint) = &device.endpoint {
+                    txn.open_table(ENDPOINTS)?.remove(endpoint.as_str())?;
+                }
                 txn.open_table(BY_USER)?
                     .remove((device.user_id.as_str(), id.as_str()))?;
                 Ok(true)

@@ -27,6 +27,7 @@ impl MongoDevices {
                     .options(IndexOptions::builder().unique(true).build())
                     .build(),
                 IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+                IndexModel::builder().keys(doc! { "endpoint": 1 }).build(),
                 IndexModel::builder().keys(doc! { "id": 1 }).build(),
             ])
             .await
@@ -82,6 +83,15 @@ impl DeviceRegistry for MongoDevices {
     async fn by_token(&self, token: &str) -> Result<Option<Device>, StoreError> {
         self.devices
             .find_one(doc! { "token": token })
+            .await
+            .map_err(unavailable)?
+            .map(decode)
+            .transpose()
+    }
+
+    async fn by_endpoint(&self, endpoint: &str) -> Result<Option<Device>, StoreError> {
+        self.devices
+            .find_one(doc! { "endpoint": endpoint })
             .await
             .map_err(unavailable)?
             .map(decode)

@@ -83,6 +83,48 @@ pub async fn removes_devices(registry: Arc<dyn DeviceRegistry>) {
     assert!(registry.for_user("erin").await.expect("list").is_empty());
 }
 
+pub async fn finds_a_device_by_its_endpoint(registry: Arc<dyn DeviceRegistry>) {
+    let mut device = Device::new("frank", Platform::Fcm, "token-f1");
+    device.endpoint = Some("arn:endpoint/f1-old".into());
+    registry.register(&device).await.expect("register");
+    let found = registry
+        .by_endpoint("arn:endpoint/f1-old")
+        .await
+        .expect("by endpoint");
+    assert_eq!(found.map(|d| d.id), Some(device.id.clone()));
+    // A new endpoint for the same token replaces the old one.
+    let mut again = Device::new("frank", Platform::Fcm, "token-f1");
+    again.endpoint = Some("arn:endpoint/f1-new".into());
+    registry.register(&again).await.expect("register");
+    assert_eq!(
+        registry
+            .by_endpoint("arn:endpoint/f1-old")
+            .await
+            .expect("by endpoint"),
+        None
+    );
+    let found = registry
+        .by_endpoint("arn:endpoint/f1-new")
+        .await
+        .expect("by endpoint");
+    assert_eq!(found.map(|d| d.id), Some(device.id.clone()));
+    assert!(registry.remove(&device.id).await.expect("remove"));
+    assert_eq!(
+        registry
+            .by_endpoint("arn:endpoint/f1-new")
+            .await
+            .expect("by endpoint"),
+        None
+    );
+    assert_eq!(
+        registry
+            .by_endpoint("arn:endpoint/none")
+            .await
+            .expect("by endpoint"),
+        None
+    );
+}
+
 /// Expands to one test per case of the device registry contract.
 #[macro_export]
 macro_rules! devices_contract {
@@ -95,6 +137,7 @@ macro_rules! devices_contract {
                 registering_a_known_token_updates_that_device,
                 lists_a_users_active_devices,
                 removes_devices,
+                finds_a_device_by_its_endpoint,
             ]
         );
     };

@@ -71,6 +71,9 @@ pub trait DeviceRegistry: Send + Sync + 'static {
 
     async fn by_token(&self, token: &str) -> Result<Option<Device>, StoreError>;
 
+    /// The device whose vendor endpoint (an SNS endpoint ARN) is `endpoint`.
+    async fn by_endpoint(&self, endpoint: &str) -> Result<Option<Device>, StoreError>;
+
     /// The user's active devices.
     async fn for_user(&self, user_id: &str) -> Result<Vec<Device>, StoreError>;
 

@@ -180,3 +180,76 @@ members = [{{ provider = "ses" }}]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// SES events delivered by an HTTPS subscription: signed, verified against
+/// the certificate (served on loopback, trusted through the test-only
+/// setting), and only from the provider's topic.
+#[tokio::test]
+async fn signed_ses_events_over_https_move_the_message_and_forged_ones_do_not() {
+    use mdc_response_listener::sns::testing::{body, notification, sign, FakeSns};
+
+    let sdk = sdk().await;
+    aws_sdk_sesv2::Client::new(&sdk)
+        .create_email_identity()
+        .email_identity("noreply@example.com")
+        .send()
+        .await
+        .expect("verify the sender");
+    let fake = FakeSns::start().expect("fake SNS");
+    let topic = "arn:aws:sns:us-east-1:123456789012:ses-events-https";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        r#"
+[callbacks]
+insecure_sns_loopback_urls = true
+
+[providers.ses]
+kind = "ses"
+region = "us-east-1"
+endpoint_url = "{moto}"
+access_key_id_env = "MDC_TEST_AWS_KEY"
+secret_access_key_env = "MDC_TEST_AWS_SECRET"
+timeout = "5s"
+events_topic_arns = ["{topic}"]
+
+[routes.email]
+members = [{{ provider = "ses" }}]
+"#,
+        moto = moto()
+    );
+    let server = Server::start_on(dir.path(), &config, free_port(), &[]).await;
+    let id = server.submit(&email("carol@example.com")).await;
+    let message = server.wait_status(&id, "sent", WITHIN).await;
+    let event = json!({
+        "eventType": "Delivery",
+        "mail": {"timestamp": "2026-11-30T10:00:00.000Z", "messageId": message["provider_message_id"],
+                 "destination": ["carol@example.com"]},
+        "delivery": {"timestamp": "2026-11-30T10:00:01.000Z"}
+    })
+    .to_string();
+    let post = |message: mdc_response_listener::sns::verify::SnsMessage| {
+        let request = server
+            .http
+            .post(format!("{}/v1/callbacks/sns/ses", server.base))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("x-amz-sns-message-type", "Notification")
+            .body(body(&message));
+        async move { request.send().await.expect("post").status().as_u16() }
+    };
+
+    let mut forged = notification(topic, &event, &fake.cert_url());
+    sign(&mut forged, 2);
+    forged.message = forged.message.replace("Delivery", "Bounce");
+    assert_eq!(post(forged).await, 403);
+    let mut authentic = notification(topic, &event, &fake.cert_url());
+    sign(&mut authentic, 1);
+    assert_eq!(post(authentic).await, 200);
+    let delivered = server.wait_status(&id, "delivered", WITHIN).await;
+    assert!(
+        !delivered.to_string().contains("Bounce"),
+        "the forged event left no trace: {delivered:#}"
+    );
+    let (_, health) = server.get("/healthz").await;
+    assert_eq!(health["intakes"]["sns"]["refused"], 1, "{health}");
+    fake.stop().await;
+}

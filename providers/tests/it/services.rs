@@ -26,5 +26,6 @@ pub fn aws() -> mdc_providers::aws::AwsConfig {
         secret_access_key_env: Some("MDC_TEST_AWS_SECRET".into()),
         timeout: std::time::Duration::from_secs(10),
         after_ambiguous: None,
+        events_topic_arns: Vec::new(),
     }
 }

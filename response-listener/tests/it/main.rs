@@ -3,6 +3,7 @@
 //! intake against moto's SNS and SQS (`ses_sqs`).
 
 mod ses_sqs;
+mod sns_http;
 
 use std::collections::HashMap;
 use std::sync::Arc;
