@@ -498,3 +498,21 @@ impl crate::ports::SuppressionList for MemorySuppressions {
         Ok(out)
     }
 }
+
+/// Checkpoints in memory.
+#[derive(Default)]
+pub struct MemoryCheckpoints {
+    values: Mutex<HashMap<String, serde_json::Value>>,
+}
+
+#[async_trait]
+impl crate::ports::Checkpoints for MemoryCheckpoints {
+    async fn load(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(lock(&self.values).get(name).cloned())
+    }
+
+    async fn save(&self, name: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        lock(&self.values).insert(name.to_owned(), value.clone());
+        Ok(())
+    }
+}

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{
-    DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store, SuppressionList,
+    Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
+    SuppressionList,
 };
 use mdc_core::InvalidSetting;
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,17 @@ pub struct Connected {
     pub devices: Arc<dyn DeviceRegistry>,
     /// So does the suppression list.
     pub suppressions: Arc<dyn SuppressionList>,
+    /// And the polling intakes' checkpoints.
+    pub checkpoints: Arc<dyn Checkpoints>,
     pub retry: Arc<dyn RetryScheduler>,
+}
+
+/// What lives in the store's database.
+struct StorePorts {
+    store: Arc<dyn Store>,
+    devices: Arc<dyn DeviceRegistry>,
+    suppressions: Arc<dyn SuppressionList>,
+    checkpoints: Arc<dyn Checkpoints>,
 }
 
 /// Connects every configured backend. The embedded files in `data_dir` are
@@ -188,16 +199,18 @@ pub async fn connect(
     } else {
         None
     };
-    let (store, devices, suppressions): (
-        Arc<dyn Store>,
-        Arc<dyn DeviceRegistry>,
-        Arc<dyn SuppressionList>,
-    ) = match (&backends.store, &embedded) {
-        (StoreBackend::Embedded, Some(embedded)) => (
-            embedded.store.clone(),
-            embedded.devices.clone(),
-            embedded.suppressions.clone(),
-        ),
+    let StorePorts {
+        store,
+        devices,
+        suppressions,
+        checkpoints,
+    } = match (&backends.store, &embedded) {
+        (StoreBackend::Embedded, Some(embedded)) => StorePorts {
+            store: embedded.store.clone(),
+            devices: embedded.devices.clone(),
+            suppressions: embedded.suppressions.clone(),
+            checkpoints: embedded.checkpoints.clone(),
+        },
         (StoreBackend::Embedded, None) => {
             anyhow::bail!("backends.store: embedded store not opened")
         }
@@ -227,7 +240,12 @@ pub async fn connect(
                 .suppressions()
                 .await
                 .context("backends.store: cannot use MongoDB")?;
-            (Arc::new(store), Arc::new(devices), Arc::new(suppressions))
+            StorePorts {
+                checkpoints: Arc::new(store.checkpoints()),
+                store: Arc::new(store),
+                devices: Arc::new(devices),
+                suppressions: Arc::new(suppressions),
+            }
         }
     };
     let retry: Arc<dyn RetryScheduler> = match (&backends.retry, &embedded) {
@@ -266,6 +284,7 @@ pub async fn connect(
         store,
         devices,
         suppressions,
+        checkpoints,
         retry,
     })
 }

@@ -22,6 +22,7 @@ use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::ses_sqs::SesSqsIntake;
 use mdc_response_listener::sns::verify::Verifier;
 use mdc_response_listener::sns::SnsHttpIntake;
+use mdc_response_listener::sns_sms_logs::SnsSmsLogsIntake;
 use mdc_response_listener::{Intake, QueueReportSink};
 use mdc_simulators::{Ledger, Simulator};
 use tokio::task::JoinSet;
@@ -332,8 +333,10 @@ fn spawn_handlers(
     });
 }
 
-/// Every vendor intake the config asks for: Kaleyra callbacks, and the SQS
-/// queue of each SES provider with `events_queue_url`.
+/// Every vendor intake the config asks for: Kaleyra callbacks, the SQS
+/// queue of each SES provider with `events_queue_url`, the delivery-status
+/// logs of each SNS SMS provider with `delivery_status_log_group`, and the
+/// HTTPS endpoint of providers with `events_topic_arns`.
 async fn build_intakes(
     config: &Config,
     ports: &backends::Connected,
@@ -355,6 +358,19 @@ async fn build_intakes(
                         .cloned()
                         .collect::<HashSet<_>>(),
                 );
+            }
+        }
+        if let mdc_providers::config::ProviderConfig::SnsSms(sns) = provider {
+            if let Some(group) = &sns.delivery_status_log_group {
+                let sdk = sns.aws.sdk_config(name).await.context("invalid config")?;
+                intakes.push(Arc::new(SnsSmsLogsIntake::new(
+                    name,
+                    group,
+                    &sdk,
+                    sink.clone(),
+                    ports.checkpoints.clone(),
+                    sns.delivery_status_interval,
+                )));
             }
         }
         if let mdc_providers::config::ProviderConfig::Ses(ses) = provider {

@@ -42,6 +42,18 @@ pub struct SnsConfig {
     /// (`apns`, `apns_sandbox`, `fcm`).
     #[serde(default)]
     pub platform_applications: BTreeMap<Platform, String>,
+    /// SMS only: the delivery-status log group
+    /// (`sns/<region>/<account>/DirectPublishToPhoneNumber`); the listener
+    /// role reads it and its `/Failure` group for delivery reports.
+    #[serde(default)]
+    pub delivery_status_log_group: Option<String>,
+    /// SMS only: how often the log groups are read.
+    #[serde(default = "default_log_interval", with = "humantime_serde")]
+    pub delivery_status_interval: std::time::Duration,
+}
+
+fn default_log_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 /// Maps any SNS error: `code` is the AWS error code.
@@ -99,6 +111,16 @@ pub struct SnsSmsProvider {
 
 impl SnsSmsProvider {
     pub async fn new(name: &str, config: &SnsConfig) -> Result<Self, ConfigError> {
+        let interval = config.delivery_status_interval;
+        if interval < std::time::Duration::from_millis(100)
+            || interval > std::time::Duration::from_secs(3600)
+        {
+            return Err(ConfigError::new(
+                name,
+                "delivery_status_interval",
+                "must be between 100ms and 1h",
+            ));
+        }
         Ok(Self {
             name: name.to_owned(),
             client: client(name, &config.aws).await?,

@@ -9,6 +9,7 @@ pub mod kaleyra;
 pub mod ses;
 pub mod ses_sqs;
 pub mod sns;
+pub mod sns_sms_logs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! message.
 
 mod cache;
+mod checkpoint;
 mod db;
 mod devices;
 mod queue;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cache::MemoryCache;
+pub use checkpoint::EmbeddedCheckpoints;
 pub use db::{Db, DbError};
 pub use devices::EmbeddedDevices;
 pub use queue::{EmbeddedQueue, QueueLayout};
@@ -31,6 +33,7 @@ pub struct Embedded {
     pub retry: Arc<EmbeddedRetry>,
     pub devices: Arc<EmbeddedDevices>,
     pub suppressions: Arc<EmbeddedSuppressions>,
+    pub checkpoints: Arc<EmbeddedCheckpoints>,
 }
 
 impl Embedded {
@@ -44,6 +47,7 @@ impl Embedded {
             retry,
             devices,
             suppressions,
+            checkpoints,
         } = open_stores(dir)?;
         Ok(Self {
             queue,
@@ -51,6 +55,7 @@ impl Embedded {
             retry,
             devices,
             suppressions,
+            checkpoints,
         })
     }
 }
@@ -61,6 +66,7 @@ pub struct EmbeddedStores {
     pub retry: Arc<EmbeddedRetry>,
     pub devices: Arc<EmbeddedDevices>,
     pub suppressions: Arc<EmbeddedSuppressions>,
+    pub checkpoints: Arc<EmbeddedCheckpoints>,
 }
 
 fn create_dir(dir: &Path) -> Result<(), DbError> {
@@ -84,6 +90,7 @@ pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
         store: Arc::new(EmbeddedStore::open(store.clone())?),
         retry: Arc::new(EmbeddedRetry::open(store.clone())?),
         devices: Arc::new(EmbeddedDevices::open(store.clone())?),
-        suppressions: Arc::new(EmbeddedSuppressions::open(store)?),
+        suppressions: Arc::new(EmbeddedSuppressions::open(store.clone())?),
+        checkpoints: Arc::new(EmbeddedCheckpoints::open(store)?),
     })
 }

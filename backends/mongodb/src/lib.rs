@@ -8,6 +8,7 @@
 //! concurrent writer makes it start over rather than overwrite. A late `sent`
 //! therefore never overwrites `delivered`.
 
+mod checkpoint;
 mod devices;
 mod suppression;
 
@@ -32,6 +33,7 @@ pub struct MongoConfig {
     pub majority_writes: bool,
 }
 
+pub use checkpoint::MongoCheckpoints;
 pub use devices::MongoDevices;
 pub use suppression::MongoSuppressions;
 
@@ -140,6 +142,11 @@ impl MongoStore {
     /// The suppression list in the same database.
     pub async fn suppressions(&self) -> Result<MongoSuppressions, StoreError> {
         MongoSuppressions::open(&self.database, &self.prefix).await
+    }
+
+    /// Intake checkpoints in the same database.
+    pub fn checkpoints(&self) -> MongoCheckpoints {
+        MongoCheckpoints::open(&self.database, &self.prefix)
     }
 
     /// The device registry in the same database.

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod cache;
+pub mod checkpoint;
 pub mod devices;
 pub mod queue;
 pub mod retry;

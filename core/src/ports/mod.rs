@@ -6,6 +6,7 @@
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub mod cache;
+pub mod checkpoint;
 pub mod devices;
 pub mod provider;
 pub mod queue;
@@ -14,6 +15,7 @@ pub mod store;
 pub mod suppression;
 
 pub use cache::{CachedMessage, MessageCache};
+pub use checkpoint::Checkpoints;
 pub use devices::{Device, DeviceRegistry, Platform};
 pub use provider::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};

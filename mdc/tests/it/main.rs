@@ -10,4 +10,5 @@ mod kafka;
 mod lifecycle;
 mod routing;
 mod ses;
+mod sns_sms;
 mod suppression;

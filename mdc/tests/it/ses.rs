@@ -11,12 +11,12 @@ use crate::harness::{email, free_port, Server};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn moto() -> String {
+pub(crate) fn moto() -> String {
     std::env::var("MDC_TEST_MOTO_URL")
         .expect("MDC_TEST_MOTO_URL: run the tests with ./scripts/test")
 }
 
-async fn sdk() -> aws_config::SdkConfig {
+pub(crate) async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(moto())

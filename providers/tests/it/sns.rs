@@ -14,6 +14,8 @@ fn config(applications: BTreeMap<Platform, String>) -> SnsConfig {
     SnsConfig {
         aws: aws(),
         platform_applications: applications,
+        delivery_status_log_group: None,
+        delivery_status_interval: std::time::Duration::from_secs(30),
     }
 }
 

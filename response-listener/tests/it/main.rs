@@ -4,6 +4,7 @@
 
 mod ses_sqs;
 mod sns_http;
+mod sns_sms_logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;

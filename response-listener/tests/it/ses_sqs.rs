@@ -13,7 +13,7 @@ use mdc_response_listener::{Intake, QueueReportSink};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-async fn sdk() -> aws_config::SdkConfig {
+pub(crate) async fn sdk() -> aws_config::SdkConfig {
     let moto = std::env::var("MDC_TEST_MOTO_URL")
         .expect("MDC_TEST_MOTO_URL: run the tests with ./scripts/test");
     aws_config::defaults(aws_config::BehaviorVersion::latest())

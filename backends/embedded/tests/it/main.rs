@@ -37,6 +37,20 @@ mod suppression {
     mdc_core::suppression_contract!(async { fresh().suppressions as Arc<dyn SuppressionList> });
 }
 
+mod checkpoint {
+    use super::*;
+    use mdc_core::ports::Checkpoints;
+    mdc_core::checkpoint_contract!(async { fresh().checkpoints as Arc<dyn Checkpoints> });
+}
+
+mod memory_checkpoint {
+    use super::*;
+    use mdc_core::ports::Checkpoints;
+    mdc_core::checkpoint_contract!(async {
+        Arc::new(mdc_core::memory::MemoryCheckpoints::default()) as Arc<dyn Checkpoints>
+    });
+}
+
 mod memory_suppression {
     use super::*;
     use mdc_core::ports::SuppressionList;

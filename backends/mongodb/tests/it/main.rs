@@ -40,6 +40,14 @@ mod suppression {
     });
 }
 
+mod checkpoint {
+    use super::*;
+    use mdc_core::ports::Checkpoints;
+    mdc_core::checkpoint_contract!(async {
+        Arc::new(fresh().await.checkpoints()) as Arc<dyn Checkpoints>
+    });
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
