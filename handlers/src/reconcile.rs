@@ -1,10 +1,11 @@
 use mdc_core::InvalidSetting;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mdc_core::ports::{
     ListFilter, Provider, Queue, ReportSink, RetryItem, RetryScheduler, Store, Topic, Transition,
+    Updated,
 };
 use mdc_core::{DeliveryReport, Event, MessageRecord, Status};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct Reconciler {
 struct Pull {
     providers: HashMap<String, Arc<dyn Provider>>,
     reports: Arc<dyn ReportSink>,
+    /// Providers whose vendor never reports ([`Provider::reports`]).
+    silent: HashSet<String>,
 }
 
 /// Vendor ids asked about in one pull request.
@@ -54,9 +57,15 @@ pub struct ReconcilerConfig {
     #[serde(with = "humantime_serde")]
     pub queued_grace: Duration,
     /// How long a `sent` message waits for its vendor's report before the
-    /// reconciler asks the vendor (for providers with a status API).
+    /// reconciler asks the vendor (for providers with a status API); after
+    /// it, a message sent through a provider that never reports is taken
+    /// as delivered.
     #[serde(with = "humantime_serde")]
     pub report_timeout: Duration,
+    /// How long a `sent` message waits for the report of a vendor that
+    /// reports before it is failed for want of one.
+    #[serde(with = "humantime_serde")]
+    pub final_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -67,6 +76,8 @@ impl Default for ReconcilerConfig {
             batch: 1000,
             queued_grace: Duration::from_secs(600),
             report_timeout: Duration::from_secs(600),
+            // SNS documents SMS delivery reports up to 72 hours late.
+            final_timeout: Duration::from_secs(72 * 3600),
         }
     }
 }
@@ -99,6 +110,14 @@ impl ReconcilerConfig {
                     "must be at most 1 day",
                 ));
             }
+        }
+        if self.final_timeout < self.report_timeout
+            || self.final_timeout > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(InvalidSetting::new(
+                "reconciler.final_timeout",
+                "must be at least reconciler.report_timeout and at most 30 days",
+            ));
         }
         if self.queued_grace < Duration::from_secs(1) {
             return Err(InvalidSetting::new(
@@ -136,11 +155,20 @@ impl Reconciler {
         providers: HashMap<String, Arc<dyn Provider>>,
         reports: Arc<dyn ReportSink>,
     ) -> Self {
+        let silent = providers
+            .iter()
+            .filter(|(_, p)| !p.reports())
+            .map(|(name, _)| name.clone())
+            .collect();
         let providers = providers
             .into_iter()
             .filter(|(_, p)| p.can_pull())
             .collect();
-        self.pull = Some(Pull { providers, reports });
+        self.pull = Some(Pull {
+            providers,
+            reports,
+            silent,
+        });
         self
     }
 
@@ -159,14 +187,102 @@ impl Reconciler {
     /// One pass; returns how many messages were rescheduled or queued
     /// again.
     pub async fn pass(&self) -> anyhow::Result<usize> {
-        Ok(self.pass_sending().await? + self.pass_queued().await? + self.pass_pull().await?)
+        Ok(self.pass_sending().await?
+            + self.pass_queued().await?
+            + self.pass_pull().await?
+            + self.pass_final().await?)
+    }
+
+    /// The final rule: no message stays `sent` for ever. Through a provider
+    /// that never reports, a message `sent` for `report_timeout` is taken as
+    /// delivered (the vendor's acceptance is all there will be); through
+    /// one that reports, a message still without a report after
+    /// `final_timeout` is failed. Returns how many were ended.
+    async fn pass_final(&self) -> anyhow::Result<usize> {
+        let silent = self.pull.as_ref().map(|p| &p.silent);
+        let now = mdc_core::now();
+        let report_timeout =
+            chrono::Duration::from_std(self.config.report_timeout).unwrap_or_default();
+        let final_timeout =
+            chrono::Duration::from_std(self.config.final_timeout).unwrap_or_default();
+        let mut filter = ListFilter {
+            status: Some(Status::Sent),
+            created_before: Some(now - report_timeout.min(final_timeout)),
+            limit: self.config.batch,
+            ..Default::default()
+        };
+        let mut ended = 0;
+        loop {
+            let page = self.store.list(&filter).await?;
+            for record in &page {
+                let provider = record.provider.as_deref().unwrap_or("its provider");
+                let never_reports = silent.is_some_and(|s| s.contains(provider));
+                let transition = if never_reports && record.updated_at + report_timeout < now {
+                    if record.provider_message_id.is_some() {
+                        Transition::Moved {
+                            status: Status::Delivered,
+                            event: Event::new(
+                                COMPONENT,
+                                format!("taken as delivered: {provider} accepted it and never reports delivery"),
+                            )
+                            .status(Status::Delivered),
+                        }
+                    } else {
+                        Transition::Moved {
+                            status: Status::Failed,
+                            event: Event::new(
+                                COMPONENT,
+                                format!("failed: the send to {provider} timed out and {provider} never confirms; it may have arrived"),
+                            )
+                            .status(Status::Failed),
+                        }
+                    }
+                } else if !never_reports && record.updated_at + final_timeout < now {
+                    Transition::Moved {
+                        status: Status::Failed,
+                        event: Event::new(
+                            COMPONENT,
+                            format!(
+                                "failed: no delivery report from {provider} within {}; it may have arrived",
+                                humantime::format_duration(self.config.final_timeout)
+                            ),
+                        )
+                        .status(Status::Failed),
+                    }
+                } else {
+                    continue;
+                };
+                if let Updated::Applied { .. } =
+                    self.store.update(&record.message.id, transition).await?
+                {
+                    ended += 1;
+                }
+            }
+            let oldest = page.iter().map(|r| r.message.created_at).min();
+            match oldest {
+                Some(oldest) if page.len() >= self.config.batch => {
+                    filter.created_before = Some(oldest)
+                }
+                _ => break,
+            }
+        }
+        if ended > 0 {
+            tracing::info!(
+                ended,
+                "Ended messages that stayed sent past their report timeout"
+            );
+        }
+        Ok(ended)
     }
 
     /// Pulls the outcome of messages `sent` for longer than the report
     /// timeout from vendors that can tell, in batches per provider; returns
     /// how many final outcomes were handed on.
     async fn pass_pull(&self) -> anyhow::Result<usize> {
-        let Some(Pull { providers, reports }) = &self.pull else {
+        let Some(Pull {
+            providers, reports, ..
+        }) = &self.pull
+        else {
             return Ok(0);
         };
         if providers.is_empty() {

@@ -376,6 +376,8 @@ mod tests {
             ("[dispatcher.min_share]\ncritical = 5", "dispatcher.min_share.critical"),
             ("[reconciler]\ngrace = \"3d\"", "reconciler.grace"),
             ("[reconciler]\nqueued_grace = \"2d\"", "reconciler.queued_grace"),
+            ("[reconciler]\nfinal_timeout = \"5m\"", "reconciler.final_timeout"),
+            ("[reconciler]\nfinal_timeout = \"31d\"", "reconciler.final_timeout"),
             ("[breaker]\nopen_for = \"3d\"", "breaker.open_for"),
             ("[simulator]\nreport_delay = \"1h\"", "simulator.report_delay"),
             ("[client.deadlines]\notp = \"90d\"", "client.deadlines.otp"),

@@ -53,19 +53,24 @@ pub struct SesProvider {
     client: aws_sdk_sesv2::Client,
     configuration_set: Option<String>,
     after_ambiguous: AfterAmbiguous,
+    /// Whether MDC reads this provider's events (SQS or HTTPS).
+    reports: bool,
 }
 
 impl SesProvider {
     pub async fn new(name: &str, config: &SesConfig) -> Result<Self, ConfigError> {
         let sdk = config.aws.sdk_config(name).await?;
+        let reports = config.events_queue_url.is_some() || !config.aws.events_topic_arns.is_empty();
         Ok(Self {
+            reports,
             name: name.to_owned(),
             client: aws_sdk_sesv2::Client::new(&sdk),
             configuration_set: config.configuration_set.clone(),
-            after_ambiguous: config
-                .aws
-                .after_ambiguous
-                .unwrap_or(AfterAmbiguous::WaitForReport),
+            after_ambiguous: config.aws.after_ambiguous.unwrap_or(if reports {
+                AfterAmbiguous::WaitForReport
+            } else {
+                AfterAmbiguous::Resend
+            }),
         })
     }
 
@@ -178,7 +183,12 @@ impl Provider for SesProvider {
         })
     }
 
-    /// SES reports every message (event publishing): wait for it.
+    fn reports(&self) -> bool {
+        self.reports
+    }
+
+    /// SES reports every message (event publishing) when MDC reads its
+    /// events: wait for the report; without them, send again.
     fn after_ambiguous(&self) -> AfterAmbiguous {
         self.after_ambiguous
     }

@@ -107,6 +107,8 @@ pub struct SnsSmsProvider {
     name: String,
     client: aws_sdk_sns::Client,
     after_ambiguous: AfterAmbiguous,
+    /// Whether MDC reads the delivery-status logs.
+    reports: bool,
 }
 
 impl SnsSmsProvider {
@@ -121,13 +123,16 @@ impl SnsSmsProvider {
                 "must be between 100ms and 1h",
             ));
         }
+        let reports = config.delivery_status_log_group.is_some();
         Ok(Self {
+            reports,
             name: name.to_owned(),
             client: client(name, &config.aws).await?,
-            after_ambiguous: config
-                .aws
-                .after_ambiguous
-                .unwrap_or(AfterAmbiguous::WaitForReport),
+            after_ambiguous: config.aws.after_ambiguous.unwrap_or(if reports {
+                AfterAmbiguous::WaitForReport
+            } else {
+                AfterAmbiguous::Resend
+            }),
         })
     }
 }
@@ -168,7 +173,12 @@ impl Provider for SnsSmsProvider {
         Ok(receipt(output.message_id()))
     }
 
-    /// SNS logs every SMS's delivery status: wait for it.
+    fn reports(&self) -> bool {
+        self.reports
+    }
+
+    /// SNS logs every SMS's delivery status: when MDC reads the logs, wait
+    /// for it; without them, send again.
     fn after_ambiguous(&self) -> AfterAmbiguous {
         self.after_ambiguous
     }
@@ -478,6 +488,11 @@ impl Provider for SnsPushProvider {
         })
         .await;
         settle_devices(sends)
+    }
+
+    /// Push has no per-message delivery report.
+    fn reports(&self) -> bool {
+        false
     }
 
     /// Push has no delivery report: send again.

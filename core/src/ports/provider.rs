@@ -123,6 +123,15 @@ pub trait Provider: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether the vendor reports what became of a message (callbacks,
+    /// events, delivery logs that MDC reads). A message `sent` through a
+    /// provider that never reports is taken as delivered once the
+    /// reconciler's `report_timeout` passes; through one that reports, it
+    /// waits for the report up to `final_timeout`.
+    fn reports(&self) -> bool {
+        true
+    }
+
     /// The policy when [`lookup`](Self::lookup) cannot tell.
     fn after_ambiguous(&self) -> AfterAmbiguous {
         AfterAmbiguous::Resend

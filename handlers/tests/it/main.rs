@@ -203,3 +203,160 @@ async fn a_queued_message_that_never_reached_its_lane_is_queued_again() {
         "touched just now: not queued twice in a row"
     );
 }
+
+/// A provider in name only: whether its vendor reports is all that matters.
+struct Vendor {
+    name: &'static str,
+    reports: bool,
+}
+
+#[async_trait::async_trait]
+impl mdc_core::ports::Provider for Vendor {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn channel(&self) -> mdc_core::Channel {
+        mdc_core::Channel::Email
+    }
+
+    async fn send(
+        &self,
+        _message: &mdc_core::Message,
+    ) -> Result<mdc_core::ports::Receipt, mdc_core::ports::ProviderError> {
+        Err(mdc_core::ports::ProviderError::transient("not used"))
+    }
+
+    fn reports(&self) -> bool {
+        self.reports
+    }
+}
+
+/// Stores a message sent through `provider` `age` ago (confirmed with a
+/// vendor id, or unconfirmed).
+async fn sent(
+    store: &Arc<dyn Store>,
+    to: &str,
+    provider: &str,
+    confirmed: bool,
+    age: chrono::Duration,
+) -> MessageId {
+    let now = mdc_core::now();
+    let mut message = mdc_core::contract::sample_message(to);
+    message.created_at = now - age - chrono::Duration::seconds(1);
+    store
+        .create(&MessageRecord::new(
+            message.clone(),
+            Status::Queued,
+            Event::new("test", "queued"),
+        ))
+        .await
+        .expect("create");
+    store
+        .claim(
+            &message.id,
+            now,
+            now + chrono::Duration::seconds(30),
+            "test",
+        )
+        .await
+        .expect("claim");
+    let mut event = Event::new("test", "sent").status(Status::Sent);
+    event.at = now - age;
+    let transition = if confirmed {
+        Transition::Sent {
+            attempt: 1,
+            provider: provider.into(),
+            provider_message_id: format!("{provider}-{}", message.id),
+            event,
+        }
+    } else {
+        Transition::SentUnconfirmed {
+            attempt: 1,
+            provider: provider.into(),
+            event,
+        }
+    };
+    store.update(&message.id, transition).await.expect("sent");
+    message.id
+}
+
+/// No message stays `sent` for ever: through a vendor that never reports
+/// (SMTP), acceptance is all there will be, so after the report timeout it
+/// is taken as delivered (an unconfirmed send, failed); through one that
+/// reports (SES), it waits up to the final timeout and is then failed.
+#[tokio::test]
+async fn a_message_left_sent_ends_by_the_final_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, retry, queue) = open(dir.path());
+    let minutes = chrono::Duration::minutes;
+    let smtp_done = sent(&store, "+14155550140", "smtp", true, minutes(11)).await;
+    let smtp_unsure = sent(&store, "+14155550141", "smtp", false, minutes(11)).await;
+    let smtp_young = sent(&store, "+14155550142", "smtp", true, minutes(1)).await;
+    let ses_waiting = sent(&store, "+14155550143", "ses", true, minutes(11)).await;
+    let ses_silent = sent(
+        &store,
+        "+14155550144",
+        "ses",
+        true,
+        chrono::Duration::hours(73),
+    )
+    .await;
+
+    let providers: std::collections::HashMap<String, Arc<dyn mdc_core::ports::Provider>> =
+        [("smtp", false), ("ses", true)]
+            .into_iter()
+            .map(|(name, reports)| {
+                (
+                    name.to_owned(),
+                    Arc::new(Vendor { name, reports }) as Arc<dyn mdc_core::ports::Provider>,
+                )
+            })
+            .collect();
+    let reconciler = Reconciler::new(
+        store.clone(),
+        retry.clone(),
+        queue.clone(),
+        ReconcilerConfig::default(),
+    )
+    .with_pull(providers, Arc::new(no_reports::NoReports));
+    assert_eq!(reconciler.pass().await.expect("pass"), 3);
+    let status = |id: &MessageId| {
+        let store = store.clone();
+        let id = id.clone();
+        async move { store.get(&id).await.expect("get").expect("stored") }
+    };
+    let done = status(&smtp_done).await;
+    assert_eq!(done.status, Status::Delivered);
+    assert!(done.events.iter().any(|e| e
+        .details
+        .contains("smtp accepted it and never reports delivery")));
+    assert_eq!(status(&smtp_unsure).await.status, Status::Failed);
+    assert_eq!(status(&smtp_young).await.status, Status::Sent);
+    assert_eq!(status(&ses_waiting).await.status, Status::Sent);
+    let failed = status(&ses_silent).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert!(
+        failed.events.iter().any(|e| e
+            .details
+            .contains("no delivery report from ses within 3days")),
+        "{:?}",
+        failed.events
+    );
+    assert_eq!(reconciler.pass().await.expect("pass"), 0, "each ended once");
+}
+
+mod no_reports {
+    /// A report sink that must not be used: nothing here is pulled.
+    pub struct NoReports;
+
+    #[async_trait::async_trait]
+    impl mdc_core::ports::ReportSink for NoReports {
+        async fn submit(
+            &self,
+            _report: mdc_core::DeliveryReport,
+        ) -> Result<(), mdc_core::ports::QueueError> {
+            panic!("nothing can be pulled in this test")
+        }
+    }
+}

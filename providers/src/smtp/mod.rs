@@ -171,6 +171,10 @@ impl Provider for SmtpProvider {
         })
     }
 
+    fn reports(&self) -> bool {
+        false
+    }
+
     /// SMTP never reports back: send again.
     fn after_ambiguous(&self) -> AfterAmbiguous {
         self.after_ambiguous
