@@ -134,6 +134,23 @@ async fn messages_in(sdk: &aws_config::SdkConfig, url: &str) -> u64 {
     .sum()
 }
 
+/// Messages received and not yet deleted or visible again.
+async fn in_flight(sdk: &aws_config::SdkConfig, url: &str) -> u64 {
+    aws_sdk_sqs::Client::new(sdk)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes()
+        .and_then(|a| {
+            a.get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_events_through_sns_and_sqs_become_reports_and_leave_the_queue() {
     let sdk = sdk().await;
@@ -228,6 +245,69 @@ async fn ses_events_through_sns_and_sqs_become_reports_and_leave_the_queue() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    shutdown.cancel();
+    running.await.expect("join").expect("run");
+}
+
+/// An intake that stops mid-batch (its reports not yet durable, so nothing
+/// deleted) loses nothing: the next one reads every event again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_batch_loses_no_report() {
+    let sdk = sdk().await;
+    let (url, topic) = queue_behind_topic(&sdk).await;
+    let queue = Arc::new(MemoryQueue::default());
+    let start = || {
+        let sink: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(queue.clone()));
+        let intake = Arc::new(SesSqsIntake::new(
+            "ses-test",
+            &url,
+            &sdk,
+            sink,
+            2,
+            Duration::from_secs(1),
+        ));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(intake.clone().run(shutdown.clone()));
+        (intake, shutdown, running)
+    };
+    for n in 0..10 {
+        publish(
+            &sdk,
+            &topic,
+            &event("Delivery", &format!("ses-r{n}"), json!({"delivery": {}})),
+        )
+        .await;
+    }
+    // The first intake reads the batch but cannot make its reports durable.
+    queue.set_down(true);
+    let (first, shutdown, running) = start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight(&sdk, &url).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the intake never received the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.expect("join").expect("run");
+    assert_eq!(first.counts().snapshot()["accepted"], 0);
+    assert_eq!(messages_in(&sdk, &url).await, 10, "nothing was deleted");
+
+    queue.set_down(false);
+    let (_second, shutdown, running) = start();
+    let consumer = queue
+        .consumer(Topic::Responses, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    let mut ids: Vec<String> = next_reports(&consumer, 10)
+        .await
+        .into_iter()
+        .map(|r| r.provider_message_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "{ids:?}");
     shutdown.cancel();
     running.await.expect("join").expect("run");
 }
