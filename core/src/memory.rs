@@ -197,9 +197,12 @@ pub struct MemoryQueue {
     inner: Arc<QueueState>,
 }
 
+/// A topic's log, or the log one consumer group of the outcomes topic reads.
+type Stream = (Topic, Option<String>);
+
 #[derive(Default)]
 struct QueueState {
-    topics: Mutex<HashMap<Topic, Log>>,
+    topics: Mutex<HashMap<Stream, Log>>,
     arrived: Notify,
     produced: AtomicU64,
     down: AtomicBool,
@@ -223,7 +226,7 @@ impl MemoryQueue {
     /// Records on `topic` not yet acknowledged.
     pub fn pending(&self, topic: Topic) -> usize {
         lock(&self.inner.topics)
-            .get(&topic)
+            .get(&(topic, None))
             .map_or(0, |log| log.records.len())
     }
 }
@@ -234,10 +237,19 @@ impl Queue for MemoryQueue {
         self.inner.check()?;
         {
             let mut topics = lock(&self.inner.topics);
-            let log = topics.entry(topic).or_default();
-            let offset = log.next;
-            log.next += 1;
-            log.records.insert(offset, (key.to_owned(), payload));
+            // Every group that has joined gets its own copy.
+            let groups: Vec<Stream> = topics
+                .keys()
+                .filter(|(t, group)| *t == topic && group.is_some())
+                .cloned()
+                .collect();
+            for stream in groups.into_iter().chain([(topic, None)]) {
+                let log = topics.entry(stream).or_default();
+                let offset = log.next;
+                log.next += 1;
+                log.records
+                    .insert(offset, (key.to_owned(), payload.clone()));
+            }
         }
         self.inner.produced.fetch_add(1, Ordering::SeqCst);
         self.inner.arrived.notify_waiters();
@@ -249,15 +261,36 @@ impl Queue for MemoryQueue {
         topic: Topic,
         spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.member((topic, None), spec)
+    }
+
+    /// A group sees the records produced after it first joined.
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.member((topic, Some(group.to_owned())), spec)
+    }
+}
+
+impl MemoryQueue {
+    fn member(
+        &self,
+        stream: Stream,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
         self.inner.check()?;
         {
             let mut topics = lock(&self.inner.topics);
-            let log = topics.entry(topic).or_default();
+            let log = topics.entry(stream.clone()).or_default();
             log.cursor = log.records.keys().next().copied().unwrap_or(log.next);
         }
         Ok(Arc::new(MemoryConsumer {
             queue: self.inner.clone(),
-            topic,
+            topic: stream.0,
+            stream,
             reads: spec.index == 0,
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
@@ -269,6 +302,7 @@ impl Queue for MemoryQueue {
 struct MemoryConsumer {
     queue: Arc<QueueState>,
     topic: Topic,
+    stream: Stream,
     reads: bool,
     paused: AtomicBool,
     resumed: Notify,
@@ -281,7 +315,7 @@ impl MemoryConsumer {
 
     fn read(&self, max: usize) -> Vec<Delivery> {
         let mut topics = lock(&self.queue().topics);
-        let Some(log) = topics.get_mut(&self.topic) else {
+        let Some(log) = topics.get_mut(&self.stream) else {
             return Vec::new();
         };
         let batch: Vec<Delivery> = log
@@ -335,7 +369,7 @@ impl QueueConsumer for MemoryConsumer {
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         self.queue().check()?;
-        if let Some(log) = lock(&self.queue().topics).get_mut(&self.topic) {
+        if let Some(log) = lock(&self.queue().topics).get_mut(&self.stream) {
             log.records.remove(&delivery.offset);
         }
         Ok(())

@@ -230,6 +230,7 @@ impl Config {
                 .map(|(&p, lane)| (p, lane.partitions))
                 .collect(),
             response_partitions: self.responses.partitions,
+            ..QueueLayout::default()
         }
     }
 }

@@ -14,22 +14,23 @@ use crate::db::{Db, DbError};
 /// How long an idle `fetch` waits before returning an empty batch.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
-/// Table names are `'static`; one leaked string per topic, made once.
-fn table(topic: Topic) -> TableDefinition<'static, (u32, u64), &'static [u8]> {
+/// The table of one stream: `queue.<topic>`, or `queue.outcomes.<group>`
+/// for each consumer group of the outcomes topic. Table names are
+/// `'static`: one leaked string per stream, made once per name.
+fn table(name: &'static str) -> TableDefinition<'static, (u32, u64), &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+fn leak_name(name: String) -> &'static str {
     use std::sync::OnceLock;
-    static NAMES: OnceLock<HashMap<Topic, &'static str>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        Topic::all()
-            .into_iter()
-            .map(|t| {
-                (
-                    t,
-                    &*Box::leak(format!("queue.{}", t.name()).into_boxed_str()),
-                )
-            })
-            .collect()
-    });
-    TableDefinition::new(names[&topic])
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    names
+        .entry(name.clone())
+        .or_insert_with(|| Box::leak(name.into_boxed_str()))
 }
 
 /// A record on disk: key length, key, payload.
@@ -65,6 +66,8 @@ fn partition_of(key: &str, partitions: u32) -> u32 {
 }
 
 struct TopicState {
+    /// The stream's table.
+    name: &'static str,
     /// Next offset per partition; advanced only inside the writer, so offsets
     /// are assigned in commit order.
     next: Vec<AtomicU64>,
@@ -72,10 +75,15 @@ struct TopicState {
 }
 
 /// A durable queue on the embedded database: one table per topic, keyed by
-/// (partition, offset). Records stay until acknowledged.
+/// (partition, offset). Records stay until acknowledged. The outcomes topic
+/// keeps one copy per consumer group of the layout, each acknowledged on
+/// its own.
 pub struct EmbeddedQueue {
     db: Db,
-    topics: HashMap<Topic, Arc<TopicState>>,
+    /// The streams a produce to each topic writes to (one, except outcomes).
+    topics: HashMap<Topic, Vec<Arc<TopicState>>>,
+    /// The outcomes stream of each group.
+    groups: HashMap<String, Arc<TopicState>>,
 }
 
 impl From<DbError> for QueueError {
@@ -89,10 +97,21 @@ impl From<DbError> for QueueError {
 
 impl EmbeddedQueue {
     pub fn open(db: Db, layout: QueueLayout) -> Result<Self, DbError> {
-        let topics = db.write_now(|txn| {
-            let mut topics = HashMap::new();
-            for topic in Topic::all() {
-                let table = txn.open_table(table(topic))?;
+        let mut streams: Vec<(Topic, Option<String>, &'static str)> = Vec::new();
+        for topic in Topic::all() {
+            if topic == Topic::Outcomes {
+                for group in &layout.outcome_groups {
+                    let name = leak_name(format!("queue.{}.{group}", topic.name()));
+                    streams.push((topic, Some(group.clone()), name));
+                }
+            } else {
+                streams.push((topic, None, leak_name(format!("queue.{}", topic.name()))));
+            }
+        }
+        let opened = db.write_now(move |txn| {
+            let mut opened = Vec::new();
+            for (topic, group, name) in streams {
+                let table = txn.open_table(table(name))?;
                 let partitions = layout.partitions(topic);
                 let mut next: Vec<u64> = vec![0; partitions as usize];
                 for entry in table.iter()? {
@@ -107,41 +126,63 @@ impl EmbeddedQueue {
                     *slot = (*slot).max(offset + 1);
                 }
                 let state = TopicState {
+                    name,
                     next: next.into_iter().map(AtomicU64::new).collect(),
                     arrived: Notify::new(),
                 };
-                topics.insert(topic, Arc::new(state));
+                opened.push((topic, group, Arc::new(state)));
             }
-            Ok(topics)
+            Ok(opened)
         })?;
-        Ok(Self { db, topics })
+        let mut topics: HashMap<Topic, Vec<Arc<TopicState>>> = HashMap::new();
+        let mut groups = HashMap::new();
+        for (topic, group, state) in opened {
+            topics.entry(topic).or_default().push(state.clone());
+            if let Some(group) = group {
+                groups.insert(group, state);
+            }
+        }
+        Ok(Self { db, topics, groups })
     }
 
     /// Records waiting in `topic` (produced and not yet acknowledged).
     pub fn depth(&self, topic: Topic) -> Result<u64, QueueError> {
         let txn = self.db.read()?;
-        let table = txn.open_table(table(topic)).map_err(DbError::from)?;
-        Ok(table.len().map_err(DbError::from)?)
+        let mut depth = 0;
+        for state in self.topics.get(&topic).into_iter().flatten() {
+            let table = txn.open_table(table(state.name)).map_err(DbError::from)?;
+            depth += table.len().map_err(DbError::from)?;
+        }
+        Ok(depth)
     }
 }
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        let state = self.topics[&topic].clone();
-        let partition = partition_of(key, state.next.len() as u32);
+        let streams = self.topics.get(&topic).cloned().unwrap_or_default();
+        if streams.is_empty() {
+            // The outcomes topic with no group to keep records for.
+            return Ok(());
+        }
         let record = encode(key, &payload);
-        let writer_state = state.clone();
+        let key = key.to_owned();
+        let writers = streams.clone();
         self.db
             .write(true, move |txn| {
-                let offset = writer_state.next[partition as usize].load(Ordering::Relaxed);
-                txn.open_table(table(topic))?
-                    .insert((partition, offset), record.as_slice())?;
-                writer_state.next[partition as usize].store(offset + 1, Ordering::Relaxed);
+                for state in &writers {
+                    let partition = partition_of(&key, state.next.len() as u32);
+                    let offset = state.next[partition as usize].load(Ordering::Relaxed);
+                    txn.open_table(table(state.name))?
+                        .insert((partition, offset), record.as_slice())?;
+                    state.next[partition as usize].store(offset + 1, Ordering::Relaxed);
+                }
                 Ok(())
             })
             .await?;
-        state.arrived.notify_waiters();
+        for state in streams {
+            state.arrived.notify_waiters();
+        }
         Ok(())
     }
 
@@ -150,12 +191,47 @@ impl Queue for EmbeddedQueue {
         topic: Topic,
         spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        let state = self.topics[&topic].clone();
+        let state = self
+            .topics
+            .get(&topic)
+            .and_then(|streams| streams.first())
+            .cloned()
+            .ok_or_else(|| QueueError::Other(format!("no stream of {topic} is kept").into()))?;
+        Ok(self.member(topic, state, spec))
+    }
+
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        let state = self
+            .groups
+            .get(group)
+            .filter(|_| topic == Topic::Outcomes)
+            .cloned()
+            .ok_or_else(|| {
+                QueueError::Other(
+                    format!("{topic} keeps no records for group {group:?}: list it in the queue layout's outcome groups").into(),
+                )
+            })?;
+        Ok(self.member(topic, state, spec))
+    }
+}
+
+impl EmbeddedQueue {
+    fn member(
+        &self,
+        topic: Topic,
+        state: Arc<TopicState>,
+        spec: ConsumerSpec,
+    ) -> Arc<dyn QueueConsumer> {
         let count = spec.count.max(1);
         let partitions: Vec<u32> = (0..state.next.len() as u32)
             .filter(|p| p % count == spec.index)
             .collect();
-        Ok(Arc::new(EmbeddedConsumer {
+        Arc::new(EmbeddedConsumer {
             db: self.db.clone(),
             topic,
             state,
@@ -164,7 +240,7 @@ impl Queue for EmbeddedQueue {
             rotation: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
-        }))
+        })
     }
 }
 
@@ -184,7 +260,9 @@ struct EmbeddedConsumer {
 impl EmbeddedConsumer {
     fn read(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let txn = self.db.read()?;
-        let table = txn.open_table(table(self.topic)).map_err(DbError::from)?;
+        let table = txn
+            .open_table(table(self.state.name))
+            .map_err(DbError::from)?;
         let mut cursors = self
             .cursors
             .lock()
@@ -262,12 +340,12 @@ impl QueueConsumer for EmbeddedConsumer {
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         let key = (delivery.partition, delivery.offset);
-        let topic = self.topic;
+        let name = self.state.name;
         // Not fsynced on its own: a lost acknowledgement only means a
         // redelivery, which the dispatcher's claim absorbs.
         self.db
             .write(false, move |txn| {
-                txn.open_table(table(topic))?.remove(key)?;
+                txn.open_table(table(name))?.remove(key)?;
                 Ok(())
             })
             .await?;

@@ -118,7 +118,16 @@ pub(crate) struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    pub(crate) fn subscribe(config: &KafkaConfig, topic: Topic) -> Result<Self, QueueError> {
+    /// Joins `group` (the topic's own group when None).
+    pub(crate) fn subscribe(
+        config: &KafkaConfig,
+        topic: Topic,
+        group: Option<&str>,
+    ) -> Result<Self, QueueError> {
+        let group_id = match group {
+            Some(group) => config.named_group_id(topic, group),
+            None => config.group_id(topic),
+        };
         let name = config.topic_name(topic);
         let context = Context {
             logging: Logging,
@@ -130,7 +139,7 @@ impl KafkaConsumer {
         let session_ms = config.session_timeout.as_millis().to_string();
         let consumer: BaseConsumer<Context> = config
             .client_config()
-            .set("group.id", config.group_id(topic))
+            .set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             // Offsets are stored by `ack`, never on delivery to the worker.

@@ -119,9 +119,16 @@ impl KafkaConfig {
         let role = match topic {
             Topic::Messages(..) => "dispatcher",
             Topic::Responses | Topic::ParkedReports => "handlers",
+            Topic::Outcomes => "feedback",
         };
         let prefix = self.group_prefix.as_deref().unwrap_or(&self.prefix);
         format!("{prefix}.{role}.{}", topic.name())
+    }
+
+    /// The consumer group `group` of `topic` (topics several groups read).
+    pub fn named_group_id(&self, topic: Topic, group: &str) -> String {
+        let prefix = self.group_prefix.as_deref().unwrap_or(&self.prefix);
+        format!("{prefix}.{group}.{}", topic.name())
     }
 
     /// Errors name the config key at fault.
@@ -428,7 +435,7 @@ impl Queue for KafkaQueue {
         topic: Topic,
         _spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic)?;
+        let consumer = consumer::KafkaConsumer::subscribe(&self.config, topic, None)?;
         tracing::debug!(
             %topic,
             partitions = self.layout.partitions(topic),
@@ -436,6 +443,19 @@ impl Queue for KafkaQueue {
             "Joined consumer group"
         );
         Ok(Arc::new(consumer))
+    }
+
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        _spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        Ok(Arc::new(consumer::KafkaConsumer::subscribe(
+            &self.config,
+            topic,
+            Some(group),
+        )?))
     }
 }
 

@@ -33,6 +33,15 @@ impl Queue for Switchable {
     ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
         self.inner.consumer(topic, spec).await
     }
+
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.inner.group_consumer(topic, group, spec).await
+    }
 }
 
 fn setup() -> (Submitter, Arc<dyn Store>, Arc<Switchable>) {

@@ -277,3 +277,45 @@ macro_rules! queue_contract {
         );
     };
 }
+
+/// Each of `groups` (consumer groups of the outcomes topic, joined before
+/// anything is produced) sees every record, in order per key, and one
+/// group's acknowledgements do not take records from another.
+pub async fn every_outcome_group_sees_every_record(queue: Arc<dyn Queue>, groups: [&str; 2]) {
+    let mut consumers = Vec::new();
+    for group in groups {
+        consumers.push(
+            queue
+                .group_consumer(Topic::Outcomes, group, SOLO)
+                .await
+                .expect("group consumer"),
+        );
+    }
+    let keys = ["msg_a", "msg_b", "msg_c"];
+    for n in 0..5 {
+        for key in keys {
+            queue
+                .produce(Topic::Outcomes, key, format!("{key}:{n}").into_bytes())
+                .await
+                .expect("produce");
+        }
+    }
+    for consumer in &consumers {
+        let got = fetch_n(consumer, 15).await;
+        for key in keys {
+            let in_order: Vec<String> = got
+                .iter()
+                .filter(|d| d.key == key)
+                .map(|d| String::from_utf8(d.payload.clone()).expect("utf-8"))
+                .collect();
+            let expected: Vec<String> = (0..5).map(|n| format!("{key}:{n}")).collect();
+            assert_eq!(in_order, expected, "records of {key} in order");
+        }
+        // Acknowledged by the first group only: the second still gets all.
+        if Arc::ptr_eq(consumer, &consumers[0]) {
+            for delivery in &got {
+                consumer.ack(delivery).await.expect("ack");
+            }
+        }
+    }
+}

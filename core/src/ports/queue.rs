@@ -15,6 +15,10 @@ pub enum Topic {
     /// Reports the response handler could not apply after every try: kept
     /// here for an operator instead of blocking the reports behind them.
     ParkedReports,
+    /// Every outcome of every message ([`crate::outcome::OutcomeEvent`]),
+    /// keyed by message id; read by any number of consumer groups
+    /// ([`Queue::group_consumer`]).
+    Outcomes,
 }
 
 impl Topic {
@@ -28,6 +32,7 @@ impl Topic {
         }
         all.push(Topic::Responses);
         all.push(Topic::ParkedReports);
+        all.push(Topic::Outcomes);
         all
     }
 
@@ -37,6 +42,7 @@ impl Topic {
             Topic::Messages(channel, priority) => format!("{channel}.{priority}"),
             Topic::Responses => "responses".to_owned(),
             Topic::ParkedReports => "responses.parked".to_owned(),
+            Topic::Outcomes => "outcomes".to_owned(),
         }
     }
 }
@@ -47,11 +53,17 @@ impl fmt::Display for Topic {
     }
 }
 
-/// Partition counts: per priority for message topics, and for the responses topic.
+/// Partition counts: per priority for message topics, and for the responses
+/// and outcomes topics; and the consumer groups of the outcomes topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLayout {
     pub partitions: HashMap<Priority, u32>,
     pub response_partitions: u32,
+    pub outcome_partitions: u32,
+    /// Consumer groups of the outcomes topic that a queue keeping records
+    /// per group (the embedded one) keeps them for. A broker (Kafka) serves
+    /// any group.
+    pub outcome_groups: Vec<String>,
 }
 
 impl QueueLayout {
@@ -60,6 +72,7 @@ impl QueueLayout {
             Topic::Messages(_, priority) => self.partitions.get(&priority).copied().unwrap_or(1),
             Topic::Responses => self.response_partitions,
             Topic::ParkedReports => 1,
+            Topic::Outcomes => self.outcome_partitions,
         }
         .max(1)
     }
@@ -70,9 +83,14 @@ impl Default for QueueLayout {
         Self {
             partitions: Priority::ALL.iter().map(|&p| (p, 4)).collect(),
             response_partitions: 4,
+            outcome_partitions: 4,
+            outcome_groups: vec![OUTCOME_WEBHOOKS_GROUP.to_owned()],
         }
     }
 }
+
+/// The consumer group of MDC's own webhook delivery on the outcomes topic.
+pub const OUTCOME_WEBHOOKS_GROUP: &str = "webhooks";
 
 /// Which member of a topic's consumer group a consumer is. Backends with their
 /// own group coordination (Kafka) may ignore `index`; the embedded queue gives
@@ -114,6 +132,15 @@ pub trait Queue: Send + Sync + 'static {
     async fn consumer(
         &self,
         topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError>;
+
+    /// Joins the consumer group `group` of a topic several groups read
+    /// ([`Topic::Outcomes`]): each group sees every record.
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
         spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError>;
 }

@@ -62,6 +62,32 @@ mod memory_suppression {
 mod queue {
     use super::*;
     mdc_core::queue_contract!(async { fresh().queue as Arc<dyn Queue> });
+
+    #[tokio::test]
+    async fn every_outcome_group_sees_every_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = QueueLayout {
+            outcome_groups: vec!["webhooks".into(), "billing".into()],
+            ..QueueLayout::default()
+        };
+        let queue = Embedded::open(dir.path(), layout).expect("open").queue;
+        mdc_core::contract::queue::every_outcome_group_sees_every_record(
+            queue.clone(),
+            ["webhooks", "billing"],
+        )
+        .await;
+        assert!(
+            queue
+                .group_consumer(
+                    mdc_core::ports::Topic::Outcomes,
+                    "unknown",
+                    mdc_core::ports::ConsumerSpec { index: 0, count: 1 }
+                )
+                .await
+                .is_err(),
+            "a group the layout does not keep records for is refused"
+        );
+    }
 }
 
 mod retry {

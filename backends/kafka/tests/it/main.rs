@@ -32,6 +32,15 @@ mod contract {
     mdc_core::queue_contract!(queue());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_group_sees_every_record() {
+    mdc_core::contract::queue::every_outcome_group_sees_every_record(
+        queue().await,
+        ["webhooks", "billing"],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn creating_topics_twice_is_harmless_and_reports_what_exists() {
     let config = config();
