@@ -6,6 +6,10 @@ use crate::validate::{self, ValidationError, Warning};
 use crate::{ClientConfig, SubmitRequest};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest caller reference.
+const MAX_REFERENCE: usize = 255;
+/// Largest caller metadata, as JSON.
+const MAX_METADATA_BYTES: usize = 4096;
 const MAX_TEMPLATE_ID: usize = 64;
 const MAX_PUSH_TITLE: usize = 256;
 
@@ -96,6 +100,32 @@ pub fn enrich(
         }
         Some(key) => Some(key.to_owned()),
     };
+
+    let reference = match request.reference.as_deref() {
+        None => None,
+        Some(reference)
+            if reference.is_empty()
+                || reference.len() > MAX_REFERENCE
+                || reference.chars().any(char::is_control) =>
+        {
+            return Err(ValidationError::new(
+                "reference",
+                "reference_format",
+                format!("must be 1-{MAX_REFERENCE} bytes without control characters"),
+            ))
+        }
+        Some(reference) => Some(reference.to_owned()),
+    };
+    if let Some(metadata) = &request.metadata {
+        let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+        if size > MAX_METADATA_BYTES {
+            return Err(ValidationError::new(
+                "metadata",
+                "metadata_too_large",
+                format!("must be at most {MAX_METADATA_BYTES} bytes as JSON, not {size}"),
+            ));
+        }
+    }
 
     let mut sender = None;
     let (to, content) = match channel {
@@ -251,6 +281,8 @@ pub fn enrich(
         content,
         created_at,
         deadline,
+        reference,
+        metadata: request.metadata.clone(),
     };
     Ok((message, warnings))
 }
@@ -323,6 +355,26 @@ mod tests {
                 },
                 "type",
                 "one_of",
+            ),
+            (
+                SubmitRequest {
+                    reference: Some("r".repeat(256)),
+                    ..sms("+14155550123", "x")
+                },
+                "reference",
+                "reference_format",
+            ),
+            (
+                SubmitRequest {
+                    metadata: Some(
+                        [("big".to_owned(), serde_json::json!("x".repeat(5000)))]
+                            .into_iter()
+                            .collect(),
+                    ),
+                    ..sms("+14155550123", "x")
+                },
+                "metadata",
+                "metadata_too_large",
             ),
             (sms("", "x"), "to", "required"),
             (sms("+14155550123", ""), "body", "required"),
@@ -398,6 +450,28 @@ mod tests {
             let err = enrich(&request, &config).expect_err(&format!("{request:?}"));
             assert_eq!((err.field.as_str(), err.rule), (field, rule), "{err}");
         }
+    }
+
+    #[test]
+    fn reference_and_metadata_are_kept() {
+        let (message, _) = enrich(
+            &SubmitRequest {
+                reference: Some("order-77".into()),
+                metadata: Some(
+                    [("tenant".to_owned(), serde_json::json!("acme"))]
+                        .into_iter()
+                        .collect(),
+                ),
+                ..sms("+14155550123", "x")
+            },
+            &ClientConfig::default(),
+        )
+        .expect("valid");
+        assert_eq!(message.reference.as_deref(), Some("order-77"));
+        assert_eq!(
+            message.metadata.as_ref().and_then(|m| m.get("tenant")),
+            Some(&serde_json::json!("acme"))
+        );
     }
 
     #[test]

@@ -25,4 +25,9 @@ pub struct SubmitRequest {
     pub template_id: Option<String>,
     /// Email: files to attach.
     pub attachments: Option<Vec<mdc_core::message::Attachment>>,
+    /// The caller's own reference (an order id, say), returned with every
+    /// outcome.
+    pub reference: Option<String>,
+    /// The caller's key-value data, returned with every outcome.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }

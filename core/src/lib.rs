@@ -12,6 +12,7 @@ pub mod mask;
 #[cfg(feature = "testing")]
 pub mod memory;
 pub mod message;
+pub mod outcome;
 pub mod ports;
 pub mod report;
 pub mod setting;

@@ -142,6 +142,12 @@ pub struct Message {
     pub created_at: Timestamp,
     /// After this instant the message is `expired`, never sent late.
     pub deadline: Timestamp,
+    /// The caller's own reference, returned with every outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The caller's key-value data, returned with every outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Message {

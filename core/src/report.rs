@@ -24,6 +24,10 @@ pub struct DeliveryReport {
     /// The vendor's payload, kept verbatim for the event trail.
     #[serde(default)]
     pub raw: serde_json::Value,
+    /// What the trail says instead of "vendor report", for a report MDC
+    /// made itself (the reconciler's final rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,10 +23,12 @@ use futures::future::join_all;
 use mdc_core::ports::{
     AfterAmbiguous, CachedMessage, Claim, ConsumerSpec, Delivery, Lookup, MessageCache,
     ProviderError, Queue, QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError,
-    Topic, Transition,
+    Topic, Transition, Updated,
 };
 use mdc_core::supervise::TaskHealth;
-use mdc_core::{mask, Channel, Event, Message, MessageRecord, Priority, Status, Timestamp};
+use mdc_core::{
+    mask, Channel, Event, Message, MessageId, MessageRecord, Priority, Status, Timestamp,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -334,9 +336,13 @@ impl Dispatcher {
                 COMPONENT,
                 "deadline passed before the message could be sent",
             );
-            self.store
+            if let Updated::Applied { .. } = self
+                .store
                 .update(id, Transition::to(Status::Expired, event))
-                .await?;
+                .await?
+            {
+                self.publish_outcome(id).await;
+            }
             return Ok(());
         }
         // The permit first, so the lease starts only when the send can.
@@ -361,6 +367,11 @@ impl Dispatcher {
             }
             Claim::Finished { status } => {
                 tracing::debug!(%status, "Already sent or finished; skipping redelivery");
+                // The redelivery may follow a crash between the store write
+                // and its outcome event: publish it again (same event id).
+                if mdc_core::outcome::is_outcome(status) {
+                    self.publish_outcome(id).await;
+                }
                 Ok(())
             }
             Claim::NotDue { at } => {
@@ -389,6 +400,23 @@ impl Dispatcher {
             Claim::NotFound => {
                 tracing::warn!("Queued message missing from the store; dropping it");
                 Ok(())
+            }
+        }
+    }
+
+    /// Puts the message's outcome on the outcomes topic, trying again (with
+    /// a growing pause) until the queue takes it: the lane record is
+    /// acknowledged only after.
+    async fn publish_outcome(&self, id: &MessageId) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, None).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "Could not publish an outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_WRITE_BACKOFF);
+                }
             }
         }
     }
@@ -623,6 +651,12 @@ impl Dispatcher {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.store.update(&message.id, transition.clone()).await {
+                Ok(Updated::Applied { status }) => {
+                    if mdc_core::outcome::is_outcome(status) {
+                        self.publish_outcome(&message.id).await;
+                    }
+                    return;
+                }
                 Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?pause, "Could not store an attempt's outcome; trying the write again (not the send)");

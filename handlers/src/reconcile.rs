@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use mdc_core::ports::{
     ListFilter, Provider, Queue, ReportSink, RetryItem, RetryScheduler, Store, Topic, Transition,
-    Updated,
 };
-use mdc_core::{DeliveryReport, Event, MessageRecord, Status};
+use mdc_core::{DeliveryReport, Event, MessageRecord, ReportOutcome, Status};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -195,11 +194,19 @@ impl Reconciler {
 
     /// The final rule: no message stays `sent` for ever. Through a provider
     /// that never reports, a message `sent` for `report_timeout` is taken as
-    /// delivered (the vendor's acceptance is all there will be); through
-    /// one that reports, a message still without a report after
-    /// `final_timeout` is failed. Returns how many were ended.
+    /// delivered (the vendor's acceptance is all there will be; an
+    /// unconfirmed send is failed); through one that reports, a message
+    /// still without a report after `final_timeout` is failed. The verdict
+    /// goes through the responses topic like any report, so it is applied,
+    /// and its outcome published, with the same guarantees. Returns how
+    /// many verdicts were handed on.
     async fn pass_final(&self) -> anyhow::Result<usize> {
-        let silent = self.pull.as_ref().map(|p| &p.silent);
+        let Some(Pull {
+            reports, silent, ..
+        }) = &self.pull
+        else {
+            return Ok(0);
+        };
         let now = mdc_core::now();
         let report_timeout =
             chrono::Duration::from_std(self.config.report_timeout).unwrap_or_default();
@@ -215,48 +222,56 @@ impl Reconciler {
         loop {
             let page = self.store.list(&filter).await?;
             for record in &page {
-                let provider = record.provider.as_deref().unwrap_or("its provider");
-                let never_reports = silent.is_some_and(|s| s.contains(provider));
-                let transition = if never_reports && record.updated_at + report_timeout < now {
-                    if record.provider_message_id.is_some() {
-                        Transition::Moved {
-                            status: Status::Delivered,
-                            event: Event::new(
-                                COMPONENT,
-                                format!("taken as delivered: {provider} accepted it and never reports delivery"),
-                            )
-                            .status(Status::Delivered),
-                        }
-                    } else {
-                        Transition::Moved {
-                            status: Status::Failed,
-                            event: Event::new(
-                                COMPONENT,
-                                format!("failed: the send to {provider} timed out and {provider} never confirms; it may have arrived"),
-                            )
-                            .status(Status::Failed),
-                        }
-                    }
-                } else if !never_reports && record.updated_at + final_timeout < now {
-                    Transition::Moved {
-                        status: Status::Failed,
-                        event: Event::new(
-                            COMPONENT,
-                            format!(
-                                "failed: no delivery report from {provider} within {}; it may have arrived",
-                                humantime::format_duration(self.config.final_timeout)
-                            ),
+                let Some(provider) = record.provider.clone() else {
+                    continue;
+                };
+                let confirmed = record.provider_message_id.is_some();
+                let (outcome, note) = if silent.contains(&provider)
+                    && record.updated_at + report_timeout < now
+                {
+                    if confirmed {
+                        (
+                            ReportOutcome::Delivered,
+                            format!("taken as delivered: {provider} accepted it and never reports delivery"),
                         )
-                        .status(Status::Failed),
+                    } else {
+                        let reason = format!("the send to {provider} timed out and {provider} never confirms; it may have arrived");
+                        (
+                            ReportOutcome::Failed {
+                                reason: reason.clone(),
+                                suppress: false,
+                            },
+                            format!("failed: {reason}"),
+                        )
                     }
+                } else if !silent.contains(&provider) && record.updated_at + final_timeout < now {
+                    let reason = format!(
+                        "no delivery report from {provider} within {}; it may have arrived",
+                        humantime::format_duration(self.config.final_timeout)
+                    );
+                    (
+                        ReportOutcome::Failed {
+                            reason: reason.clone(),
+                            suppress: false,
+                        },
+                        format!("failed: {reason}"),
+                    )
                 } else {
                     continue;
                 };
-                if let Updated::Applied { .. } =
-                    self.store.update(&record.message.id, transition).await?
-                {
-                    ended += 1;
-                }
+                reports
+                    .submit(DeliveryReport {
+                        provider,
+                        provider_message_id: record.provider_message_id.clone().unwrap_or_default(),
+                        reference: Some(record.message.id.clone()),
+                        outcome,
+                        at: now,
+                        vendor_at: None,
+                        raw: serde_json::json!({ "rule": "final" }),
+                        note: Some(format!("{note} (reconciler)")),
+                    })
+                    .await?;
+                ended += 1;
             }
             let oldest = page.iter().map(|r| r.message.created_at).min();
             match oldest {
@@ -345,6 +360,7 @@ impl Reconciler {
                             outcome,
                             at: mdc_core::now(),
                             raw: serde_json::json!({ "pulled": raw }),
+                            note: None,
                         })
                         .await?;
                     settled += 1;

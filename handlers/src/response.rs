@@ -34,6 +34,9 @@ pub enum Unapplied {
     NotSentYet,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store took the report; its outcome event could not be published.
+    #[error("could not publish the outcome: {0}")]
+    Outcome(#[from] mdc_core::outcome::PublishError),
 }
 
 /// Consumes the responses topic and moves messages to `delivered` or `failed`.
@@ -170,10 +173,10 @@ impl ResponseHandler {
                     }
                     "the message's sent outcome was never stored".to_owned()
                 }
-                Err(Unapplied::Store(e)) => {
+                Err(e @ (Unapplied::Store(_) | Unapplied::Outcome(_))) => {
                     tries += 1;
                     if tries < MAX_TRIES {
-                        tracing::warn!(error = %e, tries, "Could not store a report; retrying");
+                        tracing::warn!(error = %e, tries, "Could not apply a report; retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(MAX_PAUSE);
                         continue;
@@ -249,6 +252,10 @@ impl ResponseHandler {
                 (None, format!("{details} (vendor report)"), None)
             }
         };
+        let details = match &report.note {
+            Some(note) => note.clone(),
+            None => details,
+        };
         let mut event = Event::new(COMPONENT, details)
             .provider(&report.provider, Some(&report.provider_message_id))
             .raw(report.raw.clone());
@@ -271,14 +278,36 @@ impl ResponseHandler {
                 event,
             },
         };
+        let reported = status;
         let status = status.map_or_else(|| "an event".to_owned(), |s| s.to_string());
         match self.store.update(&id, update).await? {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");
+                if reported.is_some() {
+                    mdc_core::outcome::publish_current(
+                        &*self.store,
+                        &*self.queue,
+                        &id,
+                        report.vendor_at,
+                    )
+                    .await?;
+                }
                 self.suppress_if_asked(&id, &report).await?;
             }
             Updated::Ignored { current } => {
                 tracing::info!(message_id = %id, %current, reported = %status, "Report did not change a message already further on");
+                // A report applied before a crash that came between the
+                // store write and its outcome event: publish it again (the
+                // same event id).
+                if reported == Some(current) {
+                    mdc_core::outcome::publish_current(
+                        &*self.store,
+                        &*self.queue,
+                        &id,
+                        report.vendor_at,
+                    )
+                    .await?;
+                }
                 self.suppress_if_asked(&id, &report).await?;
             }
             Updated::NotFound => {
@@ -296,11 +325,13 @@ impl ResponseHandler {
 
     /// Adds the message's recipient to the suppression list when the report
     /// says it cannot or will not take messages.
+    /// Publishes `suppression.added` for an entry this message's report
+    /// made, also when it was made before a crash (same event id).
     async fn suppress_if_asked(
         &self,
         id: &MessageId,
         report: &DeliveryReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Unapplied> {
         let reason = match &report.outcome {
             ReportOutcome::Failed {
                 reason,
@@ -328,6 +359,14 @@ impl ResponseHandler {
         };
         if list.add(&entry).await? {
             tracing::info!(message_id = %id, channel = %entry.channel, to = %mdc_core::mask::recipient(&entry.recipient), %reason, "Recipient suppressed");
+        }
+        if let Some(stored) = list.get(entry.channel, &entry.recipient).await? {
+            if stored.message_id.as_ref() == Some(id) {
+                mdc_core::outcome::OutcomeEvent::of_suppression(&stored)
+                    .publish(&*self.queue)
+                    .await
+                    .map_err(mdc_core::outcome::PublishError::from)?;
+            }
         }
         Ok(())
     }

@@ -169,6 +169,7 @@ pub fn parse(
         at: received,
         vendor_at: vendor_at.or_else(|| time(&event, "/mail/timestamp")),
         raw: event,
+        note: None,
     })
 }
 

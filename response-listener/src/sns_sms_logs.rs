@@ -84,6 +84,7 @@ pub fn parse(
         at: received,
         vendor_at,
         raw: record,
+        note: None,
     })
 }
 

@@ -151,6 +151,7 @@ impl Simulator {
                 outcome,
                 at: mdc_core::now(),
                 raw: json!({ "id": provider_message_id, "status": status, "reference": reference.as_str() }),
+                note: None,
             };
             // Like a vendor, keep trying until the report is taken.
             let mut backoff = Duration::from_millis(100);

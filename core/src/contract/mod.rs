@@ -39,5 +39,7 @@ pub fn sample_message(to: &str) -> Message {
         },
         created_at: now,
         deadline: now + Duration::minutes(10),
+        reference: None,
+        metadata: None,
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use harness::{Behaviour, Harness};
 use mdc_core::ports::{Claim, Store, Transition};
-use mdc_core::{Priority, Status};
+use mdc_core::{MessageId, Priority, Status};
 use mdc_dispatcher::DispatcherConfig;
 
 fn config() -> DispatcherConfig {
@@ -378,5 +378,60 @@ async fn a_takeover_records_the_provider_that_already_had_the_message() {
         h.store.update(&id, report).await.expect("report"),
         mdc_core::ports::Updated::Applied { .. }
     ));
+    h.stop().await;
+}
+
+/// Every status the dispatcher stores makes an outcome event, after the
+/// write; a redelivered record of a message already sent publishes it
+/// again with the same event id (a crash may have come between the two).
+#[tokio::test(start_paused = true)]
+async fn stored_outcomes_are_published_and_published_again_on_redelivery() {
+    use mdc_core::outcome::OutcomeEvent;
+    use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, Topic};
+
+    let h = Harness::start(config(), None).await;
+    let outcomes = h
+        .queue
+        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("outcomes");
+    let sent = h.submit("+14155550170", Priority::Normal).await;
+    h.wait_for(&sent, Status::Sent, Duration::from_secs(5))
+        .await;
+    let expired = h
+        .submit_with("+14155550171", Priority::Normal, |m| {
+            m.deadline = mdc_core::now() - chrono::Duration::seconds(1)
+        })
+        .await;
+    h.wait_for(&expired, Status::Expired, Duration::from_secs(5))
+        .await;
+    h.produce(&sent).await;
+    let read = |outcomes: std::sync::Arc<dyn QueueConsumer>| async move {
+        mdc_core::contract::queue::fetch_n(&outcomes, 3)
+            .await
+            .iter()
+            .map(|d| serde_json::from_slice::<OutcomeEvent>(&d.payload).expect("outcome"))
+            .collect::<Vec<_>>()
+    };
+    let events = read(outcomes).await;
+    let seen: Vec<(MessageId, &str)> = events
+        .iter()
+        .map(|e| (e.message_id.clone().expect("id"), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (sent.clone(), "message.sent"),
+            (expired.clone(), "message.expired"),
+            (sent.clone(), "message.sent"),
+        ]
+    );
+    assert_eq!(events[0].event_id, events[2].event_id);
+    assert_eq!(events[0].provider.as_deref(), Some("scripted"));
+    assert_eq!(
+        h.provider.sends("+14155550170"),
+        1,
+        "republished, not resent"
+    );
     h.stop().await;
 }

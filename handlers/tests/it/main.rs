@@ -281,10 +281,28 @@ async fn sent(
     message.id
 }
 
+/// Puts reports on the responses topic, as the listener's sink does.
+struct TopicSink(Arc<dyn Queue>);
+
+#[async_trait::async_trait]
+impl mdc_core::ports::ReportSink for TopicSink {
+    async fn submit(
+        &self,
+        report: mdc_core::DeliveryReport,
+    ) -> Result<(), mdc_core::ports::QueueError> {
+        let payload = serde_json::to_vec(&report).expect("encode");
+        self.0
+            .produce(Topic::Responses, &report.provider_message_id, payload)
+            .await
+    }
+}
+
 /// No message stays `sent` for ever: through a vendor that never reports
 /// (SMTP), acceptance is all there will be, so after the report timeout it
 /// is taken as delivered (an unconfirmed send, failed); through one that
-/// reports (SES), it waits up to the final timeout and is then failed.
+/// reports (SES), it waits up to the final timeout and is then failed. The
+/// verdicts go through the responses topic, so their outcomes are published
+/// like any other.
 #[tokio::test]
 async fn a_message_left_sent_ends_by_the_final_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -319,8 +337,31 @@ async fn a_message_left_sent_ends_by_the_final_rule() {
         queue.clone(),
         ReconcilerConfig::default(),
     )
-    .with_pull(providers, Arc::new(no_reports::NoReports));
+    .with_pull(providers, Arc::new(TopicSink(queue.clone())));
+    let outcomes = queue
+        .group_consumer(
+            Topic::Outcomes,
+            mdc_core::ports::queue::OUTCOME_WEBHOOKS_GROUP,
+            ConsumerSpec { index: 0, count: 1 },
+        )
+        .await
+        .expect("outcomes");
     assert_eq!(reconciler.pass().await.expect("pass"), 3);
+
+    // The response handler applies the verdicts.
+    let handler = mdc_handlers::ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    );
+    let responses = queue
+        .consumer(Topic::Responses, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("responses");
+    for delivery in mdc_core::contract::queue::fetch_n(&responses, 3).await {
+        handler.apply(&delivery).await.expect("apply");
+        responses.ack(&delivery).await.expect("ack");
+    }
     let status = |id: &MessageId| {
         let store = store.clone();
         let id = id.clone();
@@ -330,7 +371,7 @@ async fn a_message_left_sent_ends_by_the_final_rule() {
     assert_eq!(done.status, Status::Delivered);
     assert!(done.events.iter().any(|e| e
         .details
-        .contains("smtp accepted it and never reports delivery")));
+        .contains("taken as delivered: smtp accepted it and never reports delivery")));
     assert_eq!(status(&smtp_unsure).await.status, Status::Failed);
     assert_eq!(status(&smtp_young).await.status, Status::Sent);
     assert_eq!(status(&ses_waiting).await.status, Status::Sent);
@@ -338,25 +379,34 @@ async fn a_message_left_sent_ends_by_the_final_rule() {
     assert_eq!(failed.status, Status::Failed);
     assert!(
         failed.events.iter().any(|e| e
-            .details
-            .contains("no delivery report from ses within 3days")),
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no delivery report from ses within 3days"))),
         "{:?}",
         failed.events
     );
+    let published: Vec<mdc_core::outcome::OutcomeEvent> =
+        mdc_core::contract::queue::fetch_n(&outcomes, 3)
+            .await
+            .iter()
+            .map(|d| serde_json::from_slice(&d.payload).expect("outcome"))
+            .collect();
+    let mut kinds: Vec<(String, String)> = published
+        .iter()
+        .map(|e| {
+            (
+                e.message_id.clone().expect("id").to_string(),
+                e.kind.clone(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    let mut expected = vec![
+        (smtp_done.to_string(), "message.delivered".to_owned()),
+        (smtp_unsure.to_string(), "message.failed".to_owned()),
+        (ses_silent.to_string(), "message.failed".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected);
     assert_eq!(reconciler.pass().await.expect("pass"), 0, "each ended once");
-}
-
-mod no_reports {
-    /// A report sink that must not be used: nothing here is pulled.
-    pub struct NoReports;
-
-    #[async_trait::async_trait]
-    impl mdc_core::ports::ReportSink for NoReports {
-        async fn submit(
-            &self,
-            _report: mdc_core::DeliveryReport,
-        ) -> Result<(), mdc_core::ports::QueueError> {
-            panic!("nothing can be pulled in this test")
-        }
-    }
 }

@@ -45,6 +45,7 @@ fn report(id: &MessageId) -> Vec<u8> {
         outcome: ReportOutcome::Delivered,
         at: mdc_core::now(),
         raw: serde_json::json!({}),
+        note: None,
     };
     serde_json::to_vec(&report).expect("encode")
 }
@@ -277,4 +278,62 @@ async fn a_complaint_is_an_event_and_suppresses_the_recipient() {
     assert_eq!(entry.message_id, Some(id));
     shutdown.cancel();
     task.await.expect("join").expect("run");
+}
+
+/// Each applied report publishes the message's outcome, and so does the
+/// same report applied again (the redelivery after a crash between the
+/// store write and the publish): the same event id both times. A
+/// suppression publishes `suppression.added`.
+#[tokio::test(start_paused = true)]
+async fn an_applied_report_publishes_its_outcome_again_when_redelivered() {
+    use mdc_core::memory::MemorySuppressions;
+    use mdc_core::outcome::OutcomeEvent;
+
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let outcomes = queue
+        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("outcomes");
+    let handler = ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    )
+    .with_suppressions(Arc::new(MemorySuppressions::default()));
+    let id = sent(&store, "+14155550161").await;
+    let mut bounce: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
+    bounce.outcome = ReportOutcome::Failed {
+        reason: "opted out".into(),
+        suppress: true,
+    };
+    let delivery = mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: "k".into(),
+        payload: serde_json::to_vec(&bounce).expect("encode"),
+    };
+    handler.apply(&delivery).await.expect("apply");
+    handler.apply(&delivery).await.expect("apply again");
+    let events: Vec<OutcomeEvent> = mdc_core::contract::queue::fetch_n(&outcomes, 4)
+        .await
+        .iter()
+        .map(|d| serde_json::from_slice(&d.payload).expect("outcome"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message.failed",
+            "suppression.added",
+            "message.failed",
+            "suppression.added"
+        ]
+    );
+    assert_eq!(events[0].event_id, events[2].event_id);
+    assert_eq!(events[1].event_id, events[3].event_id);
+    assert_eq!(events[0].reason.as_deref(), Some("opted out"));
+    assert_eq!(events[1].recipient.as_deref(), Some("+14155550161"));
+    assert_eq!(events[0].message_id.as_ref(), Some(&id));
 }

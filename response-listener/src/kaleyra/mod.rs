@@ -159,6 +159,7 @@ async fn report(
         outcome,
         at: mdc_core::now(),
         raw,
+        note: None,
     };
     match intake.sink.submit(delivery).await {
         Ok(()) => {

@@ -1,0 +1,225 @@
+//! Outcome events: what client services learn about their messages, on the
+//! outcomes topic ([`Topic::Outcomes`]) and through webhooks.
+//!
+//! One event per status a message reaches after acceptance (`sent`,
+//! `delivered`, `failed`, `expired`, `rejected`, `cancelled`) and one per
+//! recipient suppressed. The event id is derived from what happened (the
+//! message and the status it reached; the suppressed recipient), so an
+//! event produced twice (a crash between the store write and the produce)
+//! carries the same id both times: consumers deduplicate by it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::{Queue, QueueError, Suppression, Topic};
+use crate::{Channel, MessageId, MessageRecord, Status, Timestamp};
+
+/// The version of the event's JSON shape; fields are only ever added.
+pub const SCHEMA: &str = "mdc.outcome.v1";
+
+/// The statuses that make an outcome event.
+pub fn is_outcome(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Sent
+            | Status::Delivered
+            | Status::Failed
+            | Status::Expired
+            | Status::Rejected
+            | Status::Cancelled
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeEvent {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Stable: the same for the same happening, however often produced.
+    pub event_id: String,
+    /// `message.<status>` or `suppression.added`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+    /// The caller's `reference`, given at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The caller's `metadata`, given at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Why it failed, expired or was suppressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Suppression events: the suppressed recipient, normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// When the vendor says it happened, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_at: Option<Timestamp>,
+    /// When MDC recorded it.
+    pub at: Timestamp,
+}
+
+impl OutcomeEvent {
+    /// The event for the status `record` is in, or None when that status
+    /// makes no outcome (still queued or sending).
+    pub fn of_message(record: &MessageRecord, vendor_at: Option<Timestamp>) -> Option<Self> {
+        if !is_outcome(record.status) {
+            return None;
+        }
+        let moved = record
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.status == Some(record.status));
+        let reason = match record.status {
+            Status::Sent | Status::Delivered => None,
+            _ => moved.map(|e| e.error.clone().unwrap_or_else(|| e.details.clone())),
+        };
+        let id = record.message.id.as_str();
+        Some(Self {
+            schema: SCHEMA.to_owned(),
+            event_id: format!(
+                "evt_{}_{}",
+                id.strip_prefix("msg_").unwrap_or(id),
+                record.status
+            ),
+            kind: format!("message.{}", record.status),
+            message_id: Some(record.message.id.clone()),
+            reference: record.message.reference.clone(),
+            metadata: record.message.metadata.clone(),
+            status: Some(record.status),
+            channel: record.message.channel(),
+            provider: record.provider.clone(),
+            reason,
+            recipient: None,
+            vendor_at,
+            at: moved.map_or(record.updated_at, |e| e.at),
+        })
+    }
+
+    /// The event for a recipient added to the suppression list.
+    pub fn of_suppression(suppression: &Suppression) -> Self {
+        let key = format!("{}:{}", suppression.channel, suppression.recipient);
+        // FNV-1a: stable across builds and processes.
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Self {
+            schema: SCHEMA.to_owned(),
+            event_id: format!("evt_sup_{hash:016x}_{}", suppression.at.timestamp_millis()),
+            kind: "suppression.added".to_owned(),
+            message_id: suppression.message_id.clone(),
+            reference: None,
+            metadata: None,
+            status: None,
+            channel: suppression.channel,
+            provider: suppression
+                .source
+                .strip_prefix("report:")
+                .map(str::to_owned),
+            reason: Some(suppression.reason.clone()),
+            recipient: Some(suppression.recipient.clone()),
+            vendor_at: None,
+            at: suppression.at,
+        }
+    }
+
+    /// Puts the event on the outcomes topic, keyed by its message (or
+    /// recipient), so one message's events stay in order.
+    pub async fn publish(&self, queue: &dyn Queue) -> Result<(), QueueError> {
+        let key = match (&self.message_id, &self.recipient) {
+            (Some(id), _) => id.as_str().to_owned(),
+            (None, Some(recipient)) => recipient.clone(),
+            (None, None) => self.event_id.clone(),
+        };
+        let payload = serde_json::to_vec(self).map_err(|e| QueueError::Other(e.into()))?;
+        queue.produce(Topic::Outcomes, &key, payload).await
+    }
+}
+
+/// Why an outcome could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Publishes the outcome of the status message `id` is in now, if that
+/// status makes one; returns whether it did. Called after a store write
+/// that moved the message, and again whenever the work that made the write
+/// is redone (a redelivered record finding the message already moved): the
+/// event id is the same, so nothing is lost and repeats are recognisable.
+pub async fn publish_current(
+    store: &dyn crate::ports::Store,
+    queue: &dyn Queue,
+    id: &MessageId,
+    vendor_at: Option<Timestamp>,
+) -> Result<bool, PublishError> {
+    let Some(record) = store.get(id).await? else {
+        return Ok(false);
+    };
+    match OutcomeEvent::of_message(&record, vendor_at) {
+        Some(event) => {
+            event.publish(queue).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Message};
+
+    fn record(status: Status) -> MessageRecord {
+        let message: Message = serde_json::from_value(serde_json::json!({
+            "id": "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", "priority": "normal", "type": "transactional",
+            "to": "+14155550123", "content": {"channel": "sms", "body": "hi", "encoding": "gsm7", "segments": 1},
+            "idempotency_key": "k", "created_at": "2026-12-01T10:00:00Z", "deadline": "2026-12-02T10:00:00Z",
+            "reference": "order-7", "metadata": {"tenant": "acme"}
+        }))
+        .expect("message");
+        let mut record =
+            MessageRecord::new(message, Status::Queued, Event::new("ingest", "queued"));
+        record.status = status;
+        record.provider = Some("kaleyra".into());
+        record.events.push(
+            Event::new("response-handler", "failed")
+                .status(status)
+                .error("blocked"),
+        );
+        record
+    }
+
+    #[test]
+    fn an_event_carries_the_callers_reference_and_a_stable_id() {
+        let failed = OutcomeEvent::of_message(&record(Status::Failed), None).expect("outcome");
+        assert_eq!(failed.event_id, "evt_01KAAAAAAAAAAAAAAAAAAAAAAA_failed");
+        assert_eq!(failed.kind, "message.failed");
+        assert_eq!(failed.reference.as_deref(), Some("order-7"));
+        assert_eq!(failed.reason.as_deref(), Some("blocked"));
+        assert_eq!(
+            OutcomeEvent::of_message(&record(Status::Failed), None)
+                .expect("outcome")
+                .event_id,
+            failed.event_id,
+            "the same happening, the same id"
+        );
+        assert!(OutcomeEvent::of_message(&record(Status::Sending), None).is_none());
+        let delivered =
+            OutcomeEvent::of_message(&record(Status::Delivered), None).expect("outcome");
+        assert_eq!(delivered.reason, None);
+        let json = serde_json::to_value(&delivered).expect("json");
+        assert_eq!(json["schema"], SCHEMA);
+        assert_eq!(json["type"], "message.delivered");
+        assert_eq!(json["metadata"]["tenant"], "acme");
+    }
+}
