@@ -13,6 +13,7 @@ mod queue;
 mod retry;
 mod store;
 mod suppression;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use queue::{EmbeddedQueue, QueueLayout};
 pub use retry::EmbeddedRetry;
 pub use store::EmbeddedStore;
 pub use suppression::EmbeddedSuppressions;
+pub use webhooks::EmbeddedWebhooks;
 
 /// The three embedded backends over one database file.
 pub struct Embedded {
@@ -34,6 +36,8 @@ pub struct Embedded {
     pub devices: Arc<EmbeddedDevices>,
     pub suppressions: Arc<EmbeddedSuppressions>,
     pub checkpoints: Arc<EmbeddedCheckpoints>,
+    pub webhooks: Arc<EmbeddedWebhooks>,
+    pub webhook_retry: Arc<EmbeddedRetry>,
 }
 
 impl Embedded {
@@ -48,6 +52,8 @@ impl Embedded {
             devices,
             suppressions,
             checkpoints,
+            webhooks,
+            webhook_retry,
         } = open_stores(dir)?;
         Ok(Self {
             queue,
@@ -56,6 +62,8 @@ impl Embedded {
             devices,
             suppressions,
             checkpoints,
+            webhooks,
+            webhook_retry,
         })
     }
 }
@@ -67,6 +75,9 @@ pub struct EmbeddedStores {
     pub devices: Arc<EmbeddedDevices>,
     pub suppressions: Arc<EmbeddedSuppressions>,
     pub checkpoints: Arc<EmbeddedCheckpoints>,
+    pub webhooks: Arc<EmbeddedWebhooks>,
+    /// The timers of webhook deliveries.
+    pub webhook_retry: Arc<EmbeddedRetry>,
 }
 
 fn create_dir(dir: &Path) -> Result<(), DbError> {
@@ -91,6 +102,8 @@ pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
         retry: Arc::new(EmbeddedRetry::open(store.clone())?),
         devices: Arc::new(EmbeddedDevices::open(store.clone())?),
         suppressions: Arc::new(EmbeddedSuppressions::open(store.clone())?),
-        checkpoints: Arc::new(EmbeddedCheckpoints::open(store)?),
+        checkpoints: Arc::new(EmbeddedCheckpoints::open(store.clone())?),
+        webhooks: Arc::new(EmbeddedWebhooks::open(store.clone())?),
+        webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(store)?),
     })
 }

@@ -12,7 +12,14 @@ use tokio::sync::Notify;
 use crate::db::{Db, DbError};
 
 /// message id → pending item (JSON).
-const RETRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("retries");
+/// The message retry timers.
+const RETRIES: &str = "retries";
+/// The webhook delivery timers ([`EmbeddedRetry::open_webhooks`]).
+const WEBHOOK_RETRIES: &str = "webhook_retries";
+
+fn timers(name: &'static str) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
 
 /// Longest sleep of `take_due` before it returns an empty batch.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
@@ -50,6 +57,7 @@ impl Pending {
 /// memory so waiting costs nothing.
 pub struct EmbeddedRetry {
     db: Db,
+    table: &'static str,
     pending: Mutex<Pending>,
     changed: Notify,
 }
@@ -65,9 +73,19 @@ impl From<DbError> for RetryError {
 
 impl EmbeddedRetry {
     pub fn open(db: Db) -> Result<Self, DbError> {
+        Self::open_table(db, RETRIES)
+    }
+
+    /// The timers of webhook deliveries: a table of their own, keyed by
+    /// delivery.
+    pub fn open_webhooks(db: Db) -> Result<Self, DbError> {
+        Self::open_table(db, WEBHOOK_RETRIES)
+    }
+
+    fn open_table(db: Db, table: &'static str) -> Result<Self, DbError> {
         let mut pending = Pending::default();
         db.write_now(|txn| {
-            let table = txn.open_table(RETRIES)?;
+            let table = txn.open_table(timers(table))?;
             for entry in table.iter()? {
                 let (id, value) = entry?;
                 let stored: Stored = serde_json::from_slice(value.value())?;
@@ -86,6 +104,7 @@ impl EmbeddedRetry {
         })?;
         Ok(Self {
             db,
+            table,
             pending: Mutex::new(pending),
             changed: Notify::new(),
         })
@@ -117,9 +136,10 @@ impl RetryScheduler for EmbeddedRetry {
         })
         .map_err(|e| RetryError::Other(e.into()))?;
         let id = item.message_id.as_str().to_owned();
+        let table = self.table;
         self.db
             .write(true, move |txn| {
-                txn.open_table(RETRIES)?
+                txn.open_table(timers(table))?
                     .insert(id.as_str(), stored.as_slice())?;
                 Ok(())
             })
@@ -132,9 +152,10 @@ impl RetryScheduler for EmbeddedRetry {
     async fn cancel(&self, message_id: &MessageId) -> Result<(), RetryError> {
         let id = message_id.as_str().to_owned();
         self.lock()?.remove(&id);
+        let table = self.table;
         self.db
             .write(true, move |txn| {
-                txn.open_table(RETRIES)?.remove(id.as_str())?;
+                txn.open_table(timers(table))?.remove(id.as_str())?;
                 Ok(())
             })
             .await?;
@@ -177,9 +198,10 @@ impl RetryScheduler for EmbeddedRetry {
     async fn complete(&self, item: &RetryItem) -> Result<(), RetryError> {
         let id = item.message_id.as_str().to_owned();
         let due = item.due;
+        let table = self.table;
         self.db
             .write(false, move |txn| {
-                let mut table = txn.open_table(RETRIES)?;
+                let mut table = txn.open_table(timers(table))?;
                 let current: Option<Stored> = match table.get(id.as_str())? {
                     Some(v) => Some(serde_json::from_slice(v.value())?),
                     None => None,

@@ -11,6 +11,7 @@
 mod checkpoint;
 mod devices;
 mod suppression;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -36,6 +37,7 @@ pub struct MongoConfig {
 pub use checkpoint::MongoCheckpoints;
 pub use devices::MongoDevices;
 pub use suppression::MongoSuppressions;
+pub use webhooks::MongoWebhooks;
 
 pub struct MongoStore {
     collections: HashMap<Channel, Collection<Document>>,
@@ -142,6 +144,11 @@ impl MongoStore {
     /// The suppression list in the same database.
     pub async fn suppressions(&self) -> Result<MongoSuppressions, StoreError> {
         MongoSuppressions::open(&self.database, &self.prefix).await
+    }
+
+    /// Webhook endpoints in the same database.
+    pub async fn webhooks(&self) -> Result<MongoWebhooks, StoreError> {
+        MongoWebhooks::open(&self.database, &self.prefix).await
     }
 
     /// Intake checkpoints in the same database.

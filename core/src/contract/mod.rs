@@ -14,6 +14,7 @@ pub mod queue;
 pub mod retry;
 pub mod store;
 pub mod suppression;
+pub mod webhooks;
 
 use chrono::Duration;
 

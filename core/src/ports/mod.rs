@@ -13,6 +13,7 @@ pub mod queue;
 pub mod retry;
 pub mod store;
 pub mod suppression;
+pub mod webhooks;
 
 pub use cache::{CachedMessage, MessageCache};
 pub use checkpoint::Checkpoints;
@@ -22,6 +23,9 @@ pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueL
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
 pub use suppression::{Suppression, SuppressionList};
+pub use webhooks::{
+    Disabled, PendingDelivery, WebhookAttempt, WebhookEndpoint, WebhookSecret, Webhooks,
+};
 
 /// Where normalised vendor reports go: the response listener's output.
 #[async_trait::async_trait]

@@ -43,6 +43,12 @@ mod checkpoint {
     mdc_core::checkpoint_contract!(async { fresh().checkpoints as Arc<dyn Checkpoints> });
 }
 
+mod webhooks {
+    use super::*;
+    use mdc_core::ports::Webhooks;
+    mdc_core::webhooks_contract!(async { fresh().webhooks as Arc<dyn Webhooks> });
+}
+
 mod memory_checkpoint {
     use super::*;
     use mdc_core::ports::Checkpoints;

@@ -40,6 +40,14 @@ mod suppression {
     });
 }
 
+mod webhooks {
+    use super::*;
+    use mdc_core::ports::Webhooks;
+    mdc_core::webhooks_contract!(async {
+        Arc::new(fresh().await.webhooks().await.expect("webhooks")) as Arc<dyn Webhooks>
+    });
+}
+
 mod checkpoint {
     use super::*;
     use mdc_core::ports::Checkpoints;
