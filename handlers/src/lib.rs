@@ -3,10 +3,12 @@
 //! their next attempt is due; the reconciler reschedules messages whose
 //! retry timer was lost.
 
+pub mod feedback;
 mod reconcile;
 mod response;
 mod retry;
 
+pub use feedback::{Feedback, FeedbackConfig};
 pub use reconcile::{Reconciler, ReconcilerConfig};
 pub use response::ResponseHandler;
 pub use retry::RetryHandler;

@@ -40,6 +40,9 @@ pub struct State {
     /// Restarts of this process's workers.
     pub health: Arc<mdc_core::supervise::TaskHealth>,
     pub suppressions: Arc<dyn mdc_core::ports::SuppressionList>,
+    pub webhooks: Arc<dyn mdc_core::ports::Webhooks>,
+    /// Webhook delivery: its settings, and `recover`.
+    pub feedback: Arc<mdc_handlers::Feedback>,
 }
 
 /// `ok` while every worker runs; `restarts` counts workers that panicked
@@ -95,7 +98,8 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                             "/v1/suppressions/{channel}/{recipient}",
                             web::delete().to(remove_suppression),
                         )
-                        .route("/v1/simulator/sends", web::get().to(simulator_sends));
+                        .route("/v1/simulator/sends", web::get().to(simulator_sends))
+                        .configure(crate::webhooks_api::routes);
                 }
             })
             .default_service(web::to(|| async {
@@ -110,7 +114,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
 
 /// An error answer: `{"error": {"field", "rule", "message"}}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     field: Option<String>,
     rule: Option<&'static str>,
@@ -118,7 +122,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             field: None,
@@ -132,7 +136,7 @@ impl ApiError {
         self
     }
 
-    fn rule(mut self, rule: &'static str) -> Self {
+    pub(crate) fn rule(mut self, rule: &'static str) -> Self {
         self.rule = Some(rule);
         self
     }
@@ -165,22 +169,26 @@ impl actix_web::ResponseError for ApiError {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-fn not_found(message: &str) -> ApiError {
+pub(crate) fn not_found(message: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, message)
 }
 
-fn unprocessable(field: &str, rule: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn unprocessable(
+    field: &str,
+    rule: &'static str,
+    message: impl Into<String>,
+) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
         .field(field)
         .rule(rule)
 }
 
 /// Reads the body up to the limit.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

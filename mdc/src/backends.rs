@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mdc_core::ports::{
     Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
-    SuppressionList,
+    SuppressionList, Webhooks,
 };
 use mdc_core::InvalidSetting;
 use serde::{Deserialize, Serialize};
@@ -162,6 +162,10 @@ pub struct Connected {
     pub suppressions: Arc<dyn SuppressionList>,
     /// And the polling intakes' checkpoints.
     pub checkpoints: Arc<dyn Checkpoints>,
+    /// And the webhook endpoints.
+    pub webhooks: Arc<dyn Webhooks>,
+    /// Webhook delivery timers, on the retry backend.
+    pub webhook_retry: Arc<dyn RetryScheduler>,
     pub retry: Arc<dyn RetryScheduler>,
 }
 
@@ -171,6 +175,7 @@ struct StorePorts {
     devices: Arc<dyn DeviceRegistry>,
     suppressions: Arc<dyn SuppressionList>,
     checkpoints: Arc<dyn Checkpoints>,
+    webhooks: Arc<dyn Webhooks>,
 }
 
 /// Connects every configured backend. The embedded files in `data_dir` are
@@ -204,12 +209,14 @@ pub async fn connect(
         devices,
         suppressions,
         checkpoints,
+        webhooks,
     } = match (&backends.store, &embedded) {
         (StoreBackend::Embedded, Some(embedded)) => StorePorts {
             store: embedded.store.clone(),
             devices: embedded.devices.clone(),
             suppressions: embedded.suppressions.clone(),
             checkpoints: embedded.checkpoints.clone(),
+            webhooks: embedded.webhooks.clone(),
         },
         (StoreBackend::Embedded, None) => {
             anyhow::bail!("backends.store: embedded store not opened")
@@ -240,36 +247,53 @@ pub async fn connect(
                 .suppressions()
                 .await
                 .context("backends.store: cannot use MongoDB")?;
+            let webhooks = store
+                .webhooks()
+                .await
+                .context("backends.store: cannot use MongoDB")?;
             StorePorts {
                 checkpoints: Arc::new(store.checkpoints()),
+                webhooks: Arc::new(webhooks),
                 store: Arc::new(store),
                 devices: Arc::new(devices),
                 suppressions: Arc::new(suppressions),
             }
         }
     };
-    let retry: Arc<dyn RetryScheduler> = match (&backends.retry, &embedded) {
-        (RetryBackend::Embedded, Some(embedded)) => embedded.retry.clone(),
-        (RetryBackend::Embedded, None) => {
-            anyhow::bail!("backends.retry: embedded timers not opened")
-        }
-        (
-            RetryBackend::Redis {
-                url,
-                prefix,
-                sweep_interval,
-            },
-            _,
-        ) => {
-            let mut config = mdc_redis::RedisRetryConfig::new(url, prefix);
-            config.sweep_interval = *sweep_interval;
-            Arc::new(
-                mdc_redis::RedisRetry::connect(config)
-                    .await
-                    .context("backends.retry: cannot use Redis")?,
-            )
-        }
-    };
+    let (retry, webhook_retry): (Arc<dyn RetryScheduler>, Arc<dyn RetryScheduler>) =
+        match (&backends.retry, &embedded) {
+            (RetryBackend::Embedded, Some(embedded)) => {
+                (embedded.retry.clone(), embedded.webhook_retry.clone())
+            }
+            (RetryBackend::Embedded, None) => {
+                anyhow::bail!("backends.retry: embedded timers not opened")
+            }
+            (
+                RetryBackend::Redis {
+                    url,
+                    prefix,
+                    sweep_interval,
+                },
+                _,
+            ) => {
+                let mut config = mdc_redis::RedisRetryConfig::new(url, prefix);
+                config.sweep_interval = *sweep_interval;
+                let mut webhooks = config.clone();
+                webhooks.prefix = format!("{prefix}:webhooks");
+                (
+                    Arc::new(
+                        mdc_redis::RedisRetry::connect(config)
+                            .await
+                            .context("backends.retry: cannot use Redis")?,
+                    ),
+                    Arc::new(
+                        mdc_redis::RedisRetry::connect(webhooks)
+                            .await
+                            .context("backends.retry: cannot use Redis")?,
+                    ),
+                )
+            }
+        };
     let cache: Arc<dyn MessageCache> = match &backends.cache {
         CacheBackend::Memory => Arc::new(mdc_embedded::MemoryCache::default()),
         CacheBackend::Redis { url, prefix } => Arc::new(
@@ -285,6 +309,8 @@ pub async fn connect(
         devices,
         suppressions,
         checkpoints,
+        webhooks,
+        webhook_retry,
         retry,
     })
 }

@@ -52,6 +52,8 @@ pub struct Config {
     /// Which implementation backs the store and the retry timers.
     pub backends: crate::backends::Backends,
     pub callbacks: CallbacksConfig,
+    /// Delivery of outcomes to client services' webhook endpoints.
+    pub webhooks: mdc_handlers::FeedbackConfig,
 }
 
 /// Settings of the vendor callback endpoints.
@@ -106,6 +108,7 @@ impl Default for Config {
             reconciler: ReconcilerConfig::default(),
             backends: crate::backends::Backends::default(),
             callbacks: CallbacksConfig::default(),
+            webhooks: mdc_handlers::FeedbackConfig::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "reconciler",
     "backends",
     "callbacks",
+    "webhooks",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +138,18 @@ pub enum ConfigError {
     Missing(PathBuf),
     #[error("invalid config: {0}")]
     Parse(String),
+    /// Its message is the setting's; no source, so a chain prints it once.
     #[error("invalid config: {0}")]
-    Invalid(#[from] InvalidSetting),
+    Invalid(InvalidSetting),
     /// Loading was never attempted (a test helper's closure did not run).
     #[error("config not loaded")]
     NotLoaded,
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(setting: InvalidSetting) -> Self {
+        ConfigError::Invalid(setting)
+    }
 }
 
 impl Config {
@@ -195,6 +206,7 @@ impl Config {
         self.dispatcher.validate()?;
         self.breaker.validate()?;
         self.reconciler.validate()?;
+        self.webhooks.validate()?;
         self.simulator.validate()?;
         self.backends.validate()?;
         if let crate::backends::QueueBackend::Kafka(kafka) = &self.backends.queue {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod backends;
 pub mod cli;
 pub mod config;
+mod webhooks_api;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
 use mdc_dispatcher::routing::Router;
 use mdc_dispatcher::Dispatcher;
-use mdc_handlers::{Reconciler, ResponseHandler, RetryHandler};
+use mdc_handlers::{Feedback, Reconciler, ResponseHandler, RetryHandler};
 use mdc_providers::config::Adapters;
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::ses_sqs::SesSqsIntake;
@@ -107,6 +108,12 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     let vendors = Vendors::build(&config, &ports, workers.clone()).await?;
 
     let intakes = build_intakes(&config, &ports, &vendors).await?;
+    let feedback = Arc::new(Feedback::new(
+        ports.queue.clone(),
+        ports.webhooks.clone(),
+        ports.webhook_retry.clone(),
+        config.webhooks.clone(),
+    ));
     let mut tasks = JoinSet::new();
     if roles.listener {
         // Intakes that poll a vendor (SES events on SQS) run until shutdown.
@@ -132,6 +139,19 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             .map(|(name, provider)| (name.clone(), provider.clone()))
             .collect();
         spawn_handlers(&config, &ports, pullable, &health, &workers, &mut tasks);
+        let (token, health_of, feedback) = (workers.clone(), health.clone(), feedback.clone());
+        tasks.spawn(async move {
+            supervise("webhook delivery", &health_of, || {
+                let (feedback, token) = (feedback.clone(), token.clone());
+                async move {
+                    if let Err(e) = feedback.run(token).await {
+                        tracing::error!(error = %e, "Webhook delivery stopped");
+                    }
+                }
+            })
+            .await;
+            Ok(())
+        });
     }
     if tasks.is_empty() {
         // Nothing but HTTP: park a task so the loop below waits for shutdown.
@@ -142,7 +162,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         });
     }
     let server = api::server(
-        http_state(&config, &ports, vendors, intakes, &health),
+        http_state(&config, &ports, vendors, intakes, &health, feedback),
         config.listen,
         roles,
     )
@@ -409,6 +429,7 @@ fn http_state(
     vendors: Vendors,
     intakes: Vec<Arc<dyn Intake>>,
     health: &Arc<TaskHealth>,
+    feedback: Arc<Feedback>,
 ) -> api::State {
     api::State {
         submitter: Submitter::new(
@@ -425,5 +446,7 @@ fn http_state(
         push_endpoints: vendors.adapters.push_endpoints,
         max_body_bytes: config.max_body_bytes,
         health: health.clone(),
+        webhooks: ports.webhooks.clone(),
+        feedback,
     }
 }

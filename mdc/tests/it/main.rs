@@ -12,3 +12,4 @@ mod routing;
 mod ses;
 mod sns_sms;
 mod suppression;
+mod webhooks;

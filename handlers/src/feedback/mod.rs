@@ -1,0 +1,635 @@
+//! The feedback handler: delivers outcome events to the webhook endpoints
+//! client services registered, signed per Standard Webhooks.
+//!
+//! It is one consumer group (`webhooks`) of the outcomes topic. For each
+//! event, every enabled endpoint whose filters match gets a first try at
+//! once (endpoints in parallel, one message's events in order); an event is
+//! acknowledged on the topic only when each of its deliveries succeeded or
+//! was handed to the retry timers (a pending delivery in the webhook store
+//! and a timer on the same durable retry timing as message retries), so a
+//! crash loses none. A failing endpoint gets no first tries: its deliveries
+//! go straight to the timers, so it never holds up the others.
+//!
+//! Answers: 2xx within the timeout is success; 410 disables the endpoint;
+//! 429, 502, 503 and 504 honour `Retry-After`; anything else is retried on
+//! the schedule (with jitter). After the last try the delivery is given up
+//! (it stays listed as failed and `recover` redelivers it); an endpoint
+//! failing every try for `disable_after` is disabled.
+
+pub mod address;
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use mdc_core::outcome::OutcomeEvent;
+use mdc_core::ports::queue::OUTCOME_WEBHOOKS_GROUP;
+use mdc_core::ports::{
+    ConsumerSpec, Delivery, Disabled, PendingDelivery, Queue, QueueConsumer, RetryItem,
+    RetryScheduler, StoreError, Topic, WebhookAttempt, WebhookEndpoint, Webhooks,
+};
+use mdc_core::{InvalidSetting, MessageId, Priority};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Outcome records fetched at once.
+const BATCH: usize = 256;
+/// Pause after the queue or the store failed.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// The most of an answer kept with an attempt.
+const KEPT_RESPONSE: usize = 1024;
+
+/// The `[webhooks]` config section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Delays between tries after the first (which is immediate).
+    #[serde(with = "mdc_core::durations::list")]
+    pub schedule: Vec<Duration>,
+    /// An answer must come within this to count.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// An endpoint failing every try this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// Deliveries in flight at once, over all endpoints.
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once to one endpoint.
+    pub per_endpoint: usize,
+    /// Local development and tests only: allow http and internal
+    /// addresses (loopback, private networks).
+    pub allow_private_urls: bool,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        Self {
+            schedule: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            timeout: Duration::from_secs(15),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            max_in_flight: 256,
+            per_endpoint: 32,
+            allow_private_urls: false,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        if self.schedule.len() > 50 || self.schedule.iter().any(|d| *d > week) {
+            return Err(InvalidSetting::new(
+                "webhooks.schedule",
+                "at most 50 delays of at most 7 days each",
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(60) {
+            return Err(InvalidSetting::new(
+                "webhooks.timeout",
+                "must be between 100ms and 1m",
+            ));
+        }
+        if self.disable_after < Duration::from_millis(100) || self.disable_after > 10 * week {
+            return Err(InvalidSetting::new(
+                "webhooks.disable_after",
+                "must be between 100ms and 70 days",
+            ));
+        }
+        if self.max_in_flight == 0 || self.per_endpoint == 0 {
+            return Err(InvalidSetting::new(
+                "webhooks.max_in_flight",
+                "max_in_flight and per_endpoint must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How one try went.
+enum Tried {
+    Delivered,
+    /// 410: the endpoint asked to be disabled.
+    Gone,
+    Failed {
+        retry_after: Option<Duration>,
+    },
+}
+
+pub struct Feedback {
+    queue: Arc<dyn Queue>,
+    webhooks: Arc<dyn Webhooks>,
+    timers: Arc<dyn RetryScheduler>,
+    http: reqwest::Client,
+    config: FeedbackConfig,
+    /// The endpoints, reloaded when older than a second or invalidated.
+    endpoints: Mutex<Option<(Instant, Arc<Vec<WebhookEndpoint>>)>>,
+    in_flight: Semaphore,
+    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Feedback {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        webhooks: Arc<dyn Webhooks>,
+        timers: Arc<dyn RetryScheduler>,
+        config: FeedbackConfig,
+    ) -> Self {
+        Self {
+            http: address::client(config.timeout, config.allow_private_urls),
+            in_flight: Semaphore::new(config.max_in_flight),
+            queue,
+            webhooks,
+            timers,
+            config,
+            endpoints: Mutex::new(None),
+            per_endpoint: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes the next event see endpoint changes at once.
+    pub fn invalidate(&self) {
+        *lock(&self.endpoints) = None;
+    }
+
+    pub fn config(&self) -> &FeedbackConfig {
+        &self.config
+    }
+
+    /// Delivers until `shutdown`: the outcomes consumer and the retry loop.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer = self
+            .queue
+            .group_consumer(
+                Topic::Outcomes,
+                OUTCOME_WEBHOOKS_GROUP,
+                ConsumerSpec { index: 0, count: 1 },
+            )
+            .await?;
+        let retries = tokio::spawn(self.clone().retry_loop(shutdown.clone()));
+        while !shutdown.is_cancelled() {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = consumer.fetch(BATCH) => batch,
+            };
+            match batch {
+                Ok(batch) => self.handle_batch(&consumer, batch).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not read outcomes; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+        }
+        consumer.close().await.ok();
+        retries.await?;
+        Ok(())
+    }
+
+    /// One message's events in order, messages in parallel; each record
+    /// acknowledged once all its deliveries are done or pending.
+    async fn handle_batch(&self, consumer: &Arc<dyn QueueConsumer>, batch: Vec<Delivery>) {
+        let mut by_key: HashMap<&str, Vec<&Delivery>> = HashMap::new();
+        for delivery in &batch {
+            by_key.entry(&delivery.key).or_default().push(delivery);
+        }
+        join_all(by_key.into_values().map(|records| async move {
+            for record in records {
+                loop {
+                    match self.handle_event(&record.payload).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Could not hand an outcome to its endpoints; retrying");
+                            tokio::time::sleep(ERROR_BACKOFF).await;
+                        }
+                    }
+                }
+                if let Err(e) = consumer.ack(record).await {
+                    tracing::warn!(error = %e, "Could not acknowledge an outcome; it will be delivered again");
+                }
+            }
+        }))
+        .await;
+    }
+
+    async fn endpoints(&self) -> Result<Arc<Vec<WebhookEndpoint>>, StoreError> {
+        if let Some((at, endpoints)) = &*lock(&self.endpoints) {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Ok(endpoints.clone());
+            }
+        }
+        let endpoints = Arc::new(self.webhooks.list().await?);
+        *lock(&self.endpoints) = Some((Instant::now(), endpoints.clone()));
+        Ok(endpoints)
+    }
+
+    async fn handle_event(&self, payload: &[u8]) -> Result<(), StoreError> {
+        let event: OutcomeEvent = match serde_json::from_slice(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(error = %e, "Skipping an unreadable outcome event");
+                return Ok(());
+            }
+        };
+        let endpoints = self.endpoints().await?;
+        let matching: Vec<&WebhookEndpoint> =
+            endpoints.iter().filter(|e| wants(e, &event)).collect();
+        if matching.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&event).map_err(|e| StoreError::Other(e.into()))?;
+        let results = join_all(
+            matching
+                .into_iter()
+                .map(|endpoint| self.first_delivery(endpoint, &event.event_id, &body)),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn first_delivery(
+        &self,
+        endpoint: &WebhookEndpoint,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        if endpoint.failing_since.is_some() {
+            // Straight to the timers: a failing endpoint holds up no one.
+            return self
+                .defer(endpoint, None, event_id, body, 0, Duration::ZERO)
+                .await;
+        }
+        match self.try_once(endpoint, event_id, body, 1).await {
+            Tried::Delivered => Ok(()),
+            Tried::Gone => {
+                self.disable(endpoint, "the endpoint answered 410 Gone")
+                    .await
+            }
+            Tried::Failed { retry_after } => {
+                self.failed(endpoint, None, event_id, body, 1, retry_after)
+                    .await
+            }
+        }
+    }
+
+    /// After `attempts` failed tries: the next one on the timers, or the
+    /// delivery given up; the endpoint marked failing, or disabled after
+    /// failing for `disable_after`.
+    async fn failed(
+        &self,
+        endpoint: &WebhookEndpoint,
+        key: Option<MessageId>,
+        event_id: &str,
+        body: &[u8],
+        attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let now = mdc_core::now();
+        let mut current = self
+            .webhooks
+            .get(&endpoint.id)
+            .await?
+            .unwrap_or_else(|| endpoint.clone());
+        match current.failing_since {
+            Some(since)
+                if (now - since).to_std().unwrap_or_default() >= self.config.disable_after =>
+            {
+                if let Some(key) = &key {
+                    self.webhooks.remove_pending(key).await?;
+                }
+                let reason = format!(
+                    "every delivery failed for {}",
+                    humantime::format_duration(self.config.disable_after)
+                );
+                return self.disable(&current, &reason).await;
+            }
+            Some(_) => {}
+            None => {
+                current.failing_since = Some(now);
+                self.webhooks.update(&current).await?;
+                self.invalidate();
+            }
+        }
+        let Some(delay) = self.config.schedule.get(attempts as usize - 1).copied() else {
+            tracing::warn!(endpoint = %endpoint.id, %event_id, attempts, "Gave up a webhook delivery after its last try");
+            if let Some(key) = &key {
+                self.webhooks.remove_pending(key).await?;
+            }
+            return Ok(());
+        };
+        let jitter = rand::rng().random_range(0.9..1.1);
+        let delay = delay.mul_f64(jitter).max(retry_after.unwrap_or_default());
+        self.defer(endpoint, key, event_id, body, attempts, delay)
+            .await
+    }
+
+    /// Keeps the delivery (durably) and sets its timer `delay` from now.
+    async fn defer(
+        &self,
+        endpoint: &WebhookEndpoint,
+        key: Option<MessageId>,
+        event_id: &str,
+        body: &[u8],
+        attempts: u32,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let key = key.unwrap_or_else(MessageId::generate);
+        let event: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| StoreError::Other(e.into()))?;
+        self.webhooks
+            .save_pending(&PendingDelivery {
+                key: key.clone(),
+                endpoint_id: endpoint.id.clone(),
+                event_id: event_id.to_owned(),
+                event,
+                attempts,
+            })
+            .await?;
+        let due = mdc_core::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.timers
+            .schedule(RetryItem {
+                message_id: key,
+                channel: mdc_core::Channel::Sms,
+                priority: Priority::Normal,
+                due,
+            })
+            .await
+            .map_err(|e| StoreError::Other(e.into()))
+    }
+
+    async fn disable(&self, endpoint: &WebhookEndpoint, reason: &str) -> Result<(), StoreError> {
+        let mut current = self
+            .webhooks
+            .get(&endpoint.id)
+            .await?
+            .unwrap_or_else(|| endpoint.clone());
+        if current.disabled.is_some() {
+            return Ok(());
+        }
+        current.disabled = Some(Disabled {
+            reason: reason.to_owned(),
+            at: mdc_core::now(),
+        });
+        current.updated_at = mdc_core::now();
+        self.webhooks.update(&current).await?;
+        self.invalidate();
+        tracing::warn!(endpoint = %endpoint.id, %reason, "Disabled a webhook endpoint");
+        Ok(())
+    }
+
+    /// One signed POST; the attempt is recorded whatever happens.
+    async fn try_once(
+        &self,
+        endpoint: &WebhookEndpoint,
+        event_id: &str,
+        body: &[u8],
+        attempt: u32,
+    ) -> Tried {
+        let _all = self.in_flight.acquire().await;
+        let one = self.endpoint_permits(&endpoint.id);
+        let _one = one.acquire().await;
+        let now = mdc_core::now();
+        let timestamp = now.timestamp();
+        let signatures: Vec<String> = endpoint
+            .secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .filter_map(|s| sign::sign(&s.secret, event_id, timestamp, body))
+            .collect();
+        let started = Instant::now();
+        let mut record = WebhookAttempt {
+            endpoint_id: endpoint.id.clone(),
+            event_id: event_id.to_owned(),
+            attempt,
+            at: now,
+            status: None,
+            latency_ms: 0,
+            error: None,
+            response: String::new(),
+            succeeded: false,
+            event: None,
+        };
+        let tried = match address::syntax(&endpoint.url, self.config.allow_private_urls) {
+            Err(e) => {
+                record.error = Some(format!("refused URL: {e}"));
+                Tried::Failed { retry_after: None }
+            }
+            Ok(url) => {
+                let sent = self
+                    .http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", event_id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signatures.join(" "))
+                    .body(body.to_vec())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) => {
+                        let status = response.status();
+                        record.status = Some(status.as_u16());
+                        let retry_after = retry_after(&response);
+                        record.response = first_bytes(response).await;
+                        if status.is_success() {
+                            Tried::Delivered
+                        } else if status.as_u16() == 410 {
+                            Tried::Gone
+                        } else {
+                            let honoured = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+                            Tried::Failed {
+                                retry_after: retry_after.filter(|_| honoured),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        record.error = Some(e.without_url().to_string());
+                        Tried::Failed { retry_after: None }
+                    }
+                }
+            }
+        };
+        record.latency_ms = started.elapsed().as_millis() as u64;
+        record.succeeded = matches!(tried, Tried::Delivered);
+        if !record.succeeded {
+            record.event = serde_json::from_slice(body).ok();
+        }
+        if let Err(e) = self.webhooks.record_attempt(&record).await {
+            tracing::warn!(error = %e, "Could not record a webhook attempt");
+        }
+        if record.succeeded && endpoint.failing_since.is_some() {
+            self.recovered(&endpoint.id).await;
+        }
+        tried
+    }
+
+    /// Clears a failing mark after a success.
+    async fn recovered(&self, id: &str) {
+        if let Ok(Some(mut current)) = self.webhooks.get(id).await {
+            if current.failing_since.take().is_some() {
+                if let Err(e) = self.webhooks.update(&current).await {
+                    tracing::warn!(error = %e, "Could not clear an endpoint's failing mark");
+                }
+                self.invalidate();
+            }
+        }
+    }
+
+    fn endpoint_permits(&self, id: &str) -> Arc<Semaphore> {
+        lock(&self.per_endpoint)
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_endpoint)))
+            .clone()
+    }
+
+    /// Fires due deliveries until `shutdown`.
+    async fn retry_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let due = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                due = self.timers.take_due(64) => due,
+            };
+            match due {
+                Ok(items) => {
+                    for item in items {
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = this.fire(&item).await {
+                                tracing::warn!(error = %e, "A webhook retry failed to run; it fires again after a restart");
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not read webhook timers; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    async fn fire(&self, item: &RetryItem) -> Result<(), StoreError> {
+        let complete = |timers: Arc<dyn RetryScheduler>, item: RetryItem| async move {
+            if let Err(e) = timers.complete(&item).await {
+                tracing::warn!(error = %e, "Could not complete a webhook timer; it may fire again");
+            }
+        };
+        let Some(pending) = self.webhooks.pending(&item.message_id).await? else {
+            complete(self.timers.clone(), item.clone()).await;
+            return Ok(());
+        };
+        let endpoint = match self.webhooks.get(&pending.endpoint_id).await? {
+            Some(endpoint) if endpoint.disabled.is_none() => endpoint,
+            _ => {
+                self.webhooks.remove_pending(&pending.key).await?;
+                complete(self.timers.clone(), item.clone()).await;
+                return Ok(());
+            }
+        };
+        let body = serde_json::to_vec(&pending.event).map_err(|e| StoreError::Other(e.into()))?;
+        let attempt = pending.attempts + 1;
+        match self
+            .try_once(&endpoint, &pending.event_id, &body, attempt)
+            .await
+        {
+            Tried::Delivered => self.webhooks.remove_pending(&pending.key).await?,
+            Tried::Gone => {
+                self.webhooks.remove_pending(&pending.key).await?;
+                self.disable(&endpoint, "the endpoint answered 410 Gone")
+                    .await?;
+            }
+            Tried::Failed { retry_after } => {
+                self.failed(
+                    &endpoint,
+                    Some(pending.key.clone()),
+                    &pending.event_id,
+                    &body,
+                    attempt,
+                    retry_after,
+                )
+                .await?
+            }
+        }
+        complete(self.timers.clone(), item.clone()).await;
+        Ok(())
+    }
+
+    /// Delivers again the events whose deliveries to `endpoint` failed
+    /// since `since` and never succeeded later; returns how many.
+    pub async fn recover(
+        &self,
+        endpoint: &WebhookEndpoint,
+        since: mdc_core::Timestamp,
+    ) -> Result<usize, StoreError> {
+        let attempts = self
+            .webhooks
+            .attempts(&endpoint.id, Some(since), 100_000)
+            .await?;
+        let succeeded: std::collections::HashSet<&str> = attempts
+            .iter()
+            .filter(|a| a.succeeded)
+            .map(|a| a.event_id.as_str())
+            .collect();
+        let mut queued = std::collections::HashSet::new();
+        for attempt in &attempts {
+            let Some(event) = &attempt.event else {
+                continue;
+            };
+            if succeeded.contains(attempt.event_id.as_str())
+                || !queued.insert(attempt.event_id.clone())
+            {
+                continue;
+            }
+            let body = serde_json::to_vec(event).map_err(|e| StoreError::Other(e.into()))?;
+            self.defer(endpoint, None, &attempt.event_id, &body, 0, Duration::ZERO)
+                .await?;
+        }
+        Ok(queued.len())
+    }
+}
+
+/// Whether `endpoint` takes `event`.
+fn wants(endpoint: &WebhookEndpoint, event: &OutcomeEvent) -> bool {
+    endpoint.disabled.is_none()
+        && (endpoint.events.is_empty() || endpoint.events.contains(&event.kind))
+        && (endpoint.channels.is_empty() || endpoint.channels.contains(&event.channel))
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|secs| Duration::from_secs(secs.min(24 * 3600)))
+}
+
+/// The first KiB of an answer, as text.
+async fn first_bytes(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < KEPT_RESPONSE {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    kept.truncate(KEPT_RESPONSE);
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

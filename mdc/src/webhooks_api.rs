@@ -1,0 +1,328 @@
+//! `/v1/webhooks`: where client services have their outcomes delivered.
+//!
+//! - `POST /v1/webhooks` `{"url", "events", "channels", "description"}` →
+//!   201 with the endpoint and its `secret` (shown this once).
+//! - `GET /v1/webhooks`, `GET|PATCH|DELETE /v1/webhooks/{id}` (PATCH takes
+//!   the same fields, and `"enabled": true` to re-enable).
+//! - `POST /v1/webhooks/{id}/rotate-secret`: a new secret; the old one
+//!   keeps signing for 24 hours.
+//! - `GET /v1/webhooks/{id}/attempts?limit=`: the latest attempts.
+//! - `POST /v1/webhooks/{id}/recover?since=`: delivers again what failed
+//!   since then.
+
+use std::str::FromStr;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use mdc_core::ports::{WebhookEndpoint, WebhookSecret};
+use mdc_core::Channel;
+use mdc_handlers::feedback::{address, sign};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::{not_found, read_body, unavailable, unprocessable, ApiError, State};
+
+/// The event types an endpoint can ask for.
+pub const EVENT_TYPES: &[&str] = &[
+    "message.sent",
+    "message.delivered",
+    "message.failed",
+    "message.expired",
+    "message.rejected",
+    "message.cancelled",
+    "suppression.added",
+];
+
+/// How long a rotated-out secret keeps signing.
+const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/webhooks", web::post().to(create))
+        .route("/v1/webhooks", web::get().to(list))
+        .route("/v1/webhooks/{id}", web::get().to(get))
+        .route("/v1/webhooks/{id}", web::patch().to(update))
+        .route("/v1/webhooks/{id}", web::delete().to(delete))
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            web::post().to(rotate_secret),
+        )
+        .route("/v1/webhooks/{id}/attempts", web::get().to(attempts))
+        .route("/v1/webhooks/{id}/recover", web::post().to(recover));
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointRequest {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    description: Option<String>,
+    /// PATCH only: `true` re-enables a disabled endpoint.
+    enabled: Option<bool>,
+}
+
+/// The endpoint as the API shows it: secrets never, after creation.
+fn shown(endpoint: &WebhookEndpoint) -> Value {
+    json!({
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "channels": endpoint.channels,
+        "description": endpoint.description,
+        "enabled": endpoint.disabled.is_none(),
+        "disabled": endpoint.disabled,
+        "failing_since": endpoint.failing_since,
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    })
+}
+
+async fn parse(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+) -> Result<EndpointRequest, ApiError> {
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })
+}
+
+/// Applies the request's fields to `endpoint`, checking each.
+async fn apply(
+    request: EndpointRequest,
+    endpoint: &mut WebhookEndpoint,
+    state: &State,
+) -> Result<(), ApiError> {
+    let allow_private = state.feedback.config().allow_private_urls;
+    if let Some(url) = request.url {
+        let checked = address::check(url.trim(), allow_private)
+            .await
+            .map_err(|e| unprocessable("url", "url", e))?;
+        endpoint.url = checked.to_string();
+    }
+    if let Some(events) = request.events {
+        if let Some(unknown) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+            return Err(unprocessable(
+                "events",
+                "one_of",
+                format!(
+                    "unknown event type {unknown:?}; known: {}",
+                    EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        endpoint.events = events;
+    }
+    if let Some(channels) = request.channels {
+        endpoint.channels = channels
+            .iter()
+            .map(|c| Channel::from_str(c))
+            .collect::<Result<_, _>>()
+            .map_err(|_| unprocessable("channels", "one_of", "channels are sms, email and push"))?;
+    }
+    if let Some(description) = request.description {
+        if description.len() > 500 {
+            return Err(unprocessable("description", "length", "at most 500 bytes"));
+        }
+        endpoint.description = description;
+    }
+    if request.enabled == Some(true) {
+        endpoint.disabled = None;
+        endpoint.failing_since = None;
+    }
+    Ok(())
+}
+
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let request = parse(&req, payload, &state).await?;
+    if request.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+        return Err(unprocessable("url", "required", "url is required"));
+    }
+    let now = mdc_core::now();
+    let secret = sign::new_secret();
+    let mut endpoint = WebhookEndpoint {
+        id: format!("wh_{}", ulid::Ulid::new()),
+        service: None,
+        url: String::new(),
+        events: Vec::new(),
+        channels: Vec::new(),
+        description: String::new(),
+        secrets: vec![WebhookSecret {
+            secret: secret.clone(),
+            expires_at: None,
+        }],
+        disabled: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    apply(request, &mut endpoint, &state).await?;
+    state
+        .webhooks
+        .create(&endpoint)
+        .await
+        .map_err(unavailable)?;
+    state.feedback.invalidate();
+    let mut body = shown(&endpoint);
+    body["secret"] = json!(secret);
+    Ok(HttpResponse::Created().json(body))
+}
+
+async fn list(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let mut endpoints = state.webhooks.list().await.map_err(unavailable)?;
+    endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(HttpResponse::Ok().json(json!({
+        "webhooks": endpoints.iter().map(shown).collect::<Vec<_>>()
+    })))
+}
+
+async fn find(state: &State, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    state
+        .webhooks
+        .get(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found("no webhook with that id"))
+}
+
+async fn get(id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(shown(&find(&state, &id).await?)))
+}
+
+async fn update(
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let mut endpoint = find(&state, &id).await?;
+    let request = parse(&req, payload, &state).await?;
+    apply(request, &mut endpoint, &state).await?;
+    endpoint.updated_at = mdc_core::now();
+    if !state
+        .webhooks
+        .update(&endpoint)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(not_found("no webhook with that id"));
+    }
+    state.feedback.invalidate();
+    Ok(HttpResponse::Ok().json(shown(&endpoint)))
+}
+
+async fn delete(id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    if !state.webhooks.delete(&id).await.map_err(unavailable)? {
+        return Err(not_found("no webhook with that id"));
+    }
+    state.feedback.invalidate();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn rotate_secret(
+    id: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let mut endpoint = find(&state, &id).await?;
+    let now = mdc_core::now();
+    let secret = sign::new_secret();
+    // The old secret signs beside the new one for a day; older ones stop.
+    endpoint
+        .secrets
+        .retain(|s| s.expires_at.is_none_or(|at| at > now));
+    for old in &mut endpoint.secrets {
+        old.expires_at = Some(
+            old.expires_at
+                .unwrap_or(now + ROTATION_OVERLAP)
+                .min(now + ROTATION_OVERLAP),
+        );
+    }
+    endpoint.secrets.insert(
+        0,
+        WebhookSecret {
+            secret: secret.clone(),
+            expires_at: None,
+        },
+    );
+    endpoint.updated_at = now;
+    state
+        .webhooks
+        .update(&endpoint)
+        .await
+        .map_err(unavailable)?;
+    state.feedback.invalidate();
+    let mut body = shown(&endpoint);
+    body["secret"] = json!(secret);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Debug, Deserialize)]
+struct AttemptsQuery {
+    limit: Option<usize>,
+}
+
+async fn attempts(
+    id: web::Path<String>,
+    query: web::Query<AttemptsQuery>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let attempts = state
+        .webhooks
+        .attempts(&endpoint.id, None, limit)
+        .await
+        .map_err(unavailable)?;
+    let shown: Vec<Value> = attempts
+        .into_iter()
+        .map(|a| {
+            json!({
+                "event_id": a.event_id, "attempt": a.attempt, "at": a.at, "status": a.status,
+                "latency_ms": a.latency_ms, "error": a.error, "response": a.response,
+                "succeeded": a.succeeded,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "attempts": shown })))
+}
+
+#[derive(Debug, Deserialize)]
+struct RecoverQuery {
+    since: Option<String>,
+}
+
+async fn recover(
+    id: web::Path<String>,
+    query: web::Query<RecoverQuery>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    let Some(since) = query.since.as_deref() else {
+        return Err(unprocessable(
+            "since",
+            "required",
+            "since is required (RFC 3339)",
+        ));
+    };
+    let since = chrono::DateTime::parse_from_rfc3339(since)
+        .map_err(|e| unprocessable("since", "timestamp", format!("not an RFC 3339 time: {e}")))?
+        .with_timezone(&chrono::Utc);
+    if endpoint.disabled.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the endpoint is disabled; enable it first (PATCH {\"enabled\": true})",
+        )
+        .rule("disabled"));
+    }
+    let queued = state
+        .feedback
+        .recover(&endpoint, since)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Accepted().json(json!({ "recovering": queued })))
+}

@@ -1,0 +1,575 @@
+//! Webhooks end to end: the real binary delivers outcomes to a receiver on
+//! loopback, which checks every delivery with an independent Standard
+//! Webhooks implementation (the `standardwebhooks` crate), not MDC's own
+//! signing code.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+use crate::harness::{email, free_port, push, sms, Server, TEST_CONFIG};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// How a receiver path answers.
+#[derive(Clone, Copy)]
+enum Mode {
+    Ok,
+    /// Fails each event this many times, then takes it.
+    FailTimes(u32),
+    Always(u16),
+    /// Answers after this long.
+    Hang(Duration),
+}
+
+#[derive(Clone)]
+struct Received {
+    id: String,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    verified: bool,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+struct Path {
+    secret: Option<String>,
+    mode: Mode,
+    /// Calls per webhook-id.
+    calls: HashMap<String, u32>,
+    /// Deliveries answered 2xx.
+    received: Vec<Received>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    paths: Arc<Mutex<HashMap<String, Path>>>,
+    port: u16,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let mut receiver = Receiver::default();
+        let state = receiver.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .default_service(web::to(receive))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        receiver.port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        receiver
+    }
+
+    fn path(&self, name: &str, mode: Mode) -> String {
+        self.paths.lock().expect("lock").insert(
+            name.to_owned(),
+            Path {
+                secret: None,
+                mode,
+                calls: HashMap::new(),
+                received: Vec::new(),
+            },
+        );
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn set_secret(&self, name: &str, secret: &str) {
+        if let Some(path) = self.paths.lock().expect("lock").get_mut(name) {
+            path.secret = Some(secret.to_owned());
+        }
+    }
+
+    fn received(&self, name: &str) -> Vec<Received> {
+        self.paths.lock().expect("lock")[name].received.clone()
+    }
+
+    fn calls(&self, name: &str, id: &str) -> u32 {
+        self.paths.lock().expect("lock")[name]
+            .calls
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn total_calls(&self, name: &str) -> u32 {
+        self.paths.lock().expect("lock")[name].calls.values().sum()
+    }
+
+    async fn wait(&self, name: &str, check: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let received = self.received(name);
+            if check(&received) {
+                return received;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} received {} deliveries: {:?}",
+                received.len(),
+                received.iter().map(kind).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn kind(received: &Received) -> String {
+    let event: Value = serde_json::from_slice(&received.body).expect("json");
+    format!(
+        "{} {}",
+        event["message_id"].as_str().unwrap_or("-"),
+        event["type"].as_str().unwrap_or("?")
+    )
+}
+
+fn verify(secret: &str, headers: &http::HeaderMap, body: &[u8]) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .expect("secret")
+        .verify(body, headers)
+        .is_ok()
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<Receiver>) -> HttpResponse {
+    let name = req.path().trim_start_matches('/').to_owned();
+    let mut headers = http::HeaderMap::new();
+    for (key, value) in req.headers() {
+        if let (Ok(key), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.insert(key, value);
+        }
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (mode, calls, secret) = {
+        let mut paths = state.paths.lock().expect("lock");
+        let Some(path) = paths.get_mut(&name) else {
+            return HttpResponse::NotFound().finish();
+        };
+        let calls = path.calls.entry(id.clone()).or_insert(0);
+        *calls += 1;
+        (path.mode, *calls, path.secret.clone())
+    };
+    let answer = match mode {
+        Mode::Ok => 200,
+        Mode::FailTimes(n) if calls <= n => 500,
+        Mode::FailTimes(_) => 200,
+        Mode::Always(status) => status,
+        Mode::Hang(wait) => {
+            tokio::time::sleep(wait).await;
+            200
+        }
+    };
+    if answer == 200 {
+        let verified = secret.is_some_and(|s| verify(&s, &headers, &body));
+        let mut paths = state.paths.lock().expect("lock");
+        if let Some(path) = paths.get_mut(&name) {
+            path.received.push(Received {
+                id,
+                headers,
+                body: body.to_vec(),
+                verified,
+                at: chrono::Utc::now(),
+            });
+        }
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(answer).expect("status"))
+        .body("thanks")
+}
+
+async fn api(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .http
+        .request(method, format!("{}{path}", server.base));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates an endpoint for a receiver path and hands its secret to it.
+async fn subscribe(
+    server: &Server,
+    receiver: &Receiver,
+    name: &str,
+    mode: Mode,
+    filters: Value,
+) -> String {
+    let url = receiver.path(name, mode);
+    let mut body = json!({ "url": url, "description": name });
+    if let (Some(body), Some(filters)) = (body.as_object_mut(), filters.as_object()) {
+        body.extend(filters.clone());
+    }
+    let (status, created) = api(server, reqwest::Method::POST, "/v1/webhooks", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    receiver.set_secret(name, created["secret"].as_str().expect("secret"));
+    created["id"].as_str().expect("id").to_owned()
+}
+
+fn config(extra: &str) -> String {
+    format!("{TEST_CONFIG}\n[webhooks]\nallow_private_urls = true\n{extra}\n[client.deadlines]\nmarketing = \"1s\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_reaches_each_subscribed_endpoint_once_signed_and_filtered() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &config("schedule = [\"200ms\"]\n")).await;
+    subscribe(&server, &receiver, "all", Mode::Ok, json!({})).await;
+    subscribe(
+        &server,
+        &receiver,
+        "sms-failed",
+        Mode::Ok,
+        json!({"events": ["message.failed"], "channels": ["sms"]}),
+    )
+    .await;
+    subscribe(
+        &server,
+        &receiver,
+        "email-delivered",
+        Mode::Ok,
+        json!({"events": ["message.delivered"], "channels": ["email"]}),
+    )
+    .await;
+
+    let mut delivered_sms = sms("+14155550100");
+    delivered_sms["reference"] = json!("order-1");
+    delivered_sms["metadata"] = json!({"tenant": "acme"});
+    let delivered_sms = server.submit(&delivered_sms).await;
+    let refused = server.submit(&sms("+14155550190")).await;
+    let bounced = server.submit(&email("bounce@sim.mdc.test")).await;
+    let delivered_email = server.submit(&email("alice@example.com")).await;
+    let delivered_push = server.submit(&push("device-token-1")).await;
+    // Marketing lives 1s here; its first try fails and the retry would
+    // come after that.
+    let mut expiring = sms("+14155550183");
+    expiring["type"] = json!("marketing");
+    expiring["priority"] = json!("bulk");
+    let expiring = server.submit(&expiring).await;
+    let expected: HashMap<&String, &str> = HashMap::from([
+        (&delivered_sms, "delivered"),
+        (&refused, "failed"),
+        (&bounced, "failed"),
+        (&delivered_email, "delivered"),
+        (&delivered_push, "delivered"),
+        (&expiring, "expired"),
+    ]);
+    for (id, status) in &expected {
+        let message = server.wait_terminal(id, WITHIN).await;
+        assert_eq!(message["status"], *status, "{message:#}");
+    }
+
+    // Every endpoint gets every matching event once: the final outcome of
+    // each message, the `sent` of those that got that far, suppressions.
+    let all = receiver
+        .wait("all", |r| {
+            expected.iter().all(|(id, status)| {
+                r.iter()
+                    .any(|d| kind(d) == format!("{id} message.{status}"))
+            })
+        })
+        .await;
+    let ids: HashSet<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "each event once");
+    assert!(all.iter().all(|d| d.verified), "every delivery verifies");
+    for id in [&delivered_sms, &bounced, &delivered_email, &delivered_push] {
+        assert!(
+            all.iter().any(|d| kind(d) == format!("{id} message.sent")),
+            "{id} sent"
+        );
+    }
+    let first: Value = all
+        .iter()
+        .map(|d| serde_json::from_slice::<Value>(&d.body).expect("json"))
+        .find(|e| e["message_id"] == json!(delivered_sms) && e["type"] == "message.delivered")
+        .expect("the delivered SMS");
+    assert_eq!(first["reference"], "order-1");
+    assert_eq!(first["metadata"]["tenant"], "acme");
+    assert_eq!(first["schema"], "mdc.outcome.v1");
+    assert_eq!(first["channel"], "sms");
+
+    let sms_failed = receiver.wait("sms-failed", |r| !r.is_empty()).await;
+    let kinds: HashSet<String> = sms_failed.iter().map(kind).collect();
+    assert_eq!(kinds, HashSet::from([format!("{refused} message.failed")]));
+    let email_delivered = receiver.received("email-delivered");
+    let kinds: Vec<String> = email_delivered.iter().map(kind).collect();
+    assert_eq!(kinds, [format!("{delivered_email} message.delivered")]);
+
+    // The independent verifier refuses a tampered body or timestamp.
+    let delivery = &all[0];
+    let secret = receiver.paths.lock().expect("lock")["all"]
+        .secret
+        .clone()
+        .expect("secret");
+    assert!(verify(&secret, &delivery.headers, &delivery.body));
+    let mut body = delivery.body.clone();
+    body[1] ^= 1;
+    assert!(!verify(&secret, &delivery.headers, &body), "tampered body");
+    let mut headers = delivery.headers.clone();
+    let timestamp: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .expect("ts")
+        .parse()
+        .expect("ts");
+    headers.insert(
+        "webhook-timestamp",
+        (timestamp + 1).to_string().parse().expect("header"),
+    );
+    assert!(
+        !verify(&secret, &headers, &delivery.body),
+        "tampered timestamp"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        &config("schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\"]\ntimeout = \"2s\"\ndisable_after = \"700ms\"\n"),
+    )
+    .await;
+    let sent_only = json!({"events": ["message.sent"]});
+    let flaky = subscribe(
+        &server,
+        &receiver,
+        "flaky",
+        Mode::FailTimes(2),
+        sent_only.clone(),
+    )
+    .await;
+    let dead = subscribe(
+        &server,
+        &receiver,
+        "dead",
+        Mode::Always(500),
+        sent_only.clone(),
+    )
+    .await;
+    let gone = subscribe(
+        &server,
+        &receiver,
+        "gone",
+        Mode::Always(410),
+        sent_only.clone(),
+    )
+    .await;
+    let hanging = subscribe(
+        &server,
+        &receiver,
+        "hanging",
+        Mode::Hang(Duration::from_secs(5)),
+        sent_only.clone(),
+    )
+    .await;
+    subscribe(&server, &receiver, "healthy", Mode::Ok, sent_only.clone()).await;
+
+    let first = server.submit(&sms("+14155550101")).await;
+    // The healthy endpoint gets it, alongside the hanging one's first try.
+    let got = receiver.wait("healthy", |r| r.len() == 1).await;
+    let first_id = got[0].id.clone();
+
+    // The flaky endpoint: two failures, then the same event, same id.
+    let flaky_got = receiver.wait("flaky", |r| r.len() == 1).await;
+    assert_eq!(flaky_got[0].id, first_id);
+    assert!(flaky_got[0].verified);
+    assert_eq!(receiver.calls("flaky", &first_id), 3);
+    let (_, attempts) = api(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{flaky}/attempts"),
+        None,
+    )
+    .await;
+    let statuses: Vec<Value> = attempts["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [json!(200), json!(500), json!(500)],
+        "{attempts:#}"
+    );
+
+    // 410 disables at once; always failing disables after disable_after.
+    let wait_disabled = |id: String| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + WITHIN;
+            loop {
+                let (_, endpoint) = api(
+                    server,
+                    reqwest::Method::GET,
+                    &format!("/v1/webhooks/{id}"),
+                    None,
+                )
+                .await;
+                if endpoint["enabled"] == false {
+                    return endpoint;
+                }
+                assert!(Instant::now() < deadline, "{endpoint:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let endpoint = wait_disabled(gone.clone()).await;
+    assert!(endpoint["disabled"]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("410"));
+    assert_eq!(receiver.total_calls("gone"), 1);
+    let endpoint = wait_disabled(dead.clone()).await;
+    assert!(
+        endpoint["disabled"]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("failed for"),
+        "{endpoint:#}"
+    );
+
+    // The hanging endpoint is failing now: the next message reaches the
+    // healthy one without waiting for it.
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let (_, endpoint) = api(
+            &server,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{hanging}"),
+            None,
+        )
+        .await;
+        if !endpoint["failing_since"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{endpoint:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = server.submit(&sms("+14155550102")).await;
+    let got = receiver.wait("healthy", |r| r.len() == 2).await;
+    let event: Value = serde_json::from_slice(&got[1].body).expect("json");
+    assert_eq!(event["message_id"], json!(second));
+    let at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(event["at"].clone()).expect("at");
+    assert!(
+        got[1].at - at < chrono::Duration::seconds(2),
+        "delivered {} after the outcome",
+        got[1].at - at
+    );
+    assert_eq!(
+        receiver.total_calls("gone"),
+        1,
+        "a disabled endpoint gets nothing"
+    );
+    let _ = first;
+}
+
+#[tokio::test]
+async fn webhook_urls_that_could_reach_inside_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    for url in [
+        "http://hooks.example.com/x",
+        "https://127.0.0.1/x",
+        "https://10.0.0.8/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost:8443/x",
+        "https://[::1]/x",
+    ] {
+        let (status, answer) = api(
+            &server,
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": url})),
+        )
+        .await;
+        assert_eq!(status, 422, "{url}: {answer}");
+        assert_eq!(answer["error"]["field"], "url", "{url}");
+    }
+    let (status, answer) = api(
+        &server,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        Some(json!({"url": "https://8.8.8.8/x", "events": ["message.teleported"]})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["field"], "events");
+    let (status, answer) = api(
+        &server,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        Some(json!({"events": []})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["field"], "url");
+    let (_, list) = api(&server, reqwest::Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(list["webhooks"], json!([]), "nothing was created");
+}
+
+/// `kill -9` while deliveries are pending: after a restart every outcome
+/// reaches the endpoint at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_outcome_is_lost_to_a_crash() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config("schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\n");
+    let mut server = Server::start_on(dir.path(), &config, port, &[]).await;
+    // Fails each event twice first: deliveries sit on the timers.
+    subscribe(
+        &server,
+        &receiver,
+        "slow",
+        Mode::FailTimes(2),
+        json!({"events": ["message.delivered"]}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 300 + n)))
+                .await,
+        );
+    }
+    // Some are delivered to the endpoint, others wait for a retry.
+    receiver.wait("slow", |r| !r.is_empty()).await;
+    server.signal("KILL");
+    assert!(!server.wait_exit(Duration::from_secs(10)));
+    let server = Server::start_on(dir.path(), &config, port, &[]).await;
+    for id in &ids {
+        let message = server.wait_terminal(id, WITHIN).await;
+        assert_eq!(message["status"], "delivered");
+    }
+    let got = receiver
+        .wait("slow", |r| {
+            let seen: HashSet<String> = r.iter().map(kind).collect();
+            ids.iter()
+                .all(|id| seen.contains(&format!("{id} message.delivered")))
+        })
+        .await;
+    assert!(got.iter().all(|d| d.verified));
+}
