@@ -47,6 +47,40 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Manage the webhook endpoints of a running server.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksCommand,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List the endpoints.
+    List,
+    /// Create an endpoint and print it with its secret (shown once).
+    Create {
+        /// Where to deliver: an https URL.
+        url: String,
+        /// Event types to deliver (message.delivered, message.failed, ...);
+        /// repeat the flag for several; none means all.
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Channels to deliver (sms, email, push); none means all.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Print an endpoint's latest delivery attempts.
+    Attempts {
+        /// The endpoint id (wh_…).
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +351,83 @@ pub async fn status(id: &str, server: &str) -> anyhow::Result<()> {
             line.push_str(&format!("  error: {error}"));
         }
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// `mdc webhooks …`: the webhook API, printed for people.
+pub async fn webhooks(action: &WebhooksCommand, server: &str) -> anyhow::Result<()> {
+    let base = format!("{}/v1/webhooks", server.trim_end_matches('/'));
+    let http = client()?;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    match action {
+        WebhooksCommand::List => {
+            let body = answer(
+                http.get(&base)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {base}"))?,
+            )
+            .await?;
+            for endpoint in body["webhooks"].as_array().into_iter().flatten() {
+                let state = if endpoint["enabled"] == true {
+                    "enabled".to_owned()
+                } else {
+                    format!("disabled ({})", text(&endpoint["disabled"]["reason"]))
+                };
+                println!(
+                    "{}  {}  {}  events={} channels={}",
+                    text(&endpoint["id"]),
+                    text(&endpoint["url"]),
+                    state,
+                    endpoint["events"],
+                    endpoint["channels"]
+                );
+            }
+        }
+        WebhooksCommand::Create {
+            url,
+            events,
+            channels,
+            description,
+        } => {
+            let body = answer(
+                http.post(&base)
+                    .json(&json!({
+                        "url": url, "events": events, "channels": channels, "description": description
+                    }))
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {base}"))?,
+            )
+            .await?;
+            println!("{}", text(&body["id"]));
+            println!("secret: {} (shown only now)", text(&body["secret"]));
+        }
+        WebhooksCommand::Attempts { id, limit } => {
+            let url = format!("{base}/{id}/attempts?limit={limit}");
+            let body = answer(
+                http.get(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {url}"))?,
+            )
+            .await?;
+            for attempt in body["attempts"].as_array().into_iter().flatten() {
+                let outcome = match attempt["status"].as_u64() {
+                    Some(status) => status.to_string(),
+                    None => format!("error: {}", text(&attempt["error"])),
+                };
+                println!(
+                    "{}  {}  try {}  {}  {} ms",
+                    text(&attempt["at"]),
+                    text(&attempt["event_id"]),
+                    attempt["attempt"],
+                    outcome,
+                    attempt["latency_ms"]
+                );
+            }
+        }
     }
     Ok(())
 }

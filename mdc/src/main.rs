@@ -58,6 +58,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             vendor: cli::SimulateCommand::Kaleyra(args),
         } => simulate_kaleyra(args).await,
         Command::Status { id, server } => cli::status(&id, &server.server).await,
+        Command::Webhooks { action, server } => cli::webhooks(&action, &server.server).await,
     }
 }
 

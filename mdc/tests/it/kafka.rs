@@ -476,7 +476,7 @@ async fn topics_create_makes_the_topics_once_and_reports_what_exists() {
         String::from_utf8(output.stdout).expect("utf-8")
     };
     let first = run();
-    assert_eq!(first.lines().count(), 11, "{first}");
+    assert_eq!(first.lines().count(), 12, "{first}");
     assert!(
         first.contains(".sms.critical: created with 4 partitions"),
         "{first}"
@@ -490,7 +490,7 @@ async fn topics_create_makes_the_topics_once_and_reports_what_exists() {
         "{first}"
     );
     let second = run();
-    assert_eq!(second.lines().count(), 11, "{second}");
+    assert_eq!(second.lines().count(), 12, "{second}");
     assert!(
         second.lines().all(|l| l.contains(": exists with")),
         "{second}"

@@ -573,3 +573,71 @@ async fn no_outcome_is_lost_to_a_crash() {
         .await;
     assert!(got.iter().all(|d| d.verified));
 }
+
+/// `mdc webhooks create|list|attempts` against a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_and_shows_attempts() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &config("")).await;
+    let url = receiver.path("cli", Mode::Ok);
+    let mdc = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+            .args(args)
+            .args(["--server", &server.base])
+            .output()
+            .expect("mdc");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let created = mdc(&[
+        "webhooks",
+        "create",
+        &url,
+        "--event",
+        "message.delivered",
+        "--channel",
+        "sms",
+    ]);
+    let mut lines = created.lines();
+    let id = lines.next().expect("id").to_owned();
+    assert!(id.starts_with("wh_"), "{created}");
+    let secret = lines.next().expect("secret line");
+    assert!(secret.starts_with("secret: whsec_"), "{created}");
+    receiver.set_secret(
+        "cli",
+        secret
+            .trim_start_matches("secret: ")
+            .split(' ')
+            .next()
+            .expect("secret"),
+    );
+    let listed = mdc(&["webhooks", "list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("enabled"),
+        "{listed}"
+    );
+
+    server.submit(&sms("+14155550103")).await;
+    let got = receiver.wait("cli", |r| r.len() == 1).await;
+    assert!(got[0].verified);
+    let attempts = mdc(&["webhooks", "attempts", &id]);
+    assert!(
+        attempts.contains(&got[0].id) && attempts.contains(" 200 "),
+        "{attempts}"
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+        .args(["webhooks", "create", "ftp://x", "--server", &server.base])
+        .output()
+        .expect("mdc");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("url"),
+        "names the field"
+    );
+}
