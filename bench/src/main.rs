@@ -5,6 +5,11 @@
 //! - end-to-end msg/s: messages per second from the first submit until all
 //!   of them are `delivered` (polled from `/v1/stats`).
 //!
+//! With `--webhooks`, a receiver on loopback subscribes to
+//! `message.delivered` and answers 200 at once; the program also prints
+//! webhook deliveries per second and the latency from each status change
+//! (the event's `at`) to its receipt.
+//!
 //! `--spawn PATH` starts a fresh server from the binary at PATH on a free port
 //! with an empty data directory, so one command measures a clean run.
 
@@ -42,6 +47,58 @@ struct Args {
     /// Give up waiting for delivery after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Also measure webhook fan-out: one endpoint on loopback receiving
+    /// every `message.delivered` (a spawned server is configured to allow
+    /// it; a running one needs `webhooks.allow_private_urls = true`).
+    #[arg(long)]
+    webhooks: bool,
+}
+
+/// What the webhook receiver saw: receipt times and latencies (µs).
+#[derive(Default)]
+struct Receipts {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    latency: Vec<u64>,
+}
+
+/// Starts a receiver that answers 200 at once; returns its URL.
+fn start_receiver(
+    receipts: Arc<std::sync::Mutex<Receipts>>,
+) -> anyhow::Result<String> {
+    let data = actix_web::web::Data::from(receipts);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(data.clone()).default_service(
+            actix_web::web::to(
+                |body: actix_web::web::Bytes,
+                 receipts: actix_web::web::Data<std::sync::Mutex<Receipts>>| async move {
+                    let now = chrono::Utc::now();
+                    let at = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|e| e["at"].as_str().map(str::to_owned))
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok());
+                    let mut r = receipts.lock().unwrap_or_else(|p| p.into_inner());
+                    let instant = Instant::now();
+                    r.first.get_or_insert(instant);
+                    r.last = Some(instant);
+                    if let Some(at) = at {
+                        let micros = (now - at.with_timezone(&chrono::Utc))
+                            .num_microseconds()
+                            .unwrap_or(0)
+                            .max(1);
+                        r.latency.push(micros as u64);
+                    }
+                    actix_web::HttpResponse::Ok().finish()
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))?;
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    Ok(format!("http://127.0.0.1:{port}/hook"))
 }
 
 /// The server process and its data directory, removed when dropped.
@@ -110,9 +167,17 @@ async fn main() -> anyhow::Result<()> {
                 .arg(dir.path().join("data"))
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null());
-            if let Some(config) = &args.config {
-                command.arg("--config").arg(config);
+            let mut config = match &args.config {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                None => String::new(),
+            };
+            if args.webhooks {
+                config.push_str("\n[webhooks]\nallow_private_urls = true\n");
             }
+            let config_path = dir.path().join("bench.toml");
+            std::fs::write(&config_path, config)?;
+            command.arg("--config").arg(&config_path);
             let child = command
                 .spawn()
                 .with_context(|| format!("starting {}", binary.display()))?;
@@ -133,6 +198,21 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (baseline, _) = delivered(&http, &url).await?;
+    let receipts = Arc::new(std::sync::Mutex::new(Receipts::default()));
+    if args.webhooks {
+        let hook = start_receiver(receipts.clone())?;
+        let response = http
+            .post(format!("{url}/v1/webhooks"))
+            .json(&json!({"url": hook, "events": ["message.delivered"], "description": "mdc-bench"}))
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            bail!(
+                "could not register the webhook receiver: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
 
     eprintln!(
         "Submitting {} {} messages at concurrency {} to {url}",
@@ -245,5 +325,37 @@ async fn main() -> anyhow::Result<()> {
         done as f64 / end_to_end.as_secs_f64()
     );
     println!("end-to-end time        {:.2} s", end_to_end.as_secs_f64());
+    if args.webhooks {
+        let deadline = Instant::now() + Duration::from_secs(args.timeout);
+        loop {
+            let got = receipts.lock().map(|r| r.latency.len()).unwrap_or(0) as u64;
+            if got >= done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = receipts.lock().map_err(|_| anyhow::anyhow!("receipts lock"))?;
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        for &micros in &r.latency {
+            histogram.record(micros.min(600_000_000))?;
+        }
+        let span = match (r.first, r.last) {
+            (Some(first), Some(last)) => (last - first).as_secs_f64().max(0.001),
+            _ => 1.0,
+        };
+        println!("webhook deliveries     {}", r.latency.len());
+        println!(
+            "webhook deliveries/s   {:.0}   (target >= 5000)",
+            r.latency.len() as f64 / span
+        );
+        println!(
+            "webhook latency p50    {:.2} ms",
+            ms(histogram.value_at_quantile(0.50))
+        );
+        println!(
+            "webhook latency p99    {:.2} ms   (target <= 50 ms)",
+            ms(histogram.value_at_quantile(0.99))
+        );
+    }
     Ok(())
 }

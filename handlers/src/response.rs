@@ -284,13 +284,7 @@ impl ResponseHandler {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");
                 if reported.is_some() {
-                    mdc_core::outcome::publish_current(
-                        &*self.store,
-                        &*self.queue,
-                        &id,
-                        report.vendor_at,
-                    )
-                    .await?;
+                    self.publish(&id, &report).await?;
                 }
                 self.suppress_if_asked(&id, &report).await?;
             }
@@ -300,13 +294,7 @@ impl ResponseHandler {
                 // store write and its outcome event: publish it again (the
                 // same event id).
                 if reported == Some(current) {
-                    mdc_core::outcome::publish_current(
-                        &*self.store,
-                        &*self.queue,
-                        &id,
-                        report.vendor_at,
-                    )
-                    .await?;
+                    self.publish(&id, &report).await?;
                 }
                 self.suppress_if_asked(&id, &report).await?;
             }
@@ -325,6 +313,13 @@ impl ResponseHandler {
 
     /// Adds the message's recipient to the suppression list when the report
     /// says it cannot or will not take messages.
+    /// Publishes the message's outcome, with the vendor's time.
+    async fn publish(&self, id: &MessageId, report: &DeliveryReport) -> Result<(), Unapplied> {
+        mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, report.vendor_at)
+            .await?;
+        Ok(())
+    }
+
     /// Publishes `suppression.added` for an entry this message's report
     /// made, also when it was made before a crash (same event id).
     async fn suppress_if_asked(

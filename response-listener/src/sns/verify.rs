@@ -211,6 +211,11 @@ impl Verifier {
 
     /// Fetches `url` (a SubscribeURL) if it passes the host check.
     pub async fn confirm(&self, url: &str) -> Result<(), Rejected> {
+        self.fetch(url, "SubscribeURL").await.map(drop)
+    }
+
+    /// GETs a URL that passed the host check; `what` names it in errors.
+    async fn fetch(&self, url: &str, what: &str) -> Result<reqwest::Response, Rejected> {
         if !self.trusts(url) {
             return Err(Rejected::UntrustedUrl(url.to_owned()));
         }
@@ -222,11 +227,11 @@ impl Verifier {
             .map_err(|e| Rejected::Unreachable(e.without_url().to_string()))?;
         if !response.status().is_success() {
             return Err(Rejected::Unreachable(format!(
-                "SubscribeURL answered {}",
+                "{what} answered {}",
                 response.status()
             )));
         }
-        Ok(())
+        Ok(response)
     }
 
     async fn public_key(&self, url: &str) -> Result<Arc<Vec<u8>>, Rejected> {
@@ -239,19 +244,9 @@ impl Verifier {
                 return Ok(key.clone());
             }
         }
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| Rejected::Unreachable(e.without_url().to_string()))?;
-        if !response.status().is_success() {
-            return Err(Rejected::Unreachable(format!(
-                "the certificate URL answered {}",
-                response.status()
-            )));
-        }
-        let pem = response
+        let pem = self
+            .fetch(url, "the certificate URL")
+            .await?
             .bytes()
             .await
             .map_err(|e| Rejected::Unreachable(e.without_url().to_string()))?;
