@@ -63,13 +63,12 @@ struct Receipts {
 }
 
 /// Starts a receiver that answers 200 at once; returns its URL.
-fn start_receiver(
-    receipts: Arc<std::sync::Mutex<Receipts>>,
-) -> anyhow::Result<String> {
+fn start_receiver(receipts: Arc<std::sync::Mutex<Receipts>>) -> anyhow::Result<String> {
     let data = actix_web::web::Data::from(receipts);
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().app_data(data.clone()).default_service(
-            actix_web::web::to(
+        actix_web::App::new()
+            .app_data(data.clone())
+            .default_service(actix_web::web::to(
                 |body: actix_web::web::Bytes,
                  receipts: actix_web::web::Data<std::sync::Mutex<Receipts>>| async move {
                     let now = chrono::Utc::now();
@@ -90,8 +89,7 @@ fn start_receiver(
                     }
                     actix_web::HttpResponse::Ok().finish()
                 },
-            ),
-        )
+            ))
     })
     .workers(1)
     .disable_signals()
@@ -203,7 +201,9 @@ async fn main() -> anyhow::Result<()> {
         let hook = start_receiver(receipts.clone())?;
         let response = http
             .post(format!("{url}/v1/webhooks"))
-            .json(&json!({"url": hook, "events": ["message.delivered"], "description": "mdc-bench"}))
+            .json(
+                &json!({"url": hook, "events": ["message.delivered"], "description": "mdc-bench"}),
+            )
             .send()
             .await?;
         if response.status().as_u16() != 201 {
@@ -334,7 +334,9 @@ async fn main() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let r = receipts.lock().map_err(|_| anyhow::anyhow!("receipts lock"))?;
+        let r = receipts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("receipts lock"))?;
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         for &micros in &r.latency {
             histogram.record(micros.min(600_000_000))?;
