@@ -385,7 +385,21 @@ impl Feedback {
         self.webhooks.update(&current).await?;
         self.invalidate();
         tracing::warn!(endpoint = %endpoint.id, %reason, "Disabled a webhook endpoint");
-        Ok(())
+        // Said where the endpoint's owner looks: its attempt log.
+        self.webhooks
+            .record_attempt(&WebhookAttempt {
+                endpoint_id: endpoint.id.clone(),
+                event_id: "-".to_owned(),
+                attempt: 0,
+                at: mdc_core::now(),
+                status: None,
+                latency_ms: 0,
+                error: Some(format!("endpoint disabled: {reason}")),
+                response: String::new(),
+                succeeded: false,
+                event: None,
+            })
+            .await
     }
 
     /// One signed POST; the attempt is recorded whatever happens.

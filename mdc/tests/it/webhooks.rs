@@ -440,6 +440,19 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         .expect("reason")
         .contains("410"));
     assert_eq!(receiver.total_calls("gone"), 1);
+    let (_, attempts) = api(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{gone}/attempts"),
+        None,
+    )
+    .await;
+    assert!(
+        attempts["attempts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("endpoint disabled: ")),
+        "the attempt log says so: {attempts:#}"
+    );
     let endpoint = wait_disabled(dead.clone()).await;
     assert!(
         endpoint["disabled"]["reason"]
