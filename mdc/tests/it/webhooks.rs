@@ -80,6 +80,12 @@ impl Receiver {
         format!("http://127.0.0.1:{}/{name}", self.port)
     }
 
+    fn set_mode(&self, name: &str, mode: Mode) {
+        if let Some(path) = self.paths.lock().expect("lock").get_mut(name) {
+            path.mode = mode;
+        }
+    }
+
     fn set_secret(&self, name: &str, secret: &str) {
         if let Some(path) = self.paths.lock().expect("lock").get_mut(name) {
             path.secret = Some(secret.to_owned());
@@ -653,4 +659,68 @@ async fn the_cli_creates_lists_and_shows_attempts() {
         String::from_utf8_lossy(&output.stderr).contains("url"),
         "names the field"
     );
+}
+
+/// A delivery given up after its last try is sent again by `recover`, with
+/// the same `webhook-id`, once the endpoint works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_delivers_again_what_failed() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &config("schedule = [\"100ms\"]\n")).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let id = subscribe(
+        &server,
+        &receiver,
+        "down",
+        Mode::Always(500),
+        json!({"events": ["message.sent"]}),
+    )
+    .await;
+    server.submit(&sms("+14155550104")).await;
+    // The first try and the one retry of the schedule, both failed.
+    let deadline = Instant::now() + WITHIN;
+    let event_id = loop {
+        let (_, attempts) = api(
+            &server,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{id}/attempts"),
+            None,
+        )
+        .await;
+        let list = attempts["attempts"].as_array().cloned().unwrap_or_default();
+        if list.len() >= 2 {
+            break list[0]["event_id"].as_str().expect("event id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "{attempts:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(receiver.calls("down", &event_id), 2);
+    assert!(receiver.received("down").is_empty());
+
+    receiver.set_mode("down", Mode::Ok);
+    let (status, answer) = api(
+        &server,
+        reqwest::Method::POST,
+        &format!(
+            "/v1/webhooks/{id}/recover?since={}",
+            since.to_rfc3339().replace('+', "%2B")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["recovering"], 1);
+    let got = receiver.wait("down", |r| r.len() == 1).await;
+    assert_eq!(got[0].id, event_id, "the same webhook-id");
+    assert!(got[0].verified);
+    let (status, answer) = api(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/recover?since=yesterday"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["field"], "since");
 }
