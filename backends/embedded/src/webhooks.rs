@@ -166,6 +166,28 @@ impl Webhooks for EmbeddedWebhooks {
         Ok(out)
     }
 
+    async fn prune_attempts(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let cutoff = format!("{:016x}", before.timestamp_millis().max(0));
+        Ok(self
+            .db
+            .write(false, move |txn| {
+                let mut table = txn.open_table(ATTEMPTS)?;
+                let mut old = Vec::new();
+                for entry in table.iter()? {
+                    let (key, _) = entry?;
+                    let (endpoint, time) = key.value();
+                    if time < cutoff.as_str() {
+                        old.push((endpoint.to_owned(), time.to_owned()));
+                    }
+                }
+                for (endpoint, time) in &old {
+                    table.remove((endpoint.as_str(), time.as_str()))?;
+                }
+                Ok(old.len() as u64)
+            })
+            .await?)
+    }
+
     async fn save_pending(&self, pending: &PendingDelivery) -> Result<(), StoreError> {
         let (key, bytes) = (
             pending.key.as_str().to_owned(),

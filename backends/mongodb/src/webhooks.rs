@@ -32,9 +32,12 @@ impl MongoWebhooks {
         let attempts = database.collection::<Document>(&format!("{prefix}webhook_attempts"));
         let pending = database.collection::<Document>(&format!("{prefix}webhook_pending"));
         attempts
-            .create_indexes([IndexModel::builder()
-                .keys(doc! { "endpoint_id": 1, "at_ms": -1 })
-                .build()])
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! { "endpoint_id": 1, "at_ms": -1 })
+                    .build(),
+                IndexModel::builder().keys(doc! { "at_ms": 1 }).build(),
+            ])
             .await
             .map_err(unavailable)?;
         pending
@@ -147,6 +150,15 @@ impl Webhooks for MongoWebhooks {
             .await
             .map_err(unavailable)?;
         documents.into_iter().map(decode).collect()
+    }
+
+    async fn prune_attempts(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let result = self
+            .attempts
+            .delete_many(doc! { "at_ms": { "$lt": before.timestamp_millis() } })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count)
     }
 
     async fn save_pending(&self, pending: &PendingDelivery) -> Result<(), StoreError> {

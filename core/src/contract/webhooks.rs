@@ -131,6 +131,42 @@ pub async fn lists_attempts_newest_first(webhooks: Arc<dyn Webhooks>) {
     );
 }
 
+pub async fn prunes_old_attempts(webhooks: Arc<dyn Webhooks>) {
+    let hook = endpoint("https://a.example/hook");
+    let other = endpoint("https://b.example/hook");
+    webhooks.create(&hook).await.expect("create");
+    webhooks.create(&other).await.expect("create");
+    let now = crate::now();
+    for (n, age) in [(1, 90), (2, 30), (3, 5)] {
+        webhooks
+            .record_attempt(&attempt(&hook.id, n, now - Duration::minutes(age)))
+            .await
+            .expect("record");
+    }
+    webhooks
+        .record_attempt(&attempt(&other.id, 4, now - Duration::minutes(120)))
+        .await
+        .expect("record");
+    let pruned = webhooks
+        .prune_attempts(now - Duration::minutes(60))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 2);
+    let left: Vec<u32> = webhooks
+        .attempts(&hook.id, None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(left, [3, 2]);
+    assert!(webhooks
+        .attempts(&other.id, None, 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
 pub async fn keeps_pending_deliveries(webhooks: Arc<dyn Webhooks>) {
     let pending = PendingDelivery {
         key: MessageId::generate(),
@@ -166,6 +202,7 @@ macro_rules! webhooks_contract {
             [
                 keeps_endpoints,
                 lists_attempts_newest_first,
+                prunes_old_attempts,
                 keeps_pending_deliveries,
             ]
         );

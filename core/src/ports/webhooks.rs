@@ -112,6 +112,9 @@ pub trait Webhooks: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<WebhookAttempt>, StoreError>;
 
+    /// Deletes attempts made before `before`; returns how many.
+    async fn prune_attempts(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     async fn save_pending(&self, pending: &PendingDelivery) -> Result<(), StoreError>;
 
     async fn pending(&self, key: &MessageId) -> Result<Option<PendingDelivery>, StoreError>;

@@ -63,6 +63,9 @@ pub struct FeedbackConfig {
     /// Local development and tests only: allow http and internal
     /// addresses (loopback, private networks).
     pub allow_private_urls: bool,
+    /// Attempts older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub attempt_retention: Duration,
 }
 
 impl Default for FeedbackConfig {
@@ -83,6 +86,7 @@ impl Default for FeedbackConfig {
             max_in_flight: 256,
             per_endpoint: 32,
             allow_private_urls: false,
+            attempt_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -106,6 +110,14 @@ impl FeedbackConfig {
             return Err(InvalidSetting::new(
                 "webhooks.disable_after",
                 "must be between 100ms and 70 days",
+            ));
+        }
+        if self.attempt_retention < Duration::from_secs(1)
+            || self.attempt_retention > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(InvalidSetting::new(
+                "webhooks.attempt_retention",
+                "must be between 1s and 365 days",
             ));
         }
         if self.max_in_flight == 0 || self.per_endpoint == 0 {
@@ -179,6 +191,7 @@ impl Feedback {
             )
             .await?;
         let retries = tokio::spawn(self.clone().retry_loop(shutdown.clone()));
+        let pruner = tokio::spawn(self.clone().prune_loop(shutdown.clone()));
         while !shutdown.is_cancelled() {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -194,7 +207,28 @@ impl Feedback {
         }
         consumer.close().await.ok();
         retries.await?;
+        pruner.await?;
         Ok(())
+    }
+
+    /// Deletes old attempts every quarter of the retention (at most
+    /// hourly), so the attempt log stays bounded.
+    async fn prune_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = (self.config.attempt_retention / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let before = mdc_core::now()
+                - chrono::Duration::from_std(self.config.attempt_retention).unwrap_or_default();
+            match self.webhooks.prune_attempts(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "Deleted old webhook attempts"),
+                Err(e) => tracing::warn!(error = %e, "Could not delete old webhook attempts"),
+            }
+        }
     }
 
     /// One message's events in order, messages in parallel; each record

@@ -724,3 +724,40 @@ async fn recover_delivers_again_what_failed() {
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "since");
 }
+
+/// The attempt log is pruned after `webhooks.attempt_retention`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_attempts_are_pruned() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &config("attempt_retention = \"1s\"\n")).await;
+    let id = subscribe(
+        &server,
+        &receiver,
+        "kept",
+        Mode::Ok,
+        json!({"events": ["message.sent"]}),
+    )
+    .await;
+    server.submit(&sms("+14155550105")).await;
+    receiver.wait("kept", |r| r.len() == 1).await;
+    assert_eq!(attempt_count(&server, &id).await, 1);
+    let deadline = Instant::now() + WITHIN;
+    while attempt_count(&server, &id).await > 0 {
+        assert!(Instant::now() < deadline, "the attempt was never pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn attempt_count(server: &Server, id: &str) -> usize {
+    api(
+        server,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}/attempts"),
+        None,
+    )
+    .await
+    .1["attempts"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
