@@ -359,6 +359,20 @@ mod tests {
         assert_eq!(config.dispatcher.retry_schedule.len(), 2);
     }
 
+    /// `mdc serve` prints errors with their whole chain (`{:#}`): an
+    /// invalid setting must read once, not twice.
+    #[test]
+    fn an_invalid_setting_is_printed_once() {
+        let error = anyhow::Error::from(ConfigError::from(InvalidSetting::new(
+            "webhooks.timeout",
+            "must be between 100ms and 1m",
+        )));
+        assert_eq!(
+            format!("{error:#}"),
+            "invalid config: webhooks.timeout must be between 100ms and 1m"
+        );
+    }
+
     #[test]
     fn errors_name_the_key() {
         let cases = [
