@@ -283,6 +283,7 @@ pub fn enrich(
         deadline,
         reference,
         metadata: request.metadata.clone(),
+        service: None,
     };
     Ok((message, warnings))
 }

@@ -26,6 +26,9 @@ pub struct Submitted {
 pub enum SubmitError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The idempotency key was used before for a different message.
+    #[error("{0}")]
+    Conflict(ValidationError),
     /// Nothing was queued; the caller may retry (with the same idempotency key).
     #[error("cannot accept messages right now: {0}")]
     Unavailable(#[source] mdc_core::ports::BoxError),
@@ -78,7 +81,19 @@ impl Submitter {
     /// Producing a message twice is harmless: the dispatcher's claim lets
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
-        let (message, warnings) = enrich(request, &self.config)?;
+        self.submit_as(request, None).await
+    }
+
+    /// As [`Submitter::submit`], for `service`: the message records it, and
+    /// its idempotency key is that service's own. A key reused with a
+    /// different message is refused ([`SubmitError::Conflict`]).
+    pub async fn submit_as(
+        &self,
+        request: &SubmitRequest,
+        service: Option<&str>,
+    ) -> Result<Submitted, SubmitError> {
+        let (mut message, warnings) = enrich(request, &self.config)?;
+        message.service = service.map(str::to_owned);
         if let Some(list) = &self.suppressions {
             if let Some(entry) = list.get(message.channel(), &message.to).await? {
                 return Err(ValidationError::new(
@@ -115,6 +130,16 @@ impl Submitter {
                 })
             }
             Created::Existing(existing) => {
+                if !existing.message.same_request(&message) {
+                    return Err(SubmitError::Conflict(ValidationError::new(
+                        "idempotency_key",
+                        "reused",
+                        format!(
+                            "this idempotency key was used for another message ({}); use a new key for a different message",
+                            existing.message.id
+                        ),
+                    )));
+                }
                 // Not yet picked up: an earlier submission may have failed to
                 // reach the queue, so produce it (again) before answering.
                 let unsent = matches!(existing.status, Status::Accepted | Status::Queued)

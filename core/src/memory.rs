@@ -71,13 +71,13 @@ impl Store for MemoryStore {
         self.check()?;
         let mut keys = lock(&self.keys);
         let mut records = lock(&self.records);
-        if let Some(id) = keys.get(&record.message.idempotency_key) {
+        if let Some(id) = keys.get(&record.message.idempotency_scope()) {
             if let Some(existing) = records.get(id) {
                 return Ok(Created::Existing(Box::new(existing.clone())));
             }
         }
         keys.insert(
-            record.message.idempotency_key.clone(),
+            record.message.idempotency_scope(),
             record.message.id.clone(),
         );
         records.insert(record.message.id.clone(), record.clone());
@@ -128,7 +128,7 @@ impl Store for MemoryStore {
         });
         if untouched {
             records.remove(&message.id);
-            lock(&self.keys).remove(&message.idempotency_key);
+            lock(&self.keys).remove(&message.idempotency_scope());
         }
         Ok(untouched)
     }
@@ -160,7 +160,10 @@ impl Store for MemoryStore {
             .filter(|r| filter.matches(r))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.message.id.cmp(&a.message.id));
+        out.sort_by_key(|r| filter.sort.key(r));
+        if filter.sort.descending() {
+            out.reverse();
+        }
         out.truncate(filter.limit);
         for record in &mut out {
             record.events.clear();
@@ -548,5 +551,38 @@ impl crate::ports::Checkpoints for MemoryCheckpoints {
     async fn save(&self, name: &str, value: &serde_json::Value) -> Result<(), StoreError> {
         lock(&self.values).insert(name.to_owned(), value.clone());
         Ok(())
+    }
+}
+
+/// API keys in memory.
+#[derive(Default)]
+pub struct MemoryKeys {
+    keys: Mutex<Vec<crate::ports::ApiKey>>,
+}
+
+#[async_trait]
+impl crate::ports::ApiKeys for MemoryKeys {
+    async fn create(&self, key: &crate::ports::ApiKey) -> Result<(), StoreError> {
+        lock(&self.keys).push(key.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<crate::ports::ApiKey>, StoreError> {
+        Ok(lock(&self.keys).iter().find(|k| k.id == id).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<crate::ports::ApiKey>, StoreError> {
+        Ok(lock(&self.keys).clone())
+    }
+
+    async fn revoke(&self, id: &str, at: crate::Timestamp) -> Result<bool, StoreError> {
+        let mut keys = lock(&self.keys);
+        match keys.iter_mut().find(|k| k.id == id) {
+            Some(key) if key.revoked_at.is_none() => {
+                key.revoked_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

@@ -148,11 +148,38 @@ pub struct Message {
     /// The caller's key-value data, returned with every outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The internal service whose API key submitted it; none when the API
+    /// runs without keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl Message {
     pub fn channel(&self) -> Channel {
         self.content.channel()
+    }
+
+    /// The idempotency key as stores keep it unique: per service, so two
+    /// services' keys never collide.
+    pub fn idempotency_scope(&self) -> String {
+        match &self.service {
+            Some(service) => format!("{service}\u{1f}{}", self.idempotency_key),
+            None => self.idempotency_key.clone(),
+        }
+    }
+
+    /// Whether `other` asks for the same message: same recipient, content,
+    /// priority, type, sender, reference and metadata. A reused idempotency
+    /// key with a different request is refused.
+    pub fn same_request(&self, other: &Message) -> bool {
+        self.to == other.to
+            && self.content == other.content
+            && self.priority == other.priority
+            && self.message_type == other.message_type
+            && self.sender == other.sender
+            && self.reference == other.reference
+            && self.metadata == other.metadata
+            && self.service == other.service
     }
 }
 

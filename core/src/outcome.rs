@@ -46,6 +46,9 @@ pub struct OutcomeEvent {
     /// The caller's `metadata`, given at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The service that submitted the message; its webhooks get the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     pub channel: Channel,
@@ -92,6 +95,7 @@ impl OutcomeEvent {
             message_id: Some(record.message.id.clone()),
             reference: record.message.reference.clone(),
             metadata: record.message.metadata.clone(),
+            service: record.message.service.clone(),
             status: Some(record.status),
             channel: record.message.channel(),
             provider: record.provider.clone(),
@@ -116,6 +120,7 @@ impl OutcomeEvent {
             message_id: suppression.message_id.clone(),
             reference: None,
             metadata: None,
+            service: None,
             status: None,
             channel: suppression.channel,
             provider: suppression

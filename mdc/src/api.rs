@@ -13,22 +13,29 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::Engine as _;
 use futures::StreamExt;
 use mdc_client::{SubmitError, SubmitRequest, Submitter};
 use mdc_core::message::PushTarget;
-use mdc_core::ports::{Device, DeviceRegistry, ListFilter, Platform, ProviderError, Store};
+use mdc_core::ports::{
+    Device, DeviceRegistry, ListFilter, Platform, ProviderError, Queue, Scope, SortOrder, Store,
+    Transition, Updated,
+};
 use mdc_core::{Channel, MessageId, MessageRecord, Status};
 use mdc_providers::sns::SnsPushProvider;
 use mdc_simulators::Ledger;
 use serde_json::{json, Value};
 
-/// Most messages a list returns.
+use crate::auth::Caller;
+
+/// Most entries a suppression list returns.
 const MAX_LIST: usize = 1000;
 
 #[derive(Clone)]
 pub struct State {
     pub submitter: Submitter,
     pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
     /// The simulators' ledger, when simulators are in use.
     pub ledger: Option<Arc<Ledger>>,
     /// Vendor callbacks (the response listener's endpoints).
@@ -43,6 +50,8 @@ pub struct State {
     pub webhooks: Arc<dyn mdc_core::ports::Webhooks>,
     /// Webhook delivery: its settings, and `recover`.
     pub feedback: Arc<mdc_handlers::Feedback>,
+    /// API keys and per-service rates.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// `ok` while every worker runs; `restarts` counts workers that panicked
@@ -88,6 +97,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                     cfg.route("/v1/messages", web::post().to(submit))
                         .route("/v1/messages", web::get().to(list))
                         .route("/v1/messages/{id}", web::get().to(get))
+                        .route("/v1/messages/{id}/cancel", web::post().to(cancel))
                         .route("/v1/stats", web::get().to(stats))
                         .route("/v1/devices", web::post().to(register_device))
                         .route("/v1/devices/{id}", web::get().to(get_device))
@@ -99,7 +109,8 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                             web::delete().to(remove_suppression),
                         )
                         .route("/v1/simulator/sends", web::get().to(simulator_sends))
-                        .configure(crate::webhooks_api::routes);
+                        .configure(crate::webhooks_api::routes)
+                        .configure(crate::keys_api::routes);
                 }
             })
             .default_service(web::to(|| async {
@@ -114,11 +125,12 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
 
 /// An error answer: `{"error": {"field", "rule", "message"}}`.
 #[derive(Debug)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     status: StatusCode,
     field: Option<String>,
     rule: Option<&'static str>,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -128,10 +140,17 @@ impl ApiError {
             field: None,
             rule: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
-    fn field(mut self, field: &str) -> Self {
+    /// Seconds for the `Retry-After` header.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub(crate) fn field(mut self, field: &str) -> Self {
         self.field = Some(field.to_owned());
         self
     }
@@ -162,8 +181,14 @@ impl actix_web::ResponseError for ApiError {
             body["rule"] = json!(rule);
         }
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        let retry_after = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(seconds) = retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(json!({ "error": body }))
     }
@@ -224,10 +249,13 @@ pub(crate) async fn read_body(
 }
 
 async fn submit(
+    caller: Caller,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Send)?;
+    state.auth.check_rate(caller.service.as_deref())?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
@@ -250,25 +278,78 @@ async fn submit(
         };
         unprocessable(&field, "type", inner)
     })?;
-    match state.submitter.submit(&request).await {
+    match state
+        .submitter
+        .submit_as(&request, caller.service.as_deref())
+        .await
+    {
         Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
         Err(SubmitError::Invalid(e)) => Err(unprocessable(&e.field, e.rule, e.message)),
+        Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)
+            .field(&e.field)
+            .rule(e.rule)),
         Err(e @ SubmitError::Unavailable(_)) => Err(unavailable(e)),
     }
 }
 
-/// The message as support sees it.
-fn view(record: &MessageRecord, with_events: bool) -> Value {
+/// What stands for a body that is not shown.
+fn hidden(text: &str) -> Value {
+    json!(format!("[hidden: {} characters]", text.chars().count()))
+}
+
+/// The content as `caller` may see it: bodies in clear only with
+/// `read:pii`, and never for OTPs.
+fn content_view(message: &mdc_core::Message, pii: bool) -> Value {
+    let mut content = json!(message.content);
+    if pii && message.message_type != mdc_core::MessageType::Otp {
+        return content;
+    }
+    if let Value::Object(fields) = &mut content {
+        for field in ["body", "text", "html", "title"] {
+            if let Some(Value::String(text)) = fields.get(field) {
+                let masked = hidden(text);
+                fields.insert(field.to_owned(), masked);
+            }
+        }
+        if !pii {
+            if let Some(Value::Object(data)) = fields.get_mut("data") {
+                for value in data.values_mut() {
+                    *value = json!("[hidden]");
+                }
+            }
+            if let Some(Value::Array(files)) = fields.get_mut("attachments") {
+                for file in files {
+                    if let Value::Object(file) = file {
+                        file.remove("content_base64");
+                    }
+                }
+            }
+        }
+    }
+    content
+}
+
+/// The message as support sees it; recipients and bodies masked without
+/// `pii`.
+fn view(record: &MessageRecord, with_events: bool, pii: bool) -> Value {
     let message = &record.message;
+    let to = if pii {
+        message.to.clone()
+    } else {
+        mdc_core::mask::recipient(&message.to)
+    };
     let mut view = json!({
         "id": message.id,
         "status": record.status,
         "channel": message.channel(),
         "priority": message.priority,
         "type": message.message_type,
-        "to": message.to,
+        "to": to,
         "sender": message.sender,
+        "service": message.service,
         "idempotency_key": message.idempotency_key,
+        "reference": message.reference,
+        "metadata": message.metadata,
         "created_at": message.created_at,
         "updated_at": record.updated_at,
         "deadline": message.deadline,
@@ -276,23 +357,39 @@ fn view(record: &MessageRecord, with_events: bool) -> Value {
         "next_attempt_at": record.next_attempt_at,
         "provider": record.provider,
         "provider_message_id": record.provider_message_id,
-        "content": message.content,
+        "content": content_view(message, pii),
     });
     if with_events {
-        view["events"] = json!(record.events);
+        let mut events = json!(record.events);
+        if !pii {
+            // Vendors' payloads echo recipients.
+            for event in events.as_array_mut().into_iter().flatten() {
+                if let Value::Object(event) = event {
+                    event.remove("raw");
+                }
+            }
+        }
+        view["events"] = events;
     }
     view
 }
 
-async fn get(path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = path.parse::<MessageId>().map_err(|_| {
         not_found("no such message (ids look like msg_01J…)")
             .field("id")
             .rule("message_id")
     })?;
     match state.store.get(&id).await.map_err(unavailable)? {
-        Some(record) => Ok(HttpResponse::Ok().json(view(&record, true))),
-        None => Err(not_found("no such message").field("id")),
+        Some(record) if caller.owns(record.message.service.as_deref()) => {
+            Ok(HttpResponse::Ok().json(view(&record, true, caller.sees_pii())))
+        }
+        _ => Err(not_found("no such message").field("id")),
     }
 }
 
@@ -313,17 +410,71 @@ where
     }
 }
 
-async fn list(
-    query: web::Query<HashMap<String, String>>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    const KNOWN: [&str; 6] = [
+/// Most messages one page of a list returns.
+const MAX_PAGE: usize = 500;
+
+/// A recipient filter as the client stores recipients: `+1 415 555 0123`
+/// finds `+14155550123`, `Alice@Example.COM` finds `Alice@example.com`.
+fn normalised_to(to: &str) -> String {
+    let to = to.trim();
+    if to.contains('@') {
+        if let Ok(address) = mdc_client::validate::email_address("to", to) {
+            return address;
+        }
+    } else if to.starts_with('+') || to.starts_with(|c: char| c.is_ascii_digit()) {
+        if let Ok((number, _)) = mdc_client::validate::phone_number("to", to) {
+            return number;
+        }
+    }
+    to.to_owned()
+}
+
+/// The opaque cursor after `record`: base64 of its position in `sort`.
+fn cursor_after(sort: SortOrder, record: &MessageRecord) -> String {
+    let (at, id) = sort.key(record);
+    let text = json!({"s": sort.as_str(), "t": at, "id": id}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+fn parse_cursor(cursor: &str, sort: SortOrder) -> Result<(i64, String), ApiError> {
+    let bad = || unprocessable("cursor", "cursor", "not a cursor this list handed out");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if value["s"] != sort.as_str() {
+        return Err(unprocessable(
+            "cursor",
+            "cursor",
+            "the cursor belongs to another sort order",
+        ));
+    }
+    match (value["t"].as_i64(), value["id"].as_str()) {
+        (Some(at), Some(id)) => Ok((at, id.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+/// The list filters of a query (`GET /v1/messages` and the CSV export).
+fn list_filter(
+    caller: &Caller,
+    query: &HashMap<String, String>,
+    paged: bool,
+) -> Result<ListFilter, ApiError> {
+    const KNOWN: [&str; 13] = [
         "status",
         "channel",
+        "provider",
+        "type",
+        "priority",
         "to",
+        "reference",
+        "service",
         "created_after",
         "created_before",
+        "sort",
         "limit",
+        "cursor",
     ];
     if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(unprocessable(
@@ -332,23 +483,124 @@ async fn list(
             format!("unknown filter; use {}", KNOWN.join(", ")),
         ));
     }
-    let filter = ListFilter {
-        status: parse_param::<Status>(&query, "status", "a status")?,
-        channel: parse_param::<Channel>(&query, "channel", "a channel")?,
-        to: query.get("to").cloned(),
-        created_after: parse_param(&query, "created_after", "an RFC 3339 time")?,
-        created_before: parse_param(&query, "created_before", "an RFC 3339 time")?,
-        limit: parse_param::<usize>(&query, "limit", "a number")?
-            .unwrap_or(100)
-            .min(MAX_LIST),
+    let sort = parse_param::<SortOrder>(query, "sort", "a sort order")?.unwrap_or_default();
+    let service = match query.get("service") {
+        Some(service) if caller.is_admin() => Some(service.clone()),
+        Some(service) if caller.service.as_ref() == Some(service) => Some(service.clone()),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "only admin keys list another service's messages",
+            )
+            .field("service")
+            .rule("scope"))
+        }
+        None => caller.scope_filter(),
     };
+    let limit = match parse_param::<usize>(query, "limit", "a number")? {
+        Some(0) => return Err(unprocessable("limit", "range", "must be at least 1")),
+        Some(n) if n > MAX_PAGE && paged => {
+            return Err(unprocessable(
+                "limit",
+                "range",
+                format!("at most {MAX_PAGE}; page on with next_cursor"),
+            ))
+        }
+        Some(n) => n,
+        None if paged => 100,
+        None => usize::MAX,
+    };
+    Ok(ListFilter {
+        status: parse_param::<Status>(query, "status", "a status")?,
+        channel: parse_param::<Channel>(query, "channel", "a channel")?,
+        to: query.get("to").map(|to| normalised_to(to)),
+        created_after: parse_param(query, "created_after", "an RFC 3339 time")?,
+        created_before: parse_param(query, "created_before", "an RFC 3339 time")?,
+        service,
+        provider: query.get("provider").cloned(),
+        message_type: parse_param::<mdc_core::MessageType>(query, "type", "a message type")?,
+        priority: parse_param::<mdc_core::Priority>(query, "priority", "a priority")?,
+        reference: query.get("reference").cloned(),
+        after: query
+            .get("cursor")
+            .map(|c| parse_cursor(c, sort))
+            .transpose()?,
+        sort,
+        limit,
+    })
+}
+
+/// `GET /v1/messages`: one page, and `next_cursor` while there may be more.
+/// Walking by `created_at` sees every message of the window once, however
+/// many arrive meanwhile.
+async fn list(
+    caller: Caller,
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = list_filter(&caller, &query, true)?;
     let records = state.store.list(&filter).await.map_err(unavailable)?;
-    let messages: Vec<Value> = records.iter().map(|r| view(r, false)).collect();
-    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+    let next = (records.len() == filter.limit)
+        .then(|| records.last().map(|r| cursor_after(filter.sort, r)))
+        .flatten();
+    let messages: Vec<Value> = records
+        .iter()
+        .map(|r| view(r, false, caller.sees_pii()))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages, "next_cursor": next })))
+}
+
+/// `POST /v1/messages/{id}/cancel`: `cancelled` while no vendor has it
+/// (`accepted` or `queued`); 409 once a send started.
+async fn cancel(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Send)?;
+    let id = path
+        .parse::<MessageId>()
+        .map_err(|_| not_found("no such message").field("id"))?;
+    match state.store.get(&id).await.map_err(unavailable)? {
+        Some(record) if caller.owns(record.message.service.as_deref()) => {}
+        _ => return Err(not_found("no such message").field("id")),
+    }
+    let by = caller.service.as_deref().unwrap_or("the API");
+    let event = mdc_core::Event::new("ingest", format!("cancelled by {by}"));
+    match state
+        .store
+        .update(&id, Transition::to(Status::Cancelled, event))
+        .await
+        .map_err(unavailable)?
+    {
+        Updated::Applied { .. } => {
+            if let Err(e) =
+                mdc_core::outcome::publish_current(&*state.store, &*state.queue, &id, None).await
+            {
+                // Stored: the reconciler's outcome pass is not needed, the
+                // webhook simply misses this one event; say so.
+                tracing::warn!(message_id = %id, error = %e, "Could not publish the cancellation");
+            }
+            let record = state.store.get(&id).await.map_err(unavailable)?;
+            match record {
+                Some(record) => Ok(HttpResponse::Ok().json(view(&record, true, caller.sees_pii()))),
+                None => Err(not_found("no such message").field("id")),
+            }
+        }
+        Updated::Ignored { current } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the message is {current}: only accepted or queued messages can be cancelled"),
+        )
+        .field("id")
+        .rule("not_cancellable")),
+        _ => Err(not_found("no such message").field("id")),
+    }
 }
 
 /// Messages per status: `{"statuses": {"delivered": 10, ...}, "total": 12}`.
-async fn stats(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn stats(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
     let counts = state.store.count_by_status().await.map_err(unavailable)?;
     let total: u64 = counts.values().sum();
     Ok(HttpResponse::Ok().json(json!({ "statuses": counts, "total": total })))
@@ -356,7 +608,11 @@ async fn stats(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 
 /// What the simulated vendors accepted, per message: `accepted` above 1 would
 /// be a duplicate send.
-async fn simulator_sends(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn simulator_sends(
+    caller: Caller,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
     match &state.ledger {
         Some(ledger) => Ok(HttpResponse::Ok().json(ledger.entries().map_err(unavailable)?)),
         None => Ok(HttpResponse::NotFound().json(json!({
@@ -376,10 +632,12 @@ struct DeviceRequest {
 /// Registers a device (idempotent per token): creates its platform endpoint
 /// when a push provider serves the platform. 201 when new, 200 when known.
 async fn register_device(
+    caller: Caller,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Send)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let request: DeviceRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
@@ -413,7 +671,18 @@ async fn register_device(
             }
             Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
         };
+    if let Some(known) = state.devices.by_token(&token).await.map_err(unavailable)? {
+        if !caller.owns(known.service.as_deref()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "this token is registered by another service",
+            )
+            .field("token")
+            .rule("registered_elsewhere"));
+        }
+    }
     let mut device = Device::new(&user, platform, &token);
+    device.service = caller.service.clone();
     if let Some(provider) = state.push_endpoints.iter().find(|p| p.serves(platform)) {
         device.endpoint = Some(
             provider
@@ -437,20 +706,32 @@ async fn register_device(
 }
 
 async fn get_device(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     match state.devices.get(&path).await.map_err(unavailable)? {
-        Some(device) => Ok(HttpResponse::Ok().json(device)),
-        None => Err(not_found("no such device").field("id")),
+        Some(device) if caller.owns(device.service.as_deref()) => {
+            Ok(HttpResponse::Ok().json(device))
+        }
+        _ => Err(not_found("no such device").field("id")),
     }
 }
 
 async fn remove_device(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.devices.remove(&path).await.map_err(unavailable)? {
+    caller.require(Scope::Send)?;
+    let owned = state
+        .devices
+        .get(&path)
+        .await
+        .map_err(unavailable)?
+        .is_some_and(|d| caller.owns(d.service.as_deref()));
+    if owned && state.devices.remove(&path).await.map_err(unavailable)? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_found("no such device").field("id"))
@@ -488,9 +769,11 @@ fn channel_param(value: Option<&str>) -> Result<Option<Channel>, ApiError> {
 /// `GET /v1/suppressions?channel=&to=&limit=`: one recipient's entry (404
 /// when it is not suppressed), or the newest entries.
 async fn list_suppressions(
+    caller: Caller,
     query: web::Query<HashMap<String, String>>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
     const KNOWN: [&str; 3] = ["channel", "to", "limit"];
     if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(unprocessable(
@@ -541,10 +824,12 @@ struct SuppressionRequest {
 /// `POST /v1/suppressions {"channel","to","reason"}`: 201 when added, 200
 /// when the recipient was already suppressed (the first entry is kept).
 async fn add_suppression(
+    caller: Caller,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let request: SuppressionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
@@ -586,9 +871,11 @@ async fn add_suppression(
 
 /// `DELETE /v1/suppressions/{channel}/{recipient}`: 204, or 404.
 async fn remove_suppression(
+    caller: Caller,
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
     let (channel, to) = path.into_inner();
     let Some(channel) = channel_param(Some(&channel))? else {
         return Err(unprocessable("channel", "required", "channel is required"));

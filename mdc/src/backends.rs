@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{
-    Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
+    ApiKeys, Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
     SuppressionList, Webhooks,
 };
 use mdc_core::InvalidSetting;
@@ -167,6 +167,8 @@ pub struct Connected {
     /// Webhook delivery timers, on the retry backend.
     pub webhook_retry: Arc<dyn RetryScheduler>,
     pub retry: Arc<dyn RetryScheduler>,
+    /// API keys, beside the messages.
+    pub keys: Arc<dyn ApiKeys>,
 }
 
 /// What lives in the store's database.
@@ -176,6 +178,7 @@ struct StorePorts {
     suppressions: Arc<dyn SuppressionList>,
     checkpoints: Arc<dyn Checkpoints>,
     webhooks: Arc<dyn Webhooks>,
+    keys: Arc<dyn ApiKeys>,
 }
 
 /// Connects every configured backend. The embedded files in `data_dir` are
@@ -210,6 +213,7 @@ pub async fn connect(
         suppressions,
         checkpoints,
         webhooks,
+        keys,
     } = match (&backends.store, &embedded) {
         (StoreBackend::Embedded, Some(embedded)) => StorePorts {
             store: embedded.store.clone(),
@@ -217,6 +221,7 @@ pub async fn connect(
             suppressions: embedded.suppressions.clone(),
             checkpoints: embedded.checkpoints.clone(),
             webhooks: embedded.webhooks.clone(),
+            keys: embedded.keys.clone(),
         },
         (StoreBackend::Embedded, None) => {
             anyhow::bail!("backends.store: embedded store not opened")
@@ -253,6 +258,7 @@ pub async fn connect(
                 .context("backends.store: cannot use MongoDB")?;
             StorePorts {
                 checkpoints: Arc::new(store.checkpoints()),
+                keys: Arc::new(store.keys()),
                 webhooks: Arc::new(webhooks),
                 store: Arc::new(store),
                 devices: Arc::new(devices),
@@ -312,5 +318,42 @@ pub async fn connect(
         webhooks,
         webhook_retry,
         retry,
+        keys,
+    })
+}
+
+/// Only the API keys, for `mdc keys --direct`. An embedded store is locked
+/// by a running server: then the error says so.
+pub async fn connect_keys(
+    backends: &Backends,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn ApiKeys>> {
+    Ok(match &backends.store {
+        StoreBackend::Embedded => {
+            let stores = mdc_embedded::open_stores(data_dir).with_context(|| {
+                format!(
+                    "opening {} (is mdc serve running on it? Stop it, or create the key through it: mdc keys create --api-key <admin key>)",
+                    data_dir.display()
+                )
+            })?;
+            stores.keys
+        }
+        StoreBackend::Mongodb {
+            url,
+            database,
+            prefix,
+            majority_writes,
+        } => {
+            let config = mdc_mongodb::MongoConfig {
+                url: url.clone(),
+                database: database.clone(),
+                prefix: prefix.clone(),
+                majority_writes: *majority_writes,
+            };
+            let store = mdc_mongodb::MongoStore::connect(&config)
+                .await
+                .context("backends.store: cannot use MongoDB")?;
+            Arc::new(store.keys())
+        }
     })
 }

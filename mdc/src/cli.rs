@@ -54,6 +54,52 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Manage API keys: through a running server (with an admin key), or
+    /// with --direct in the configured store (the first key; an embedded
+    /// store only while the server is stopped).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        direct: DirectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (shown only now).
+    Create {
+        /// The internal service the key speaks for (a-z, 0-9, -, _).
+        #[arg(long)]
+        service: String,
+        /// Comma-separated: send, read, read:pii, admin.
+        #[arg(long)]
+        scopes: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key: it stops working at once.
+    Revoke {
+        /// The key id (key_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DirectArgs {
+    /// Use the configured store itself instead of a running server.
+    #[arg(long, global = true)]
+    pub direct: bool,
+    /// With --direct: the TOML config file naming the store.
+    #[arg(long, global = true, requires = "direct")]
+    pub config: Option<PathBuf>,
+    /// With --direct: the embedded backends' data directory [default: ./data]
+    #[arg(long, global = true, requires = "direct")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +209,9 @@ pub struct ServerArg {
         global = true
     )]
     pub server: String,
+    /// API key to send (Authorization: Bearer).
+    #[arg(long, env = "MDC_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -273,9 +322,17 @@ impl SendCommand {
     }
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+fn client(server: &ServerArg) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &server.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("--api-key holds characters a header cannot")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     Ok(reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
+        .default_headers(headers)
         .build()?)
 }
 
@@ -296,9 +353,9 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-pub async fn send(message: &SendCommand, server: &str) -> anyhow::Result<()> {
-    let url = format!("{}/v1/messages", server.trim_end_matches('/'));
-    let response = client()?
+pub async fn send(message: &SendCommand, server: &ServerArg) -> anyhow::Result<()> {
+    let url = format!("{}/v1/messages", server.server.trim_end_matches('/'));
+    let response = client(server)?
         .post(&url)
         .json(&message.body()?)
         .send()
@@ -316,9 +373,9 @@ pub async fn send(message: &SendCommand, server: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn status(id: &str, server: &str) -> anyhow::Result<()> {
-    let url = format!("{}/v1/messages/{id}", server.trim_end_matches('/'));
-    let response = client()?
+pub async fn status(id: &str, server: &ServerArg) -> anyhow::Result<()> {
+    let url = format!("{}/v1/messages/{id}", server.server.trim_end_matches('/'));
+    let response = client(server)?
         .get(&url)
         .send()
         .await
@@ -356,9 +413,9 @@ pub async fn status(id: &str, server: &str) -> anyhow::Result<()> {
 }
 
 /// `mdc webhooks …`: the webhook API, printed for people.
-pub async fn webhooks(action: &WebhooksCommand, server: &str) -> anyhow::Result<()> {
-    let base = format!("{}/v1/webhooks", server.trim_end_matches('/'));
-    let http = client()?;
+pub async fn webhooks(action: &WebhooksCommand, server: &ServerArg) -> anyhow::Result<()> {
+    let base = format!("{}/v1/webhooks", server.server.trim_end_matches('/'));
+    let http = client(server)?;
     let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     match action {
         WebhooksCommand::List => {
@@ -442,6 +499,116 @@ pub async fn create_topics(config: &crate::Config) -> anyhow::Result<()> {
         .context("creating the Kafka topics")?;
     for outcome in outcomes {
         println!("{outcome}");
+    }
+    Ok(())
+}
+
+fn print_key(key: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let scopes: Vec<String> = key["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let state = match key["revoked_at"].as_str() {
+        Some(at) => format!("revoked {at}"),
+        None => "active".to_owned(),
+    };
+    println!(
+        "{}  {}  {}  {}  created {}  {}",
+        text(&key["id"]),
+        text(&key["service"]),
+        scopes.join(","),
+        state,
+        text(&key["created_at"]),
+        key["description"].as_str().unwrap_or_default()
+    );
+}
+
+/// `mdc keys …` through a running server's `/v1/keys`.
+pub async fn keys(action: &KeysCommand, server: &ServerArg) -> anyhow::Result<()> {
+    let base = format!("{}/v1/keys", server.server.trim_end_matches('/'));
+    let http = client(server)?;
+    let reach = || format!("cannot reach {base}");
+    match action {
+        KeysCommand::Create {
+            service,
+            scopes,
+            description,
+        } => {
+            let scopes =
+                crate::auth::parse_scopes(scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let body = answer(
+                http.post(&base)
+                    .json(
+                        &json!({"service": service, "scopes": scopes, "description": description}),
+                    )
+                    .send()
+                    .await
+                    .with_context(reach)?,
+            )
+            .await?;
+            print_created(&body["id"], &body["secret"]);
+        }
+        KeysCommand::List => {
+            let body = answer(http.get(&base).send().await.with_context(reach)?).await?;
+            for key in body["keys"].as_array().into_iter().flatten() {
+                print_key(key);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let url = format!("{base}/{id}");
+            let response = http.delete(&url).send().await.with_context(reach)?;
+            if response.status() == reqwest::StatusCode::NO_CONTENT {
+                println!("revoked {id}");
+            } else {
+                answer(response).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_created(id: &Value, secret: &Value) {
+    println!("{}", id.as_str().unwrap_or("-"));
+    eprintln!("The key is shown only now; keep it in your secret store:");
+    println!("{}", secret.as_str().unwrap_or("-"));
+}
+
+/// `mdc keys … --direct`: in the configured store, without a server.
+pub async fn keys_direct(
+    action: &KeysCommand,
+    keys: std::sync::Arc<dyn mdc_core::ports::ApiKeys>,
+) -> anyhow::Result<()> {
+    match action {
+        KeysCommand::Create {
+            service,
+            scopes,
+            description,
+        } => {
+            let scopes =
+                crate::auth::parse_scopes(scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let (key, secret) = crate::auth::issue(service, scopes, description)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            keys.create(&key).await.context("storing the key")?;
+            print_created(&json!(key.id), &json!(secret));
+        }
+        KeysCommand::List => {
+            for key in keys.list().await.context("reading the keys")? {
+                print_key(&crate::keys_api::shown(&key));
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !keys
+                .revoke(id, mdc_core::now())
+                .await
+                .context("revoking the key")?
+            {
+                bail!("no active key {id}");
+            }
+            println!("revoked {id} (servers stop accepting it within 2 s)");
+        }
     }
     Ok(())
 }

@@ -54,6 +54,30 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// Delivery of outcomes to client services' webhook endpoints.
     pub webhooks: mdc_handlers::FeedbackConfig,
+    /// `keys` (default): the API wants an API key, except on a loopback
+    /// address while no key exists. `none`: the API is open to anyone who
+    /// can reach it (behind a gateway that authenticates, say).
+    pub auth: AuthMode,
+    /// Per internal service (the `--service` of its keys): its submit rate.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Keys,
+    None,
+}
+
+/// Limits of one internal service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Messages per second its keys may submit (on average); 0: no limit.
+    pub rate_per_second: u32,
+    /// Messages it may submit at once above the rate; default: one second's worth.
+    pub burst: Option<u32>,
 }
 
 /// Settings of the vendor callback endpoints.
@@ -109,6 +133,8 @@ impl Default for Config {
             backends: crate::backends::Backends::default(),
             callbacks: CallbacksConfig::default(),
             webhooks: mdc_handlers::FeedbackConfig::default(),
+            auth: AuthMode::default(),
+            services: BTreeMap::new(),
         }
     }
 }
@@ -130,6 +156,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "backends",
     "callbacks",
     "webhooks",
+    "auth",
+    "services",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +237,20 @@ impl Config {
         self.webhooks.validate()?;
         self.simulator.validate()?;
         self.backends.validate()?;
+        for (name, service) in &self.services {
+            if service.burst == Some(0) {
+                return Err(InvalidSetting::new(
+                    format!("services.{name}.burst"),
+                    "must be at least 1",
+                ));
+            }
+            if service.burst.is_some() && service.rate_per_second == 0 {
+                return Err(InvalidSetting::new(
+                    format!("services.{name}.rate_per_second"),
+                    "is needed with burst",
+                ));
+            }
+        }
         if let crate::backends::QueueBackend::Kafka(kafka) = &self.backends.queue {
             // A member that drains for longer than its session is thrown out
             // of the group mid-drain and its partitions handed over.

@@ -2,9 +2,11 @@
 //! client, and [`run`], which wires every role together.
 
 pub mod api;
+pub mod auth;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub(crate) mod keys_api;
 mod webhooks_api;
 
 use std::collections::{HashMap, HashSet};
@@ -161,8 +163,26 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             Ok(())
         });
     }
+    let auth = Arc::new(if roles.ingest {
+        auth::Auth::new(
+            ports.keys.clone(),
+            config.auth,
+            config.listen,
+            &config.services,
+        )
+        .await?
+    } else {
+        // Only vendor callbacks and probes: nothing that needs a key.
+        auth::Auth::new(
+            ports.keys.clone(),
+            config::AuthMode::None,
+            config.listen,
+            &config.services,
+        )
+        .await?
+    });
     let server = api::server(
-        http_state(&config, &ports, vendors, intakes, &health, feedback),
+        http_state(&config, &ports, vendors, intakes, &health, feedback, auth),
         config.listen,
         roles,
     )
@@ -430,6 +450,7 @@ fn http_state(
     intakes: Vec<Arc<dyn Intake>>,
     health: &Arc<TaskHealth>,
     feedback: Arc<Feedback>,
+    auth: Arc<auth::Auth>,
 ) -> api::State {
     api::State {
         submitter: Submitter::new(
@@ -440,6 +461,7 @@ fn http_state(
         .with_suppressions(ports.suppressions.clone()),
         suppressions: ports.suppressions.clone(),
         store: ports.store.clone(),
+        queue: ports.queue.clone(),
         ledger: vendors.ledger,
         intakes,
         devices: ports.devices.clone(),
@@ -448,5 +470,6 @@ fn http_state(
         health: health.clone(),
         webhooks: ports.webhooks.clone(),
         feedback,
+        auth,
     }
 }

@@ -53,12 +53,28 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref(), Figment::new())?;
             cli::create_topics(&config).await
         }
-        Command::Send { message, server } => cli::send(&message, &server.server).await,
+        Command::Send { message, server } => cli::send(&message, &server).await,
         Command::Simulate {
             vendor: cli::SimulateCommand::Kaleyra(args),
         } => simulate_kaleyra(args).await,
-        Command::Status { id, server } => cli::status(&id, &server.server).await,
-        Command::Webhooks { action, server } => cli::webhooks(&action, &server.server).await,
+        Command::Status { id, server } => cli::status(&id, &server).await,
+        Command::Webhooks { action, server } => cli::webhooks(&action, &server).await,
+        Command::Keys {
+            action,
+            server,
+            direct,
+        } => {
+            if !direct.direct {
+                return cli::keys(&action, &server).await;
+            }
+            let mut overrides = Figment::new();
+            if let Some(dir) = &direct.data_dir {
+                overrides = overrides.merge(Serialized::default("data_dir", dir));
+            }
+            let config = Config::load(direct.config.as_deref(), overrides)?;
+            let keys = mdc::backends::connect_keys(&config.backends, &config.data_dir).await?;
+            cli::keys_direct(&action, keys).await
+        }
     }
 }
 

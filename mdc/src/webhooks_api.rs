@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::{not_found, read_body, unavailable, unprocessable, ApiError, State};
+use crate::auth::Caller;
+use mdc_core::ports::Scope;
 
 /// The event types an endpoint can ask for.
 pub const EVENT_TYPES: &[&str] = &[
@@ -65,6 +67,7 @@ struct EndpointRequest {
 fn shown(endpoint: &WebhookEndpoint) -> Value {
     json!({
         "id": endpoint.id,
+        "service": endpoint.service,
         "url": endpoint.url,
         "events": endpoint.events,
         "channels": endpoint.channels,
@@ -135,10 +138,12 @@ async fn apply(
 }
 
 async fn create(
+    caller: Caller,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Send)?;
     let request = parse(&req, payload, &state).await?;
     if request.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
         return Err(unprocessable("url", "required", "url is required"));
@@ -147,7 +152,7 @@ async fn create(
     let secret = sign::new_secret();
     let mut endpoint = WebhookEndpoint {
         id: format!("wh_{}", ulid::Ulid::new()),
-        service: None,
+        service: caller.service.clone(),
         url: String::new(),
         events: Vec::new(),
         channels: Vec::new(),
@@ -173,34 +178,50 @@ async fn create(
     Ok(HttpResponse::Created().json(body))
 }
 
-async fn list(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn list(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let mut endpoints = state.webhooks.list().await.map_err(unavailable)?;
+    endpoints.retain(|e| caller.owns(e.service.as_deref()));
     endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(HttpResponse::Ok().json(json!({
         "webhooks": endpoints.iter().map(shown).collect::<Vec<_>>()
     })))
 }
 
-async fn find(state: &State, id: &str) -> Result<WebhookEndpoint, ApiError> {
+/// The endpoint, if `caller` may touch it with `scope`: another service's
+/// is as good as absent (404).
+async fn find(
+    caller: &Caller,
+    scope: Scope,
+    state: &State,
+    id: &str,
+) -> Result<WebhookEndpoint, ApiError> {
+    caller.require(scope)?;
     state
         .webhooks
         .get(id)
         .await
         .map_err(unavailable)?
+        .filter(|e| caller.owns(e.service.as_deref()))
         .ok_or_else(|| not_found("no webhook with that id"))
 }
 
-async fn get(id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(shown(&find(&state, &id).await?)))
+async fn get(
+    caller: Caller,
+    id: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(shown(&find(&caller, Scope::Read, &state, &id).await?)))
 }
 
 async fn update(
+    caller: Caller,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut endpoint = find(&state, &id).await?;
+    let mut endpoint = find(&caller, Scope::Send, &state, &id).await?;
     let request = parse(&req, payload, &state).await?;
     apply(request, &mut endpoint, &state).await?;
     endpoint.updated_at = mdc_core::now();
@@ -216,7 +237,12 @@ async fn update(
     Ok(HttpResponse::Ok().json(shown(&endpoint)))
 }
 
-async fn delete(id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    caller: Caller,
+    id: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    find(&caller, Scope::Send, &state, &id).await?;
     if !state.webhooks.delete(&id).await.map_err(unavailable)? {
         return Err(not_found("no webhook with that id"));
     }
@@ -225,10 +251,11 @@ async fn delete(id: web::Path<String>, state: web::Data<State>) -> Result<HttpRe
 }
 
 async fn rotate_secret(
+    caller: Caller,
     id: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut endpoint = find(&state, &id).await?;
+    let mut endpoint = find(&caller, Scope::Send, &state, &id).await?;
     let now = mdc_core::now();
     let secret = sign::new_secret();
     // The old secret signs beside the new one for a day; older ones stop.
@@ -267,11 +294,12 @@ struct AttemptsQuery {
 }
 
 async fn attempts(
+    caller: Caller,
     id: web::Path<String>,
     query: web::Query<AttemptsQuery>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = find(&state, &id).await?;
+    let endpoint = find(&caller, Scope::Read, &state, &id).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let attempts = state
         .webhooks
@@ -297,11 +325,12 @@ struct RecoverQuery {
 }
 
 async fn recover(
+    caller: Caller,
     id: web::Path<String>,
     query: web::Query<RecoverQuery>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = find(&state, &id).await?;
+    let endpoint = find(&caller, Scope::Send, &state, &id).await?;
     let Some(since) = query.since.as_deref() else {
         return Err(unprocessable(
             "since",

@@ -9,6 +9,7 @@ mod cache;
 mod checkpoint;
 mod db;
 mod devices;
+mod keys;
 mod queue;
 mod retry;
 mod store;
@@ -22,6 +23,7 @@ pub use cache::MemoryCache;
 pub use checkpoint::EmbeddedCheckpoints;
 pub use db::{Db, DbError};
 pub use devices::EmbeddedDevices;
+pub use keys::EmbeddedKeys;
 pub use queue::{EmbeddedQueue, QueueLayout};
 pub use retry::EmbeddedRetry;
 pub use store::EmbeddedStore;
@@ -38,6 +40,7 @@ pub struct Embedded {
     pub checkpoints: Arc<EmbeddedCheckpoints>,
     pub webhooks: Arc<EmbeddedWebhooks>,
     pub webhook_retry: Arc<EmbeddedRetry>,
+    pub keys: Arc<EmbeddedKeys>,
 }
 
 impl Embedded {
@@ -54,6 +57,7 @@ impl Embedded {
             checkpoints,
             webhooks,
             webhook_retry,
+            keys,
         } = open_stores(dir)?;
         Ok(Self {
             queue,
@@ -64,6 +68,7 @@ impl Embedded {
             checkpoints,
             webhooks,
             webhook_retry,
+            keys,
         })
     }
 }
@@ -78,6 +83,7 @@ pub struct EmbeddedStores {
     pub webhooks: Arc<EmbeddedWebhooks>,
     /// The timers of webhook deliveries.
     pub webhook_retry: Arc<EmbeddedRetry>,
+    pub keys: Arc<EmbeddedKeys>,
 }
 
 fn create_dir(dir: &Path) -> Result<(), DbError> {
@@ -104,6 +110,7 @@ pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
         suppressions: Arc::new(EmbeddedSuppressions::open(store.clone())?),
         checkpoints: Arc::new(EmbeddedCheckpoints::open(store.clone())?),
         webhooks: Arc::new(EmbeddedWebhooks::open(store.clone())?),
+        keys: Arc::new(EmbeddedKeys::open(store.clone())?),
         webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(store)?),
     })
 }

@@ -18,6 +18,8 @@ const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider
 const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_created");
 const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
 const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_recipient");
+/// (updated ms, id): lists by last change.
+const BY_UPDATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_updated");
 
 /// The message store on the embedded database.
 pub struct EmbeddedStore {
@@ -52,11 +54,20 @@ fn save(
     txn: &WriteTransaction,
     messages: &mut Table<&str, &[u8]>,
     record: &mut MessageRecord,
-    previous_status: Option<&str>,
+    previous: Option<(&str, i64)>,
     first_event_seq: u32,
 ) -> Result<(), DbError> {
     let id = record.message.id.as_str();
     let created = record.message.created_at.timestamp_millis();
+    let previous_status = previous.map(|(status, _)| status);
+    let updated = record.updated_at.timestamp_millis();
+    if previous.map(|(_, at)| at) != Some(updated) {
+        let mut by_updated = txn.open_table(BY_UPDATED)?;
+        if let Some((_, at)) = previous {
+            by_updated.remove((at, id))?;
+        }
+        by_updated.insert((updated, id), ())?;
+    }
     {
         let mut events = txn.open_table(EVENTS)?;
         let added = record.events.len() as u32;
@@ -130,6 +141,7 @@ impl EmbeddedStore {
             txn.open_table(BY_CREATED)?;
             txn.open_table(BY_STATUS)?;
             txn.open_table(BY_RECIPIENT)?;
+            txn.open_table(BY_UPDATED)?;
             Ok(())
         })?;
         Ok(Self { db })
@@ -159,7 +171,7 @@ impl EmbeddedStore {
                     txn,
                     &mut messages,
                     &mut record,
-                    Some(before.status.as_str()),
+                    Some((before.status.as_str(), before.updated_at.timestamp_millis())),
                     seq,
                 )?;
                 Ok(Some(out))
@@ -176,7 +188,7 @@ impl Store for EmbeddedStore {
         let created = self
             .db
             .write(true, move |txn| {
-                let key = record.message.idempotency_key.clone();
+                let key = record.message.idempotency_scope();
                 let existing_id = txn
                     .open_table(IDEMPOTENCY)?
                     .get(key.as_str())?
@@ -232,13 +244,16 @@ impl Store for EmbeddedStore {
                         events.remove((id.as_str(), seq))?;
                     }
                 }
-                let key = record.message.idempotency_key.as_str();
+                let key = record.message.idempotency_scope();
+                let key = key.as_str();
                 let mut keys = txn.open_table(IDEMPOTENCY)?;
                 let ours = keys.get(key)?.is_some_and(|v| v.value() == id);
                 if ours {
                     keys.remove(key)?;
                 }
                 txn.open_table(BY_CREATED)?.remove((created, id.as_str()))?;
+                txn.open_table(BY_UPDATED)?
+                    .remove((record.updated_at.timestamp_millis(), id.as_str()))?;
                 txn.open_table(BY_STATUS)?.remove((
                     record.status.as_str(),
                     created,
@@ -349,7 +364,28 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Walks the most selective index newest first, loading and filtering records.
+type Ids<'a> = Box<dyn Iterator<Item = Result<String, DbError>> + 'a>;
+
+/// The ids of an index range in the list's order.
+fn ordered<'a, K: redb::Key + 'static>(
+    range: redb::Range<'a, K, ()>,
+    descending: bool,
+    id: impl Fn(&K::SelfType<'_>) -> String + 'a,
+) -> Ids<'a> {
+    let id = std::rc::Rc::new(id);
+    let map = move |r: Result<
+        (redb::AccessGuard<'_, K>, redb::AccessGuard<'_, ()>),
+        redb::StorageError,
+    >| { r.map(|(k, _)| id(&k.value())).map_err(DbError::from) };
+    if descending {
+        Box::new(range.rev().map(map))
+    } else {
+        Box::new(range.map(map))
+    }
+}
+
+/// Walks the most selective index in the list's order, from the cursor on,
+/// loading and filtering records.
 fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, DbError> {
     let txn = db.read()?;
     let messages = match txn.open_table(MESSAGES) {
@@ -357,33 +393,43 @@ fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, DbError> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let lo = filter
+    let descending = filter.sort.descending();
+    let mut lo = filter
         .created_after
         .map_or(i64::MIN, |t| t.timestamp_millis());
-    let hi = filter
+    let mut hi = filter
         .created_before
         .map_or(i64::MAX, |t| t.timestamp_millis());
-    let mut ids: Box<dyn Iterator<Item = Result<String, DbError>>> = if let Some(to) = &filter.to {
+    // The cursor narrows the range to its millisecond; `matches` drops
+    // what is at or before it within that millisecond.
+    if let (Some((at, _)), false) = (&filter.after, filter.sort.by_updated()) {
+        if descending {
+            hi = hi.min(*at);
+        } else {
+            lo = lo.max(*at);
+        }
+    }
+    let mut ids: Ids<'_> = if filter.sort.by_updated() {
+        let table = txn.open_table(BY_UPDATED)?;
+        let (ulo, uhi) = match &filter.after {
+            Some((at, _)) if descending => (i64::MIN, *at),
+            Some((at, _)) => (*at, i64::MAX),
+            None => (i64::MIN, i64::MAX),
+        };
+        let range = table.range((ulo, "")..=(uhi, "\u{10ffff}"))?;
+        ordered(range, descending, |k| k.1.to_owned())
+    } else if let Some(to) = &filter.to {
         let table = txn.open_table(BY_RECIPIENT)?;
         let range = table.range((to.as_str(), lo, "")..=(to.as_str(), hi, "\u{10ffff}"))?;
-        Box::new(range.rev().map(|r| {
-            r.map(|(k, _)| k.value().2.to_owned())
-                .map_err(DbError::from)
-        }))
+        ordered(range, descending, |k| k.2.to_owned())
     } else if let Some(status) = filter.status {
         let table = txn.open_table(BY_STATUS)?;
         let range = table.range((status.as_str(), lo, "")..=(status.as_str(), hi, "\u{10ffff}"))?;
-        Box::new(range.rev().map(|r| {
-            r.map(|(k, _)| k.value().2.to_owned())
-                .map_err(DbError::from)
-        }))
+        ordered(range, descending, |k| k.2.to_owned())
     } else {
         let table = txn.open_table(BY_CREATED)?;
         let range = table.range((lo, "")..=(hi, "\u{10ffff}"))?;
-        Box::new(range.rev().map(|r| {
-            r.map(|(k, _)| k.value().1.to_owned())
-                .map_err(DbError::from)
-        }))
+        ordered(range, descending, |k| k.1.to_owned())
     };
     let mut out = Vec::new();
     while out.len() < filter.limit {

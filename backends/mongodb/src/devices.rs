@@ -48,11 +48,15 @@ impl DeviceRegistry for MongoDevices {
         if let Some(endpoint) = &device.endpoint {
             set.insert("endpoint", endpoint.as_str());
         }
-        let on_insert = doc! {
+        let mut on_insert = doc! {
             "id": &device.id,
             "token": &device.token,
             "created_at": bson::to_bson(&device.created_at).map_err(other)?,
         };
+        // The first registration's service owns the token.
+        if let Some(service) = &device.service {
+            on_insert.insert("service", service.as_str());
+        }
         // One atomic upsert keyed by the token: the first registration creates
         // the device, later ones update it and keep its id.
         let stored = self

@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod devices;
+mod keys;
 mod suppression;
 mod webhooks;
 
@@ -36,6 +37,7 @@ pub struct MongoConfig {
 
 pub use checkpoint::MongoCheckpoints;
 pub use devices::MongoDevices;
+pub use keys::MongoKeys;
 pub use suppression::MongoSuppressions;
 pub use webhooks::MongoWebhooks;
 
@@ -71,13 +73,14 @@ fn to_document(record: &MessageRecord, version: i64) -> Result<Document, StoreEr
     document.insert("_id", record.message.id.as_str());
     document.insert("version", version);
     document.insert("created_ms", record.message.created_at.timestamp_millis());
+    document.insert("updated_ms", record.updated_at.timestamp_millis());
     document.insert("event_count", record.events.len() as i64);
     Ok(document)
 }
 
 fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreError> {
     let version = document.get_i64("version").map_err(other)?;
-    for key in ["_id", "version", "created_ms", "event_count"] {
+    for key in ["_id", "version", "created_ms", "updated_ms", "event_count"] {
         document.remove(key);
     }
     if !document.contains_key("events") {
@@ -111,8 +114,9 @@ impl MongoStore {
             let collection =
                 database.collection::<Document>(&format!("{}messages_{channel}", config.prefix));
             let indexes = [
+                // Unique per service: two services' keys never collide.
                 IndexModel::builder()
-                    .keys(doc! { "message.idempotency_key": 1 })
+                    .keys(doc! { "message.service": 1, "message.idempotency_key": 1 })
                     .options(IndexOptions::builder().unique(true).build())
                     .build(),
                 IndexModel::builder()
@@ -127,7 +131,30 @@ impl MongoStore {
                 IndexModel::builder()
                     .keys(doc! { "provider": 1, "provider_message_id": 1 })
                     .build(),
+                // The status API's filters and orders.
+                IndexModel::builder()
+                    .keys(doc! { "updated_ms": -1, "_id": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "message.service": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "provider": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "message.type": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "message.priority": 1, "created_ms": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "message.reference": 1, "created_ms": -1 })
+                    .build(),
             ];
+            // Before keys were per service, they were unique on their own.
+            if let Err(e) = collection.drop_index("message.idempotency_key_1").await {
+                tracing::debug!(error = %e, "No global idempotency index to drop");
+            }
             collection
                 .create_indexes(indexes)
                 .await
@@ -149,6 +176,11 @@ impl MongoStore {
     /// Webhook endpoints in the same database.
     pub async fn webhooks(&self) -> Result<MongoWebhooks, StoreError> {
         MongoWebhooks::open(&self.database, &self.prefix).await
+    }
+
+    /// API keys in the same database.
+    pub fn keys(&self) -> MongoKeys {
+        MongoKeys::open(&self.database, &self.prefix)
     }
 
     /// Intake checkpoints in the same database.
@@ -299,8 +331,13 @@ impl Store for MongoStore {
             Ok(_) => Ok(Created::New),
             Err(e) if is_duplicate_key(&e) => {
                 let key = record.message.idempotency_key.as_str();
+                let service = record
+                    .message
+                    .service
+                    .as_deref()
+                    .map_or(Bson::Null, Bson::from);
                 let existing = collection
-                    .find_one(doc! { "message.idempotency_key": key })
+                    .find_one(doc! { "message.idempotency_key": key, "message.service": service })
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(|| {
@@ -383,6 +420,21 @@ impl Store for MongoStore {
         if let Some(to) = &filter.to {
             query.insert("message.to", to.as_str());
         }
+        if let Some(service) = &filter.service {
+            query.insert("message.service", service.as_str());
+        }
+        if let Some(provider) = &filter.provider {
+            query.insert("provider", provider.as_str());
+        }
+        if let Some(kind) = filter.message_type {
+            query.insert("message.type", kind.as_str());
+        }
+        if let Some(priority) = filter.priority {
+            query.insert("message.priority", priority.as_str());
+        }
+        if let Some(reference) = &filter.reference {
+            query.insert("message.reference", reference.as_str());
+        }
         let mut created = Document::new();
         if let Some(after) = filter.created_after {
             created.insert("$gte", after.timestamp_millis());
@@ -393,6 +445,26 @@ impl Store for MongoStore {
         if !created.is_empty() {
             query.insert("created_ms", created);
         }
+        let field = if filter.sort.by_updated() {
+            "updated_ms"
+        } else {
+            "created_ms"
+        };
+        let direction = if filter.sort.descending() { -1 } else { 1 };
+        if let Some((at, id)) = &filter.after {
+            let op = if filter.sort.descending() {
+                "$lt"
+            } else {
+                "$gt"
+            };
+            query.insert(
+                "$or",
+                vec![
+                    doc! { field: { op: *at } },
+                    doc! { field: *at, "_id": { op: id.as_str() } },
+                ],
+            );
+        }
         let mut out = Vec::new();
         for (&channel, collection) in &self.collections {
             if filter.channel.is_some_and(|c| c != channel) {
@@ -400,7 +472,7 @@ impl Store for MongoStore {
             }
             let documents: Vec<Document> = collection
                 .find(query.clone())
-                .sort(doc! { "created_ms": -1, "_id": -1 })
+                .sort(doc! { field: direction, "_id": direction })
                 .limit(filter.limit as i64)
                 .projection(doc! { "events": 0 })
                 .await
@@ -412,7 +484,11 @@ impl Store for MongoStore {
                 out.push(from_document(document)?.0);
             }
         }
-        out.sort_by(|a, b| b.message.id.cmp(&a.message.id));
+        // Merge the collections' pages in the list's order.
+        out.sort_by_key(|r| filter.sort.key(r));
+        if filter.sort.descending() {
+            out.reverse();
+        }
         out.retain(|record| filter.matches(record));
         out.truncate(filter.limit);
         Ok(out)

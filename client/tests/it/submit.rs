@@ -111,6 +111,43 @@ async fn the_same_idempotency_key_returns_the_same_message() {
 }
 
 #[tokio::test]
+async fn a_reused_idempotency_key_with_another_message_is_a_conflict() {
+    let (submitter, store, _) = setup();
+    let first = submitter
+        .submit_as(&otp(Some("order-9")), Some("billing"))
+        .await
+        .expect("submit");
+    let mut other = otp(Some("order-9"));
+    other.body = Some("Your code is 654321".into());
+    let err = submitter
+        .submit_as(&other, Some("billing"))
+        .await
+        .expect_err("reused key");
+    match err {
+        SubmitError::Conflict(e) => {
+            assert_eq!(e.field, "idempotency_key");
+            assert_eq!(e.rule, "reused");
+            assert!(e.message.contains(first.id.as_str()), "{}", e.message);
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    // The same request again is the first message; another service's key
+    // is its own.
+    let again = submitter
+        .submit_as(&otp(Some("order-9")), Some("billing"))
+        .await
+        .expect("same request");
+    assert_eq!(again.id, first.id);
+    let shipping = submitter
+        .submit_as(&other, Some("shipping"))
+        .await
+        .expect("another service");
+    assert_ne!(shipping.id, first.id);
+    let record = store.get(&shipping.id).await.expect("get").expect("stored");
+    assert_eq!(record.message.service.as_deref(), Some("shipping"));
+}
+
+#[tokio::test]
 async fn a_queue_outage_is_an_error_and_a_retry_with_the_key_completes_it() {
     let (submitter, store, queue) = setup();
     queue.down.store(true, Ordering::SeqCst);

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod devices;
+pub mod keys;
 pub mod queue;
 pub mod retry;
 pub mod store;
@@ -42,5 +43,6 @@ pub fn sample_message(to: &str) -> Message {
         deadline: now + Duration::minutes(10),
         reference: None,
         metadata: None,
+        service: None,
     }
 }

@@ -52,6 +52,43 @@ pub async fn same_idempotency_key_returns_the_existing_message(store: Arc<dyn St
     assert!(store.get(&second.message.id).await.expect("get").is_none());
 }
 
+pub async fn idempotency_keys_are_per_service(store: Arc<dyn Store>) {
+    let mut billing = record("+14155550102");
+    billing.message.service = Some("billing".to_owned());
+    billing.message.idempotency_key = "order-7".to_owned();
+    assert_eq!(store.create(&billing).await.expect("create"), Created::New);
+    let mut shipping = record("+14155550102");
+    shipping.message.service = Some("shipping".to_owned());
+    shipping.message.idempotency_key = "order-7".to_owned();
+    assert_eq!(
+        store.create(&shipping).await.expect("create"),
+        Created::New,
+        "another service's key is its own"
+    );
+    let mut again = record("+14155550102");
+    again.message.service = Some("billing".to_owned());
+    again.message.idempotency_key = "order-7".to_owned();
+    match store.create(&again).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, billing.message.id),
+        other => panic!("expected billing's message, got {other:?}"),
+    }
+    let got = store
+        .get(&shipping.message.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.message.service.as_deref(), Some("shipping"));
+    // Discarding one service's message frees only its key.
+    assert!(store.discard(&shipping.message).await.expect("discard"));
+    let mut billing_again = record("+14155550102");
+    billing_again.message.service = Some("billing".to_owned());
+    billing_again.message.idempotency_key = "order-7".to_owned();
+    assert!(matches!(
+        store.create(&billing_again).await.expect("create"),
+        Created::Existing(_)
+    ));
+}
+
 pub async fn concurrent_claims_yield_one_owner(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550102").await;
     let now = crate::now();
@@ -364,6 +401,184 @@ pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(store.list(&since).await.expect("list").len(), 2);
+}
+
+/// Walks the whole list page by page with the cursor of each page's last
+/// record.
+async fn walk(store: &Arc<dyn Store>, mut filter: ListFilter) -> Vec<MessageRecord> {
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&filter).await.expect("list");
+        let Some(last) = page.last() else {
+            return seen;
+        };
+        filter.after = Some(filter.sort.key(last));
+        let full = page.len() == filter.limit;
+        seen.extend(page);
+        if !full {
+            return seen;
+        }
+    }
+}
+
+pub async fn pages_walk_every_message_once_in_each_order(store: Arc<dyn Store>) {
+    use crate::ports::SortOrder;
+    // Many in the same millisecond: the cursor must tell them apart by id.
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let mut r = record("+14155550150");
+        r.message.service = Some(if i % 2 == 0 { "billing" } else { "shipping" }.to_owned());
+        r.message.reference = Some(format!("order-{}", i % 5));
+        r.message.message_type = if i % 3 == 0 {
+            crate::MessageType::Otp
+        } else {
+            crate::MessageType::Transactional
+        };
+        r.message.priority = if i % 4 == 0 {
+            crate::Priority::Bulk
+        } else {
+            crate::Priority::Normal
+        };
+        assert_eq!(store.create(&r).await.expect("create"), Created::New);
+        ids.push(r.message.id);
+    }
+    for sort in [SortOrder::CreatedDesc, SortOrder::CreatedAsc] {
+        let seen = walk(
+            &store,
+            ListFilter {
+                sort,
+                limit: 4,
+                ..Default::default()
+            },
+        )
+        .await;
+        let got: Vec<MessageId> = seen.iter().map(|r| r.message.id.clone()).collect();
+        let mut expected = ids.clone();
+        if sort.descending() {
+            expected.reverse();
+        }
+        assert_eq!(got, expected, "{sort:?}");
+    }
+    let billing = walk(
+        &store,
+        ListFilter {
+            service: Some("billing".into()),
+            limit: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(billing.len(), 12);
+    assert!(billing
+        .iter()
+        .all(|r| r.message.service.as_deref() == Some("billing")));
+    let one = ListFilter {
+        reference: Some("order-3".into()),
+        message_type: Some(crate::MessageType::Transactional),
+        priority: Some(crate::Priority::Normal),
+        limit: 50,
+        ..Default::default()
+    };
+    let found = store.list(&one).await.expect("list");
+    // i in {3, 8, 13, 18}: i % 3 != 0 and i % 4 != 0 leaves 13 and 18? 3 is
+    // OTP, 8 is bulk, 18 is OTP: only 13.
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].message.id, ids[13]);
+
+    // By last change: the changed ones come first, newest change first.
+    for &i in &[5usize, 2, 9] {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        let now = crate::now();
+        store
+            .claim(&ids[i], now, now + Duration::seconds(30), "t")
+            .await
+            .expect("claim");
+        store
+            .update(
+                &ids[i],
+                Transition::Sent {
+                    attempt: 1,
+                    provider: "kaleyra".into(),
+                    provider_message_id: format!("k-{i}"),
+                    event: Event::new("t", "sent"),
+                },
+            )
+            .await
+            .expect("update");
+    }
+    let by_change = walk(
+        &store,
+        ListFilter {
+            sort: SortOrder::UpdatedDesc,
+            limit: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(by_change.len(), 23);
+    let first: Vec<MessageId> = by_change[..3]
+        .iter()
+        .map(|r| r.message.id.clone())
+        .collect();
+    assert_eq!(first, vec![ids[9].clone(), ids[2].clone(), ids[5].clone()]);
+    let through = store
+        .list(&ListFilter {
+            provider: Some("kaleyra".into()),
+            sort: SortOrder::UpdatedAsc,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let through: Vec<MessageId> = through.iter().map(|r| r.message.id.clone()).collect();
+    assert_eq!(
+        through,
+        vec![ids[5].clone(), ids[2].clone(), ids[9].clone()]
+    );
+}
+
+/// Creates `n` messages, then walks them newest first with `limit=100`
+/// while as many again are created: every message of the window is seen
+/// once. Not in the suite (it is long); backends call it.
+pub async fn walk_while_creating(store: Arc<dyn Store>, n: usize) {
+    // 50 at a time: group-committing backends share their syncs.
+    let mut window = std::collections::HashSet::new();
+    for _ in 0..n.div_ceil(50) {
+        let batch = (0..50).map(|_| stored(&store, "+14155550151"));
+        for record in futures::future::join_all(batch).await {
+            window.insert(record.message.id);
+        }
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..n.div_ceil(50) {
+                futures::future::join_all((0..50).map(|_| stored(&store, "+14155550152"))).await;
+            }
+        })
+    };
+    let mut filter = ListFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&filter).await.expect("list");
+        let Some(last) = page.last() else { break };
+        filter.after = Some(filter.sort.key(last));
+        let full = page.len() == filter.limit;
+        seen.extend(page.into_iter().map(|r| r.message.id));
+        if !full {
+            break;
+        }
+    }
+    writer.await.expect("writer");
+    let unique: std::collections::HashSet<&MessageId> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a message was listed twice");
+    assert!(
+        window.iter().all(|id| unique.contains(id)),
+        "a message was skipped"
+    );
 }
 
 pub async fn counts_messages_by_status(store: Arc<dyn Store>) {
@@ -688,6 +903,7 @@ macro_rules! store_contract {
             [
                 create_then_get_round_trips,
                 same_idempotency_key_returns_the_existing_message,
+                idempotency_keys_are_per_service,
                 concurrent_claims_yield_one_owner,
                 sent_and_terminal_messages_are_not_claimed,
                 expired_lease_is_taken_over_with_verification,
@@ -697,6 +913,7 @@ macro_rules! store_contract {
                 finds_messages_by_provider_message_id,
                 lists_by_filters_newest_first,
                 counts_messages_by_status,
+                pages_walk_every_message_once_in_each_order,
                 discarding_removes_only_messages_no_attempt_has_touched,
                 a_lease_is_extended_only_by_its_attempt,
                 a_long_trail_is_compacted,

@@ -39,6 +39,10 @@ pub struct Device {
     pub endpoint: Option<String>,
     /// False once the vendor reported the device gone (`EndpointDisabled`).
     pub active: bool,
+    /// The service whose key registered it; only it (or an admin) may
+    /// change or delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -53,6 +57,7 @@ impl Device {
             token: token.to_owned(),
             endpoint: None,
             active: true,
+            service: None,
             created_at: now,
             updated_at: now,
         }

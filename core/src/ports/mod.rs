@@ -8,6 +8,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub mod cache;
 pub mod checkpoint;
 pub mod devices;
+pub mod keys;
 pub mod provider;
 pub mod queue;
 pub mod retry;
@@ -18,10 +19,11 @@ pub mod webhooks;
 pub use cache::{CachedMessage, MessageCache};
 pub use checkpoint::Checkpoints;
 pub use devices::{Device, DeviceRegistry, Platform};
+pub use keys::{ApiKey, ApiKeys, Scope};
 pub use provider::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
-pub use store::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
+pub use store::{Claim, Created, ListFilter, SortOrder, Store, StoreError, Transition, Updated};
 pub use suppression::{Suppression, SuppressionList};
 pub use webhooks::{
     Disabled, PendingDelivery, WebhookAttempt, WebhookEndpoint, WebhookSecret, Webhooks,

@@ -269,6 +269,66 @@ pub enum Updated {
     NotFound,
 }
 
+/// The order of a list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Newest first.
+    #[default]
+    CreatedDesc,
+    CreatedAsc,
+    /// Most recently changed first.
+    UpdatedDesc,
+    UpdatedAsc,
+}
+
+impl SortOrder {
+    pub const ALL: [SortOrder; 4] = [
+        SortOrder::CreatedAsc,
+        SortOrder::CreatedDesc,
+        SortOrder::UpdatedAsc,
+        SortOrder::UpdatedDesc,
+    ];
+
+    /// As the API names it: `created_at`, `-created_at`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortOrder::CreatedDesc => "-created_at",
+            SortOrder::CreatedAsc => "created_at",
+            SortOrder::UpdatedDesc => "-updated_at",
+            SortOrder::UpdatedAsc => "updated_at",
+        }
+    }
+
+    pub fn by_updated(self) -> bool {
+        matches!(self, SortOrder::UpdatedDesc | SortOrder::UpdatedAsc)
+    }
+
+    pub fn descending(self) -> bool {
+        matches!(self, SortOrder::CreatedDesc | SortOrder::UpdatedDesc)
+    }
+
+    /// The record's position in this order: (milliseconds, id).
+    pub fn key(self, record: &MessageRecord) -> (i64, String) {
+        let at = if self.by_updated() {
+            record.updated_at
+        } else {
+            record.message.created_at
+        };
+        (at.timestamp_millis(), record.message.id.as_str().to_owned())
+    }
+}
+
+impl std::str::FromStr for SortOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SortOrder::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| "must be created_at, -created_at, updated_at or -updated_at".into())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListFilter {
     pub status: Option<Status>,
@@ -276,20 +336,55 @@ pub struct ListFilter {
     pub to: Option<String>,
     pub created_after: Option<Timestamp>,
     pub created_before: Option<Timestamp>,
+    /// Only this service's messages.
+    pub service: Option<String>,
+    pub provider: Option<String>,
+    pub message_type: Option<crate::MessageType>,
+    pub priority: Option<crate::Priority>,
+    pub reference: Option<String>,
+    pub sort: SortOrder,
+    /// Keyset paging: only records after this position in `sort` order
+    /// (see [`SortOrder::key`]).
+    pub after: Option<(i64, String)>,
     pub limit: usize,
 }
 
 impl ListFilter {
     pub fn matches(&self, record: &MessageRecord) -> bool {
+        let message = &record.message;
         self.status.is_none_or(|s| record.status == s)
-            && self.channel.is_none_or(|c| record.message.channel() == c)
-            && self.to.as_ref().is_none_or(|to| &record.message.to == to)
+            && self.channel.is_none_or(|c| message.channel() == c)
+            && self.to.as_ref().is_none_or(|to| &message.to == to)
+            && self.created_after.is_none_or(|t| message.created_at >= t)
+            && self.created_before.is_none_or(|t| message.created_at < t)
             && self
-                .created_after
-                .is_none_or(|t| record.message.created_at >= t)
+                .service
+                .as_ref()
+                .is_none_or(|s| message.service.as_ref() == Some(s))
             && self
-                .created_before
-                .is_none_or(|t| record.message.created_at < t)
+                .provider
+                .as_ref()
+                .is_none_or(|p| record.provider.as_ref() == Some(p))
+            && self.message_type.is_none_or(|t| message.message_type == t)
+            && self.priority.is_none_or(|p| message.priority == p)
+            && self
+                .reference
+                .as_ref()
+                .is_none_or(|r| message.reference.as_ref() == Some(r))
+            && self.is_after(record)
+    }
+
+    /// Whether `record` comes after the cursor in the list's order.
+    pub fn is_after(&self, record: &MessageRecord) -> bool {
+        let Some(cursor) = &self.after else {
+            return true;
+        };
+        let key = self.sort.key(record);
+        if self.sort.descending() {
+            key < *cursor
+        } else {
+            key > *cursor
+        }
     }
 }
 
@@ -325,7 +420,8 @@ pub trait Store: Send + Sync + 'static {
         provider_message_id: &str,
     ) -> Result<Option<MessageId>, StoreError>;
 
-    /// Newest first, at most `filter.limit`; event trails are left empty.
+    /// In `filter.sort` order (newest first by default), at most
+    /// `filter.limit`, after `filter.after`; event trails are left empty.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
 
     /// How many messages are in each status (statuses with none are omitted).

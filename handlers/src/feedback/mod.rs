@@ -562,9 +562,16 @@ impl Feedback {
     }
 }
 
-/// Whether `endpoint` takes `event`.
+/// Whether `endpoint` takes `event`: a service's endpoint gets only its
+/// own messages' events (and suppressions, which apply to every service);
+/// one created without a service gets every event.
 fn wants(endpoint: &WebhookEndpoint, event: &OutcomeEvent) -> bool {
-    endpoint.disabled.is_none()
+    let owned = match (&endpoint.service, &event.message_id) {
+        (Some(service), Some(_)) => event.service.as_ref() == Some(service),
+        _ => true,
+    };
+    owned
+        && endpoint.disabled.is_none()
         && (endpoint.events.is_empty() || endpoint.events.contains(&event.kind))
         && (endpoint.channels.is_empty() || endpoint.channels.contains(&event.channel))
 }

@@ -2,6 +2,7 @@
 //! port with its own data directory and talks to it over HTTP.
 
 mod api;
+mod auth;
 mod backends;
 mod crash;
 mod devices;
@@ -11,5 +12,6 @@ mod lifecycle;
 mod routing;
 mod ses;
 mod sns_sms;
+mod status_api;
 mod suppression;
 mod webhooks;

@@ -37,6 +37,12 @@ mod suppression {
     mdc_core::suppression_contract!(async { fresh().suppressions as Arc<dyn SuppressionList> });
 }
 
+mod keys {
+    use super::*;
+    use mdc_core::ports::ApiKeys;
+    mdc_core::keys_contract!(async { fresh().keys as Arc<dyn ApiKeys> });
+}
+
 mod checkpoint {
     use super::*;
     use mdc_core::ports::Checkpoints;
@@ -47,6 +53,14 @@ mod webhooks {
     use super::*;
     use mdc_core::ports::Webhooks;
     mdc_core::webhooks_contract!(async { fresh().webhooks as Arc<dyn Webhooks> });
+}
+
+mod memory_keys {
+    use super::*;
+    use mdc_core::ports::ApiKeys;
+    mdc_core::keys_contract!(async {
+        Arc::new(mdc_core::memory::MemoryKeys::default()) as Arc<dyn ApiKeys>
+    });
 }
 
 mod memory_checkpoint {
@@ -177,4 +191,10 @@ mod durability {
             .expect("must refuse");
         assert!(err.to_string().contains("cannot shrink"), "{err}");
     }
+}
+
+/// 2,500 messages walked 100 at a time while as many more arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_walks_every_message_once_while_more_arrive() {
+    mdc_core::contract::store::walk_while_creating(fresh().store as Arc<dyn Store>, 2_500).await;
 }

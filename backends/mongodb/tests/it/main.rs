@@ -48,6 +48,12 @@ mod webhooks {
     });
 }
 
+mod keys {
+    use super::*;
+    use mdc_core::ports::ApiKeys;
+    mdc_core::keys_contract!(async { Arc::new(fresh().await.keys()) as Arc<dyn ApiKeys> });
+}
+
 mod checkpoint {
     use super::*;
     use mdc_core::ports::Checkpoints;
@@ -74,4 +80,14 @@ async fn an_unreachable_server_is_a_clear_error() {
         matches!(err, mdc_core::ports::StoreError::Unavailable(_)),
         "{err}"
     );
+}
+
+/// 2,500 messages walked 100 at a time while as many more arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_walks_every_message_once_while_more_arrive() {
+    mdc_core::contract::store::walk_while_creating(
+        Arc::new(fresh().await) as Arc<dyn Store>,
+        2_500,
+    )
+    .await;
 }

@@ -1,0 +1,95 @@
+//! `/v1/keys` (scope `admin`): API keys of the internal services.
+//!
+//! - `POST /v1/keys` `{"service", "scopes": ["send", ...], "description"}` →
+//!   201 with the key and its `secret` (shown this once).
+//! - `GET /v1/keys`: every key, revoked ones too; never a secret.
+//! - `DELETE /v1/keys/{id}`: revokes the key at once (204; 404 when unknown
+//!   or already revoked).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use mdc_core::ports::{ApiKey, Scope};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::{not_found, read_body, unavailable, unprocessable, ApiError, State};
+use crate::auth::{self, Caller};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/keys", web::post().to(create))
+        .route("/v1/keys", web::get().to(list))
+        .route("/v1/keys/{id}", web::delete().to(revoke));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    service: Option<String>,
+    scopes: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+/// The key as the API shows it: its hash never.
+pub fn shown(key: &ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "service": key.service,
+        "scopes": key.scopes,
+        "description": key.description,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    })
+}
+
+async fn create(
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let request: KeyRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })?;
+    let Some(service) = request.service.filter(|s| !s.is_empty()) else {
+        return Err(unprocessable("service", "required", "service is required"));
+    };
+    auth::check_service(&service).map_err(|e| unprocessable("service", "service_name", e))?;
+    let scopes = auth::parse_scopes(&request.scopes.unwrap_or_default().join(","))
+        .map_err(|e| unprocessable("scopes", "one_of", e))?;
+    let (key, secret) = auth::issue(&service, scopes, &request.description.unwrap_or_default())
+        .map_err(|e| unprocessable("description", "length", e))?;
+    state.auth.keys().create(&key).await.map_err(unavailable)?;
+    state.auth.key_created();
+    tracing::info!(key_id = %key.id, service = %key.service, scopes = ?key.scopes, by = ?caller.key_id, "API key created");
+    let mut body = shown(&key);
+    body["secret"] = json!(secret);
+    Ok(HttpResponse::Created().json(body))
+}
+
+async fn list(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
+    let keys = state.auth.keys().list().await.map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "keys": keys.iter().map(shown).collect::<Vec<_>>() })))
+}
+
+async fn revoke(
+    caller: Caller,
+    id: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Admin)?;
+    let revoked = state
+        .auth
+        .keys()
+        .revoke(&id, mdc_core::now())
+        .await
+        .map_err(unavailable)?;
+    state.auth.forget(&id);
+    if !revoked {
+        return Err(not_found("no active key with that id").field("id"));
+    }
+    tracing::info!(key_id = %id, by = ?caller.key_id, "API key revoked");
+    Ok(HttpResponse::NoContent().finish())
+}
