@@ -122,6 +122,12 @@ impl Submitter {
         match self.store.create(&record).await? {
             Created::New => {
                 self.enqueue(&message).await?;
+                metrics::counter!(
+                    "mdc_messages_accepted_total",
+                    "channel" => message.channel().as_str(),
+                    "priority" => message.priority.as_str(),
+                )
+                .increment(1);
                 Ok(Submitted {
                     id: message.id,
                     status: Status::Queued,

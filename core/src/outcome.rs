@@ -173,6 +173,16 @@ pub async fn publish_current(
     match OutcomeEvent::of_message(&record, vendor_at) {
         Some(event) => {
             event.publish(queue).await?;
+            let channel = record.message.channel().as_str();
+            metrics::counter!("mdc_outcomes_total", "channel" => channel, "status" => record.status.as_str())
+                .increment(1);
+            if record.status == Status::Delivered {
+                let took = (record.updated_at - record.message.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!("mdc_time_to_delivered_seconds", "channel" => channel)
+                    .record(took.as_secs_f64());
+            }
             Ok(true)
         }
         None => Ok(false),

@@ -17,6 +17,8 @@ pub struct TaskHealth {
     last: Mutex<Option<String>>,
     parked_reports: AtomicU64,
     mismatched_reports: AtomicU64,
+    /// Tasks that panicked and are not running again yet.
+    down: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl TaskHealth {
@@ -27,6 +29,25 @@ impl TaskHealth {
     }
 
     /// How many times a task panicked and was started again.
+    /// The tasks not running now (between a panic and their restart).
+    pub fn down(&self) -> Vec<String> {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn mark(&self, task: &str, running: bool) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            down.remove(task);
+        } else {
+            down.insert(task.to_owned());
+        }
+    }
+
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
@@ -66,12 +87,15 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
-        match tokio::spawn(start()).await {
+        let running = tokio::spawn(start());
+        health.mark(task, true);
+        match running.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
                 let why = panic_text(e.into_panic());
                 tracing::error!(task, panic = %why, "A task panicked; starting it again");
                 health.restarted(task, &why);
+                health.mark(task, false);
                 tokio::time::sleep(RESTART_PAUSE).await;
             }
             Err(e) => {
@@ -115,5 +139,32 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         assert_eq!(health.restarts(), 2);
         assert_eq!(health.last().as_deref(), Some("test: boom"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_is_down_between_its_panic_and_its_restart() {
+        let health = Arc::new(TaskHealth::default());
+        let runs = Arc::new(AtomicU32::new(0));
+        let supervisor = {
+            let (health, runs) = (health.clone(), runs.clone());
+            tokio::spawn(async move {
+                supervise("lane critical", &health, || {
+                    let runs = runs.clone();
+                    async move {
+                        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                            panic!("boom");
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .await;
+            })
+        };
+        tokio::time::sleep(RESTART_PAUSE / 2).await;
+        assert_eq!(health.down(), vec!["lane critical".to_owned()]);
+        tokio::time::sleep(RESTART_PAUSE).await;
+        assert!(health.down().is_empty(), "running again");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        supervisor.abort();
     }
 }

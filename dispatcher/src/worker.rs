@@ -507,7 +507,20 @@ impl Dispatcher {
         // The router bounds each provider call by the send timeout and waits
         // for a rate-limit token when every provider is at its limit; the
         // lease is kept alive meanwhile.
+        let started = std::time::Instant::now();
+        metrics::gauge!("mdc_sends_in_flight").increment(1.0);
         let routed = router.send(message).await;
+        metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
+        let outcome = match &routed.result {
+            Ok(_) => "sent",
+            Err(ProviderError::Permanent { .. }) => "refused",
+            Err(ProviderError::Transient { .. }) => "transient",
+            Err(ProviderError::Ambiguous { .. }) => "ambiguous",
+        };
+        metrics::counter!("mdc_sends_total", "provider" => routed.provider.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
+            .record(started.elapsed().as_secs_f64());
         let failover: Vec<String> = routed
             .skipped
             .iter()

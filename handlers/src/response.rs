@@ -283,6 +283,12 @@ impl ResponseHandler {
         match self.store.update(&id, update).await? {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");
+                metrics::counter!(
+                    "mdc_reports_total",
+                    "provider" => report.provider.clone(),
+                    "status" => reported.map_or("event", |s| s.as_str()),
+                )
+                .increment(1);
                 if reported.is_some() {
                     self.publish(&id, &report).await?;
                 }

@@ -51,6 +51,7 @@ impl RetryHandler {
     async fn fire(&self, item: RetryItem) {
         match self.requeue(&item).await {
             Ok(()) => {
+                metrics::counter!("mdc_retries_total").increment(1);
                 if let Err(e) = self.retry.complete(&item).await {
                     tracing::warn!(message_id = %item.message_id, error = %e, "Could not complete a retry; it may fire again");
                 }

@@ -52,6 +52,11 @@ pub struct State {
     pub feedback: Arc<mdc_handlers::Feedback>,
     /// API keys and per-service rates.
     pub auth: Arc<crate::auth::Auth>,
+    pub retry: Arc<dyn mdc_core::ports::RetryScheduler>,
+    /// The routes, for their breaker state and rate on `/metrics`.
+    pub routes: HashMap<Channel, Arc<mdc_dispatcher::routing::Router>>,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// `ok` while every worker runs; `restarts` counts workers that panicked
@@ -75,10 +80,99 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
     }))
 }
 
+/// `/readyz`: 200 when every configured backend answers and every
+/// supervised task runs; 503 naming what does not.
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let within = std::time::Duration::from_secs(2);
+    let timed = |what: &'static str,
+                 result: Result<Result<(), String>, tokio::time::error::Elapsed>| {
+        match result {
+            Ok(Ok(())) => (what, None),
+            Ok(Err(e)) => {
+                tracing::warn!(check = what, error = %e, "Not ready");
+                (what, Some("not answering".to_owned()))
+            }
+            Err(_) => {
+                tracing::warn!(check = what, "Not ready: no answer within 2 s");
+                (what, Some("no answer within 2 s".to_owned()))
+            }
+        }
+    };
+    let store = tokio::time::timeout(within, async {
+        state
+            .store
+            .get(&MessageId::generate())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let queue = tokio::time::timeout(within, async {
+        state.queue.ready().await.map_err(|e| e.to_string())
+    });
+    let retry = tokio::time::timeout(within, async {
+        state.retry.ready().await.map_err(|e| e.to_string())
+    });
+    let (store, queue, retry) = futures::join!(store, queue, retry);
+    let mut checks = serde_json::Map::new();
+    let mut failing = Vec::new();
+    for (what, problem) in [
+        timed("store", store),
+        timed("queue", queue),
+        timed("retry", retry),
+    ] {
+        checks.insert(what.to_owned(), json!(problem.as_deref().unwrap_or("ok")));
+        if problem.is_some() {
+            failing.push(what.to_owned());
+        }
+    }
+    for task in state.health.down() {
+        checks.insert(format!("task {task}"), json!("restarting after a panic"));
+        failing.push(format!("task {task}"));
+    }
+    if failing.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+            .json(json!({ "status": "not ready", "failing": failing, "checks": checks }))
+    }
+}
+
+/// `/metrics` in the Prometheus text format.
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    let Some(handle) = &state.metrics else {
+        return HttpResponse::NotFound().json(json!({
+            "error": { "message": "metrics are not recorded in this process" }
+        }));
+    };
+    for router in state.routes.values() {
+        for member in router.members() {
+            let provider = member.provider.name().to_owned();
+            if let Some(breaker) = &member.breaker {
+                use mdc_dispatcher::routing::breaker::State as Breaker;
+                let open = match breaker.state() {
+                    Breaker::Closed => 0.0,
+                    Breaker::HalfOpen => 0.5,
+                    Breaker::Open { .. } => 1.0,
+                };
+                metrics::gauge!("mdc_breaker_open", "provider" => provider.clone()).set(open);
+            }
+            if let Some(limiter) = &member.limiter {
+                metrics::gauge!("mdc_provider_rate_per_second", "provider" => provider)
+                    .set(limiter.rate());
+            }
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}
+
 /// The endpoints of `roles`: ingest serves the message, stats and device
 /// API (and the simulators' ledger), listener the vendor callbacks; every
 /// process answers `/healthz`.
 pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io::Result<Server> {
+    let simulated = state.ledger.is_some();
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
         let intakes = state.intakes.clone();
@@ -91,7 +185,15 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                 }
             })
             .app_data(state.clone())
+            .configure(|cfg| {
+                // The simulators' surface exists only while a route uses one.
+                if roles.ingest && simulated {
+                    cfg.route("/v1/simulator/sends", web::get().to(simulator_sends));
+                }
+            })
             .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
             .configure(|cfg| {
                 if roles.ingest {
                     cfg.route("/v1/messages", web::post().to(submit))
@@ -108,7 +210,6 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                             "/v1/suppressions/{channel}/{recipient}",
                             web::delete().to(remove_suppression),
                         )
-                        .route("/v1/simulator/sends", web::get().to(simulator_sends))
                         .configure(crate::webhooks_api::routes)
                         .configure(crate::keys_api::routes);
                 }
@@ -194,8 +295,14 @@ impl actix_web::ResponseError for ApiError {
     }
 }
 
+/// A 503 that says what to do, not the backend's own words (hosts, ports,
+/// driver internals), which go to the log.
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    tracing::warn!(error = %e, "A backend is unavailable; answering 503");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily unavailable: nothing was changed; retry shortly (with the same idempotency key)",
+    )
 }
 
 pub(crate) fn not_found(message: &str) -> ApiError {
@@ -278,18 +385,24 @@ async fn submit(
         };
         unprocessable(&field, "type", inner)
     })?;
-    match state
+    let started = std::time::Instant::now();
+    let answer = match state
         .submitter
         .submit_as(&request, caller.service.as_deref())
         .await
     {
         Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
-        Err(SubmitError::Invalid(e)) => Err(unprocessable(&e.field, e.rule, e.message)),
+        Err(SubmitError::Invalid(e)) => {
+            metrics::counter!("mdc_messages_rejected_total", "rule" => e.rule).increment(1);
+            Err(unprocessable(&e.field, e.rule, e.message))
+        }
         Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)
             .field(&e.field)
             .rule(e.rule)),
         Err(e @ SubmitError::Unavailable(_)) => Err(unavailable(e)),
-    }
+    };
+    metrics::histogram!("mdc_submit_seconds").record(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// What stands for a body that is not shown.

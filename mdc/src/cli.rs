@@ -197,6 +197,16 @@ pub struct ServeArgs {
     /// needs shared backends (Kafka queue, MongoDB store, Redis retries).
     #[arg(long, value_enum, value_delimiter = ',', env = "MDC_ROLES")]
     pub roles: Vec<crate::Role>,
+    /// Log lines as text for people, or one JSON object each for a log
+    /// pipeline.
+    #[arg(long, value_enum, default_value = "text", env = "MDC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

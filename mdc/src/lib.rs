@@ -189,6 +189,16 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     .with_context(|| format!("listening on {}", config.listen))?;
     let handle = server.handle();
     let http = tokio::spawn(server);
+    if let Some(metrics) = metrics_handle() {
+        // Folds recorded histogram samples even when nobody scrapes.
+        let stop = workers.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                metrics.run_upkeep();
+            }
+        });
+    }
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), roles = ?roles.names(), "MDC is serving");
 
     // A worker that ends before the shutdown leaves work undone: stop the
@@ -442,6 +452,32 @@ async fn build_intakes(
     Ok(intakes)
 }
 
+/// The process's Prometheus recorder, installed on first use (one per
+/// process: tests that run MDC in-process share it).
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(PrometheusBuilder::install_recorder);
+            match builder {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Metrics are not recorded");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
 /// What the HTTP roles (ingest, listener) serve from.
 fn http_state(
     config: &Config,
@@ -452,6 +488,7 @@ fn http_state(
     feedback: Arc<Feedback>,
     auth: Arc<auth::Auth>,
 ) -> api::State {
+    let routes = vendors.routes.clone();
     api::State {
         submitter: Submitter::new(
             ports.store.clone(),
@@ -471,5 +508,8 @@ fn http_state(
         webhooks: ports.webhooks.clone(),
         feedback,
         auth,
+        retry: ports.retry.clone(),
+        routes,
+        metrics: metrics_handle(),
     }
 }

@@ -66,11 +66,16 @@ pub struct KafkaConfig {
     /// mishandle it (the dispatcher's claim still absorbs duplicates).
     #[serde(default = "yes")]
     pub idempotent_producer: bool,
-    /// Extra librdkafka properties (timeouts, socket options, …; TLS and SASL
-    /// need the `rdkafka` crate built with its `ssl` / `sasl` features),
-    /// applied to producers, consumers and the admin client.
+    /// Extra librdkafka properties (`security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism`, `sasl.username`, timeouts, …), applied to
+    /// producers, consumers and the admin client. The build has TLS and
+    /// SASL (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER).
+    #[serde(default, alias = "options")]
+    pub properties: BTreeMap<String, String>,
+    /// Properties whose values are secrets, read from environment
+    /// variables at start-up: `{ "sasl.password" = "KAFKA_PASSWORD" }`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub properties_from_env: BTreeMap<String, String>,
 }
 
 fn default_prefix() -> String {
@@ -105,7 +110,8 @@ impl KafkaConfig {
             produce_timeout: default_produce_timeout(),
             session_timeout: default_session_timeout(),
             idempotent_producer: true,
-            options: BTreeMap::new(),
+            properties: BTreeMap::new(),
+            properties_from_env: BTreeMap::new(),
         }
     }
 
@@ -164,6 +170,28 @@ impl KafkaConfig {
                 ));
             }
         }
+        for (key, variable) in &self.properties_from_env {
+            if std::env::var(variable).is_err() {
+                return Err(InvalidSetting::new(
+                    format!("backends.queue.properties_from_env.{key}"),
+                    format!("names the environment variable {variable}, which is not set"),
+                ));
+            }
+        }
+        // librdkafka checks names and values: a typo shows at start-up.
+        let extra = !self.properties.is_empty() || !self.properties_from_env.is_empty();
+        if let Err(e) = extra
+            .then(|| {
+                self.client_config()
+                    .create::<rdkafka::producer::BaseProducer>()
+            })
+            .transpose()
+        {
+            return Err(InvalidSetting::new(
+                "backends.queue.properties",
+                format!("librdkafka refuses them: {e}"),
+            ));
+        }
         mdc_core::setting::duration_within(
             "backends.queue.produce_timeout",
             self.produce_timeout,
@@ -197,8 +225,14 @@ impl KafkaConfig {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "mdc")
             .set_log_level(RDKafkaLogLevel::Warning);
-        for (key, value) in &self.options {
+        for (key, value) in &self.properties {
             config.set(key, value);
+        }
+        for (key, variable) in &self.properties_from_env {
+            // Checked by `validate`: a missing variable never gets here.
+            if let Ok(value) = std::env::var(variable) {
+                config.set(key, value);
+            }
         }
         config
     }
@@ -394,6 +428,10 @@ impl KafkaQueue {
 
 #[async_trait]
 impl Queue for KafkaQueue {
+    async fn ready(&self) -> Result<(), QueueError> {
+        topics::reachable(&self.producer(), std::time::Duration::from_secs(2)).await
+    }
+
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         let name = self.config.topic_name(topic);
         let record = FutureRecord::to(&name).key(key).payload(&payload);
@@ -462,6 +500,43 @@ impl Queue for KafkaQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_and_sasl_properties_are_supported_and_secrets_come_from_the_environment() {
+        let mut config = KafkaConfig::new("127.0.0.1:9", "mdc");
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "mdc"),
+        ] {
+            config.properties.insert(key.into(), value.into());
+        }
+        config.properties_from_env.insert(
+            "sasl.password".into(),
+            "MDC_TEST_UNSET_KAFKA_PASSWORD".into(),
+        );
+        let missing = config.validate().expect_err("the variable is not set");
+        assert_eq!(
+            missing.key,
+            "backends.queue.properties_from_env.sasl.password"
+        );
+        // PATH is set everywhere; its value stands in for a secret.
+        config
+            .properties_from_env
+            .insert("sasl.password".into(), "PATH".into());
+        config
+            .validate()
+            .expect("this build speaks TLS and SASL/SCRAM");
+        assert_eq!(
+            config.client_config().get("sasl.password"),
+            std::env::var("PATH").ok().as_deref()
+        );
+        config
+            .properties
+            .insert("security.protocol".into(), "carrier-pigeon".into());
+        let refused = config.validate().expect_err("not a protocol");
+        assert_eq!(refused.key, "backends.queue.properties");
+    }
 
     #[test]
     fn a_repeated_line_is_logged_once_per_window_with_the_count_held_back() {

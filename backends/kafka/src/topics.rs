@@ -119,6 +119,18 @@ pub async fn create_topics(
     Ok(outcomes)
 }
 
+/// Whether the cluster answers a metadata request within `timeout`.
+pub(crate) async fn reachable(
+    producer: &FutureProducer<Logging>,
+    timeout: Duration,
+) -> Result<(), QueueError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || metadata(producer.client(), timeout))
+        .await
+        .map_err(|e| QueueError::Other(e.into()))?
+        .map(|_| ())
+}
+
 /// MDC topics the cluster does not have.
 pub(crate) async fn missing(
     config: &KafkaConfig,

@@ -228,6 +228,17 @@ async fn listen(
 
 #[async_trait]
 impl RetryScheduler for RedisRetry {
+    async fn ready(&self) -> Result<(), RetryError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RetryError::Unavailable(e.into())),
+            Err(_) => Err(RetryError::Unavailable("no answer within 2 s".into())),
+        }
+    }
+
     async fn schedule(&self, item: RetryItem) -> Result<(), RetryError> {
         let id = item.message_id.as_str();
         let due = item.due.timestamp_millis();

@@ -143,6 +143,11 @@ pub trait Queue: Send + Sync + 'static {
         group: &str,
         spec: ConsumerSpec,
     ) -> Result<Arc<dyn QueueConsumer>, QueueError>;
+
+    /// Whether the queue answers now (for readiness probes).
+    async fn ready(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

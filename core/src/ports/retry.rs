@@ -39,4 +39,9 @@ pub trait RetryScheduler: Send + Sync + 'static {
     /// Marks a handed-out item as done. Completing an item that was
     /// rescheduled in between leaves the newer schedule in place.
     async fn complete(&self, item: &RetryItem) -> Result<(), RetryError>;
+
+    /// Whether the timers' backend answers now (for readiness probes).
+    async fn ready(&self) -> Result<(), RetryError> {
+        Ok(())
+    }
 }

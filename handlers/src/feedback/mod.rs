@@ -425,6 +425,11 @@ impl Feedback {
         };
         record.latency_ms = started.elapsed().as_millis() as u64;
         record.succeeded = matches!(tried, Tried::Delivered);
+        metrics::counter!(
+            "mdc_webhook_deliveries_total",
+            "result" => if record.succeeded { "delivered" } else { "failed" },
+        )
+        .increment(1);
         if !record.succeeded {
             record.event = serde_json::from_slice(body).ok();
         }

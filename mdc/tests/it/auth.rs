@@ -50,6 +50,7 @@ async fn call(
         request = request.bearer_auth(key);
     }
     if let Some(body) = body {
+        server.remember_private(body.to_string().as_bytes());
         request = request.json(body);
     }
     let response = request.send().await.expect("request");

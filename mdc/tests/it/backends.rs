@@ -130,9 +130,22 @@ async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself(
     let before = server.submit(&sms("+14155550123")).await;
     server.wait_terminal(&before, Duration::from_secs(30)).await;
 
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
     mongo.stop();
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["failing"], serde_json::json!(["store"]), "{ready}");
+    assert!(
+        !ready.to_string().contains(&mongo.port.to_string()),
+        "no backend internals: {ready}"
+    );
     let (status, answer) = server.post(&sms("+14155550124")).await;
     assert_eq!(status, 503, "{answer}");
+    assert!(
+        !answer.to_string().contains(&mongo.port.to_string()),
+        "no backend internals in a 503: {answer}"
+    );
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -157,6 +170,18 @@ async fn a_database_outage_fails_submits_cleanly_and_service_recovers_by_itself(
         "delivered",
         "what was stored before the outage is still there"
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ready) = server.get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, stats) = server.get("/v1/stats").await;
     assert_eq!(
         stats["total"], 2,

@@ -20,6 +20,8 @@ pub struct Server {
     pub base: String,
     pub dir: PathBuf,
     pub http: reqwest::Client,
+    /// Recipients and bodies this test submitted: none may reach the log.
+    pub private: std::sync::Mutex<Vec<String>>,
 }
 
 pub fn free_port() -> u16 {
@@ -81,6 +83,7 @@ impl Server {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),
+            private: std::sync::Mutex::new(Vec::new()),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -103,6 +106,34 @@ impl Server {
         }
     }
 
+    /// Notes the recipient and bodies of a submitted message, so the log
+    /// can be checked for them when the server is dropped.
+    pub fn remember_private(&self, body: &[u8]) {
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let mut private = self.private.lock().unwrap_or_else(|p| p.into_inner());
+        for key in ["to", "body", "html", "subject"] {
+            if let Some(text) = fields.get(key).and_then(Value::as_str) {
+                // Short texts ("Thanks") could appear in a log by chance.
+                if text.len() >= 8 {
+                    private.push(text.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Panics if the log holds a recipient or body this test submitted.
+    pub fn assert_log_has_no_private_data(&self) {
+        let log = self.log();
+        let private = self.private.lock().unwrap_or_else(|p| p.into_inner());
+        for text in private.iter() {
+            if let Some(line) = log.lines().find(|l| l.contains(text.as_str())) {
+                panic!("the log holds {text:?}: {line}");
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mdc.log")).unwrap_or_default()
     }
@@ -112,6 +143,7 @@ impl Server {
     }
 
     pub async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        self.remember_private(&body);
         let response = self
             .http
             .post(format!("{}/v1/messages", self.base))
@@ -139,6 +171,17 @@ impl Server {
             .expect("get");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text")
     }
 
     pub async fn message(&self, id: &str) -> Value {
@@ -261,6 +304,11 @@ impl Drop for Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Every end-to-end test checks its server's log for the
+        // recipients and bodies it used.
+        if !std::thread::panicking() {
+            self.assert_log_has_no_private_data();
         }
     }
 }

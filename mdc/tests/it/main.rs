@@ -9,6 +9,7 @@ mod devices;
 mod harness;
 mod kafka;
 mod lifecycle;
+mod operations;
 mod routing;
 mod ses;
 mod sns_sms;

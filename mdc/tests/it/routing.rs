@@ -190,6 +190,14 @@ async fn fails_over_on_5xx_and_skips_a_provider_whose_breaker_is_open() {
         calls <= 3,
         "the open breaker kept traffic off the broken provider: {calls} calls"
     );
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("mdc_breaker_open{provider=\"primary\"} 1"),
+        "{metrics}"
+    );
+    // No route uses a simulator: their surface is not mounted.
+    let (status, _) = server.get("/v1/simulator/sends").await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

@@ -1,0 +1,160 @@
+//! What operations watch: `/metrics`, `/readyz`, JSON logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{email, free_port, sms, Server, TEST_CONFIG};
+
+/// The samples of `/metrics`, parsed by a Prometheus text parser:
+/// (name, labels) → value.
+async fn scrape(server: &Server) -> prometheus_parse::Scrape {
+    let response = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = response.text().await.expect("text");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+}
+
+/// The sum of a counter's (or gauge's) samples whose labels include `with`.
+fn sum(scrape: &prometheus_parse::Scrape, name: &str, with: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// A histogram's observation count.
+fn observed(scrape: &prometheus_parse::Scrape, name: &str, with: &[(&str, &str)]) -> u64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets
+                .iter()
+                .map(|b| b.count as u64)
+                .max()
+                .unwrap_or_default(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 3100 + i)))
+                .await,
+        );
+    }
+    for to in ["hana@example.com", "ivan@example.com"] {
+        ids.push(server.submit(&email(to)).await);
+    }
+    let (status, _) = server
+        .post(&json!({"channel": "sms", "to": "not a number", "body": "x"}))
+        .await;
+    assert_eq!(status, 422);
+    for id in &ids {
+        let message = server.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(message["status"], "delivered", "{message:#}");
+    }
+    let metrics = scrape(&server).await;
+    let accepted = "mdc_messages_accepted_total";
+    assert_eq!(
+        sum(
+            &metrics,
+            accepted,
+            &[("channel", "sms"), ("priority", "critical")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            accepted,
+            &[("channel", "email"), ("priority", "normal")]
+        ),
+        2.0
+    );
+    assert_eq!(sum(&metrics, "mdc_messages_rejected_total", &[]), 1.0);
+    assert_eq!(
+        sum(&metrics, "mdc_sends_total", &[("outcome", "sent")]),
+        5.0
+    );
+    assert_eq!(
+        sum(&metrics, "mdc_reports_total", &[("status", "delivered")]),
+        5.0
+    );
+    assert_eq!(
+        sum(&metrics, "mdc_outcomes_total", &[("status", "delivered")]),
+        5.0
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "mdc_outcomes_total",
+            &[("status", "delivered"), ("channel", "sms")]
+        ),
+        3.0
+    );
+    assert_eq!(sum(&metrics, "mdc_sends_in_flight", &[]), 0.0);
+    assert_eq!(observed(&metrics, "mdc_submit_seconds", &[]), 6);
+    assert_eq!(observed(&metrics, "mdc_time_to_delivered_seconds", &[]), 5);
+    assert_eq!(observed(&metrics, "mdc_send_seconds", &[]), 5);
+}
+
+#[tokio::test]
+async fn ready_while_every_backend_answers_and_logs_can_be_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_on(
+        dir.path(),
+        TEST_CONFIG,
+        free_port(),
+        &[("MDC_LOG_FORMAT", "json")],
+    )
+    .await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["store"], "ok");
+    assert_eq!(ready["checks"]["queue"], "ok");
+    server.submit(&sms("+14155553200")).await;
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let entry: HashMap<String, Value> = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry.contains_key("level") && entry.contains_key("timestamp"),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"message\":\"MDC is serving\""), "{log}");
+}
