@@ -198,6 +198,10 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                 if roles.ingest {
                     cfg.route("/v1/messages", web::post().to(submit))
                         .route("/v1/messages", web::get().to(list))
+                        .route(
+                            "/v1/messages/export.csv",
+                            web::get().to(crate::reports_api::export_csv),
+                        )
                         .route("/v1/messages/{id}", web::get().to(get))
                         .route("/v1/messages/{id}/cancel", web::post().to(cancel))
                         .route("/v1/stats", web::get().to(stats))
@@ -211,7 +215,8 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                             web::delete().to(remove_suppression),
                         )
                         .configure(crate::webhooks_api::routes)
-                        .configure(crate::keys_api::routes);
+                        .configure(crate::keys_api::routes)
+                        .configure(crate::reports_api::routes);
                 }
             })
             .default_service(web::to(|| async {
@@ -506,7 +511,7 @@ async fn get(
     }
 }
 
-fn parse_param<T: std::str::FromStr>(
+pub(crate) fn parse_param<T: std::str::FromStr>(
     query: &HashMap<String, String>,
     key: &str,
     what: &str,
@@ -569,7 +574,7 @@ fn parse_cursor(cursor: &str, sort: SortOrder) -> Result<(i64, String), ApiError
 }
 
 /// The list filters of a query (`GET /v1/messages` and the CSV export).
-fn list_filter(
+pub(crate) fn list_filter(
     caller: &Caller,
     query: &HashMap<String, String>,
     paged: bool,

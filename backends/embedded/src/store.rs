@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
 use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
 use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
 use crate::db::{Db, DbError};
 
@@ -18,6 +18,9 @@ const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider
 const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_created");
 const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
 const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_recipient");
+/// status → how many messages are in it, kept with every write so counts
+/// never scan.
+const STATUS_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
 /// (updated ms, id): lists by last change.
 const BY_UPDATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_updated");
 
@@ -85,6 +88,11 @@ fn save(
     }
     let status = record.status.as_str();
     if previous_status != Some(status) {
+        let mut counts = txn.open_table(STATUS_COUNTS)?;
+        if let Some(previous) = previous_status {
+            add_count(&mut counts, previous, -1)?;
+        }
+        add_count(&mut counts, status, 1)?;
         let mut by_status = txn.open_table(BY_STATUS)?;
         if let Some(previous) = previous_status {
             by_status.remove((previous, created, id))?;
@@ -96,6 +104,17 @@ fn save(
             .insert(provider_key(provider, pmid).as_str(), id)?;
     }
     messages.insert(id, serde_json::to_vec(record)?.as_slice())?;
+    Ok(())
+}
+
+fn add_count(counts: &mut Table<&str, u64>, status: &str, by: i64) -> Result<(), DbError> {
+    let current = counts.get(status)?.map_or(0, |v| v.value());
+    let next = current.saturating_add_signed(by);
+    if next == 0 {
+        counts.remove(status)?;
+    } else {
+        counts.insert(status, next)?;
+    }
     Ok(())
 }
 
@@ -142,6 +161,20 @@ impl EmbeddedStore {
             txn.open_table(BY_STATUS)?;
             txn.open_table(BY_RECIPIENT)?;
             txn.open_table(BY_UPDATED)?;
+            // A store written before the counts were kept: count once.
+            let mut counts = txn.open_table(STATUS_COUNTS)?;
+            if counts.is_empty()? {
+                let by_status = txn.open_table(BY_STATUS)?;
+                for status in Status::ALL {
+                    let name = status.as_str();
+                    let n = by_status
+                        .range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?
+                        .count() as u64;
+                    if n > 0 {
+                        counts.insert(name, n)?;
+                    }
+                }
+            }
             Ok(())
         })?;
         Ok(Self { db })
@@ -259,6 +292,11 @@ impl Store for EmbeddedStore {
                     created,
                     id.as_str(),
                 ))?;
+                add_count(
+                    &mut txn.open_table(STATUS_COUNTS)?,
+                    record.status.as_str(),
+                    -1,
+                )?;
                 txn.open_table(BY_RECIPIENT)?.remove((
                     record.message.to.as_str(),
                     created,
@@ -333,25 +371,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<HashMap<Status, u64>, DbError> {
-            let txn = db.read()?;
-            let index = txn.open_table(BY_STATUS)?;
-            let mut counts = HashMap::new();
-            for status in Status::ALL {
-                let name = status.as_str();
-                let n = index
-                    .range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?
-                    .count() as u64;
-                if n > 0 {
-                    counts.insert(status, n);
+        let txn = self.db.read()?;
+        let counts = txn.open_table(STATUS_COUNTS).map_err(DbError::from)?;
+        let mut out = HashMap::new();
+        for status in Status::ALL {
+            if let Some(n) = counts.get(status.as_str()).map_err(DbError::from)? {
+                if n.value() > 0 {
+                    out.insert(status, n.value());
                 }
             }
-            Ok(counts)
-        })
-        .await
-        .map_err(|e| StoreError::Other(e.into()))?
-        .map_err(StoreError::from)
+        }
+        Ok(out)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {

@@ -172,3 +172,121 @@ async fn cancel_stops_a_queued_message_and_refuses_one_a_vendor_has() {
     );
     assert_eq!(server.message(&second).await["status"], "cancelled");
 }
+
+#[tokio::test]
+async fn the_summary_counts_per_group_with_rates_and_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let from = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 3300 + i)))
+                .await,
+        );
+    }
+    // A magic number the simulated vendor refuses.
+    ids.push(
+        server
+            .submit(&json!({"channel": "sms", "to": "+14155550190", "body": "refused please"}))
+            .await,
+    );
+    for to in ["jack@example.com", "kim@example.com"] {
+        ids.push(server.submit(&crate::harness::email(to)).await);
+    }
+    for id in &ids {
+        server.wait_terminal(id, Duration::from_secs(30)).await;
+    }
+    let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let window = format!(
+        "from={}&to={}",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+    .replace('+', "%2B");
+    let (status, report) = server
+        .get(&format!(
+            "/v1/reports/summary?{window}&group_by=channel,status&interval=1h"
+        ))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let groups = report["groups"].as_array().expect("groups");
+    let count = |channel: &str, status: &str| {
+        groups
+            .iter()
+            .filter(|g| g["channel"] == channel && g["status"] == status)
+            .map(|g| g["count"].as_u64().unwrap_or_default())
+            .sum::<u64>()
+    };
+    assert_eq!(count("sms", "delivered"), 3, "{report:#}");
+    assert_eq!(count("sms", "failed"), 1, "{report:#}");
+    assert_eq!(count("email", "delivered"), 2, "{report:#}");
+    let total = &report["total"];
+    assert_eq!(total["count"], 6);
+    assert_eq!(total["delivered"], 5);
+    let rate = total["delivery_rate"].as_f64().expect("rate");
+    assert!((rate - 5.0 / 6.0).abs() < 1e-9, "{rate}");
+    let p50 = total["time_to_delivered_ms"]["p50"].as_u64().expect("p50");
+    let p95 = total["time_to_delivered_ms"]["p95"].as_u64().expect("p95");
+    assert!(p50 <= p95 && p95 < 30_000, "{total}");
+    for (query, field) in [
+        ("to=2026-01-01T00:00:00Z", "from"),
+        (&format!("{window}&group_by=colour"), "group_by"),
+        (&format!("{window}&interval=5s"), "interval"),
+        ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "to"),
+    ] {
+        let (status, answer) = server.get(&format!("/v1/reports/summary?{query}")).await;
+        assert_eq!(status, 422, "{query}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn the_csv_export_streams_every_matching_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let ids: HashSet<String> = submit_many(&server, 1_100, "export")
+        .await
+        .into_iter()
+        .collect();
+    server
+        .submit(&crate::harness::email("lee@example.com"))
+        .await;
+    let response = server
+        .http
+        .get(format!(
+            "{}/v1/messages/export.csv?channel=sms",
+            server.base
+        ))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv")));
+    let text = response.text().await.expect("body");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().expect("header").clone();
+    assert_eq!(&headers[0], "id");
+    let to = headers.iter().position(|h| h == "to").expect("to column");
+    let mut seen = HashSet::new();
+    let mut created = Vec::new();
+    for row in reader.records() {
+        let row = row.expect("a CSV row");
+        assert_eq!(&row[4], "sms");
+        assert!(row[to].starts_with("+1415555"), "{row:?}");
+        let at = chrono::DateTime::parse_from_rfc3339(&row[1]).expect("created_at");
+        created.push(at.timestamp_millis());
+        assert!(seen.insert(row[0].to_owned()), "{} twice", &row[0]);
+    }
+    assert_eq!(seen.len(), ids.len());
+    assert!(ids.iter().all(|id| seen.contains(id)));
+    // Oldest first, to the millisecond (the order within one is the id's).
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "not oldest first");
+    let (status, answer) = server.get("/v1/messages/export.csv?cursor=x").await;
+    assert_eq!(status, 422, "{answer}");
+}
