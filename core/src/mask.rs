@@ -21,9 +21,67 @@ pub fn recipient(value: &str) -> String {
     )
 }
 
+/// Free text (a vendor's error, say) with every phone number and email
+/// address in it masked as [`recipient`] masks them: vendors echo the
+/// recipient in their messages, and logs must not hold it.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        out.push_str(&scrub_word(word));
+        let spaces = tail.len() - tail.trim_start().len();
+        out.push_str(&tail[..spaces]);
+        rest = &tail[spaces..];
+    }
+    out
+}
+
+/// One whitespace-free word: its core (without surrounding punctuation)
+/// masked when it is a number of 7 or more digits or an address.
+fn scrub_word(word: &str) -> String {
+    let edge = |c: char| !(c.is_alphanumeric() || c == '+' || c == '@');
+    let core = word.trim_matches(edge);
+    if core.is_empty() {
+        return word.to_owned();
+    }
+    let digits = core.chars().filter(char::is_ascii_digit).count();
+    let phone = digits >= 7
+        && core
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '.'));
+    let address = core.contains('@') && core.split('@').all(|part| !part.is_empty());
+    if !(phone || address) {
+        return word.to_owned();
+    }
+    let start = word.find(core).unwrap_or(0);
+    format!(
+        "{}{}{}",
+        &word[..start],
+        recipient(core),
+        &word[start + core.len()..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::recipient;
+    use super::{recipient, scrub};
+
+    #[test]
+    fn scrubs_numbers_and_addresses_out_of_free_text() {
+        assert_eq!(
+            scrub("Invalid number +14155550123, try again"),
+            "Invalid number +1415*****23, try again"
+        );
+        assert_eq!(
+            scrub("550 5.1.1 <alice@example.com>: mailbox unavailable"),
+            "550 5.1.1 <a****@example.com>: mailbox unavailable"
+        );
+        assert_eq!(scrub("HTTP 503 after 2500 ms"), "HTTP 503 after 2500 ms");
+        assert_eq!(scrub("code 4155550"), "code 41***50");
+        assert_eq!(scrub("  spaced  out  "), "  spaced  out  ");
+    }
 
     #[test]
     fn masks_phone_email_and_tokens() {

@@ -608,7 +608,7 @@ impl Dispatcher {
         };
         match next {
             Next::Refused => {
-                tracing::info!(to = %mask::recipient(&message.to), %error, "Vendor refused the message");
+                tracing::info!(to = %mask::recipient(&message.to), error = %mask::scrub(&error.to_string()), "Vendor refused the message");
                 ended(Status::Failed, format!("attempt {attempt} refused"))
             }
             Next::GaveUp => ended(

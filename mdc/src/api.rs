@@ -65,6 +65,7 @@ pub struct State {
 /// `responses.parked`, `mismatched_reports` those that named a message not
 /// sent through their provider (ignored). A worker that stopped for good ends the process
 /// instead.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Serving", body = crate::openapi::Health)))]
 async fn healthz(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "ok",
@@ -82,6 +83,7 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
 
 /// `/readyz`: 200 when every configured backend answers and every
 /// supervised task runs; 503 naming what does not.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Every backend answers", body = crate::openapi::Readiness), (status = 503, description = "Something is not ready", body = crate::openapi::Readiness)))]
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let within = std::time::Duration::from_secs(2);
     let timed = |what: &'static str,
@@ -139,6 +141,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 /// `/metrics` in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 404, description = "Metrics are not recorded in this process", body = crate::openapi::ErrorBody)))]
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     let Some(handle) = &state.metrics else {
         return HttpResponse::NotFound().json(json!({
@@ -194,6 +197,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
+            .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
             .configure(|cfg| {
                 if roles.ingest {
                     cfg.route("/v1/messages", web::post().to(submit))
@@ -360,6 +364,7 @@ pub(crate) async fn read_body(
     Ok(body)
 }
 
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = crate::openapi::SubmitBody, responses((status = 202, description = "Accepted: durable and queued", body = crate::openapi::Submitted), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "The idempotency key was used for another message", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn submit(
     caller: Caller,
     req: HttpRequest,
@@ -480,10 +485,15 @@ fn view(record: &MessageRecord, with_events: bool, pii: bool) -> Value {
     if with_events {
         let mut events = json!(record.events);
         if !pii {
-            // Vendors' payloads echo recipients.
+            // Vendors' payloads and error texts echo recipients.
             for event in events.as_array_mut().into_iter().flatten() {
                 if let Value::Object(event) = event {
                     event.remove("raw");
+                    for field in ["error", "details"] {
+                        if let Some(Value::String(text)) = event.get_mut(field) {
+                            *text = mdc_core::mask::scrub(text);
+                        }
+                    }
                 }
             }
         }
@@ -492,6 +502,7 @@ fn view(record: &MessageRecord, with_events: bool, pii: bool) -> Value {
     view
 }
 
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = String, Path, description = "msg_…")), responses((status = 200, description = "The message and its trail", body = crate::openapi::MessageView), (status = 404, description = "No such message (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn get(
     caller: Caller,
     path: web::Path<String>,
@@ -651,6 +662,7 @@ pub(crate) fn list_filter(
 /// `GET /v1/messages`: one page, and `next_cursor` while there may be more.
 /// Walking by `created_at` sees every message of the window once, however
 /// many arrive meanwhile.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(("status" = Option<String>, Query, description = "accepted, queued, sending, sent, delivered, failed, expired, rejected, cancelled"), ("channel" = Option<String>, Query, description = "sms, email, push"), ("provider" = Option<String>, Query), ("type" = Option<String>, Query, description = "otp, transactional, marketing"), ("priority" = Option<String>, Query, description = "critical, normal, bulk"), ("to" = Option<String>, Query, description = "Recipient, normalised as at submit"), ("reference" = Option<String>, Query), ("service" = Option<String>, Query, description = "Admin keys: another service's messages"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("sort" = Option<String>, Query, description = "created_at, -created_at (default), updated_at, -updated_at"), ("limit" = Option<u32>, Query, description = "1-500, default 100"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "One page", body = crate::openapi::MessagePage), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn list(
     caller: Caller,
     query: web::Query<HashMap<String, String>>,
@@ -671,6 +683,7 @@ async fn list(
 
 /// `POST /v1/messages/{id}/cancel`: `cancelled` while no vendor has it
 /// (`accepted` or `queued`); 409 once a send started.
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages", params(("id" = String, Path, description = "msg_…")), responses((status = 200, description = "Cancelled", body = crate::openapi::MessageView), (status = 404, description = "No such message (or another service's)", body = crate::openapi::ErrorBody), (status = 409, description = "A send has started", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn cancel(
     caller: Caller,
     path: web::Path<String>,
@@ -717,6 +730,7 @@ async fn cancel(
 }
 
 /// Messages per status: `{"statuses": {"delivered": 10, ...}, "total": 12}`.
+#[utoipa::path(get, path = "/v1/stats", tag = "reports", responses((status = 200, description = "Messages per status", body = crate::openapi::Stats), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn stats(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Admin)?;
     let counts = state.store.count_by_status().await.map_err(unavailable)?;
@@ -726,6 +740,7 @@ async fn stats(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, 
 
 /// What the simulated vendors accepted, per message: `accepted` above 1 would
 /// be a duplicate send.
+#[utoipa::path(get, path = "/v1/simulator/sends", tag = "operations", responses((status = 200, description = "The simulated vendors ledger, per message id", body = Object), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn simulator_sends(
     caller: Caller,
     state: web::Data<State>,
@@ -739,7 +754,7 @@ async fn simulator_sends(
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceRequest {
     user_id: Option<String>,
@@ -749,6 +764,7 @@ struct DeviceRequest {
 
 /// Registers a device (idempotent per token): creates its platform endpoint
 /// when a push provider serves the platform. 201 when new, 200 when known.
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = DeviceRequest, responses((status = 201, description = "Registered", body = crate::openapi::Device), (status = 200, description = "Known token, updated", body = crate::openapi::Device), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "Another service registered the token", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn register_device(
     caller: Caller,
     req: HttpRequest,
@@ -823,6 +839,7 @@ async fn register_device(
     Ok(HttpResponse::build(status).json(stored))
 }
 
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "dev_…")), responses((status = 200, description = "The device", body = crate::openapi::Device), (status = 404, description = "No such device (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn get_device(
     caller: Caller,
     path: web::Path<String>,
@@ -837,6 +854,7 @@ async fn get_device(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "dev_…")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such device (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn remove_device(
     caller: Caller,
     path: web::Path<String>,
@@ -886,6 +904,7 @@ fn channel_param(value: Option<&str>) -> Result<Option<Channel>, ApiError> {
 
 /// `GET /v1/suppressions?channel=&to=&limit=`: one recipient's entry (404
 /// when it is not suppressed), or the newest entries.
+#[utoipa::path(get, path = "/v1/suppressions", tag = "suppressions", params(("channel" = Option<String>, Query), ("to" = Option<String>, Query, description = "One recipient (with channel)"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "Entries", body = crate::openapi::Suppressions), (status = 404, description = "Not suppressed", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn list_suppressions(
     caller: Caller,
     query: web::Query<HashMap<String, String>>,
@@ -931,7 +950,7 @@ async fn list_suppressions(
     Ok(HttpResponse::Ok().json(json!({ "suppressions": entries })))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SuppressionRequest {
     channel: Option<String>,
@@ -941,6 +960,7 @@ struct SuppressionRequest {
 
 /// `POST /v1/suppressions {"channel","to","reason"}`: 201 when added, 200
 /// when the recipient was already suppressed (the first entry is kept).
+#[utoipa::path(post, path = "/v1/suppressions", tag = "suppressions", request_body = SuppressionRequest, responses((status = 201, description = "Added", body = crate::openapi::Suppression), (status = 200, description = "Already suppressed; the first entry stays", body = crate::openapi::Suppression), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn add_suppression(
     caller: Caller,
     req: HttpRequest,
@@ -988,6 +1008,7 @@ async fn add_suppression(
 }
 
 /// `DELETE /v1/suppressions/{channel}/{recipient}`: 204, or 404.
+#[utoipa::path(delete, path = "/v1/suppressions/{channel}/{recipient}", tag = "suppressions", params(("channel" = String, Path), ("recipient" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, description = "Not suppressed", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn remove_suppression(
     caller: Caller,
     path: web::Path<(String, String)>,

@@ -21,7 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/keys/{id}", web::delete().to(revoke));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyRequest {
     service: Option<String>,
@@ -41,6 +41,7 @@ pub fn shown(key: &ApiKey) -> Value {
     })
 }
 
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = KeyRequest, responses((status = 201, description = "Created, with the key (shown once)", body = crate::openapi::Key), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn create(
     caller: Caller,
     req: HttpRequest,
@@ -68,12 +69,14 @@ async fn create(
     Ok(HttpResponse::Created().json(body))
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, description = "Every key, never a secret", body = crate::openapi::Keys), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn list(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Admin)?;
     let keys = state.auth.keys().list().await.map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "keys": keys.iter().map(shown).collect::<Vec<_>>() })))
 }
 
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "key_…")), responses((status = 204, description = "Revoked at once"), (status = 404, description = "No active key with that id", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn revoke(
     caller: Caller,
     id: web::Path<String>,

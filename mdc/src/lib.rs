@@ -7,6 +7,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub(crate) mod keys_api;
+pub mod openapi;
 mod reports_api;
 mod webhooks_api;
 

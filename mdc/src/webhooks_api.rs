@@ -52,7 +52,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/webhooks/{id}/recover", web::post().to(recover));
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EndpointRequest {
     url: Option<String>,
@@ -137,6 +137,7 @@ async fn apply(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = EndpointRequest, responses((status = 201, description = "Created, with its secret (shown once)", body = crate::openapi::Webhook), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn create(
     caller: Caller,
     req: HttpRequest,
@@ -178,6 +179,7 @@ async fn create(
     Ok(HttpResponse::Created().json(body))
 }
 
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "The endpoints", body = crate::openapi::Webhooks), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn list(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Read)?;
     let mut endpoints = state.webhooks.list().await.map_err(unavailable)?;
@@ -206,6 +208,7 @@ async fn find(
         .ok_or_else(|| not_found("no webhook with that id"))
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "wh_…")), responses((status = 200, description = "The endpoint", body = crate::openapi::Webhook), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn get(
     caller: Caller,
     id: web::Path<String>,
@@ -214,6 +217,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(shown(&find(&caller, Scope::Read, &state, &id).await?)))
 }
 
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "wh_…")), request_body = EndpointRequest, responses((status = 200, description = "Updated", body = crate::openapi::Webhook), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn update(
     caller: Caller,
     id: web::Path<String>,
@@ -237,6 +241,7 @@ async fn update(
     Ok(HttpResponse::Ok().json(shown(&endpoint)))
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "wh_…")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn delete(
     caller: Caller,
     id: web::Path<String>,
@@ -250,6 +255,7 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path, description = "wh_…")), responses((status = 200, description = "A new secret (shown once); the old one signs for 24 h more", body = crate::openapi::Webhook), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn rotate_secret(
     caller: Caller,
     id: web::Path<String>,
@@ -293,6 +299,7 @@ struct AttemptsQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", tag = "webhooks", params(("id" = String, Path, description = "wh_…"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "The latest attempts", body = crate::openapi::Attempts), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 400, description = "A malformed query", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn attempts(
     caller: Caller,
     id: web::Path<String>,
@@ -324,6 +331,7 @@ struct RecoverQuery {
     since: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/recover", tag = "webhooks", params(("id" = String, Path, description = "wh_…"), ("since" = String, Query, description = "RFC 3339")), responses((status = 202, description = "Failed deliveries since then are sent again", body = crate::openapi::Recovering), (status = 404, description = "No such webhook (or another service's)", body = crate::openapi::ErrorBody), (status = 409, description = "The endpoint is disabled", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn recover(
     caller: Caller,
     id: web::Path<String>,

@@ -175,7 +175,7 @@ impl Simulator {
     }
 }
 
-fn decide(magic: Magic, entry: &mut Entry, provider: &str, channel: Channel) -> Verdict {
+fn decide(magic: Magic, entry: &mut Entry, provider: &str, channel: Channel, to: &str) -> Verdict {
     entry.provider = provider.to_owned();
     entry.calls += 1;
     let accept = |entry: &mut Entry, report: &ReportOutcome| {
@@ -189,7 +189,9 @@ fn decide(magic: Magic, entry: &mut Entry, provider: &str, channel: Channel) -> 
     match magic {
         Magic::Reject => Verdict::Refused(ProviderError::Permanent {
             code: "REJECTED".into(),
-            message: "simulated rejection: recipient refused".into(),
+            // Vendors echo the recipient; so does the simulator, so tests
+            // see that logs do not.
+            message: format!("simulated rejection: recipient {to} refused"),
         }),
         Magic::Transient(n) if entry.calls <= n => Verdict::Refused(ProviderError::Transient {
             message: format!("simulated throttling ({} of {n})", entry.calls),
@@ -241,10 +243,11 @@ impl Provider for Simulator {
         let magic = Magic::of(self.channel, &message.to);
         let name = self.name.clone();
         let channel = self.channel;
+        let to = message.to.clone();
         let verdict = self
             .ledger
             .update(&message.id, move |entry| {
-                decide(magic, entry, &name, channel)
+                decide(magic, entry, &name, channel, &to)
             })
             .await
             .map_err(|e| ProviderError::Transient {

@@ -158,3 +158,52 @@ async fn ready_while_every_backend_answers_and_logs_can_be_json() {
     }
     assert!(log.contains("\"message\":\"MDC is serving\""), "{log}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/v1/messages", "post"),
+        ("/v1/messages", "get"),
+        ("/v1/messages/{id}", "get"),
+        ("/v1/messages/{id}/cancel", "post"),
+        ("/v1/messages/export.csv", "get"),
+        ("/v1/reports/summary", "get"),
+        ("/v1/stats", "get"),
+        ("/v1/devices", "post"),
+        ("/v1/devices/{id}", "delete"),
+        ("/v1/suppressions", "post"),
+        ("/v1/suppressions/{channel}/{recipient}", "delete"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks/{id}", "patch"),
+        ("/v1/webhooks/{id}/rotate-secret", "post"),
+        ("/v1/webhooks/{id}/recover", "post"),
+        ("/v1/keys", "post"),
+        ("/v1/keys/{id}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not in the document"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    // The vendor-facing probes need no key.
+    assert_eq!(paths["/healthz"]["get"]["security"], json!([{}]));
+}

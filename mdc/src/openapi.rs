@@ -1,0 +1,295 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the handlers'
+//! annotations and served at `/openapi.json`. The shapes below describe
+//! answers built as JSON in the handlers.
+
+use std::collections::HashMap;
+
+use actix_web::HttpResponse;
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error answer.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// The request field at fault.
+    pub field: Option<String>,
+    /// The rule it broke (`phone_invalid`, `scope`, `reused`, …).
+    pub rule: Option<String>,
+}
+
+/// A message to send (`POST /v1/messages`); which fields apply depends on
+/// the channel (see docs/api.md).
+#[derive(ToSchema)]
+pub struct SubmitBody {
+    /// `sms`, `email` or `push`.
+    pub channel: String,
+    pub to: String,
+    pub body: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub html: Option<String>,
+    pub title: Option<String>,
+    pub data: Option<Map<String, Value>>,
+    /// `critical`, `normal` or `bulk`.
+    pub priority: Option<String>,
+    /// `otp`, `transactional` or `marketing`.
+    #[schema(rename = "type")]
+    pub message_type: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub template_id: Option<String>,
+    pub attachments: Option<Vec<Attachment>>,
+    pub reference: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(ToSchema)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content_base64: String,
+}
+
+#[derive(ToSchema)]
+pub struct Warning {
+    pub field: String,
+    pub message: String,
+}
+
+/// The answer to a submit.
+#[derive(ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    pub status: String,
+    pub warnings: Vec<Warning>,
+    /// True when the idempotency key matched an earlier submission.
+    pub duplicate: Option<bool>,
+}
+
+/// A message as support sees it.
+#[derive(ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub status: String,
+    pub channel: String,
+    pub priority: String,
+    #[schema(rename = "type")]
+    pub message_type: String,
+    /// Masked without `read:pii`.
+    pub to: String,
+    pub sender: Option<String>,
+    pub service: Option<String>,
+    pub idempotency_key: String,
+    pub reference: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deadline: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// The channel's content; bodies hidden without `read:pii`.
+    pub content: Value,
+    /// The trail, oldest first (`GET /v1/messages/{id}` only).
+    pub events: Option<Vec<Value>>,
+}
+
+#[derive(ToSchema)]
+pub struct MessagePage {
+    pub messages: Vec<MessageView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Stats {
+    pub statuses: HashMap<String, u64>,
+    pub total: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Summary {
+    pub from: String,
+    pub to: String,
+    pub interval: Option<String>,
+    pub group_by: Vec<String>,
+    /// Per bucket and group: `bucket`, the group's values, `count`,
+    /// `delivered`, `finished`, `delivery_rate`, `time_to_delivered_ms`.
+    pub groups: Vec<Map<String, Value>>,
+    pub total: Map<String, Value>,
+}
+
+#[derive(ToSchema)]
+pub struct Device {
+    pub id: String,
+    pub user_id: String,
+    pub platform: String,
+    pub token: String,
+    pub endpoint: Option<String>,
+    pub active: bool,
+    pub service: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct Suppression {
+    pub channel: String,
+    pub recipient: String,
+    pub reason: String,
+    pub source: String,
+    pub message_id: Option<String>,
+    pub at: String,
+}
+
+#[derive(ToSchema)]
+pub struct Suppressions {
+    pub suppressions: Vec<Suppression>,
+}
+
+#[derive(ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    pub service: Option<String>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub channels: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub disabled: Option<Map<String, Value>>,
+    pub failing_since: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Only when created or rotated: the signing secret, shown once.
+    pub secret: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Webhooks {
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(ToSchema)]
+pub struct Attempts {
+    pub attempts: Vec<Map<String, Value>>,
+}
+
+#[derive(ToSchema)]
+pub struct Recovering {
+    pub recovering: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Key {
+    pub id: String,
+    pub service: String,
+    pub scopes: Vec<String>,
+    pub description: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// Only when created: the key itself, shown once.
+    pub secret: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Keys {
+    pub keys: Vec<Key>,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub restarts: u64,
+    pub last_restart: Option<String>,
+    pub parked_reports: u64,
+    pub mismatched_reports: u64,
+    pub intakes: Map<String, Value>,
+}
+
+#[derive(ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: String,
+    /// What is not ready (503 only).
+    pub failing: Option<Vec<String>>,
+    pub checks: Map<String, Value>,
+}
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("mdc_sk_…")
+                    .description(Some("An MDC API key (mdc keys create)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MDC: Message Distribution Center",
+        description = "Send SMS, email and push, and see what became of each message. See docs/api.md."
+    ),
+    paths(
+        crate::api::healthz,
+        crate::api::readyz,
+        crate::api::metrics,
+        crate::api::submit,
+        crate::api::list,
+        crate::api::get,
+        crate::api::cancel,
+        crate::api::stats,
+        crate::api::simulator_sends,
+        crate::api::register_device,
+        crate::api::get_device,
+        crate::api::remove_device,
+        crate::api::list_suppressions,
+        crate::api::add_suppression,
+        crate::api::remove_suppression,
+        crate::reports_api::summary,
+        crate::reports_api::export_csv,
+        crate::webhooks_api::create,
+        crate::webhooks_api::list,
+        crate::webhooks_api::get,
+        crate::webhooks_api::update,
+        crate::webhooks_api::delete,
+        crate::webhooks_api::rotate_secret,
+        crate::webhooks_api::attempts,
+        crate::webhooks_api::recover,
+        crate::keys_api::create,
+        crate::keys_api::list,
+        crate::keys_api::revoke,
+        openapi_json,
+    ),
+    modifiers(&Bearer),
+    security(("api_key" = []))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", security(()), tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> HttpResponse {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
