@@ -166,6 +166,22 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
             }
         }
     }
+    // Lane lag: records each lane's consumers have not finished.
+    for topic in mdc_core::ports::Topic::all() {
+        if !matches!(
+            topic,
+            mdc_core::ports::Topic::Messages(..) | mdc_core::ports::Topic::Responses
+        ) {
+            continue;
+        }
+        match state.queue.lag(topic).await {
+            Ok(Some(lag)) => {
+                metrics::gauge!("mdc_lane_lag", "topic" => topic.to_string()).set(lag as f64)
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(%topic, error = %e, "Lane lag unknown"),
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(handle.render())

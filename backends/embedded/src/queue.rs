@@ -159,6 +159,10 @@ impl EmbeddedQueue {
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
+    async fn lag(&self, topic: Topic) -> Result<Option<u64>, QueueError> {
+        self.depth(topic).map(Some)
+    }
+
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         let streams = self.topics.get(&topic).cloned().unwrap_or_default();
         if streams.is_empty() {

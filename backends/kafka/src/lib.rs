@@ -219,7 +219,7 @@ impl KafkaConfig {
         Ok(())
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -430,6 +430,15 @@ impl KafkaQueue {
 impl Queue for KafkaQueue {
     async fn ready(&self) -> Result<(), QueueError> {
         topics::reachable(&self.producer(), std::time::Duration::from_secs(2)).await
+    }
+
+    async fn lag(&self, topic: Topic) -> Result<Option<u64>, QueueError> {
+        let config = self.config.clone();
+        let partitions = self.layout.partitions(topic);
+        tokio::task::spawn_blocking(move || topics::group_lag(&config, topic, partitions))
+            .await
+            .map_err(|e| QueueError::Other(e.into()))?
+            .map(Some)
     }
 
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {

@@ -131,6 +131,45 @@ pub(crate) async fn reachable(
         .map(|_| ())
 }
 
+/// Records of `topic` its consumer group has not committed: the high
+/// watermark less the committed offset, summed over the partitions (a
+/// partition with no commit counts from its low watermark).
+pub(crate) fn group_lag(
+    config: &KafkaConfig,
+    topic: Topic,
+    partitions: u32,
+) -> Result<u64, QueueError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(2);
+    let consumer: BaseConsumer = config
+        .client_config()
+        .set("group.id", config.group_id(topic))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(unavailable)?;
+    let name = config.topic_name(topic);
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        wanted.add_partition(&name, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Timeout::After(timeout))
+        .map_err(unavailable)?;
+    let mut lag = 0u64;
+    for element in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(&name, element.partition(), Timeout::After(timeout))
+            .map_err(unavailable)?;
+        let done = match element.offset() {
+            Offset::Offset(at) => at,
+            _ => low,
+        };
+        lag += (high - done).max(0) as u64;
+    }
+    Ok(lag)
+}
+
 /// MDC topics the cluster does not have.
 pub(crate) async fn missing(
     config: &KafkaConfig,

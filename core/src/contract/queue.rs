@@ -109,6 +109,26 @@ pub async fn acknowledged_records_are_not_redelivered(queue: Arc<dyn Queue>) {
     assert_eq!(again, vec![99]);
 }
 
+/// A lane's lag: produced records its group has not finished. Not in the
+/// suite (backends that cannot tell answer None); backends call it.
+pub async fn lag_counts_what_is_not_finished(queue: Arc<dyn Queue>) {
+    for i in 0..5u8 {
+        queue
+            .produce(SMS_NORMAL, &format!("k{i}"), vec![i])
+            .await
+            .expect("produce");
+    }
+    assert_eq!(queue.lag(SMS_NORMAL).await.expect("lag"), Some(5));
+    let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
+    let got = fetch_n(&consumer, 5).await;
+    for delivery in &got {
+        consumer.ack(delivery).await.expect("ack");
+    }
+    // Acknowledgements become durable on close (or the next commit).
+    consumer.close().await.expect("close");
+    assert_eq!(queue.lag(SMS_NORMAL).await.expect("lag"), Some(0));
+}
+
 pub async fn a_paused_consumer_fetches_nothing_until_resumed(queue: Arc<dyn Queue>) {
     let consumer = queue.consumer(SMS_NORMAL, SOLO).await.expect("consumer");
     queue

@@ -148,6 +148,12 @@ pub trait Queue: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), QueueError> {
         Ok(())
     }
+
+    /// Records of `topic` its consumer group has not finished yet (the lag
+    /// of a lane), when the backend can tell.
+    async fn lag(&self, _topic: Topic) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]

@@ -125,6 +125,18 @@ async fn metrics_count_what_was_sent() {
         3.0
     );
     assert_eq!(sum(&metrics, "mdc_sends_in_flight", &[]), 0.0);
+    assert!(
+        metrics
+            .samples
+            .iter()
+            .any(|s| s.metric == "mdc_lane_lag" && s.labels.get("topic") == Some("sms.critical")),
+        "lane lag of sms.critical"
+    );
+    assert_eq!(
+        sum(&metrics, "mdc_lane_lag", &[]),
+        0.0,
+        "every lane drained"
+    );
     assert_eq!(observed(&metrics, "mdc_submit_seconds", &[]), 6);
     assert_eq!(observed(&metrics, "mdc_time_to_delivered_seconds", &[]), 5);
     assert_eq!(observed(&metrics, "mdc_send_seconds", &[]), 5);

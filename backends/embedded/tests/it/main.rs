@@ -198,3 +198,9 @@ mod durability {
 async fn paging_walks_every_message_once_while_more_arrive() {
     mdc_core::contract::store::walk_while_creating(fresh().store as Arc<dyn Store>, 2_500).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_what_is_not_finished() {
+    mdc_core::contract::queue::lag_counts_what_is_not_finished(fresh().queue as Arc<dyn Queue>)
+        .await;
+}

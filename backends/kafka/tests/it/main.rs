@@ -41,6 +41,11 @@ async fn every_outcome_group_sees_every_record() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_what_is_not_finished() {
+    mdc_core::contract::queue::lag_counts_what_is_not_finished(queue().await).await;
+}
+
 #[tokio::test]
 async fn creating_topics_twice_is_harmless_and_reports_what_exists() {
     let config = config();
