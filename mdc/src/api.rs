@@ -419,7 +419,26 @@ async fn submit(
     {
         Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
         Err(SubmitError::Invalid(e)) => {
-            metrics::counter!("mdc_messages_rejected_total", "rule" => e.rule).increment(1);
+            // Labels only from values that validate: no unbounded series.
+            let channel = request
+                .channel
+                .as_deref()
+                .and_then(|c| c.parse::<Channel>().ok());
+            let priority = request
+                .priority
+                .as_deref()
+                .map_or(
+                    Ok(mdc_core::Priority::Normal),
+                    str::parse::<mdc_core::Priority>,
+                )
+                .ok();
+            metrics::counter!(
+                "mdc_messages_rejected_total",
+                "channel" => channel.map_or("unknown", Channel::as_str),
+                "priority" => priority.map_or("unknown", mdc_core::Priority::as_str),
+                "rule" => e.rule,
+            )
+            .increment(1);
             Err(unprocessable(&e.field, e.rule, e.message))
         }
         Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)

@@ -103,7 +103,24 @@ async fn metrics_count_what_was_sent() {
         ),
         2.0
     );
-    assert_eq!(sum(&metrics, "mdc_messages_rejected_total", &[]), 1.0);
+    assert_eq!(
+        sum(
+            &metrics,
+            "mdc_messages_rejected_total",
+            &[
+                ("channel", "sms"),
+                ("priority", "normal"),
+                ("rule", "phone_format")
+            ]
+        ),
+        1.0,
+        "{:?}",
+        metrics
+            .samples
+            .iter()
+            .filter(|s| s.metric == "mdc_messages_rejected_total")
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         sum(&metrics, "mdc_sends_total", &[("outcome", "sent")]),
         5.0
