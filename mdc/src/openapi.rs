@@ -222,6 +222,113 @@ pub struct Readiness {
     pub checks: Map<String, Value>,
 }
 
+/// What a vendor callback answers: `{"status": "…"}`.
+#[derive(ToSchema)]
+pub struct CallbackAnswer {
+    pub status: String,
+}
+
+/// The vendor callbacks, served by the response listener's intakes (not
+/// annotated there): documented here, authenticated by the vendor's own
+/// means (a token in the URL, SNS signatures), not by API keys.
+struct Callbacks;
+
+impl Modify for Callbacks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{PathItem, Ref, Required, ResponseBuilder, ResponsesBuilder};
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("CallbackAnswer")))
+                        .build(),
+                )
+                .build()
+        };
+        let responses = || {
+            ResponsesBuilder::new()
+                .response("200", answer("Taken (or nothing to record)"))
+                .response("400", answer("Unreadable"))
+                .response("401", answer("Missing or wrong token"))
+                .response("403", answer("Not signed by the vendor, or not its topic"))
+                // The intake's own answer, or the API's error when no
+                // intake is mounted: either shape.
+                .response(
+                    "404",
+                    ResponseBuilder::new()
+                        .description("No such provider, or no intake configured")
+                        .build(),
+                )
+                .response(
+                    "503",
+                    answer("Cannot queue the report now; the vendor retries"),
+                )
+                .build()
+        };
+        let string = || {
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .build()
+        };
+        let provider = || {
+            ParameterBuilder::new()
+                .name("provider")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(string()))
+                .description(Some("The provider's name in the config"))
+                .build()
+        };
+        let operation = |summary: &str, query_token: bool| {
+            let mut builder = OperationBuilder::new()
+                .summary(Some(summary))
+                .tag("callbacks")
+                .parameter(provider())
+                .securities(Some(
+                    Vec::<utoipa::openapi::security::SecurityRequirement>::new(),
+                ))
+                .responses(responses());
+            if query_token {
+                builder = builder.parameter(
+                    ParameterBuilder::new()
+                        .name("token")
+                        .parameter_in(ParameterIn::Query)
+                        .required(Required::False)
+                        .schema(Some(string()))
+                        .description(Some("The callback token of the provider"))
+                        .build(),
+                );
+            }
+            builder.build()
+        };
+        let mut kaleyra = PathItem::new(
+            HttpMethod::Get,
+            operation("A Kaleyra delivery report (query string)", true),
+        );
+        kaleyra.post = Some(operation(
+            "A Kaleyra delivery report (form or JSON body)",
+            true,
+        ));
+        openapi
+            .paths
+            .paths
+            .insert("/v1/callbacks/kaleyra/{provider}".into(), kaleyra);
+        openapi.paths.paths.insert(
+            "/v1/callbacks/sns/{provider}".into(),
+            PathItem::new(
+                HttpMethod::Post,
+                operation(
+                    "An SNS notification or subscription confirmation (signed)",
+                    false,
+                ),
+            ),
+        );
+    }
+}
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -277,7 +384,8 @@ impl Modify for Bearer {
         crate::keys_api::revoke,
         openapi_json,
     ),
-    modifiers(&Bearer),
+    components(schemas(CallbackAnswer)),
+    modifiers(&Bearer, &Callbacks),
     security(("api_key" = []))
 )]
 pub struct ApiDoc;

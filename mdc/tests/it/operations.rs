@@ -223,6 +223,9 @@ async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/callbacks/kaleyra/{provider}", "get"),
+        ("/v1/callbacks/kaleyra/{provider}", "post"),
+        ("/v1/callbacks/sns/{provider}", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
