@@ -103,7 +103,7 @@ impl Submitter {
                         "this recipient is suppressed on {} since {}: {}; remove it with DELETE /v1/suppressions/{}/<recipient> to send again",
                         entry.channel,
                         entry.at.to_rfc3339(),
-                        entry.reason,
+                        mdc_core::mask::scrub(&entry.reason),
                         entry.channel
                     ),
                 )

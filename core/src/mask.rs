@@ -25,17 +25,54 @@ pub fn recipient(value: &str) -> String {
 /// address in it masked as [`recipient`] masks them: vendors echo the
 /// recipient in their messages, and logs must not hold it.
 pub fn scrub(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    // Words and the whitespace after each.
+    let mut words: Vec<(&str, &str)> = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let (word, tail) = rest.split_at(end);
-        out.push_str(&scrub_word(word));
         let spaces = tail.len() - tail.trim_start().len();
-        out.push_str(&tail[..spaces]);
+        words.push((word, &tail[..spaces]));
         rest = &tail[spaces..];
     }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < words.len() {
+        // A number written in groups (`+44 20 7946 0958`): digit groups
+        // joined by single spaces, 7 digits or more in all.
+        let mut j = i;
+        let mut digits = 0;
+        while j < words.len() && is_digit_group(words[j].0) {
+            digits += words[j].0.chars().filter(char::is_ascii_digit).count();
+            j += 1;
+            if words[j - 1].1 != " " {
+                break;
+            }
+        }
+        if j - i > 1 && digits >= 7 {
+            let group: Vec<&str> = words[i..j].iter().map(|(w, _)| *w).collect();
+            let joined = group.join(" ");
+            out.push_str(&scrub_word(&joined.replace(' ', "")).replace(' ', ""));
+            out.push_str(words[j - 1].1);
+            i = j;
+            continue;
+        }
+        out.push_str(&scrub_word(words[i].0));
+        out.push_str(words[i].1);
+        i += 1;
+    }
     out
+}
+
+/// A word of a number written in groups: digits, maybe a leading `+` or
+/// brackets, nothing else.
+fn is_digit_group(word: &str) -> bool {
+    let core = word.trim_end_matches([',', '.', ';', ':', ')']);
+    !core.is_empty()
+        && core.chars().any(|c| c.is_ascii_digit())
+        && core
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '(' | ')' | '-'))
 }
 
 /// One whitespace-free word: its core (without surrounding punctuation)
@@ -81,6 +118,14 @@ mod tests {
         assert_eq!(scrub("HTTP 503 after 2500 ms"), "HTTP 503 after 2500 ms");
         assert_eq!(scrub("code 4155550"), "code 41***50");
         assert_eq!(scrub("  spaced  out  "), "  spaced  out  ");
+        assert_eq!(
+            scrub("Number +44 20 7946 0958 is unreachable"),
+            "Number +4420******58 is unreachable"
+        );
+        assert_eq!(
+            scrub("retry in 30 s after 2 tries"),
+            "retry in 30 s after 2 tries"
+        );
     }
 
     #[test]

@@ -359,11 +359,14 @@ impl ResponseHandler {
             at: mdc_core::now(),
         };
         if list.add(&entry).await? {
-            tracing::info!(message_id = %id, channel = %entry.channel, to = %mdc_core::mask::recipient(&entry.recipient), %reason, "Recipient suppressed");
+            tracing::info!(message_id = %id, channel = %entry.channel, to = %mdc_core::mask::recipient(&entry.recipient), reason = %mdc_core::mask::scrub(reason), "Recipient suppressed");
         }
         if let Some(stored) = list.get(entry.channel, &entry.recipient).await? {
             if stored.message_id.as_ref() == Some(id) {
-                mdc_core::outcome::OutcomeEvent::of_suppression(&stored)
+                let mut event = mdc_core::outcome::OutcomeEvent::of_suppression(&stored);
+                // The service whose message it was hears of it on its webhooks.
+                event.service = record.message.service.clone();
+                event
                     .publish(&*self.queue)
                     .await
                     .map_err(mdc_core::outcome::PublishError::from)?;

@@ -463,13 +463,19 @@ fn content_view(message: &mdc_core::Message, pii: bool) -> Value {
         return content;
     }
     if let Value::Object(fields) = &mut content {
-        for field in ["body", "text", "html", "title"] {
+        for field in ["body", "text", "html", "title", "subject"] {
             if let Some(Value::String(text)) = fields.get(field) {
                 let masked = hidden(text);
                 fields.insert(field.to_owned(), masked);
             }
         }
         if !pii {
+            // A push target is a recipient: a device token or a user id.
+            if let Some(Value::Object(target)) = fields.get_mut("target") {
+                if let Some(Value::String(value)) = target.get_mut("value") {
+                    *value = mdc_core::mask::recipient(value);
+                }
+            }
             if let Some(Value::Object(data)) = fields.get_mut("data") {
                 for value in data.values_mut() {
                     *value = json!("[hidden]");

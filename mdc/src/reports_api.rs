@@ -42,6 +42,19 @@ fn group_value(record: &MessageRecord, by: &str) -> String {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn formulas_are_made_inert_and_other_text_is_kept() {
+        assert_eq!(inert("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(inert("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(inert("order-42"), "order-42");
+        assert_eq!(inert(""), "");
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     count: u64,
@@ -226,6 +239,17 @@ const CSV_COLUMNS: [&str; 13] = [
     "reference",
 ];
 
+/// A cell a spreadsheet would not run as a formula: text that a caller or a
+/// vendor chose and that starts with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return gets a leading `'`.
+fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
 fn csv_rows(records: &[MessageRecord], header: bool, pii: bool) -> Result<Vec<u8>, csv::Error> {
     let mut out = csv::Writer::from_writer(Vec::new());
     if header {
@@ -249,9 +273,9 @@ fn csv_rows(records: &[MessageRecord], header: bool, pii: bool) -> Result<Vec<u8
             message.service.as_deref().unwrap_or_default(),
             &to,
             record.provider.as_deref().unwrap_or_default(),
-            record.provider_message_id.as_deref().unwrap_or_default(),
+            &inert(record.provider_message_id.as_deref().unwrap_or_default()),
             &record.attempts.to_string(),
-            message.reference.as_deref().unwrap_or_default(),
+            &inert(message.reference.as_deref().unwrap_or_default()),
         ])?;
     }
     out.into_inner().map_err(|e| e.into_error().into())

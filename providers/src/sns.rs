@@ -473,6 +473,13 @@ impl Provider for SnsPushProvider {
                             throttled: false,
                         }
                     })?;
+                    // A user's devices as the sending service registered
+                    // them: another service's registrations are not its own
+                    // to push to.
+                    let devices: Vec<Device> = devices
+                        .into_iter()
+                        .filter(|d| message.service.is_none() || d.service == message.service)
+                        .collect();
                     if devices.is_empty() {
                         return Err(ProviderError::Permanent {
                             code: "NO_DEVICES".into(),

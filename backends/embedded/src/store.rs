@@ -160,7 +160,17 @@ impl EmbeddedStore {
             txn.open_table(BY_CREATED)?;
             txn.open_table(BY_STATUS)?;
             txn.open_table(BY_RECIPIENT)?;
-            txn.open_table(BY_UPDATED)?;
+            // A store written before the update index: fill it once.
+            let mut by_updated = txn.open_table(BY_UPDATED)?;
+            if by_updated.is_empty()? {
+                let messages = txn.open_table(MESSAGES)?;
+                for entry in messages.iter()? {
+                    let (id, bytes) = entry?;
+                    let record: MessageRecord = serde_json::from_slice(bytes.value())?;
+                    by_updated.insert((record.updated_at.timestamp_millis(), id.value()), ())?;
+                }
+            }
+            drop(by_updated);
             // A store written before the counts were kept: count once.
             let mut counts = txn.open_table(STATUS_COUNTS)?;
             if counts.is_empty()? {

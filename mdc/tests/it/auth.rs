@@ -14,7 +14,7 @@ fn config() -> String {
 }
 
 /// `mdc keys create --direct` on the data directory: (id, secret).
-fn create_key_direct(dir: &Path, service: &str, scopes: &str) -> (String, String) {
+pub(crate) fn create_key_direct(dir: &Path, service: &str, scopes: &str) -> (String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_mdc"))
         .args(["keys", "create", "--direct", "--data-dir"])
         .arg(dir.join("data"))
@@ -36,7 +36,7 @@ fn create_key_direct(dir: &Path, service: &str, scopes: &str) -> (String, String
 }
 
 /// One request with an optional key: (status, body, WWW-Authenticate).
-async fn call(
+pub(crate) async fn call(
     server: &Server,
     method: &str,
     path: &str,
@@ -68,7 +68,12 @@ async fn call(
 }
 
 /// Creates a key through the API with `admin`.
-async fn create_key(server: &Server, admin: &str, service: &str, scopes: &[&str]) -> String {
+pub(crate) async fn create_key(
+    server: &Server,
+    admin: &str,
+    service: &str,
+    scopes: &[&str],
+) -> String {
     let (status, body, _) = call(
         server,
         "POST",

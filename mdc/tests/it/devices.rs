@@ -199,3 +199,101 @@ members = [{{ provider = "sns-push" }}]
         "{message:#}"
     );
 }
+
+/// A push to `user:<id>` reaches only the devices the sending service
+/// registered: another service's registration for the same user gets none
+/// of its content.
+#[tokio::test]
+async fn a_push_to_a_user_skips_devices_another_service_registered() {
+    use crate::auth::{call, create_key, create_key_direct};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, admin) = create_key_direct(dir.path(), "ops", "admin");
+    let application = fcm_application().await;
+    let config = format!(
+        r#"{TEST_CONFIG}
+[providers.sns-push]
+kind = "sns_push"
+region = "us-east-1"
+endpoint_url = "{moto}"
+access_key_id_env = "MDC_TEST_AWS_KEY"
+secret_access_key_env = "MDC_TEST_AWS_SECRET"
+platform_applications = {{ fcm = "{application}" }}
+
+[routes.push]
+members = [{{ provider = "sns-push" }}]
+"#,
+        moto = moto()
+    );
+    let env = [
+        ("MDC_TEST_AWS_KEY", "testing"),
+        ("MDC_TEST_AWS_SECRET", "testing"),
+    ];
+    let server = Server::start_on(dir.path(), &config, free_port(), &env).await;
+    let billing = create_key(&server, &admin, "billing", &["send", "read:pii"]).await;
+    let shipping = create_key(&server, &admin, "shipping", &["send", "read:pii"]).await;
+    let theirs = json!({"user_id": "bob", "platform": "fcm", "token": "fcm-token-shipping-0001"});
+    let (status, _, _) = call(
+        &server,
+        "POST",
+        "/v1/devices",
+        Some(&shipping),
+        Some(&theirs),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let read = |id: String| {
+        let (server, key) = (&server, billing.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, message, _) = call(
+                    server,
+                    "GET",
+                    &format!("/v1/messages/{id}"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+                if ["sent", "failed", "delivered"]
+                    .contains(&message["status"].as_str().unwrap_or(""))
+                {
+                    return message;
+                }
+                assert!(Instant::now() < deadline, "{message:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (status, sent, _) = call(
+        &server,
+        "POST",
+        "/v1/messages",
+        Some(&billing),
+        Some(&push("user:bob")),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let message = read(sent["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(message["status"], "failed", "{message:#}");
+    let trail = message["events"].to_string();
+    assert!(trail.contains("no active device"), "{trail}");
+    assert!(!trail.contains("fcm-token-shipping-0001"), "{trail}");
+
+    let mine = json!({"user_id": "bob", "platform": "fcm", "token": "fcm-token-billing-0001"});
+    let (status, _, _) = call(&server, "POST", "/v1/devices", Some(&billing), Some(&mine)).await;
+    assert_eq!(status, 201);
+    let (_, sent, _) = call(
+        &server,
+        "POST",
+        "/v1/messages",
+        Some(&billing),
+        Some(&push("user:bob")),
+    )
+    .await;
+    let message = read(sent["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(message["status"], "sent", "{message:#}");
+    let trail = message["events"].to_string();
+    assert!(trail.contains("fcm-token-billing-0001"), "{trail}");
+    assert!(!trail.contains("fcm-token-shipping-0001"), "{trail}");
+}
