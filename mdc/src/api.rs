@@ -380,6 +380,31 @@ pub(crate) async fn read_body(
     Ok(body)
 }
 
+/// Reads the body and parses it as `T`: 400 for malformed JSON (or a
+/// field of the wrong type), 413 over the limit.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = read_body(req, payload, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
+    })
+}
+
+/// 422 naming the first query parameter that is not in `known`.
+pub(crate) fn only_known(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(unprocessable(
+            unknown,
+            "query",
+            format!("unknown parameter; use {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = crate::openapi::SubmitBody, responses((status = 202, description = "Accepted: durable and queued", body = crate::openapi::Submitted), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "The idempotency key was used for another message", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 async fn submit(
     caller: Caller,
@@ -646,13 +671,7 @@ pub(crate) fn list_filter(
         "limit",
         "cursor",
     ];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(unprocessable(
-            unknown,
-            "query",
-            format!("unknown filter; use {}", KNOWN.join(", ")),
-        ));
-    }
+    only_known(query, &KNOWN)?;
     let sort = parse_param::<SortOrder>(query, "sort", "a sort order")?.unwrap_or_default();
     let service = match query.get("service") {
         Some(service) if caller.is_admin() => Some(service.clone()),
@@ -813,10 +832,7 @@ async fn register_device(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Send)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let request: DeviceRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
-    })?;
+    let request: DeviceRequest = read_json(&req, payload, state.max_body_bytes).await?;
     let required = |field: &str, value: &Option<String>| {
         value
             .clone()
@@ -953,13 +969,7 @@ async fn list_suppressions(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Admin)?;
     const KNOWN: [&str; 3] = ["channel", "to", "limit"];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(unprocessable(
-            unknown,
-            "query",
-            format!("unknown filter; use {}", KNOWN.join(", ")),
-        ));
-    }
+    only_known(&query, &KNOWN)?;
     let channel = channel_param(query.get("channel").map(String::as_str))?;
     if let Some(to) = query.get("to") {
         let Some(channel) = channel else {
@@ -1009,10 +1019,7 @@ async fn add_suppression(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Admin)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let request: SuppressionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
-    })?;
+    let request: SuppressionRequest = read_json(&req, payload, state.max_body_bytes).await?;
     let Some(channel) = channel_param(request.channel.as_deref())? else {
         return Err(unprocessable("channel", "required", "channel is required"));
     };

@@ -235,15 +235,7 @@ pub async fn connect(
             },
             _,
         ) => {
-            let config = mdc_mongodb::MongoConfig {
-                url: url.clone(),
-                database: database.clone(),
-                prefix: prefix.clone(),
-                majority_writes: *majority_writes,
-            };
-            let store = mdc_mongodb::MongoStore::connect(&config)
-                .await
-                .context("backends.store: cannot use MongoDB")?;
+            let store = connect_mongo(url, database, prefix, *majority_writes).await?;
             let devices = store
                 .devices()
                 .await
@@ -322,6 +314,23 @@ pub async fn connect(
     })
 }
 
+async fn connect_mongo(
+    url: &str,
+    database: &str,
+    prefix: &str,
+    majority_writes: bool,
+) -> anyhow::Result<mdc_mongodb::MongoStore> {
+    let config = mdc_mongodb::MongoConfig {
+        url: url.to_owned(),
+        database: database.to_owned(),
+        prefix: prefix.to_owned(),
+        majority_writes,
+    };
+    mdc_mongodb::MongoStore::connect(&config)
+        .await
+        .context("backends.store: cannot use MongoDB")
+}
+
 /// Only the API keys, for `mdc keys --direct`. An embedded store is locked
 /// by a running server: then the error says so.
 pub async fn connect_keys(
@@ -344,15 +353,7 @@ pub async fn connect_keys(
             prefix,
             majority_writes,
         } => {
-            let config = mdc_mongodb::MongoConfig {
-                url: url.clone(),
-                database: database.clone(),
-                prefix: prefix.clone(),
-                majority_writes: *majority_writes,
-            };
-            let store = mdc_mongodb::MongoStore::connect(&config)
-                .await
-                .context("backends.store: cannot use MongoDB")?;
+            let store = connect_mongo(url, database, prefix, *majority_writes).await?;
             Arc::new(store.keys())
         }
     })

@@ -6,13 +6,12 @@
 //! - `DELETE /v1/keys/{id}`: revokes the key at once (204; 404 when unknown
 //!   or already revoked).
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use mdc_core::ports::{ApiKey, Scope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{not_found, read_body, unavailable, unprocessable, ApiError, State};
+use crate::api::{not_found, read_json, unavailable, unprocessable, ApiError, State};
 use crate::auth::{self, Caller};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -49,10 +48,7 @@ async fn create(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Admin)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let request: KeyRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
-    })?;
+    let request: KeyRequest = read_json(&req, payload, state.max_body_bytes).await?;
     let Some(service) = request.service.filter(|s| !s.is_empty()) else {
         return Err(unprocessable("service", "required", "service is required"));
     };

@@ -14,7 +14,9 @@ use mdc_core::ports::{ListFilter, Scope, SortOrder};
 use mdc_core::{MessageRecord, Status};
 use serde_json::{json, Value};
 
-use crate::api::{list_filter, parse_param, unavailable, unprocessable, ApiError, State};
+use crate::api::{
+    list_filter, only_known, parse_param, unavailable, unprocessable, ApiError, State,
+};
 use crate::auth::Caller;
 
 /// Records read per store call.
@@ -121,13 +123,7 @@ async fn summary(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Read)?;
     const KNOWN: [&str; 5] = ["from", "to", "group_by", "interval", "service"];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(unprocessable(
-            unknown,
-            "query",
-            format!("unknown parameter; use {}", KNOWN.join(", ")),
-        ));
-    }
+    only_known(&query, &KNOWN)?;
     let (from, to) = (time_param(&query, "from")?, time_param(&query, "to")?);
     if from >= to {
         return Err(unprocessable("to", "range", "must be after from"));

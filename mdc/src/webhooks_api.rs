@@ -20,7 +20,7 @@ use mdc_handlers::feedback::{address, sign};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{not_found, read_body, unavailable, unprocessable, ApiError, State};
+use crate::api::{not_found, read_json, unavailable, unprocessable, ApiError, State};
 use crate::auth::Caller;
 use mdc_core::ports::Scope;
 
@@ -85,10 +85,7 @@ async fn parse(
     payload: web::Payload,
     state: &State,
 ) -> Result<EndpointRequest, ApiError> {
-    let body = read_body(req, payload, state.max_body_bytes).await?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
-    })
+    read_json(req, payload, state.max_body_bytes).await
 }
 
 /// Applies the request's fields to `endpoint`, checking each.

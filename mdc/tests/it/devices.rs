@@ -40,25 +40,8 @@ async fn fcm_application() -> String {
     xml[start..end].to_owned()
 }
 
-async fn wait_status(server: &Server, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let message = server.message(id).await;
-        if message["status"] == status {
-            return message;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} never reached {status}: {message:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test]
-async fn registers_devices_and_pushes_to_a_user_through_sns() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let application = fcm_application().await;
+/// A server pushing through SNS (moto) with an FCM platform application.
+async fn start_with_sns_push(dir: &std::path::Path, application: &str) -> Server {
     let config = format!(
         r#"{TEST_CONFIG}
 [providers.sns-push]
@@ -78,7 +61,29 @@ members = [{{ provider = "sns-push" }}]
         ("MDC_TEST_AWS_KEY", "testing"),
         ("MDC_TEST_AWS_SECRET", "testing"),
     ];
-    let server = Server::start_on(dir.path(), &config, free_port(), &env).await;
+    Server::start_on(dir, &config, free_port(), &env).await
+}
+
+async fn wait_status(server: &Server, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let message = server.message(id).await;
+        if message["status"] == status {
+            return message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached {status}: {message:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn registers_devices_and_pushes_to_a_user_through_sns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let application = fcm_application().await;
+    let server = start_with_sns_push(dir.path(), &application).await;
     let url = format!("{}/v1/devices", server.base);
 
     let device = json!({"user_id": "alice", "platform": "fcm", "token": "fcm-token-e2e-0001"});
@@ -209,26 +214,7 @@ async fn a_push_to_a_user_skips_devices_another_service_registered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, admin) = create_key_direct(dir.path(), "ops", "admin");
     let application = fcm_application().await;
-    let config = format!(
-        r#"{TEST_CONFIG}
-[providers.sns-push]
-kind = "sns_push"
-region = "us-east-1"
-endpoint_url = "{moto}"
-access_key_id_env = "MDC_TEST_AWS_KEY"
-secret_access_key_env = "MDC_TEST_AWS_SECRET"
-platform_applications = {{ fcm = "{application}" }}
-
-[routes.push]
-members = [{{ provider = "sns-push" }}]
-"#,
-        moto = moto()
-    );
-    let env = [
-        ("MDC_TEST_AWS_KEY", "testing"),
-        ("MDC_TEST_AWS_SECRET", "testing"),
-    ];
-    let server = Server::start_on(dir.path(), &config, free_port(), &env).await;
+    let server = start_with_sns_push(dir.path(), &application).await;
     let billing = create_key(&server, &admin, "billing", &["send", "read:pii"]).await;
     let shipping = create_key(&server, &admin, "shipping", &["send", "read:pii"]).await;
     let theirs = json!({"user_id": "bob", "platform": "fcm", "token": "fcm-token-shipping-0001"});

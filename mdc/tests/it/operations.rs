@@ -110,7 +110,7 @@ async fn metrics_count_what_was_sent() {
             &[
                 ("channel", "sms"),
                 ("priority", "normal"),
-                ("rule", "phone_format")
+                ("rule", "phone_country_code")
             ]
         ),
         1.0,
