@@ -53,6 +53,7 @@ pub struct State {
     /// API keys and per-service rates.
     pub auth: Arc<crate::auth::Auth>,
     pub retry: Arc<dyn mdc_core::ports::RetryScheduler>,
+    pub cache: Arc<dyn mdc_core::ports::MessageCache>,
     /// The routes, for their breaker state and rate on `/metrics`.
     pub routes: HashMap<Channel, Arc<mdc_dispatcher::routing::Router>>,
     /// Renders `/metrics`.
@@ -81,7 +82,8 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
     }))
 }
 
-/// `/readyz`: 200 when every configured backend answers and every
+/// `/readyz`: 200 when every configured backend (store, queue, retry
+/// timers, cache) answers and every
 /// supervised task runs; 503 naming what does not.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Every backend answers", body = crate::openapi::Readiness), (status = 503, description = "Something is not ready", body = crate::openapi::Readiness)))]
 async fn readyz(state: web::Data<State>) -> HttpResponse {
@@ -114,13 +116,17 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     let retry = tokio::time::timeout(within, async {
         state.retry.ready().await.map_err(|e| e.to_string())
     });
-    let (store, queue, retry) = futures::join!(store, queue, retry);
+    let cache = tokio::time::timeout(within, async {
+        state.cache.ready().await.map_err(|e| e.to_string())
+    });
+    let (store, queue, retry, cache) = futures::join!(store, queue, retry, cache);
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
     for (what, problem) in [
         timed("store", store),
         timed("queue", queue),
         timed("retry", retry),
+        timed("cache", cache),
     ] {
         checks.insert(what.to_owned(), json!(problem.as_deref().unwrap_or("ok")));
         if problem.is_some() {

@@ -511,6 +511,7 @@ fn http_state(
         feedback,
         auth,
         retry: ports.retry.clone(),
+        cache: ports.cache.clone(),
         routes,
         metrics: metrics_handle(),
     }

@@ -34,6 +34,17 @@ impl RedisCache {
 
 #[async_trait]
 impl MessageCache for RedisCache {
+    async fn ready(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.into())),
+            Err(_) => Err(StoreError::Unavailable("no answer within 2 s".into())),
+        }
+    }
+
     async fn put(
         &self,
         provider: &str,

@@ -30,4 +30,9 @@ pub trait MessageCache: Send + Sync + 'static {
         provider: &str,
         provider_message_id: &str,
     ) -> Result<Option<CachedMessage>, StoreError>;
+
+    /// Whether the cache's backend answers now (for readiness probes).
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -219,12 +219,22 @@ async fn a_redis_outage_delays_retries_and_they_resume_by_themselves() {
     let mut redis = redis_server(port);
     let config = format!(
         "{TEST_CONFIG}\n[reconciler]\ninterval = \"300ms\"\ngrace = \"500ms\"\n\
-         [backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+         [backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n\
+         [backends.cache]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
     );
     let server = Server::start_with(dir.path(), &config).await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
 
     let _ = redis.kill();
     let _ = redis.wait();
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(
+        ready["failing"],
+        serde_json::json!(["retry", "cache"]),
+        "{ready}"
+    );
     // Its first attempt fails transiently; the retry's timer cannot be set.
     let id = server.submit(&push("sim-transient-1-outage")).await;
     let failed_once = server
@@ -249,6 +259,8 @@ async fn a_redis_outage_delays_retries_and_they_resume_by_themselves() {
 
     let mut redis = redis_server(port);
     let message = server.wait_terminal(&id, Duration::from_secs(30)).await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "ready again: {ready}");
     assert_eq!(message["status"], "delivered", "{message:#}");
     assert_eq!(message["attempts"], 2);
     let sends = server.vendor_sends().await;
