@@ -16,10 +16,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use futures::StreamExt;
 use mdc_client::{SubmitError, SubmitRequest, Submitter};
-use mdc_core::message::PushTarget;
 use mdc_core::ports::{
-    Device, DeviceRegistry, ListFilter, Platform, ProviderError, Queue, Scope, SortOrder, Store,
-    Transition, Updated,
+    DeviceRegistry, ListFilter, Queue, Scope, SortOrder, Store, Transition, Updated,
 };
 use mdc_core::{Channel, MessageId, MessageRecord, Status};
 use mdc_providers::sns::SnsPushProvider;
@@ -27,9 +25,6 @@ use mdc_simulators::Ledger;
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
-
-/// Most entries a suppression list returns.
-const MAX_LIST: usize = 1000;
 
 #[derive(Clone)]
 pub struct State {
@@ -231,14 +226,29 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                         .route("/v1/messages/{id}", web::get().to(get))
                         .route("/v1/messages/{id}/cancel", web::post().to(cancel))
                         .route("/v1/stats", web::get().to(stats))
-                        .route("/v1/devices", web::post().to(register_device))
-                        .route("/v1/devices/{id}", web::get().to(get_device))
-                        .route("/v1/devices/{id}", web::delete().to(remove_device))
-                        .route("/v1/suppressions", web::get().to(list_suppressions))
-                        .route("/v1/suppressions", web::post().to(add_suppression))
+                        .route(
+                            "/v1/devices",
+                            web::post().to(crate::devices_api::register_device),
+                        )
+                        .route(
+                            "/v1/devices/{id}",
+                            web::get().to(crate::devices_api::get_device),
+                        )
+                        .route(
+                            "/v1/devices/{id}",
+                            web::delete().to(crate::devices_api::remove_device),
+                        )
+                        .route(
+                            "/v1/suppressions",
+                            web::get().to(crate::suppressions_api::list_suppressions),
+                        )
+                        .route(
+                            "/v1/suppressions",
+                            web::post().to(crate::suppressions_api::add_suppression),
+                        )
                         .route(
                             "/v1/suppressions/{channel}/{recipient}",
-                            web::delete().to(remove_suppression),
+                            web::delete().to(crate::suppressions_api::remove_suppression),
                         )
                         .configure(crate::webhooks_api::routes)
                         .configure(crate::keys_api::routes)
@@ -817,271 +827,5 @@ async fn simulator_sends(
         None => Ok(HttpResponse::NotFound().json(json!({
             "error": { "message": "no simulator is in use: no route sends through one" }
         }))),
-    }
-}
-
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct DeviceRequest {
-    user_id: Option<String>,
-    platform: Option<String>,
-    token: Option<String>,
-}
-
-/// Registers a device (idempotent per token): creates its platform endpoint
-/// when a push provider serves the platform. 201 when new, 200 when known.
-#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = DeviceRequest, responses((status = 201, description = "Registered", body = crate::openapi::Device), (status = 200, description = "Known token, updated", body = crate::openapi::Device), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "Another service registered the token", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn register_device(
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Send)?;
-    let request: DeviceRequest = read_json(&req, payload, state.max_body_bytes).await?;
-    let required = |field: &str, value: &Option<String>| {
-        value
-            .clone()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| unprocessable(field, "required", format!("{field} is required")))
-    };
-    let user_id = required("user_id", &request.user_id)?;
-    let user = match mdc_client::validate::push_target("user_id", &format!("user:{user_id}")) {
-        Ok(PushTarget::UserId(user)) => user,
-        Ok(PushTarget::DeviceToken(_)) => {
-            return Err(unprocessable("user_id", "push_user_id", "not a user id"))
-        }
-        Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
-    };
-    let platform: Platform = required("platform", &request.platform)?
-        .parse()
-        .map_err(|e: String| unprocessable("platform", "one_of", e))?;
-    let token =
-        match mdc_client::validate::push_target("token", &required("token", &request.token)?) {
-            Ok(PushTarget::DeviceToken(token)) => token,
-            Ok(PushTarget::UserId(_)) => {
-                return Err(unprocessable(
-                    "token",
-                    "push_token",
-                    "a device token, not a user id",
-                ))
-            }
-            Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
-        };
-    if let Some(known) = state.devices.by_token(&token).await.map_err(unavailable)? {
-        if !caller.owns(known.service.as_deref()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "this token is registered by another service",
-            )
-            .field("token")
-            .rule("registered_elsewhere"));
-        }
-    }
-    let mut device = Device::new(&user, platform, &token);
-    device.service = caller.service.clone();
-    if let Some(provider) = state.push_endpoints.iter().find(|p| p.serves(platform)) {
-        device.endpoint = Some(
-            provider
-                .endpoint(platform, &token)
-                .await
-                .map_err(|e| match e {
-                    ProviderError::Permanent { message, .. } => {
-                        unprocessable("token", "push_endpoint", message)
-                    }
-                    other => unavailable(other),
-                })?,
-        );
-    }
-    let (stored, new) = state.devices.register(&device).await.map_err(unavailable)?;
-    let status = if new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(HttpResponse::build(status).json(stored))
-}
-
-#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "dev_…")), responses((status = 200, description = "The device", body = crate::openapi::Device), (status = 404, description = "No such device (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn get_device(
-    caller: Caller,
-    path: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Read)?;
-    match state.devices.get(&path).await.map_err(unavailable)? {
-        Some(device) if caller.owns(device.service.as_deref()) => {
-            Ok(HttpResponse::Ok().json(device))
-        }
-        _ => Err(not_found("no such device").field("id")),
-    }
-}
-
-#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "dev_…")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such device (or another service's)", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn remove_device(
-    caller: Caller,
-    path: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Send)?;
-    let owned = state
-        .devices
-        .get(&path)
-        .await
-        .map_err(unavailable)?
-        .is_some_and(|d| caller.owns(d.service.as_deref()));
-    if owned && state.devices.remove(&path).await.map_err(unavailable)? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found("no such device").field("id"))
-    }
-}
-
-/// A recipient as the client normalises `to` for `channel`, so a
-/// suppression matches what submit stores.
-fn normalised_recipient(channel: Channel, to: &str) -> Result<String, ApiError> {
-    let field =
-        |e: mdc_client::validate::ValidationError| unprocessable(&e.field, e.rule, e.message);
-    Ok(match channel {
-        Channel::Sms => {
-            mdc_client::validate::phone_number("to", to)
-                .map_err(field)?
-                .0
-        }
-        Channel::Email => mdc_client::validate::email_address("to", to).map_err(field)?,
-        Channel::Push => match mdc_client::validate::push_target("to", to).map_err(field)? {
-            PushTarget::DeviceToken(token) => token,
-            PushTarget::UserId(user) => format!("user:{user}"),
-        },
-    })
-}
-
-fn channel_param(value: Option<&str>) -> Result<Option<Channel>, ApiError> {
-    value
-        .map(|c| {
-            c.parse::<Channel>()
-                .map_err(|_| unprocessable("channel", "one_of", "must be sms, email or push"))
-        })
-        .transpose()
-}
-
-/// `GET /v1/suppressions?channel=&to=&limit=`: one recipient's entry (404
-/// when it is not suppressed), or the newest entries.
-#[utoipa::path(get, path = "/v1/suppressions", tag = "suppressions", params(("channel" = Option<String>, Query), ("to" = Option<String>, Query, description = "One recipient (with channel)"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "Entries", body = crate::openapi::Suppressions), (status = 404, description = "Not suppressed", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn list_suppressions(
-    caller: Caller,
-    query: web::Query<HashMap<String, String>>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Admin)?;
-    const KNOWN: [&str; 3] = ["channel", "to", "limit"];
-    only_known(&query, &KNOWN)?;
-    let channel = channel_param(query.get("channel").map(String::as_str))?;
-    if let Some(to) = query.get("to") {
-        let Some(channel) = channel else {
-            return Err(unprocessable(
-                "channel",
-                "required",
-                "give the channel with to",
-            ));
-        };
-        let recipient = normalised_recipient(channel, to)?;
-        return match state
-            .suppressions
-            .get(channel, &recipient)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(entry) => Ok(HttpResponse::Ok().json(json!({ "suppressions": [entry] }))),
-            None => Err(not_found("not suppressed").field("to")),
-        };
-    }
-    let limit = parse_param::<usize>(&query, "limit", "a number")?
-        .unwrap_or(100)
-        .min(MAX_LIST);
-    let entries = state
-        .suppressions
-        .list(channel, limit)
-        .await
-        .map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "suppressions": entries })))
-}
-
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct SuppressionRequest {
-    channel: Option<String>,
-    to: Option<String>,
-    reason: Option<String>,
-}
-
-/// `POST /v1/suppressions {"channel","to","reason"}`: 201 when added, 200
-/// when the recipient was already suppressed (the first entry is kept).
-#[utoipa::path(post, path = "/v1/suppressions", tag = "suppressions", request_body = SuppressionRequest, responses((status = 201, description = "Added", body = crate::openapi::Suppression), (status = 200, description = "Already suppressed; the first entry stays", body = crate::openapi::Suppression), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn add_suppression(
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Admin)?;
-    let request: SuppressionRequest = read_json(&req, payload, state.max_body_bytes).await?;
-    let Some(channel) = channel_param(request.channel.as_deref())? else {
-        return Err(unprocessable("channel", "required", "channel is required"));
-    };
-    let Some(to) = request.to.as_deref().filter(|t| !t.trim().is_empty()) else {
-        return Err(unprocessable("to", "required", "to is required"));
-    };
-    let reason = request
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "added by hand".to_owned());
-    if reason.len() > 500 {
-        return Err(unprocessable("reason", "length", "at most 500 bytes"));
-    }
-    let entry = mdc_core::ports::Suppression {
-        channel,
-        recipient: normalised_recipient(channel, to)?,
-        reason,
-        source: "manual".to_owned(),
-        message_id: None,
-        at: mdc_core::now(),
-    };
-    let added = state.suppressions.add(&entry).await.map_err(unavailable)?;
-    let stored = state
-        .suppressions
-        .get(channel, &entry.recipient)
-        .await
-        .map_err(unavailable)?
-        .unwrap_or(entry);
-    Ok(if added {
-        HttpResponse::Created().json(stored)
-    } else {
-        HttpResponse::Ok().json(stored)
-    })
-}
-
-/// `DELETE /v1/suppressions/{channel}/{recipient}`: 204, or 404.
-#[utoipa::path(delete, path = "/v1/suppressions/{channel}/{recipient}", tag = "suppressions", params(("channel" = String, Path), ("recipient" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, description = "Not suppressed", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn remove_suppression(
-    caller: Caller,
-    path: web::Path<(String, String)>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Admin)?;
-    let (channel, to) = path.into_inner();
-    let Some(channel) = channel_param(Some(&channel))? else {
-        return Err(unprocessable("channel", "required", "channel is required"));
-    };
-    let recipient = normalised_recipient(channel, &to)?;
-    if state
-        .suppressions
-        .remove(channel, &recipient)
-        .await
-        .map_err(unavailable)?
-    {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found("not suppressed").field("to"))
     }
 }

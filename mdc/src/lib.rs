@@ -6,9 +6,11 @@ pub mod auth;
 pub mod backends;
 pub mod cli;
 pub mod config;
+mod devices_api;
 pub(crate) mod keys_api;
 pub mod openapi;
 mod reports_api;
+mod suppressions_api;
 mod webhooks_api;
 
 use std::collections::{HashMap, HashSet};
