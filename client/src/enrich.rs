@@ -284,6 +284,7 @@ pub fn enrich(
         reference,
         metadata: request.metadata.clone(),
         service: None,
+        direct: false,
     };
     Ok((message, warnings))
 }
@@ -449,7 +450,7 @@ mod tests {
         ];
         for (request, field, rule) in cases {
             let err = enrich(&request, &config).expect_err(&format!("{request:?}"));
-            assert_eq!((err.field.as_str(), err.rule), (field, rule), "{err}");
+            assert_eq!((err.field.as_str(), &*err.rule), (field, rule), "{err}");
         }
     }
 

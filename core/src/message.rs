@@ -152,6 +152,11 @@ pub struct Message {
     /// runs without keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Produced straight to its priority topic by a linking service (the
+    /// client's direct transport), with no record stored yet: the dispatcher
+    /// records it before anything else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 impl Message {
@@ -279,6 +284,21 @@ impl MessageRecord {
             provider_message_id: None,
             events: vec![event],
         }
+    }
+
+    /// A newly accepted message, `queued` on its priority topic, as the
+    /// accept path records it: `component` accepted it `how`.
+    pub fn accepted(message: Message, component: &str, how: &str) -> Self {
+        let topic = crate::ports::Topic::Messages(message.channel(), message.priority);
+        let mut record = Self::new(
+            message,
+            Status::Queued,
+            Event::new(component, how).status(Status::Accepted),
+        );
+        record
+            .events
+            .push(Event::new(component, format!("queued on {topic}")).status(Status::Queued));
+        record
     }
 }
 

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mdc_core::ports::{
-    AfterAmbiguous, CachedMessage, Claim, ConsumerSpec, Delivery, Lookup, MessageCache,
+    AfterAmbiguous, CachedMessage, Claim, ConsumerSpec, Created, Delivery, Lookup, MessageCache,
     ProviderError, Queue, QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError,
-    Topic, Transition, Updated,
+    SuppressionList, Topic, Transition, Updated,
 };
 use mdc_core::supervise::TaskHealth;
 use mdc_core::{
@@ -67,6 +67,9 @@ pub struct Dispatcher {
     in_flight: Semaphore,
     /// Counts lane consumers that panicked and were started again.
     health: Arc<TaskHealth>,
+    /// Checked for messages produced directly, which skipped the accept
+    /// path's check.
+    suppressions: Option<Arc<dyn SuppressionList>>,
 }
 
 /// A std duration as chrono's, saturating (config durations are bounded).
@@ -104,7 +107,15 @@ impl Dispatcher {
             config,
             in_flight,
             health: Arc::default(),
+            suppressions: None,
         }
+    }
+
+    /// Refuses directly produced messages to recipients on `list`, as the
+    /// accept path refuses submitted ones.
+    pub fn with_suppressions(mut self, list: Arc<dyn SuppressionList>) -> Self {
+        self.suppressions = Some(list);
+        self
     }
 
     /// Counts restarts in `health` (shared with the process's other tasks).
@@ -331,6 +342,9 @@ impl Dispatcher {
     /// sent: the caller may start over.
     async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<(), StoreError> {
         let id = &message.id;
+        if message.direct && !self.record_direct(message).await? {
+            return Ok(());
+        }
         if mdc_core::now() > message.deadline {
             let event = Event::new(
                 COMPONENT,
@@ -402,6 +416,59 @@ impl Dispatcher {
                 Ok(())
             }
         }
+    }
+
+    /// Stores a message a service produced straight to its topic (the
+    /// client's direct transport), as the accept path would have; again on a
+    /// redelivery, which finds it stored. False when it is not to be sent:
+    /// its idempotency key belongs to another message, or its recipient is
+    /// suppressed (it is then `failed`, and the service hears so).
+    async fn record_direct(&self, message: &Message) -> Result<bool, StoreError> {
+        let service = message.service.as_deref().unwrap_or("a service");
+        let how = format!("accepted: produced directly by {service}");
+        let record = MessageRecord::accepted(message.clone(), COMPONENT, &how);
+        match self.store.create(&record).await? {
+            Created::New => {
+                metrics::counter!(
+                    "mdc_messages_accepted_total",
+                    "channel" => message.channel().as_str(),
+                    "priority" => message.priority.as_str(),
+                )
+                .increment(1);
+            }
+            Created::Existing(existing) if existing.message.id == message.id => {}
+            Created::Existing(existing) => {
+                if existing.message.same_request(message) {
+                    tracing::info!(duplicate_of = %existing.message.id, "Produced again with the same idempotency key; dropping the copy");
+                } else {
+                    tracing::warn!(used_by = %existing.message.id, "Idempotency key already used for another message; dropping this one");
+                }
+                return Ok(false);
+            }
+        }
+        let Some(list) = &self.suppressions else {
+            return Ok(true);
+        };
+        let Some(entry) = list.get(message.channel(), &message.to).await? else {
+            return Ok(true);
+        };
+        let event = Event::new(
+            COMPONENT,
+            format!(
+                "recipient suppressed on {} since {}: {}",
+                entry.channel,
+                entry.at.to_rfc3339(),
+                mask::scrub(&entry.reason)
+            ),
+        );
+        if let Updated::Applied { .. } = self
+            .store
+            .update(&message.id, Transition::to(Status::Failed, event))
+            .await?
+        {
+            self.publish_outcome(&message.id).await;
+        }
+        Ok(false)
     }
 
     /// Puts the message's outcome on the outcomes topic, trying again (with

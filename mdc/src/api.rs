@@ -15,7 +15,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use futures::StreamExt;
-use mdc_client::{SubmitError, SubmitRequest, Submitter};
+use mdc_client::{SubmitError, SubmitRequest};
+
+use crate::accept::Submitter;
 use mdc_core::ports::{
     DeviceRegistry, ListFilter, Queue, Scope, SortOrder, Store, Transition, Updated,
 };
@@ -270,7 +272,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
 pub struct ApiError {
     status: StatusCode,
     field: Option<String>,
-    rule: Option<&'static str>,
+    rule: Option<std::borrow::Cow<'static, str>>,
     message: String,
     retry_after: Option<u64>,
 }
@@ -297,8 +299,8 @@ impl ApiError {
         self
     }
 
-    pub(crate) fn rule(mut self, rule: &'static str) -> Self {
-        self.rule = Some(rule);
+    pub(crate) fn rule(mut self, rule: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.rule = Some(rule.into());
         self
     }
 }
@@ -319,7 +321,7 @@ impl actix_web::ResponseError for ApiError {
         if let Some(field) = &self.field {
             body["field"] = json!(field);
         }
-        if let Some(rule) = self.rule {
+        if let Some(rule) = &self.rule {
             body["rule"] = json!(rule);
         }
         let mut response = HttpResponse::build(self.status);
@@ -352,7 +354,7 @@ pub(crate) fn not_found(message: &str) -> ApiError {
 
 pub(crate) fn unprocessable(
     field: &str,
-    rule: &'static str,
+    rule: impl Into<std::borrow::Cow<'static, str>>,
     message: impl Into<String>,
 ) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -477,7 +479,7 @@ async fn submit(
                 "mdc_messages_rejected_total",
                 "channel" => channel.map_or("unknown", Channel::as_str),
                 "priority" => priority.map_or("unknown", mdc_core::Priority::as_str),
-                "rule" => e.rule,
+                "rule" => e.rule.clone(),
             )
             .increment(1);
             Err(unprocessable(&e.field, e.rule, e.message))
@@ -485,7 +487,7 @@ async fn submit(
         Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)
             .field(&e.field)
             .rule(e.rule)),
-        Err(e @ SubmitError::Unavailable(_)) => Err(unavailable(e)),
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Refused { .. })) => Err(unavailable(e)),
     };
     metrics::histogram!("mdc_submit_seconds").record(started.elapsed().as_secs_f64());
     answer

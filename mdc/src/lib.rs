@@ -1,6 +1,7 @@
 //! The `mdc` binary's library: configuration, the HTTP API, the command-line
 //! client, and [`run`], which wires every role together.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod backends;
@@ -16,8 +17,8 @@ mod webhooks_api;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::accept::Submitter;
 use anyhow::Context;
-use mdc_client::Submitter;
 use mdc_core::ports::{Provider, ReportSink};
 use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
@@ -331,7 +332,8 @@ fn spawn_dispatcher(
         ports.cache.clone(),
         config.dispatcher.clone(),
     )
-    .with_health(health.clone());
+    .with_health(health.clone())
+    .with_suppressions(ports.suppressions.clone());
     tasks.spawn(Arc::new(dispatcher).run(workers.clone()));
 }
 

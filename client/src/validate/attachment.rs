@@ -88,7 +88,7 @@ mod tests {
         )
         .expect_err("bad type");
         assert_eq!(
-            (err.field.as_str(), err.rule),
+            (err.field.as_str(), &*err.rule),
             ("attachments[1].content_type", "attachment_content_type")
         );
         let err = attachments(&[file("../a", "text/plain", "aGk=")], 100).expect_err("path");

@@ -7,9 +7,10 @@ mod phone;
 mod push;
 mod text;
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use attachment::attachments;
 pub use email::email_address;
@@ -19,26 +20,30 @@ pub use text::{email_subject, sms_body, SmsShape, SMS_GSM7_SEGMENT, SMS_UCS2_SEG
 
 /// Input MDC cannot accept. `field` is the request field; `rule` a stable
 /// machine-readable name of the rule broken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
     pub field: String,
-    pub rule: &'static str,
+    pub rule: Cow<'static, str>,
     pub message: String,
 }
 
 impl ValidationError {
-    pub fn new(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        field: &str,
+        rule: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             field: field.to_owned(),
-            rule,
+            rule: rule.into(),
             message: message.into(),
         }
     }
 }
 
 /// Accepted, but worth knowing (a fixed-line number, a multi-part SMS).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
     pub field: String,
     pub message: String,

@@ -112,19 +112,19 @@ mod tests {
         );
         assert_eq!(
             push_target("to", "user:").map_err(|e| e.rule),
-            Err("push_user_id")
+            Err("push_user_id".into())
         );
         assert_eq!(
             push_target("to", "short").map_err(|e| e.rule),
-            Err("push_token")
+            Err("push_token".into())
         );
         assert_eq!(
             push_target("to", "has spaces in it").map_err(|e| e.rule),
-            Err("push_token")
+            Err("push_token".into())
         );
         assert_eq!(
             push_target("to", "arn:aws:sns:us-east-1:123456789012:any-topic").map_err(|e| e.rule),
-            Err("push_token_arn")
+            Err("push_token_arn".into())
         );
     }
 

@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(shape.segments, 2);
         assert!(warning.expect("warning").message.contains("2 segments"));
         let err = sms_body(&"a".repeat(500), 3).expect_err("too long");
-        assert_eq!((err.field.as_str(), err.rule), ("body", "sms_segments"));
+        assert_eq!((err.field.as_str(), &*err.rule), ("body", "sms_segments"));
         assert_eq!(sms_body("  ", 3).expect_err("empty").rule, "required");
     }
 
@@ -163,11 +163,11 @@ mod tests {
         assert!(email_subject("Your receipt").is_ok());
         assert_eq!(
             email_subject("a\r\nBcc: x@y.z").map_err(|e| e.rule),
-            Err("email_subject_line")
+            Err("email_subject_line".into())
         );
         assert_eq!(
             email_subject(&"s".repeat(999)).map_err(|e| e.rule),
-            Err("email_subject_length")
+            Err("email_subject_length".into())
         );
     }
 }

@@ -44,5 +44,6 @@ pub fn sample_message(to: &str) -> Message {
         reference: None,
         metadata: None,
         service: None,
+        direct: false,
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
 use mdc_core::ports::{
-    AfterAmbiguous, Lookup, Provider, ProviderError, Queue, Receipt, RetryScheduler, Store, Topic,
+    AfterAmbiguous, Lookup, Provider, ProviderError, Queue, Receipt, RetryScheduler, Store,
+    StoreError, Suppression, SuppressionList, Topic,
 };
 use mdc_core::{Channel, Event, Message, MessageId, MessageRecord, Priority, Status};
 use mdc_dispatcher::routing::{Member, Mode, Router};
@@ -156,8 +157,48 @@ impl Provider for Scripted {
     }
 }
 
+/// A suppression list in a map.
+#[derive(Default)]
+pub struct Suppressions(Mutex<HashMap<(Channel, String), Suppression>>);
+
+#[async_trait]
+impl SuppressionList for Suppressions {
+    async fn add(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let key = (suppression.channel, suppression.recipient.clone());
+        let mut map = lock(&self.0);
+        if map.contains_key(&key) {
+            return Ok(false);
+        }
+        map.insert(key, suppression.clone());
+        Ok(true)
+    }
+
+    async fn get(
+        &self,
+        channel: Channel,
+        recipient: &str,
+    ) -> Result<Option<Suppression>, StoreError> {
+        Ok(lock(&self.0).get(&(channel, recipient.to_owned())).cloned())
+    }
+
+    async fn remove(&self, channel: Channel, recipient: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.0)
+            .remove(&(channel, recipient.to_owned()))
+            .is_some())
+    }
+
+    async fn list(
+        &self,
+        _channel: Option<Channel>,
+        _limit: usize,
+    ) -> Result<Vec<Suppression>, StoreError> {
+        Ok(lock(&self.0).values().cloned().collect())
+    }
+}
+
 pub struct Harness {
     pub store: Arc<MemoryStore>,
+    pub suppressions: Arc<Suppressions>,
     pub queue: Arc<MemoryQueue>,
     pub retry: Arc<MemoryRetry>,
     pub provider: Arc<Scripted>,
@@ -173,19 +214,23 @@ impl Harness {
         let queue = Arc::new(MemoryQueue::default());
         let retry = Arc::new(MemoryRetry::default());
         let provider = Arc::new(Scripted::default());
+        let suppressions = Arc::new(Suppressions::default());
         let router = Router::new(
             Mode::Ordered,
             vec![Member::new(provider.clone(), 1, None, rate)],
             config.send_timeout,
         );
-        let dispatcher = Arc::new(Dispatcher::new(
-            queue.clone(),
-            store.clone(),
-            retry.clone(),
-            HashMap::from([(Channel::Sms, Arc::new(router))]),
-            Arc::new(mdc_embedded::MemoryCache::default()),
-            config,
-        ));
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                queue.clone(),
+                store.clone(),
+                retry.clone(),
+                HashMap::from([(Channel::Sms, Arc::new(router))]),
+                Arc::new(mdc_embedded::MemoryCache::default()),
+                config,
+            )
+            .with_suppressions(suppressions.clone()),
+        );
         let shutdown = CancellationToken::new();
         let retries = Arc::new(RetryHandler::new(
             retry.clone() as Arc<dyn RetryScheduler>,
@@ -204,6 +249,7 @@ impl Harness {
         ];
         Self {
             store,
+            suppressions,
             queue,
             retry,
             provider,
@@ -249,6 +295,18 @@ impl Harness {
             .expect("produce");
     }
 
+    /// Produces a message as the client's direct transport does: no record.
+    pub async fn produce_direct(&self, message: &Message) {
+        self.queue
+            .produce(
+                Topic::Messages(Channel::Sms, message.priority),
+                &message.to,
+                message.encode(),
+            )
+            .await
+            .expect("produce");
+    }
+
     pub async fn submit(&self, to: &str, priority: Priority) -> MessageId {
         self.submit_with(to, priority, |_| {}).await
     }
@@ -280,15 +338,14 @@ impl Harness {
     pub async fn wait_for(&self, id: &MessageId, status: Status, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let record = self.record(id).await;
-            if record.status == status {
+            // A directly produced message is stored only when dispatched.
+            let record = self.store.get(id).await.expect("get");
+            if record.as_ref().is_some_and(|r| r.status == status) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{id} is {} after {within:?}, not {status}; trail: {:#?}",
-                record.status,
-                record.events
+                "{id} is not {status} after {within:?}: {record:#?}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -435,3 +435,77 @@ async fn stored_outcomes_are_published_and_published_again_on_redelivery() {
     );
     h.stop().await;
 }
+
+/// As the client's direct transport produces it, for `service`.
+fn direct(to: &str, key: &str) -> mdc_core::Message {
+    let mut message = mdc_core::contract::sample_message(to);
+    message.direct = true;
+    message.service = Some("billing".to_owned());
+    message.idempotency_key = key.to_owned();
+    message
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_directly_produced_message_is_recorded_then_sent_once_and_copies_are_dropped() {
+    let h = Harness::start(config(), None).await;
+    let message = direct("+14155550180", "order-1");
+    h.produce_direct(&message).await;
+    // A redelivery of the same record, and the service sending the same
+    // message again under its key (a new id, as each send makes one).
+    h.produce_direct(&message).await;
+    let mut again = message.clone();
+    again.id = MessageId::generate();
+    h.produce_direct(&again).await;
+    h.wait_for(&message.id, Status::Sent, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.provider.sends("+14155550180"), 1, "sent exactly once");
+    let record = h.record(&message.id).await;
+    assert_eq!(record.message.service.as_deref(), Some("billing"));
+    assert_eq!(record.events[0].status, Some(Status::Accepted));
+    assert!(
+        record.events[0]
+            .details
+            .contains("produced directly by billing"),
+        "{:?}",
+        record.events[0]
+    );
+    assert!(h.store.get(&again.id).await.expect("get").is_none());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_directly_produced_message_to_a_suppressed_recipient_fails_unsent() {
+    use mdc_core::ports::{Suppression, SuppressionList};
+
+    let h = Harness::start(config(), None).await;
+    h.suppressions
+        .add(&Suppression {
+            channel: mdc_core::Channel::Sms,
+            recipient: "+14155550181".to_owned(),
+            reason: "hard bounce".to_owned(),
+            source: "manual".to_owned(),
+            message_id: None,
+            at: mdc_core::now(),
+        })
+        .await
+        .expect("add");
+    let message = direct("+14155550181", "order-2");
+    h.produce_direct(&message).await;
+    h.wait_for(&message.id, Status::Failed, Duration::from_secs(10))
+        .await;
+    // A redelivery finds it failed and sends nothing either.
+    h.produce_direct(&message).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.provider.calls("+14155550181"), 0);
+    let record = h.record(&message.id).await;
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("suppressed")),
+        "{:#?}",
+        record.events
+    );
+    h.stop().await;
+}

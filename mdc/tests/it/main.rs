@@ -1,6 +1,7 @@
 //! End-to-end tests: each spawns the real `mdc` binary on a free loopback
 //! port with its own data directory and talks to it over HTTP.
 
+mod accept;
 mod api;
 mod auth;
 mod backends;

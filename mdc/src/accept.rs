@@ -1,50 +1,13 @@
+//! The accept path of `POST /v1/messages`: validate, enrich, record, queue.
+
 use std::sync::Arc;
 
-use mdc_core::ports::{
-    Created, Queue, QueueError, Store, StoreError, SuppressionList, Topic, Transition,
-};
-use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status};
-use serde::Serialize;
-
-use crate::validate::{ValidationError, Warning};
-use crate::{enrich, ClientConfig, SubmitRequest};
+use mdc_client::validate::ValidationError;
+use mdc_client::{enrich, ClientConfig, SubmitError, SubmitRequest, Submitted};
+use mdc_core::ports::{Created, Queue, Store, SuppressionList, Topic, Transition};
+use mdc_core::{mask, Event, Message, MessageRecord, Status};
 
 const COMPONENT: &str = "ingest";
-
-/// The answer to a successful submit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Submitted {
-    pub id: MessageId,
-    pub status: Status,
-    pub warnings: Vec<Warning>,
-    /// True when the idempotency key matched an earlier submission.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The idempotency key was used before for a different message.
-    #[error("{0}")]
-    Conflict(ValidationError),
-    /// Nothing was queued; the caller may retry (with the same idempotency key).
-    #[error("cannot accept messages right now: {0}")]
-    Unavailable(#[source] mdc_core::ports::BoxError),
-}
-
-impl From<StoreError> for SubmitError {
-    fn from(e: StoreError) -> Self {
-        SubmitError::Unavailable(e.into())
-    }
-}
-
-impl From<QueueError> for SubmitError {
-    fn from(e: QueueError) -> Self {
-        SubmitError::Unavailable(e.into())
-    }
-}
 
 /// Validates, enriches, records and queues messages.
 #[derive(Clone)]
@@ -110,15 +73,7 @@ impl Submitter {
                 .into());
             }
         }
-        let topic = Topic::Messages(message.channel(), message.priority);
-        let mut record = MessageRecord::new(
-            message.clone(),
-            Status::Queued,
-            Event::new(COMPONENT, "accepted").status(Status::Accepted),
-        );
-        record
-            .events
-            .push(Event::new(COMPONENT, format!("queued on {topic}")).status(Status::Queued));
+        let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
         match self.store.create(&record).await? {
             Created::New => {
                 self.enqueue(&message).await?;

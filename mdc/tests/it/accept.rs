@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mdc_client::{ClientConfig, SubmitError, SubmitRequest, Submitter};
+use mdc::accept::Submitter;
+use mdc_client::{ClientConfig, SubmitError, SubmitRequest};
 use mdc_core::contract::queue::fetch_n;
 use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, Store, Topic};
 use mdc_core::{Channel, Message, Priority, Status};
