@@ -1,5 +1,19 @@
-//! Drives `mdc serve` over HTTP and prints what it sustained:
+//! Benchmarks of MDC, one mode per target of `docs/benchmarks.md`; each
+//! prints its figures next to the target.
 //!
+//! - `ingest` drives `mdc serve` over HTTP and prints what it sustained:
+//!   (below);
+//! - `e2e`: submits at full speed for a duration and prints delivered msg/s
+//!   and whether the backlog grew;
+//! - `priority`: critical messages' time to `delivered` behind a bulk backlog;
+//! - `retry-storm`: retries falling due together on Redis with expired
+//!   events lost;
+//! - `kafka-produce`: the client's direct transport against bare rdkafka.
+//!
+//! With `--spawn`, the HTTP modes also sample the server's memory (idle and
+//! peak RSS) and its data directory (bytes per message).
+//!
+//! `ingest`:
 //! - accepted msg/s: 202 answers per second during the submit phase;
 //! - submit latency p50 / p99 / max;
 //! - end-to-end msg/s: messages per second from the first submit until all
@@ -19,12 +33,59 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+mod kafka_produce;
+mod retry_storm;
+mod sample;
+
 #[derive(Debug, Parser)]
-#[command(name = "mdc-bench", about = "Load generator for mdc serve")]
+#[command(
+    name = "mdc-bench",
+    about = "Benchmarks of MDC: each mode prints its figures and the target"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Accepted msg/s and submit latency over HTTP, then end-to-end msg/s
+    /// until every message is delivered.
+    Ingest(Args),
+    /// Submits at full speed for --duration seconds; delivered msg/s and
+    /// the backlog over time.
+    E2e {
+        #[command(flatten)]
+        args: Args,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+    },
+    /// Critical messages' submit-to-delivered time behind a bulk backlog.
+    Priority {
+        #[command(flatten)]
+        args: Args,
+        /// Bulk messages submitted first.
+        #[arg(long, default_value_t = 200_000)]
+        backlog: u64,
+        /// Critical messages sent after them.
+        #[arg(long, default_value_t = 500)]
+        critical: u64,
+        /// Critical messages per second.
+        #[arg(long, default_value_t = 50)]
+        critical_rate: u64,
+    },
+    /// Retries falling due together on Redis, expired events lost.
+    RetryStorm(retry_storm::Args),
+    /// The client's direct transport against a bare rdkafka producer.
+    KafkaProduce(kafka_produce::Args),
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Base URL of a running server (ignored with --spawn).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -146,7 +207,22 @@ async fn delivered(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u6
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Cli::parse().mode {
+        Mode::Ingest(args) => ingest(args, None).await,
+        Mode::E2e { args, duration } => ingest(args, Some(Duration::from_secs(duration))).await,
+        Mode::Priority {
+            args,
+            backlog,
+            critical,
+            critical_rate,
+        } => priority(args, backlog, critical, critical_rate).await,
+        Mode::RetryStorm(args) => retry_storm::run(args).await,
+        Mode::KafkaProduce(args) => kafka_produce::run(args).await,
+    }
+}
+
+/// The server under test: started fresh with `--spawn`, or `--url`.
+async fn server(args: &Args) -> anyhow::Result<(String, Option<Spawned>, reqwest::Client)> {
     let mut _spawned = None;
     let url = match &args.spawn {
         Some(binary) => {
@@ -195,7 +271,24 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (baseline, _) = delivered(&http, &url).await?;
+    Ok((url, _spawned, http))
+}
+
+/// `ingest`, or with `sustain` the `e2e` mode: submit for that long.
+async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
+    let (url, spawned, http) = server(&args).await?;
+    let sampler = spawned
+        .as_ref()
+        .map(|s| sample::Sampler::start(s.0.id(), s.1.path().join("data")));
+    let idle_rss = match &sampler {
+        Some(sampler) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Some(sampler.rss_now())
+        }
+        None => None,
+    };
+    let (baseline, baseline_terminal) = delivered(&http, &url).await?;
+    let backlog = Arc::new(std::sync::Mutex::new(Vec::<(f64, u64, u64)>::new()));
     let receipts = Arc::new(std::sync::Mutex::new(Receipts::default()));
     if args.webhooks {
         let hook = start_receiver(receipts.clone())?;
@@ -214,27 +307,43 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    eprintln!(
-        "Submitting {} {} messages at concurrency {} to {url}",
-        args.messages, args.channel, args.concurrency
-    );
+    match sustain {
+        Some(d) => eprintln!(
+            "Submitting {} messages for {} s at concurrency {} to {url}",
+            args.channel,
+            d.as_secs(),
+            args.concurrency
+        ),
+        None => eprintln!(
+            "Submitting {} {} messages at concurrency {} to {url}",
+            args.messages, args.channel, args.concurrency
+        ),
+    }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let stop_at = sustain.map(|d| start + d);
+    let total = if sustain.is_some() {
+        u64::MAX
+    } else {
+        args.messages
+    };
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, url, next, errors, channel, total) = (
+        let (http, url, next, errors, channel) = (
             http.clone(),
             url.clone(),
             next.clone(),
             errors.clone(),
             args.channel.clone(),
-            args.messages,
         );
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             loop {
+                if stop_at.is_some_and(|at| Instant::now() >= at) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
@@ -258,16 +367,28 @@ async fn main() -> anyhow::Result<()> {
             histogram
         }));
     }
-    // Progress while submitting.
+    // Progress while submitting: submitted, delivered, and the backlog
+    // (accepted, not yet finished) every few seconds.
     let progress = {
-        let next = next.clone();
-        let total = args.messages;
+        let (next, http, url) = (next.clone(), http.clone(), url.clone());
+        let backlog = backlog.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let submitted = next.load(Ordering::Relaxed).min(total);
+                let (delivered_now, terminal) = delivered(&http, &url).await.unwrap_or((0, 0));
+                let waiting = submitted.saturating_sub(terminal.saturating_sub(baseline_terminal));
+                if let Ok(mut b) = backlog.lock() {
+                    b.push((
+                        start.elapsed().as_secs_f64(),
+                        waiting,
+                        delivered_now - baseline.min(delivered_now),
+                    ));
+                }
                 eprintln!(
-                    "  submitted {}/{total}",
-                    next.load(Ordering::Relaxed).min(total)
+                    "  {:>5.0} s: submitted {submitted}, delivered {}, backlog {waiting}",
+                    start.elapsed().as_secs_f64(),
+                    delivered_now.saturating_sub(baseline)
                 );
             }
         })
@@ -277,7 +398,9 @@ async fn main() -> anyhow::Result<()> {
         latency.add(worker.await?)?;
     }
     let submit_time = start.elapsed();
-    progress.abort();
+    if sustain.is_none() {
+        progress.abort();
+    }
     let accepted = latency.len();
     let errors = errors.load(Ordering::Relaxed);
 
@@ -301,13 +424,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
+    progress.abort();
     let ms = |us: u64| us as f64 / 1000.0;
-    println!("messages submitted     {}", args.messages);
+    println!("messages submitted     {}", accepted + errors);
     println!("accepted (202)         {accepted}");
     println!("errors                 {errors}");
     println!("concurrency            {}", args.concurrency);
     println!(
-        "accepted msg/s         {:.0}",
+        "accepted msg/s         {:.0}   (target >= 30000)",
         accepted as f64 / submit_time.as_secs_f64()
     );
     println!(
@@ -315,16 +439,51 @@ async fn main() -> anyhow::Result<()> {
         ms(latency.value_at_quantile(0.50))
     );
     println!(
-        "submit latency p99     {:.2} ms",
+        "submit latency p99     {:.2} ms   (target <= 10 ms)",
         ms(latency.value_at_quantile(0.99))
     );
     println!("submit latency max     {:.2} ms", ms(latency.max()));
     println!("delivered              {done}");
     println!(
-        "end-to-end msg/s       {:.0}",
+        "end-to-end msg/s       {:.0}   (target >= 10000)",
         done as f64 / end_to_end.as_secs_f64()
     );
     println!("end-to-end time        {:.2} s", end_to_end.as_secs_f64());
+    if sustain.is_some() {
+        let samples = backlog.lock().map(|b| b.clone()).unwrap_or_default();
+        let during: Vec<_> = samples
+            .iter()
+            .filter(|(at, _, _)| *at <= submit_time.as_secs_f64())
+            .collect();
+        if let (Some(first), Some(last)) = (during.get(during.len() / 2), during.last()) {
+            println!(
+                "delivered msg/s, load  {:.0}   (second half of the load)",
+                (last.2.saturating_sub(first.2)) as f64 / (last.0 - first.0).max(0.001)
+            );
+            println!(
+                "backlog mid / end      {} / {}   (not growing: end <= mid)",
+                first.1, last.1
+            );
+        }
+    }
+    if let Some(sampler) = &sampler {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let report = sampler.report();
+        println!(
+            "RSS idle before        {:.1} MB   (target <= 50 MB)",
+            idle_rss.unwrap_or(0) as f64 / 1e6
+        );
+        println!(
+            "RSS peak               {:.1} MB   (target <= 256 MB)",
+            report.peak_rss as f64 / 1e6
+        );
+        println!("RSS idle after         {:.1} MB", report.rss as f64 / 1e6);
+        println!(
+            "data directory         {:.1} MB, {:.0} bytes per message   (target <= 1536)",
+            report.disk as f64 / 1e6,
+            report.disk as f64 / accepted.max(1) as f64
+        );
+    }
     if args.webhooks {
         let deadline = Instant::now() + Duration::from_secs(args.timeout);
         loop {
@@ -359,5 +518,132 @@ async fn main() -> anyhow::Result<()> {
             ms(histogram.value_at_quantile(0.99))
         );
     }
+    Ok(())
+}
+
+/// When a message reached `delivered`, from its trail, and its creation.
+fn delivered_after(message: &Value) -> Option<Duration> {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let created = parse(&message["created_at"])?;
+    let at = message["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["status"] == "delivered")
+        .and_then(|e| parse(&e["at"]))?;
+    (at - created).to_std().ok()
+}
+
+async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{url}/v1/messages"))
+        .json(body)
+        .send()
+        .await?;
+    if response.status().as_u16() != 202 {
+        bail!("submit answered {}", response.status());
+    }
+    let answer: Value = response.json().await?;
+    answer["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no id in the answer")
+}
+
+/// How many messages wait (accepted or queued).
+async fn waiting(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+    let stats: Value = http
+        .get(format!("{url}/v1/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(["accepted", "queued", "sending"]
+        .iter()
+        .map(|s| stats["statuses"][s].as_u64().unwrap_or(0))
+        .sum())
+}
+
+/// `priority`: `backlog` bulk SMS first (as fast as the server takes
+/// them), then `critical` OTPs at `rate` per second; each critical
+/// message's time from creation to `delivered` comes from its own trail.
+async fn priority(args: Args, backlog: u64, critical: u64, rate: u64) -> anyhow::Result<()> {
+    let (url, _spawned, http) = server(&args).await?;
+    eprintln!(
+        "Submitting {backlog} bulk SMS at concurrency {}",
+        args.concurrency
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, url, next) = (http.clone(), url.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= backlog {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let body = json!({"channel": "sms", "to": format!("+1415556{:04}", i % 10_000), "body": "Our spring sale starts today", "type": "marketing", "priority": "bulk"});
+                submit(&http, &url, &body).await?;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let waiting_before = waiting(&http, &url).await?;
+    eprintln!(
+        "  {backlog} bulk accepted in {:.1} s; {waiting_before} still waiting",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("Sending {critical} critical OTPs at {rate}/s");
+    let mut ids = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for i in 0..critical {
+        tick.tick().await;
+        let body = json!({"channel": "sms", "to": format!("+1415557{:04}", i % 10_000), "body": "Your code is 123456", "type": "otp", "priority": "critical"});
+        ids.push(submit(&http, &url, &body).await?);
+    }
+    let waiting_after = waiting(&http, &url).await?;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    for id in &ids {
+        loop {
+            let message: Value = http
+                .get(format!("{url}/v1/messages/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if let Some(after) = delivered_after(&message) {
+                latency.record((after.as_micros() as u64).max(1))?;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{id} not delivered within {} s: {}",
+                    args.timeout,
+                    message["status"]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!("bulk backlog           {backlog} submitted");
+    println!("waiting when critical  {waiting_before} at start, {waiting_after} at end   (the backlog was there throughout when > 0)");
+    println!("critical delivered     {}", latency.len());
+    println!(
+        "critical p50           {:.1} ms",
+        ms(latency.value_at_quantile(0.5))
+    );
+    println!(
+        "critical p99           {:.1} ms   (target <= 100 ms)",
+        ms(latency.value_at_quantile(0.99))
+    );
+    println!("critical max           {:.1} ms", ms(latency.max()));
     Ok(())
 }

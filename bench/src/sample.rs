@@ -1,0 +1,89 @@
+//! Memory and disk of a spawned server: its resident set (from /proc) every
+//! half second, and the size of its data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Sampler {
+    pid: u32,
+    dir: PathBuf,
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Report {
+    pub rss: u64,
+    pub peak_rss: u64,
+    pub disk: u64,
+}
+
+/// Resident set size in bytes (0 when the process is gone or /proc absent).
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes of the files under `dir` (allocated size: what the disk holds).
+fn disk(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => disk(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl Sampler {
+    pub fn start(pid: u32, dir: PathBuf) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let peak = peak.clone();
+            async move {
+                loop {
+                    peak.fetch_max(rss(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+        Self {
+            pid,
+            dir,
+            peak,
+            task,
+        }
+    }
+
+    pub fn rss_now(&self) -> u64 {
+        rss(self.pid)
+    }
+
+    pub fn report(&self) -> Report {
+        let now = rss(self.pid);
+        Report {
+            rss: now,
+            peak_rss: self.peak.load(Ordering::Relaxed).max(now),
+            disk: disk(&self.dir),
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
