@@ -138,6 +138,46 @@ impl Store for MemoryStore {
         Ok(lock(&self.records).get(id).cloned())
     }
 
+    async fn expire(
+        &self,
+        records_before: Option<crate::Timestamp>,
+        bodies_before: Option<crate::Timestamp>,
+        limit: usize,
+    ) -> Result<crate::ports::Expired, StoreError> {
+        self.check()?;
+        let mut done = crate::ports::Expired::default();
+        let mut records = lock(&self.records);
+        let mut keys = lock(&self.keys);
+        if let Some(before) = records_before {
+            let old: Vec<MessageId> = records
+                .values()
+                .filter(|r| r.status.is_terminal() && r.message.created_at < before)
+                .take(limit)
+                .map(|r| r.message.id.clone())
+                .collect();
+            for id in old {
+                if let Some(record) = records.remove(&id) {
+                    keys.remove(&record.message.idempotency_scope());
+                    done.removed += 1;
+                }
+            }
+        }
+        if let Some(before) = bodies_before {
+            for record in records.values_mut() {
+                if done.redacted >= limit {
+                    break;
+                }
+                if record.status.is_terminal()
+                    && record.message.created_at < before
+                    && record.redact()
+                {
+                    done.redacted += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+
     async fn find_by_provider_message_id(
         &self,
         provider: &str,

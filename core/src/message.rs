@@ -114,7 +114,40 @@ pub enum Content {
     },
 }
 
+/// What replaces a body the retention removed.
+pub const REMOVED_BODY: &str = "[removed by retention]";
+
 impl Content {
+    /// Drops what the recipient reads (bodies, HTML, attachments, push
+    /// title and data), keeping the shape; for retention. True when
+    /// something was left to drop.
+    pub fn redact(&mut self) -> bool {
+        let before = self.clone();
+        match self {
+            Content::Sms { body, .. } => *body = REMOVED_BODY.to_owned(),
+            Content::Email {
+                subject,
+                text,
+                html,
+                attachments,
+                ..
+            } => {
+                *subject = REMOVED_BODY.to_owned();
+                *text = Some(REMOVED_BODY.to_owned());
+                *html = None;
+                attachments.clear();
+            }
+            Content::Push {
+                title, body, data, ..
+            } => {
+                *title = None;
+                *body = REMOVED_BODY.to_owned();
+                data.clear();
+            }
+        }
+        *self != before
+    }
+
     pub fn channel(&self) -> Channel {
         match self {
             Content::Sms { .. } => Channel::Sms,
@@ -271,6 +304,16 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// Retention: the content's bodies and the vendors' payloads in the
+    /// trail go; status, times and ids stay. True when anything changed.
+    pub fn redact(&mut self) -> bool {
+        let mut changed = self.message.content.redact();
+        for event in &mut self.events {
+            changed |= event.raw.take().is_some();
+        }
+        changed
+    }
+
     pub fn new(message: Message, status: Status, event: Event) -> Self {
         Self {
             updated_at: event.at,

@@ -184,10 +184,13 @@ struct StorePorts {
 /// Connects every configured backend. The embedded files in `data_dir` are
 /// opened only for the ports configured to use them: `queue.redb` for an
 /// embedded queue, `store.redb` for an embedded store or retry timing.
+/// `records_ttl` is the retention of records (`retention.records`), for
+/// MongoDB's TTL index.
 pub async fn connect(
     backends: &Backends,
     data_dir: &Path,
     layout: QueueLayout,
+    records_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Connected> {
     let opening = || format!("opening the data directory {}", data_dir.display());
     let queue: Arc<dyn Queue> = match &backends.queue {
@@ -235,7 +238,7 @@ pub async fn connect(
             },
             _,
         ) => {
-            let store = connect_mongo(url, database, prefix, *majority_writes).await?;
+            let store = connect_mongo(url, database, prefix, *majority_writes, records_ttl).await?;
             let devices = store
                 .devices()
                 .await
@@ -319,12 +322,14 @@ async fn connect_mongo(
     database: &str,
     prefix: &str,
     majority_writes: bool,
+    records_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<mdc_mongodb::MongoStore> {
     let config = mdc_mongodb::MongoConfig {
         url: url.to_owned(),
         database: database.to_owned(),
         prefix: prefix.to_owned(),
         majority_writes,
+        records_ttl,
     };
     mdc_mongodb::MongoStore::connect(&config)
         .await
@@ -336,6 +341,7 @@ async fn connect_mongo(
 pub async fn connect_keys(
     backends: &Backends,
     data_dir: &Path,
+    records_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Arc<dyn ApiKeys>> {
     Ok(match &backends.store {
         StoreBackend::Embedded => {
@@ -353,7 +359,7 @@ pub async fn connect_keys(
             prefix,
             majority_writes,
         } => {
-            let store = connect_mongo(url, database, prefix, *majority_writes).await?;
+            let store = connect_mongo(url, database, prefix, *majority_writes, records_ttl).await?;
             Arc::new(store.keys())
         }
     })

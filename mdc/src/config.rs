@@ -14,7 +14,7 @@ use mdc_dispatcher::routing::breaker::BreakerConfig;
 use mdc_dispatcher::routing::config::RouteConfig;
 use mdc_dispatcher::DispatcherConfig;
 use mdc_embedded::QueueLayout;
-use mdc_handlers::ReconcilerConfig;
+use mdc_handlers::{ReconcilerConfig, RetentionConfig};
 use mdc_providers::config::ProviderConfig;
 use mdc_simulators::SimulatorConfig;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,8 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// The safety net that reschedules messages whose retry timer was lost.
     pub reconciler: ReconcilerConfig,
+    /// How long finished messages keep their bodies, and their records.
+    pub retention: RetentionConfig,
     /// Which implementation backs the store and the retry timers.
     pub backends: crate::backends::Backends,
     pub callbacks: CallbacksConfig,
@@ -130,6 +132,7 @@ impl Default for Config {
             routes: HashMap::new(),
             breaker: BreakerConfig::default(),
             reconciler: ReconcilerConfig::default(),
+            retention: RetentionConfig::default(),
             backends: crate::backends::Backends::default(),
             callbacks: CallbacksConfig::default(),
             webhooks: mdc_handlers::FeedbackConfig::default(),
@@ -153,6 +156,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "breaker",
     "reconciler",
+    "retention",
     "backends",
     "callbacks",
     "webhooks",
@@ -234,6 +238,7 @@ impl Config {
         self.dispatcher.validate()?;
         self.breaker.validate()?;
         self.reconciler.validate()?;
+        self.retention.validate()?;
         self.webhooks.validate()?;
         self.simulator.validate()?;
         self.backends.validate()?;
@@ -435,6 +440,9 @@ mod tests {
             ("[client]\nsms_max_segments = 0", "client.sms_max_segments"),
             ("[reconciler]\ninterval = \"0s\"", "reconciler.interval"),
             ("[reconciler]\ngrace = \"later\"", "reconciler.grace"),
+            ("[retention]\nbodies = \"a week\"", "retention.bodies"),
+            ("[retention]\nrecords = \"10m\"", "retention.records"),
+            ("[retention]\ninterval = \"0s\"", "retention.interval"),
             // Durations are bounded: a unit typed wrong fails at start-up.
             ("[dispatcher]\nlease = \"30d\"", "dispatcher.lease"),
             (

@@ -24,7 +24,7 @@ use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
 use mdc_dispatcher::routing::Router;
 use mdc_dispatcher::Dispatcher;
-use mdc_handlers::{Feedback, Reconciler, ResponseHandler, RetryHandler};
+use mdc_handlers::{Feedback, Reconciler, ResponseHandler, Retention, RetryHandler};
 use mdc_providers::config::Adapters;
 use mdc_response_listener::kaleyra::KaleyraIntake;
 use mdc_response_listener::ses_sqs::SesSqsIntake;
@@ -108,8 +108,13 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             .shared()
             .map_err(|e| anyhow::anyhow!("--roles {}: {e}", roles.names().join(",")))?;
     }
-    let ports =
-        backends::connect(&config.backends, &config.data_dir, config.queue_layout()).await?;
+    let ports = backends::connect(
+        &config.backends,
+        &config.data_dir,
+        config.queue_layout(),
+        config.retention.records,
+    )
+    .await?;
     let workers = CancellationToken::new();
     let health = Arc::new(TaskHealth::default());
     let vendors = Vendors::build(&config, &ports, workers.clone()).await?;
@@ -337,7 +342,8 @@ fn spawn_dispatcher(
     tasks.spawn(Arc::new(dispatcher).run(workers.clone()));
 }
 
-/// The handlers role: vendor reports, due retries and the reconciler.
+/// The handlers role: vendor reports, due retries, the reconciler and
+/// retention.
 fn spawn_handlers(
     config: &Config,
     ports: &backends::Connected,
@@ -383,6 +389,18 @@ fn spawn_handlers(
     tasks.spawn(async move {
         supervise("retry handler", &health_of, || {
             retries.clone().run(token.clone())
+        })
+        .await;
+        Ok(())
+    });
+    let retention = Arc::new(Retention::new(
+        ports.store.clone(),
+        config.retention.clone(),
+    ));
+    let (token, health_of) = (workers.clone(), health.clone());
+    tasks.spawn(async move {
+        supervise("retention", &health_of, || {
+            retention.clone().run(token.clone())
         })
         .await;
         Ok(())

@@ -76,7 +76,12 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 overrides = overrides.merge(Serialized::default("data_dir", dir));
             }
             let config = Config::load(direct.config.as_deref(), overrides)?;
-            let keys = mdc::backends::connect_keys(&config.backends, &config.data_dir).await?;
+            let keys = mdc::backends::connect_keys(
+                &config.backends,
+                &config.data_dir,
+                config.retention.records,
+            )
+            .await?;
             cli::keys_direct(&action, keys).await
         }
     }

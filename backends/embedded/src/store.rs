@@ -2,7 +2,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
-use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
+use mdc_core::ports::{
+    Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
+};
 use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
@@ -23,6 +25,12 @@ const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::ne
 const STATUS_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
 /// (updated ms, id): lists by last change.
 const BY_UPDATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_updated");
+/// Retention's progress: `bodies_before` → creation time (ms) before which
+/// every finished message's bodies are cleared.
+const RETENTION: TableDefinition<&str, i64> = TableDefinition::new("retention");
+/// At most this many index entries are looked at per retention call, so a
+/// long run of unfinished old messages cannot make one call unbounded.
+const RETENTION_SCAN_FACTOR: usize = 4;
 
 /// The message store on the embedded database.
 pub struct EmbeddedStore {
@@ -107,6 +115,55 @@ fn save(
     Ok(())
 }
 
+/// Removes a record, its trail and every index entry of it.
+fn remove_record(
+    txn: &WriteTransaction,
+    messages: &mut Table<&str, &[u8]>,
+    record: &MessageRecord,
+) -> Result<(), DbError> {
+    let id = record.message.id.as_str();
+    messages.remove(id)?;
+    let created = record.message.created_at.timestamp_millis();
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        let seqs: Vec<u32> = events
+            .range((id, 0)..=(id, u32::MAX))?
+            .map(|entry| entry.map(|(key, _)| key.value().1))
+            .collect::<Result<_, _>>()?;
+        for seq in seqs {
+            events.remove((id, seq))?;
+        }
+    }
+    let key = record.message.idempotency_scope();
+    let key = key.as_str();
+    let mut keys = txn.open_table(IDEMPOTENCY)?;
+    let ours = keys.get(key)?.is_some_and(|v| v.value() == id);
+    if ours {
+        keys.remove(key)?;
+    }
+    txn.open_table(BY_CREATED)?.remove((created, id))?;
+    txn.open_table(BY_UPDATED)?
+        .remove((record.updated_at.timestamp_millis(), id))?;
+    txn.open_table(BY_STATUS)?
+        .remove((record.status.as_str(), created, id))?;
+    add_count(
+        &mut txn.open_table(STATUS_COUNTS)?,
+        record.status.as_str(),
+        -1,
+    )?;
+    txn.open_table(BY_RECIPIENT)?
+        .remove((record.message.to.as_str(), created, id))?;
+    if let (Some(provider), Some(pmid)) = (&record.provider, &record.provider_message_id) {
+        let key = provider_key(provider, pmid);
+        let mut ids = txn.open_table(PROVIDER_IDS)?;
+        let ours = ids.get(key.as_str())?.is_some_and(|v| v.value() == id);
+        if ours {
+            ids.remove(key.as_str())?;
+        }
+    }
+    Ok(())
+}
+
 fn add_count(counts: &mut Table<&str, u64>, status: &str, by: i64) -> Result<(), DbError> {
     let current = counts.get(status)?.map_or(0, |v| v.value());
     let next = current.saturating_add_signed(by);
@@ -160,6 +217,7 @@ impl EmbeddedStore {
             txn.open_table(BY_CREATED)?;
             txn.open_table(BY_STATUS)?;
             txn.open_table(BY_RECIPIENT)?;
+            txn.open_table(RETENTION)?;
             // A store written before the update index: fill it once.
             let mut by_updated = txn.open_table(BY_UPDATED)?;
             if by_updated.is_empty()? {
@@ -275,43 +333,7 @@ impl Store for EmbeddedStore {
                 if !untouched {
                     return Ok(false);
                 }
-                messages.remove(id.as_str())?;
-                let created = record.message.created_at.timestamp_millis();
-                {
-                    let mut events = txn.open_table(EVENTS)?;
-                    let seqs: Vec<u32> = events
-                        .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
-                        .map(|entry| entry.map(|(key, _)| key.value().1))
-                        .collect::<Result<_, _>>()?;
-                    for seq in seqs {
-                        events.remove((id.as_str(), seq))?;
-                    }
-                }
-                let key = record.message.idempotency_scope();
-                let key = key.as_str();
-                let mut keys = txn.open_table(IDEMPOTENCY)?;
-                let ours = keys.get(key)?.is_some_and(|v| v.value() == id);
-                if ours {
-                    keys.remove(key)?;
-                }
-                txn.open_table(BY_CREATED)?.remove((created, id.as_str()))?;
-                txn.open_table(BY_UPDATED)?
-                    .remove((record.updated_at.timestamp_millis(), id.as_str()))?;
-                txn.open_table(BY_STATUS)?.remove((
-                    record.status.as_str(),
-                    created,
-                    id.as_str(),
-                ))?;
-                add_count(
-                    &mut txn.open_table(STATUS_COUNTS)?,
-                    record.status.as_str(),
-                    -1,
-                )?;
-                txn.open_table(BY_RECIPIENT)?.remove((
-                    record.message.to.as_str(),
-                    created,
-                    id.as_str(),
-                ))?;
+                remove_record(txn, &mut messages, &record)?;
                 Ok(true)
             })
             .await?;
@@ -378,6 +400,105 @@ impl Store for EmbeddedStore {
             .get(provider_key(provider, provider_message_id).as_str())
             .map_err(DbError::from)?;
         Ok(found.and_then(|v| v.value().parse().ok()))
+    }
+
+    async fn expire(
+        &self,
+        records_before: Option<Timestamp>,
+        bodies_before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Expired, StoreError> {
+        let records_before = records_before.map(|t| t.timestamp_millis());
+        let bodies_before = bodies_before.map(|t| t.timestamp_millis());
+        let scan = limit.saturating_mul(RETENTION_SCAN_FACTOR).max(1);
+        let done = self
+            .db
+            .write(true, move |txn| {
+                let mut done = Expired::default();
+                if let Some(before) = records_before {
+                    let old: Vec<String> = txn
+                        .open_table(BY_CREATED)?
+                        .range(..(before, ""))?
+                        .take(scan)
+                        .map(|entry| entry.map(|(key, _)| key.value().1.to_owned()))
+                        .collect::<Result<_, _>>()?;
+                    let mut messages = txn.open_table(MESSAGES)?;
+                    for id in old {
+                        if done.removed >= limit {
+                            break;
+                        }
+                        let Some(record) = load(&messages, &id)? else {
+                            continue;
+                        };
+                        if record.status.is_terminal() {
+                            remove_record(txn, &mut messages, &record)?;
+                            done.removed += 1;
+                        }
+                    }
+                }
+                if let Some(before) = bodies_before {
+                    let mut progress = txn.open_table(RETENTION)?;
+                    let from = progress
+                        .get("bodies_before")?
+                        .map_or(i64::MIN, |v| v.value())
+                        .max(records_before.unwrap_or(i64::MIN));
+                    let window: Vec<(i64, String)> = txn
+                        .open_table(BY_CREATED)?
+                        .range((from, "")..(before, ""))?
+                        .take(scan)
+                        .map(|entry| {
+                            entry.map(|(key, _)| {
+                                let (at, id) = key.value();
+                                (at, id.to_owned())
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let mut reached = if window.len() < scan { before } else { from };
+                    let mut messages = txn.open_table(MESSAGES)?;
+                    let mut events = txn.open_table(EVENTS)?;
+                    for (at, id) in window {
+                        if done.redacted >= limit {
+                            reached = at;
+                            break;
+                        }
+                        reached = reached.max(at);
+                        let Some(mut record) = load(&messages, &id)? else {
+                            continue;
+                        };
+                        // Unfinished ones are passed over (deadlines end
+                        // long before any sensible retention).
+                        if !record.status.is_terminal() {
+                            continue;
+                        }
+                        let mut changed = record.message.content.redact();
+                        let trail: Vec<(u32, Event)> = events
+                            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
+                            .map(|entry| {
+                                let (key, value) = entry?;
+                                Ok((key.value().1, serde_json::from_slice(value.value())?))
+                            })
+                            .collect::<Result<_, DbError>>()?;
+                        for (seq, mut event) in trail {
+                            if event.raw.take().is_some() {
+                                events.insert(
+                                    (id.as_str(), seq),
+                                    serde_json::to_vec(&event)?.as_slice(),
+                                )?;
+                                changed = true;
+                            }
+                        }
+                        if changed {
+                            messages
+                                .insert(id.as_str(), serde_json::to_vec(&record)?.as_slice())?;
+                            done.redacted += 1;
+                        }
+                    }
+                    progress.insert("bodies_before", reached)?;
+                }
+                Ok(done)
+            })
+            .await?;
+        Ok(done)
     }
 
     async fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::store::{apply_claim, apply_update};
-use mdc_core::ports::{Claim, Created, ListFilter, Store, StoreError, Transition, Updated};
+use mdc_core::ports::{
+    Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
+};
 use mdc_core::{trail, Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
@@ -33,6 +35,10 @@ pub struct MongoConfig {
     pub prefix: String,
     /// `majority` in production: an acknowledged write survives a failover.
     pub majority_writes: bool,
+    /// Retention of message records: a TTL index removes documents this
+    /// long after their creation (MDC's retention sweep removes finished
+    /// ones on time as well). None keeps them.
+    pub records_ttl: Option<std::time::Duration>,
 }
 
 pub use checkpoint::MongoCheckpoints;
@@ -75,12 +81,25 @@ fn to_document(record: &MessageRecord, version: i64) -> Result<Document, StoreEr
     document.insert("created_ms", record.message.created_at.timestamp_millis());
     document.insert("updated_ms", record.updated_at.timestamp_millis());
     document.insert("event_count", record.events.len() as i64);
+    // A BSON date, for the TTL index of retention.
+    document.insert(
+        "created_date",
+        bson::DateTime::from_millis(record.message.created_at.timestamp_millis()),
+    );
     Ok(document)
 }
 
 fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreError> {
     let version = document.get_i64("version").map_err(other)?;
-    for key in ["_id", "version", "created_ms", "updated_ms", "event_count"] {
+    for key in [
+        "_id",
+        "version",
+        "created_ms",
+        "updated_ms",
+        "event_count",
+        "created_date",
+        "redacted",
+    ] {
         document.remove(key);
     }
     if !document.contains_key("events") {
@@ -89,11 +108,82 @@ fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreEr
     Ok((bson::from_document(document).map_err(other)?, version))
 }
 
+const TTL_INDEX: &str = "created_date_ttl";
+
+/// The retention TTL index on `created_date`, as configured: created,
+/// replaced when its expiry changed, dropped when retention is off.
+async fn ttl_index(
+    collection: &Collection<Document>,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), StoreError> {
+    let mut existing = None;
+    let mut cursor = collection.list_indexes().await.map_err(unavailable)?;
+    while cursor.advance().await.map_err(unavailable)? {
+        let index = cursor.deserialize_current().map_err(unavailable)?;
+        let options = index.options.unwrap_or_default();
+        if options.name.as_deref() == Some(TTL_INDEX) {
+            existing = Some(options.expire_after);
+        }
+    }
+    let wanted = ttl.map(|d| std::time::Duration::from_secs(d.as_secs()));
+    match (existing, wanted) {
+        (Some(current), Some(wanted)) if current == Some(wanted) => return Ok(()),
+        (None, None) => return Ok(()),
+        (Some(_), _) => collection
+            .drop_index(TTL_INDEX)
+            .await
+            .map_err(unavailable)?,
+        (None, Some(_)) => {}
+    }
+    if let Some(ttl) = wanted {
+        collection
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "created_date": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name(TTL_INDEX.to_owned())
+                            .expire_after(ttl)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(
         error.kind.as_ref(),
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) if e.code == 11000
     ) || error.to_string().contains("E11000")
+}
+
+/// The ids of at most `limit` documents matching `filter`.
+async fn ids_of(
+    collection: &Collection<Document>,
+    filter: Document,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut cursor = collection
+        .find(filter)
+        .projection(doc! { "_id": 1 })
+        .limit(limit)
+        .await
+        .map_err(unavailable)?;
+    let mut ids = Vec::new();
+    while cursor.advance().await.map_err(unavailable)? {
+        let document = cursor.deserialize_current().map_err(unavailable)?;
+        if let Ok(id) = document.get_str("_id") {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
 }
 
 impl MongoStore {
@@ -159,6 +249,7 @@ impl MongoStore {
                 .create_indexes(indexes)
                 .await
                 .map_err(unavailable)?;
+            ttl_index(&collection, config.records_ttl).await?;
             collections.insert(channel, collection);
         }
         Ok(Self {
@@ -349,6 +440,72 @@ impl Store for MongoStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn expire(
+        &self,
+        records_before: Option<Timestamp>,
+        bodies_before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Expired, StoreError> {
+        let finished: Vec<&str> = Status::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.as_str())
+            .collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut done = Expired::default();
+        for collection in self.collections.values() {
+            if let Some(before) = records_before {
+                let filter = doc! {
+                    "created_ms": { "$lt": before.timestamp_millis() },
+                    "status": { "$in": finished.clone() },
+                };
+                let ids = ids_of(collection, filter, limit - done.removed as i64).await?;
+                if !ids.is_empty() {
+                    let deleted = collection
+                        .delete_many(doc! { "_id": { "$in": ids } })
+                        .await
+                        .map_err(unavailable)?;
+                    done.removed += deleted.deleted_count as usize;
+                }
+            }
+            if let Some(before) = bodies_before {
+                let filter = doc! {
+                    "created_ms": { "$lt": before.timestamp_millis() },
+                    "status": { "$in": finished.clone() },
+                    "redacted": { "$ne": true },
+                };
+                let mut cursor = collection
+                    .find(filter)
+                    .limit((limit - done.redacted as i64).max(0))
+                    .await
+                    .map_err(unavailable)?;
+                let mut found = Vec::new();
+                while cursor.advance().await.map_err(unavailable)? {
+                    found.push(cursor.deserialize_current().map_err(unavailable)?);
+                }
+                for document in found {
+                    let (mut record, version) = from_document(document)?;
+                    record.redact();
+                    let content = bson::to_bson(&record.message.content).map_err(other)?;
+                    let events = bson::to_bson(&record.events).map_err(other)?;
+                    let result = collection
+                        .update_one(
+                            doc! { "_id": record.message.id.as_str(), "version": version },
+                            doc! {
+                                "$set": { "message.content": content, "events": events, "redacted": true },
+                                "$inc": { "version": 1 },
+                            },
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    // Changed meanwhile (a late report): the next sweep.
+                    done.redacted += result.modified_count as usize;
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {

@@ -892,6 +892,133 @@ pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<d
     assert_eq!(got.provider_message_id.as_deref(), Some("k-114"));
 }
 
+/// A stored message created `age` ago, moved to `status` by a report that
+/// carries the vendor's payload.
+async fn aged(store: &Arc<dyn Store>, to: &str, age: Duration, status: Status) -> MessageRecord {
+    let mut record = record(to);
+    record.message.created_at = crate::now() - age;
+    assert_eq!(store.create(&record).await.expect("create"), Created::New);
+    if status != Status::Queued {
+        let now = crate::now();
+        store
+            .claim(&record.message.id, now, now + Duration::seconds(30), "test")
+            .await
+            .expect("claim");
+        let report = Transition::to(
+            status,
+            Event::new("response-handler", status.as_str())
+                .raw(serde_json::json!({ "vendor": "payload" })),
+        );
+        assert_eq!(
+            store
+                .update(&record.message.id, report)
+                .await
+                .expect("update"),
+            Updated::Applied { status }
+        );
+    }
+    record
+}
+
+/// Retention removes old finished records (freeing their keys), clears the
+/// bodies of younger finished ones, leaves unfinished and new ones alone,
+/// and a second sweep finds nothing more to do.
+pub async fn retention_removes_old_records_and_clears_old_bodies(store: Arc<dyn Store>) {
+    let old = aged(
+        &store,
+        "+14155550121",
+        Duration::days(40),
+        Status::Delivered,
+    )
+    .await;
+    let old_unfinished = aged(&store, "+14155550122", Duration::days(40), Status::Queued).await;
+    let middle = aged(&store, "+14155550123", Duration::days(10), Status::Failed).await;
+    let recent = aged(&store, "+14155550124", Duration::days(1), Status::Delivered).await;
+    let now = crate::now();
+    let records_before = Some(now - Duration::days(30));
+    let bodies_before = Some(now - Duration::days(7));
+
+    let first = store
+        .expire(records_before, bodies_before, 100)
+        .await
+        .expect("expire");
+    assert_eq!(first.removed, 1, "{first:?}");
+    assert_eq!(first.redacted, 1, "{first:?}");
+
+    assert!(store.get(&old.message.id).await.expect("get").is_none());
+    let kept = store
+        .get(&old_unfinished.message.id)
+        .await
+        .expect("get")
+        .expect("an unfinished message stays");
+    assert_eq!(kept.message.content, old_unfinished.message.content);
+
+    let cleared = store
+        .get(&middle.message.id)
+        .await
+        .expect("get")
+        .expect("a younger finished message stays");
+    assert_eq!(cleared.status, Status::Failed);
+    assert_ne!(cleared.message.content, middle.message.content);
+    match &cleared.message.content {
+        Content::Sms { body, .. } => assert_eq!(body, crate::message::REMOVED_BODY),
+        other => panic!("expected an SMS, got {other:?}"),
+    }
+    assert!(cleared.events.len() >= 2, "{:?}", cleared.events);
+    assert!(
+        cleared.events.iter().all(|e| e.raw.is_none()),
+        "{:?}",
+        cleared.events
+    );
+
+    let untouched = store
+        .get(&recent.message.id)
+        .await
+        .expect("get")
+        .expect("a new message stays");
+    assert_eq!(untouched.message.content, recent.message.content);
+    assert!(untouched.events.iter().any(|e| e.raw.is_some()));
+
+    let counts = store.count_by_status().await.expect("count");
+    assert_eq!(counts.get(&Status::Delivered), Some(&1), "{counts:?}");
+
+    let second = store
+        .expire(records_before, bodies_before, 100)
+        .await
+        .expect("expire again");
+    assert_eq!(second, crate::ports::Expired::default());
+
+    // The removed message's idempotency key is free again.
+    let mut again = record("+14155550121");
+    again.message.idempotency_key = old.message.idempotency_key.clone();
+    assert_eq!(store.create(&again).await.expect("create"), Created::New);
+}
+
+/// One call does at most `limit` of each; repeated calls finish the work.
+pub async fn retention_works_in_bounded_steps(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        aged(
+            &store,
+            &format!("+1415555013{i}"),
+            Duration::days(40),
+            Status::Delivered,
+        )
+        .await;
+    }
+    let before = Some(crate::now() - Duration::days(30));
+    let mut removed = Vec::new();
+    loop {
+        let step = store.expire(before, None, 2).await.expect("expire");
+        assert!(step.removed <= 2, "{step:?}");
+        if step.removed == 0 {
+            break;
+        }
+        removed.push(step.removed);
+    }
+    assert_eq!(removed.iter().sum::<usize>(), 5, "{removed:?}");
+    assert!(removed.len() >= 3, "{removed:?}");
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -919,6 +1046,8 @@ macro_rules! store_contract {
                 a_long_trail_is_compacted,
                 a_report_applies_only_to_its_providers_message,
                 an_unconfirmed_send_is_settled_by_its_providers_report,
+                retention_removes_old_records_and_clears_old_bodies,
+                retention_works_in_bounded_steps,
             ]
         );
     };

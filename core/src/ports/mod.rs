@@ -23,7 +23,9 @@ pub use keys::{ApiKey, ApiKeys, Scope};
 pub use provider::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
-pub use store::{Claim, Created, ListFilter, SortOrder, Store, StoreError, Transition, Updated};
+pub use store::{
+    Claim, Created, Expired, ListFilter, SortOrder, Store, StoreError, Transition, Updated,
+};
 pub use suppression::{Suppression, SuppressionList};
 pub use webhooks::{
     Disabled, PendingDelivery, WebhookAttempt, WebhookEndpoint, WebhookSecret, Webhooks,

@@ -426,6 +426,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many messages are in each status (statuses with none are omitted).
     async fn count_by_status(&self) -> Result<std::collections::HashMap<Status, u64>, StoreError>;
+
+    /// Retention: removes finished messages created before `records_before`
+    /// (their idempotency keys are freed) and clears the bodies of finished
+    /// messages created before `bodies_before` ([`MessageRecord::redact`]);
+    /// at most `limit` of each per call, so call again while a count
+    /// reaches it. Messages not yet finished are left alone.
+    async fn expire(
+        &self,
+        records_before: Option<Timestamp>,
+        bodies_before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Expired, StoreError>;
+}
+
+/// What one [`Store::expire`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub removed: usize,
+    pub redacted: usize,
 }
 
 /// The claim rule, for backends that read-modify-write under a lock or

@@ -204,3 +204,70 @@ async fn lag_counts_what_is_not_finished() {
     mdc_core::contract::queue::lag_counts_what_is_not_finished(fresh().queue as Arc<dyn Queue>)
         .await;
 }
+
+/// Space freed by retention is reused: rounds of "create a batch of
+/// finished messages, let retention remove them" leave the store file at
+/// the size the first round grew it to.
+#[tokio::test]
+async fn space_freed_by_retention_is_reused() {
+    use mdc_core::ports::{Created, Transition, Updated};
+    use mdc_core::{Event, MessageRecord, Status};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
+    let store = embedded.store;
+    let file = dir.path().join("store.redb");
+    let round = || async {
+        for i in 0..300 {
+            let mut record = MessageRecord::new(
+                mdc_core::contract::sample_message(&format!("+1415555{i:04}")),
+                Status::Queued,
+                Event::new("test", "queued"),
+            );
+            record.message.created_at = mdc_core::now() - chrono::Duration::days(40);
+            assert_eq!(store.create(&record).await.expect("create"), Created::New);
+            {
+                let now = mdc_core::now();
+                store
+                    .claim(
+                        &record.message.id,
+                        now,
+                        now + chrono::Duration::seconds(30),
+                        "test",
+                    )
+                    .await
+                    .expect("claim");
+            }
+            let done = Transition::to(Status::Delivered, Event::new("test", "delivered"));
+            assert_eq!(
+                store
+                    .update(&record.message.id, done)
+                    .await
+                    .expect("update"),
+                Updated::Applied {
+                    status: Status::Delivered
+                }
+            );
+        }
+        let before = Some(mdc_core::now() - chrono::Duration::days(30));
+        let mut removed = 0;
+        loop {
+            let step = store.expire(before, None, 200).await.expect("expire");
+            removed += step.removed;
+            if step.removed == 0 {
+                break;
+            }
+        }
+        assert_eq!(removed, 300);
+        std::fs::metadata(&file).expect("store file").len()
+    };
+    let first = round().await;
+    let mut last = first;
+    for _ in 0..4 {
+        last = round().await;
+    }
+    assert!(
+        last <= first + first / 4,
+        "the store grew from {first} to {last} bytes over rounds that each removed what they added"
+    );
+}

@@ -14,6 +14,7 @@ async fn fresh() -> MongoStore {
         database: "mdc_test".into(),
         prefix: format!("t{}_", ulid::Ulid::new()),
         majority_writes: false,
+        records_ttl: None,
     };
     MongoStore::connect(&config).await.expect("connect")
 }
@@ -74,6 +75,7 @@ async fn an_unreachable_server_is_a_clear_error() {
         database: "x".into(),
         prefix: "x".into(),
         majority_writes: false,
+        records_ttl: None,
     };
     let err = MongoStore::connect(&config).await.err().expect("must fail");
     assert!(
@@ -90,4 +92,52 @@ async fn paging_walks_every_message_once_while_more_arrive() {
         2_500,
     )
     .await;
+}
+
+/// The TTL index follows `records_ttl`: created with its expiry, replaced
+/// when the expiry changes, dropped when retention is off.
+#[tokio::test]
+async fn the_ttl_index_follows_the_records_retention() {
+    let url = std::env::var("MDC_TEST_MONGODB_URL")
+        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
+    let prefix = format!("t{}_", ulid::Ulid::new());
+    let connect = |ttl: Option<u64>| {
+        let config = MongoConfig {
+            url: url.clone(),
+            database: "mdc_test".into(),
+            prefix: prefix.clone(),
+            majority_writes: false,
+            records_ttl: ttl.map(std::time::Duration::from_secs),
+        };
+        async move { MongoStore::connect(&config).await.expect("connect") }
+    };
+    let client = mongodb::Client::with_uri_str(&url).await.expect("client");
+    let collection = client
+        .database("mdc_test")
+        .collection::<mongodb::bson::Document>(&format!("{prefix}messages_sms"));
+    let ttl_of = || async {
+        let mut found = None;
+        let mut cursor = collection.list_indexes().await.expect("list indexes");
+        while cursor.advance().await.expect("next") {
+            let index = cursor.deserialize_current().expect("index");
+            let options = index.options.unwrap_or_default();
+            if options.name.as_deref() == Some("created_date_ttl") {
+                found = Some(options.expire_after.map(|d| d.as_secs()));
+            }
+        }
+        found
+    };
+
+    connect(Some(30 * 86400)).await;
+    assert_eq!(ttl_of().await, Some(Some(30 * 86400)));
+    connect(Some(30 * 86400)).await;
+    assert_eq!(
+        ttl_of().await,
+        Some(Some(30 * 86400)),
+        "unchanged on restart"
+    );
+    connect(Some(7 * 86400)).await;
+    assert_eq!(ttl_of().await, Some(Some(7 * 86400)), "replaced");
+    connect(None).await;
+    assert_eq!(ttl_of().await, None, "dropped");
 }
