@@ -50,6 +50,11 @@ struct Request {
     durable: bool,
 }
 
+/// Memory for the database's page cache (redb's default, 1 GiB, let a busy
+/// server's memory grow with the data). Hot pages (queue heads, recent
+/// messages, indexes' upper levels) fit; older ones are read from disk.
+const CACHE_BYTES: usize = 48 * 1024 * 1024;
+
 /// Largest number of writes sharing one transaction.
 const MAX_BATCH: usize = 2048;
 
@@ -68,7 +73,9 @@ struct Inner {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let database = Database::create(path)
+        let database = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
         let database = Arc::new(database);
         let (sender, receiver) = mpsc::channel::<Request>();
@@ -96,6 +103,11 @@ impl Db {
         let out = f(&txn)?;
         txn.commit()?;
         Ok(out)
+    }
+
+    /// Whether `other` is this database (a clone of the same handle).
+    pub fn same(&self, other: &Db) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     pub fn read(&self) -> Result<ReadTransaction, DbError> {

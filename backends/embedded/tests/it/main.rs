@@ -193,6 +193,122 @@ mod durability {
     }
 }
 
+mod accept {
+    use super::*;
+    use mdc_core::contract::queue::fetch_n;
+    use mdc_core::ports::{AcceptLog, ConsumerSpec, Created, Topic};
+    use mdc_core::{Channel, Event, MessageRecord, Priority, Status};
+    use mdc_embedded::EmbeddedAccept;
+
+    fn accepted(to: &str) -> MessageRecord {
+        MessageRecord::new(
+            mdc_core::contract::sample_message(to),
+            Status::Queued,
+            Event::new("ingest", "accepted").status(Status::Queued),
+        )
+    }
+
+    /// A new message is recorded and queued by one write; a second one
+    /// with the same idempotency key gets the first and queues nothing.
+    #[tokio::test]
+    async fn a_new_message_is_recorded_and_queued_together_and_a_duplicate_queues_nothing() {
+        let embedded = fresh();
+        let log = EmbeddedAccept::new(embedded.store.clone(), embedded.queue.clone())
+            .expect("store and queue share a database");
+        let topic = Topic::Messages(Channel::Sms, Priority::Normal);
+        let first = accepted("+14155550150");
+        let payload = first.message.encode();
+        let created = log
+            .create_and_produce(&first, topic, &first.message.to, payload.clone())
+            .await
+            .expect("accept");
+        assert_eq!(created, Created::New);
+        let stored = embedded
+            .store
+            .get(&first.message.id)
+            .await
+            .expect("get")
+            .expect("recorded");
+        assert_eq!(stored.status, Status::Queued);
+        assert_eq!(embedded.queue.depth(topic).expect("depth"), 1);
+
+        let mut again = accepted("+14155550150");
+        again.message.idempotency_key = first.message.idempotency_key.clone();
+        match log
+            .create_and_produce(&again, topic, &again.message.to, again.message.encode())
+            .await
+            .expect("accept again")
+        {
+            Created::Existing(existing) => assert_eq!(existing.message.id, first.message.id),
+            other => panic!("expected the first message, got {other:?}"),
+        }
+        assert_eq!(
+            embedded.queue.depth(topic).expect("depth"),
+            1,
+            "nothing more queued"
+        );
+
+        let consumer = embedded
+            .queue
+            .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+            .await
+            .expect("consumer");
+        let got = fetch_n(&consumer, 1).await;
+        assert_eq!(got[0].payload, payload);
+    }
+
+    /// Store and queue in different databases cannot share a write.
+    #[test]
+    fn separate_databases_have_no_accept_log() {
+        let (a, b) = (fresh(), fresh());
+        assert!(EmbeddedAccept::new(a.store, b.queue).is_none());
+    }
+
+    /// A data directory of the earlier layout, with the queue in its own
+    /// `queue.redb`: its waiting records move into `store.redb` in order,
+    /// and the old file goes.
+    #[tokio::test]
+    async fn a_queue_file_of_the_earlier_layout_is_moved_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::Messages(Channel::Email, Priority::Critical);
+        {
+            let old = mdc_embedded::EmbeddedQueue::open(
+                Db::open(&dir.path().join("queue.redb")).expect("old file"),
+                QueueLayout::default(),
+            )
+            .expect("old queue");
+            for i in 0..5_u8 {
+                old.produce(topic, "same-key", vec![i])
+                    .await
+                    .expect("produce");
+            }
+        }
+        let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
+        assert!(
+            !dir.path().join("queue.redb").exists(),
+            "the old file is gone"
+        );
+        let consumer = embedded
+            .queue
+            .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+            .await
+            .expect("consumer");
+        let got: Vec<Vec<u8>> = fetch_n(&consumer, 5)
+            .await
+            .into_iter()
+            .map(|d| d.payload)
+            .collect();
+        assert_eq!(got, (0..5_u8).map(|i| vec![i]).collect::<Vec<_>>());
+        // New records follow the moved ones.
+        embedded
+            .queue
+            .produce(topic, "same-key", vec![9])
+            .await
+            .expect("produce");
+        assert_eq!(fetch_n(&consumer, 1).await[0].payload, vec![9]);
+    }
+}
+
 /// 2,500 messages walked 100 at a time while as many more arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_walks_every_message_once_while_more_arrive() {
