@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use mdc_client::validate::ValidationError;
 use mdc_client::{enrich, ClientConfig, SubmitError, SubmitRequest, Submitted};
-use mdc_core::ports::{AcceptLog, Created, Queue, Store, SuppressionList, Topic, Transition};
+use mdc_core::ports::{Created, Queue, Store, SuppressionList, Topic, Transition};
 use mdc_core::{mask, Event, Message, MessageRecord, Status};
 
 const COMPONENT: &str = "ingest";
@@ -16,8 +16,6 @@ pub struct Submitter {
     queue: Arc<dyn Queue>,
     config: Arc<ClientConfig>,
     suppressions: Option<Arc<dyn SuppressionList>>,
-    /// Record and queue entry in one write, where the backends allow.
-    log: Option<Arc<dyn AcceptLog>>,
 }
 
 impl Submitter {
@@ -27,15 +25,7 @@ impl Submitter {
             queue,
             config: Arc::new(config),
             suppressions: None,
-            log: None,
         }
-    }
-
-    /// New messages are recorded and queued by `log` in one write (it must
-    /// write to the same store and queue as this submitter's).
-    pub fn with_accept_log(mut self, log: Arc<dyn AcceptLog>) -> Self {
-        self.log = Some(log);
-        self
     }
 
     /// Refuses recipients on `list` (422, rule `suppressed`).
@@ -47,7 +37,7 @@ impl Submitter {
     /// Returns `Ok` only once the message is durable in its queue.
     ///
     /// The message is recorded as `queued` (claiming its idempotency key) and
-    /// then produced (both in one write, given an accept log), so the dispatcher never sees a record that is not yet
+    /// then produced, so the dispatcher never sees a record that is not yet
     /// stored. If producing fails the caller gets an error and the record is
     /// removed again (its idempotency key freed), so nothing half-written
     /// stays.
@@ -84,22 +74,9 @@ impl Submitter {
             }
         }
         let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
-        let created = match &self.log {
-            Some(log) => {
-                let topic = Topic::Messages(message.channel(), message.priority);
-                log.create_and_produce(&record, topic, &message.to, message.encode())
-                    .await?
-            }
-            None => {
-                let created = self.store.create(&record).await?;
-                if created == Created::New {
-                    self.enqueue(&message).await?;
-                }
-                created
-            }
-        };
-        match created {
+        match self.store.create(&record).await? {
             Created::New => {
+                self.enqueue(&message).await?;
                 metrics::counter!(
                     "mdc_messages_accepted_total",
                     "channel" => message.channel().as_str(),

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{
-    AcceptLog, ApiKeys, Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout,
-    RetryScheduler, Store, SuppressionList, Webhooks,
+    ApiKeys, Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
+    SuppressionList, Webhooks,
 };
 use mdc_core::InvalidSetting;
 use serde::{Deserialize, Serialize};
@@ -153,8 +153,6 @@ fn yes() -> bool {
 
 /// The connected backends.
 pub struct Connected {
-    /// Record and queue entry in one write (embedded store and queue).
-    pub accept: Option<Arc<dyn AcceptLog>>,
     pub queue: Arc<dyn Queue>,
     pub cache: Arc<dyn MessageCache>,
     pub store: Arc<dyn Store>,
@@ -183,8 +181,9 @@ struct StorePorts {
     keys: Arc<dyn ApiKeys>,
 }
 
-/// Connects every configured backend. `data_dir/store.redb` is opened only
-/// when some port is embedded (queue, store or retry timing).
+/// Connects every configured backend. The embedded files in `data_dir` are
+/// opened only for the ports configured to use them: `queue.redb` for an
+/// embedded queue, `store.redb` for an embedded store or retry timing.
 /// `records_ttl` is the retention of records (`retention.records`), for
 /// MongoDB's TTL index.
 pub async fn connect(
@@ -194,41 +193,22 @@ pub async fn connect(
     records_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Connected> {
     let opening = || format!("opening the data directory {}", data_dir.display());
-    let local = matches!(backends.store, StoreBackend::Embedded)
-        || matches!(backends.retry, RetryBackend::Embedded)
-        || matches!(backends.queue, QueueBackend::Embedded);
-    let embedded = if local {
-        Some(mdc_embedded::open_stores(data_dir).with_context(opening)?)
-    } else {
-        None
-    };
-    let mut embedded_queue = None;
-    let queue: Arc<dyn Queue> = match (&backends.queue, &embedded) {
-        (QueueBackend::Embedded, Some(embedded)) => {
-            let queue = Arc::new(
-                mdc_embedded::EmbeddedQueue::open(embedded.db.clone(), layout)
-                    .with_context(opening)?,
-            );
-            embedded_queue = Some(queue.clone());
-            queue
+    let queue: Arc<dyn Queue> = match &backends.queue {
+        QueueBackend::Embedded => {
+            mdc_embedded::open_queue(data_dir, layout.clone()).with_context(opening)?
         }
-        (QueueBackend::Embedded, None) => {
-            anyhow::bail!("backends.queue: embedded queue not opened")
-        }
-        (QueueBackend::Kafka(config), _) => Arc::new(
+        QueueBackend::Kafka(config) => Arc::new(
             mdc_kafka::KafkaQueue::connect(config.clone(), layout)
                 .await
                 .context("backends.queue: cannot use Kafka")?,
         ),
     };
-    // Embedded store and queue: a new message's record and queue entry go
-    // in one commit.
-    let accept: Option<Arc<dyn AcceptLog>> = match (&backends.store, &embedded, embedded_queue) {
-        (StoreBackend::Embedded, Some(embedded), Some(queue)) => {
-            mdc_embedded::EmbeddedAccept::new(embedded.store.clone(), queue)
-                .map(|log| Arc::new(log) as Arc<dyn AcceptLog>)
-        }
-        _ => None,
+    let local = matches!(backends.store, StoreBackend::Embedded)
+        || matches!(backends.retry, RetryBackend::Embedded);
+    let embedded = if local {
+        Some(mdc_embedded::open_stores(data_dir).with_context(opening)?)
+    } else {
+        None
     };
     let StorePorts {
         store,
@@ -324,7 +304,6 @@ pub async fn connect(
         ),
     };
     Ok(Connected {
-        accept,
         queue,
         cache,
         store,

@@ -514,18 +514,12 @@ fn http_state(
 ) -> api::State {
     let routes = vendors.routes.clone();
     api::State {
-        submitter: {
-            let submitter = Submitter::new(
-                ports.store.clone(),
-                ports.queue.clone(),
-                config.client.clone(),
-            )
-            .with_suppressions(ports.suppressions.clone());
-            match &ports.accept {
-                Some(log) => submitter.with_accept_log(log.clone()),
-                None => submitter,
-            }
-        },
+        submitter: Submitter::new(
+            ports.store.clone(),
+            ports.queue.clone(),
+            config.client.clone(),
+        )
+        .with_suppressions(ports.suppressions.clone()),
         suppressions: ports.suppressions.clone(),
         store: ports.store.clone(),
         queue: ports.queue.clone(),

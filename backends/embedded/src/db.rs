@@ -50,9 +50,9 @@ struct Request {
     durable: bool,
 }
 
-/// Memory for the database's page cache (redb's default, 1 GiB, let a busy
-/// server's memory grow with the data). Hot pages (queue heads, recent
-/// messages, indexes' upper levels) fit; older ones are read from disk.
+/// Memory for each database's page cache (redb's default, 1 GiB, let a
+/// busy server's memory grow with its data). Hot pages (queue heads, recent
+/// messages, the indexes' upper levels) fit; older ones are read from disk.
 const CACHE_BYTES: usize = 48 * 1024 * 1024;
 
 /// Largest number of writes sharing one transaction.
@@ -103,11 +103,6 @@ impl Db {
         let out = f(&txn)?;
         txn.commit()?;
         Ok(out)
-    }
-
-    /// Whether `other` is this database (a clone of the same handle).
-    pub fn same(&self, other: &Db) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     pub fn read(&self) -> Result<ReadTransaction, DbError> {

@@ -5,7 +5,6 @@
 //! writes share a transaction and an fsync, so durability costs little per
 //! message.
 
-mod accept;
 mod cache;
 mod checkpoint;
 mod db;
@@ -20,7 +19,6 @@ mod webhooks;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use accept::EmbeddedAccept;
 pub use cache::MemoryCache;
 pub use checkpoint::EmbeddedCheckpoints;
 pub use db::{Db, DbError};
@@ -46,12 +44,12 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens (creating if needed) `dir/store.redb`, which holds the queue
-    /// and the store: one writer commits a message's record and its queue
-    /// entry together. Fails if another process has it open.
+    /// Opens (creating if needed) `dir/queue.redb` and `dir/store.redb`: two
+    /// files, so queue and store writes commit in parallel. Fails if another
+    /// process has them open.
     pub fn open(dir: &Path, layout: QueueLayout) -> Result<Self, DbError> {
+        let queue = open_queue(dir, layout)?;
         let EmbeddedStores {
-            db,
             store,
             retry,
             devices,
@@ -62,7 +60,7 @@ impl Embedded {
             keys,
         } = open_stores(dir)?;
         Ok(Self {
-            queue: Arc::new(EmbeddedQueue::open(db, layout)?),
+            queue,
             store,
             retry,
             devices,
@@ -77,9 +75,6 @@ impl Embedded {
 
 /// The store, retry timers and device registry over `dir/store.redb`.
 pub struct EmbeddedStores {
-    /// The database they share; a queue opened on it
-    /// ([`EmbeddedQueue::open`]) commits with them.
-    pub db: Db,
     pub store: Arc<EmbeddedStore>,
     pub retry: Arc<EmbeddedRetry>,
     pub devices: Arc<EmbeddedDevices>,
@@ -95,34 +90,27 @@ fn create_dir(dir: &Path) -> Result<(), DbError> {
     std::fs::create_dir_all(dir).map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))
 }
 
-/// Opens only the queue (in `dir/store.redb`), for a process whose other
-/// ports are elsewhere.
+/// Opens only the queue, `dir/queue.redb`.
 pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
-    Ok(Arc::new(EmbeddedQueue::open(open_db(dir)?, layout)?))
-}
-
-/// Opens `dir/store.redb`: the store, retry timers, devices and the rest;
-/// [`EmbeddedStores::db`] takes the queue as well.
-pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
-    let db = open_db(dir)?;
-    Ok(EmbeddedStores {
-        store: Arc::new(EmbeddedStore::open(db.clone())?),
-        retry: Arc::new(EmbeddedRetry::open(db.clone())?),
-        devices: Arc::new(EmbeddedDevices::open(db.clone())?),
-        suppressions: Arc::new(EmbeddedSuppressions::open(db.clone())?),
-        checkpoints: Arc::new(EmbeddedCheckpoints::open(db.clone())?),
-        webhooks: Arc::new(EmbeddedWebhooks::open(db.clone())?),
-        keys: Arc::new(EmbeddedKeys::open(db.clone())?),
-        webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(db.clone())?),
-        db,
-    })
-}
-
-/// `dir/store.redb`, after moving in what a `queue.redb` of an earlier
-/// version holds.
-fn open_db(dir: &Path) -> Result<Db, DbError> {
     create_dir(dir)?;
-    let db = Db::open(&dir.join("store.redb"))?;
-    queue::merge_old_queue(&db, &dir.join("queue.redb"))?;
-    Ok(db)
+    Ok(Arc::new(EmbeddedQueue::open(
+        Db::open(&dir.join("queue.redb"))?,
+        layout,
+    )?))
+}
+
+/// Opens only `dir/store.redb`: the store, retry timers and devices.
+pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
+    create_dir(dir)?;
+    let store = Db::open(&dir.join("store.redb"))?;
+    Ok(EmbeddedStores {
+        store: Arc::new(EmbeddedStore::open(store.clone())?),
+        retry: Arc::new(EmbeddedRetry::open(store.clone())?),
+        devices: Arc::new(EmbeddedDevices::open(store.clone())?),
+        suppressions: Arc::new(EmbeddedSuppressions::open(store.clone())?),
+        checkpoints: Arc::new(EmbeddedCheckpoints::open(store.clone())?),
+        webhooks: Arc::new(EmbeddedWebhooks::open(store.clone())?),
+        keys: Arc::new(EmbeddedKeys::open(store.clone())?),
+        webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(store)?),
+    })
 }

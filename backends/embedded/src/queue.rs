@@ -164,13 +164,29 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        let Some(append) = self.append(topic, key, &payload) else {
+        let streams = self.topics.get(&topic).cloned().unwrap_or_default();
+        if streams.is_empty() {
             // The outcomes topic with no group to keep records for.
             return Ok(());
-        };
-        let streams = append.streams.clone();
-        self.db.write(true, move |txn| append.apply(txn)).await?;
-        notify(&streams);
+        }
+        let record = encode(key, &payload);
+        let key = key.to_owned();
+        let writers = streams.clone();
+        self.db
+            .write(true, move |txn| {
+                for state in &writers {
+                    let partition = partition_of(&key, state.next.len() as u32);
+                    let offset = state.next[partition as usize].load(Ordering::Relaxed);
+                    txn.open_table(table(state.name))?
+                        .insert((partition, offset), record.as_slice())?;
+                    state.next[partition as usize].store(offset + 1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+            .await?;
+        for state in streams {
+            state.arrived.notify_waiters();
+        }
         Ok(())
     }
 
@@ -205,58 +221,6 @@ impl Queue for EmbeddedQueue {
                 )
             })?;
         Ok(self.member(topic, state, spec))
-    }
-}
-
-/// A produce prepared outside the writer and applied inside a
-/// transaction ([`Append::apply`]); [`notify`] its streams after the commit.
-pub(crate) struct Append {
-    streams: Vec<Arc<TopicState>>,
-    key: String,
-    record: Vec<u8>,
-}
-
-impl Append {
-    pub(crate) fn apply(&self, txn: &redb::WriteTransaction) -> Result<(), DbError> {
-        for state in &self.streams {
-            let partition = partition_of(&self.key, state.next.len() as u32);
-            let offset = state.next[partition as usize].load(Ordering::Relaxed);
-            txn.open_table(table(state.name))?
-                .insert((partition, offset), self.record.as_slice())?;
-            state.next[partition as usize].store(offset + 1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Wakes the consumers of what was appended (after the commit).
-    pub(crate) fn notify(&self) {
-        notify(&self.streams);
-    }
-}
-
-fn notify(streams: &[Arc<TopicState>]) {
-    for state in streams {
-        state.arrived.notify_waiters();
-    }
-}
-
-impl EmbeddedQueue {
-    /// The append of a produce to `topic`; None when no stream keeps it.
-    pub(crate) fn append(&self, topic: Topic, key: &str, payload: &[u8]) -> Option<Append> {
-        let streams = self.topics.get(&topic).cloned().unwrap_or_default();
-        if streams.is_empty() {
-            return None;
-        }
-        Some(Append {
-            streams,
-            key: key.to_owned(),
-            record: encode(key, payload),
-        })
-    }
-
-    /// The database the queue lives in.
-    pub(crate) fn db(&self) -> &Db {
-        &self.db
     }
 }
 
@@ -402,47 +366,4 @@ impl QueueConsumer for EmbeddedConsumer {
         self.resumed.notify_waiters();
         Ok(())
     }
-}
-
-/// Moves the records of a queue file of an earlier version (`queue.redb`,
-/// from when the queue had a file of its own) into `db`, offsets kept, then
-/// removes the file. Runs before the queue opens, so nothing reads either
-/// meanwhile; a crash before the removal moves the same records again
-/// (same keys, same values).
-pub(crate) fn merge_old_queue(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
-    use redb::{ReadableDatabase, TableHandle};
-    if !path.exists() {
-        return Ok(());
-    }
-    let old = redb::Database::open(path)
-        .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
-    let moved = {
-        let read = old.begin_read()?;
-        let names: Vec<String> = read
-            .list_tables()?
-            .map(|t| t.name().to_owned())
-            .filter(|name| name.starts_with("queue."))
-            .collect();
-        db.write_now(|txn| {
-            let mut moved = 0_u64;
-            for name in &names {
-                let from = read.open_table(TableDefinition::<(u32, u64), &[u8]>::new(name))?;
-                let mut to = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(name))?;
-                for entry in from.iter()? {
-                    let (key, value) = entry?;
-                    to.insert(key.value(), value.value())?;
-                    moved += 1;
-                }
-            }
-            Ok(moved)
-        })?
-    };
-    drop(old);
-    std::fs::remove_file(path)
-        .map_err(|e| DbError::Open(format!("removing {}: {e}", path.display())))?;
-    tracing::info!(
-        records = moved,
-        "Moved the queue of queue.redb (an earlier layout) into store.redb"
-    );
-    Ok(())
 }

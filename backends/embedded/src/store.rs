@@ -37,13 +37,6 @@ pub struct EmbeddedStore {
     db: Db,
 }
 
-impl EmbeddedStore {
-    /// The database it lives in.
-    pub(crate) fn db(&self) -> &Db {
-        &self.db
-    }
-}
-
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e {
@@ -171,39 +164,6 @@ fn remove_record(
     Ok(())
 }
 
-/// Creates a record inside `txn`, unless its idempotency key is taken
-/// (then the existing record).
-pub(crate) fn create_in(
-    txn: &WriteTransaction,
-    record: &mut MessageRecord,
-) -> Result<Created, DbError> {
-    let key = record.message.idempotency_scope();
-    let existing_id = txn
-        .open_table(IDEMPOTENCY)?
-        .get(key.as_str())?
-        .map(|v| v.value().to_owned());
-    let mut messages = txn.open_table(MESSAGES)?;
-    if let Some(existing_id) = existing_id {
-        let existing = load(&messages, &existing_id)?.ok_or_else(|| {
-            DbError::Storage(format!("idempotency key points at missing {existing_id}"))
-        })?;
-        return Ok(Created::Existing(Box::new(existing)));
-    }
-    let id = record.message.id.as_str().to_owned();
-    if messages.get(id.as_str())?.is_some() {
-        return Err(DbError::Storage(format!("duplicate message id {id}")));
-    }
-    txn.open_table(IDEMPOTENCY)?
-        .insert(key.as_str(), id.as_str())?;
-    let created = record.message.created_at.timestamp_millis();
-    txn.open_table(BY_CREATED)?
-        .insert((created, id.as_str()), ())?;
-    txn.open_table(BY_RECIPIENT)?
-        .insert((record.message.to.as_str(), created, id.as_str()), ())?;
-    save(txn, &mut messages, record, None, 0)?;
-    Ok(Created::New)
-}
-
 fn add_count(counts: &mut Table<&str, u64>, status: &str, by: i64) -> Result<(), DbError> {
     let current = counts.get(status)?.map_or(0, |v| v.value());
     let next = current.saturating_add_signed(by);
@@ -328,7 +288,33 @@ impl Store for EmbeddedStore {
         let mut record = record.clone();
         let created = self
             .db
-            .write(true, move |txn| create_in(txn, &mut record))
+            .write(true, move |txn| {
+                let key = record.message.idempotency_scope();
+                let existing_id = txn
+                    .open_table(IDEMPOTENCY)?
+                    .get(key.as_str())?
+                    .map(|v| v.value().to_owned());
+                let mut messages = txn.open_table(MESSAGES)?;
+                if let Some(existing_id) = existing_id {
+                    let existing = load(&messages, &existing_id)?.ok_or_else(|| {
+                        DbError::Storage(format!("idempotency key points at missing {existing_id}"))
+                    })?;
+                    return Ok(Created::Existing(Box::new(existing)));
+                }
+                let id = record.message.id.as_str().to_owned();
+                if messages.get(id.as_str())?.is_some() {
+                    return Err(DbError::Storage(format!("duplicate message id {id}")));
+                }
+                txn.open_table(IDEMPOTENCY)?
+                    .insert(key.as_str(), id.as_str())?;
+                let created = record.message.created_at.timestamp_millis();
+                txn.open_table(BY_CREATED)?
+                    .insert((created, id.as_str()), ())?;
+                txn.open_table(BY_RECIPIENT)?
+                    .insert((record.message.to.as_str(), created, id.as_str()), ())?;
+                save(txn, &mut messages, &mut record, None, 0)?;
+                Ok(Created::New)
+            })
             .await?;
         Ok(created)
     }

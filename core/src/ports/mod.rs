@@ -5,7 +5,6 @@
 /// error chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-pub mod accept;
 pub mod cache;
 pub mod checkpoint;
 pub mod devices;
@@ -17,7 +16,6 @@ pub mod store;
 pub mod suppression;
 pub mod webhooks;
 
-pub use accept::AcceptLog;
 pub use cache::{CachedMessage, MessageCache};
 pub use checkpoint::Checkpoints;
 pub use devices::{Device, DeviceRegistry, Platform};
