@@ -78,6 +78,11 @@ enum Mode {
         /// Critical messages per second.
         #[arg(long, default_value_t = 50)]
         critical_rate: u64,
+        /// Kafka brokers: run the spawned server on the Kafka queue there
+        /// and produce the backlog straight to its bulk topic with the
+        /// client's direct transport, faster than it drains.
+        #[arg(long)]
+        direct: Option<String>,
     },
     /// Retries falling due together on Redis, expired events lost.
     RetryStorm(retry_storm::Args),
@@ -215,7 +220,8 @@ async fn main() -> anyhow::Result<()> {
             backlog,
             critical,
             critical_rate,
-        } => priority(args, backlog, critical, critical_rate).await,
+            direct,
+        } => priority(args, backlog, critical, critical_rate, direct).await,
         Mode::RetryStorm(args) => retry_storm::run(args).await,
         Mode::KafkaProduce(args) => kafka_produce::run(args).await,
     }
@@ -553,48 +559,115 @@ async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
 }
 
 /// How many messages wait (accepted or queued).
-async fn waiting(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+/// Of `submitted` messages, how many have not yet been sent: counted from
+/// the ones that have (messages produced straight to Kafka are recorded
+/// only when a dispatcher takes them).
+async fn waiting(http: &reqwest::Client, url: &str, submitted: u64) -> anyhow::Result<u64> {
     let stats: Value = http
         .get(format!("{url}/v1/stats"))
         .send()
         .await?
         .json()
         .await?;
-    Ok(["accepted", "queued", "sending"]
+    let past: u64 = ["sent", "delivered", "failed", "expired", "cancelled"]
         .iter()
         .map(|s| stats["statuses"][s].as_u64().unwrap_or(0))
-        .sum())
+        .sum();
+    Ok(submitted.saturating_sub(past))
+}
+
+/// The spawned server's config with the Kafka queue on `brokers` under a
+/// fresh topic prefix, for `priority --direct`: the file and the prefix.
+fn kafka_config(args: &Args, brokers: &str) -> anyhow::Result<(tempfile::NamedTempFile, String)> {
+    let prefix = format!("prio{}", ulid::Ulid::new()).to_lowercase();
+    let mut text = match &args.config {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => String::new(),
+    };
+    text.push_str(&format!(
+        "\n[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"{prefix}\"\nreplication_factor = 1\ncreate_topics = true\n"
+    ));
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), text)?;
+    Ok((file, prefix))
 }
 
 /// `priority`: `backlog` bulk SMS first (as fast as the server takes
 /// them), then `critical` OTPs at `rate` per second; each critical
 /// message's time from creation to `delivered` comes from its own trail.
-async fn priority(args: Args, backlog: u64, critical: u64, rate: u64) -> anyhow::Result<()> {
+async fn priority(
+    mut args: Args,
+    backlog: u64,
+    critical: u64,
+    rate: u64,
+    direct: Option<String>,
+) -> anyhow::Result<()> {
+    // With --direct the server runs on Kafka and the backlog is produced
+    // straight to its bulk topic, faster than it drains.
+    let mut _config_file = None;
+    let mut client = None;
+    if let Some(brokers) = &direct {
+        let (file, prefix) = kafka_config(&args, brokers)?;
+        args.config = Some(file.path().to_owned());
+        _config_file = Some(file);
+        let mut kafka = mdc_client::KafkaConfig::new(brokers, &prefix);
+        kafka.replication_factor = 1;
+        client = Some((kafka, prefix));
+    }
     let (url, _spawned, http) = server(&args).await?;
+    let client = match client {
+        Some((kafka, _)) => Some(Arc::new(
+            mdc_client::Client::new(mdc_client::Config::direct(kafka, "bench")).await?,
+        )),
+        None => None,
+    };
     eprintln!(
-        "Submitting {backlog} bulk SMS at concurrency {}",
-        args.concurrency
+        "Submitting {backlog} bulk SMS at concurrency {}{}",
+        args.concurrency,
+        if client.is_some() {
+            " straight to Kafka"
+        } else {
+            ""
+        }
     );
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, url, next) = (http.clone(), url.clone(), next.clone());
+        let (http, url, next, client) = (http.clone(), url.clone(), next.clone(), client.clone());
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= backlog {
                     return Ok::<_, anyhow::Error>(());
                 }
-                let body = json!({"channel": "sms", "to": format!("+1415556{:04}", i % 10_000), "body": "Our spring sale starts today", "type": "marketing", "priority": "bulk"});
-                submit(&http, &url, &body).await?;
+                let to = format!("+1415556{:04}", i % 10_000);
+                let text = "Our spring sale starts today";
+                match &client {
+                    Some(client) => {
+                        client
+                            .send(
+                                mdc_client::Sms::to(to)
+                                    .body(text)
+                                    .priority(mdc_client::Priority::Bulk)
+                                    .kind(mdc_client::MessageType::Marketing),
+                            )
+                            .await?;
+                    }
+                    None => {
+                        let body = json!({"channel": "sms", "to": to, "body": text, "type": "marketing", "priority": "bulk"});
+                        submit(&http, &url, &body).await?;
+                    }
+                }
             }
         }));
     }
     for worker in workers {
         worker.await??;
     }
-    let waiting_before = waiting(&http, &url).await?;
+    let waiting_before = waiting(&http, &url, backlog).await?;
     eprintln!(
         "  {backlog} bulk accepted in {:.1} s; {waiting_before} still waiting",
         started.elapsed().as_secs_f64()
@@ -607,7 +680,7 @@ async fn priority(args: Args, backlog: u64, critical: u64, rate: u64) -> anyhow:
         let body = json!({"channel": "sms", "to": format!("+1415557{:04}", i % 10_000), "body": "Your code is 123456", "type": "otp", "priority": "critical"});
         ids.push(submit(&http, &url, &body).await?);
     }
-    let waiting_after = waiting(&http, &url).await?;
+    let waiting_after = waiting(&http, &url, backlog + critical).await?;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     for id in &ids {
