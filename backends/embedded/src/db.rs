@@ -81,7 +81,13 @@ impl Db {
         let (sender, receiver) = mpsc::channel::<Request>();
         let writer_db = database.clone();
         let writer = std::thread::Builder::new()
-            .name("mdc-db-writer".into())
+            // Named after its file, so per-thread profiles tell them apart.
+            .name(format!(
+                "db-{}",
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ))
             .spawn(move || write_loop(&writer_db, &receiver))
             .map_err(|e| DbError::Open(e.to_string()))?;
         Ok(Self {
