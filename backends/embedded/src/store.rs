@@ -442,18 +442,28 @@ impl Store for EmbeddedStore {
                         .get("bodies_before")?
                         .map_or(i64::MIN, |v| v.value())
                         .max(records_before.unwrap_or(i64::MIN));
-                    let window: Vec<(i64, String)> = txn
-                        .open_table(BY_CREATED)?
-                        .range((from, "")..(before, ""))?
-                        .take(scan)
-                        .map(|entry| {
-                            entry.map(|(key, _)| {
-                                let (at, id) = key.value();
-                                (at, id.to_owned())
+                    // Bodies kept longer than records, or a retention made
+                    // longer since the last sweep: nothing below `from` is
+                    // left to clear.
+                    let window: Vec<(i64, String)> = if from < before {
+                        txn.open_table(BY_CREATED)?
+                            .range((from, "")..(before, ""))?
+                            .take(scan)
+                            .map(|entry| {
+                                entry.map(|(key, _)| {
+                                    let (at, id) = key.value();
+                                    (at, id.to_owned())
+                                })
                             })
-                        })
-                        .collect::<Result<_, _>>()?;
-                    let mut reached = if window.len() < scan { before } else { from };
+                            .collect::<Result<_, _>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    let mut reached = if window.len() < scan {
+                        before.max(from)
+                    } else {
+                        from
+                    };
                     let mut messages = txn.open_table(MESSAGES)?;
                     let mut events = txn.open_table(EVENTS)?;
                     for (at, id) in window {

@@ -1019,6 +1019,55 @@ pub async fn retention_works_in_bounded_steps(store: Arc<dyn Store>) {
     assert!(removed.len() >= 3, "{removed:?}");
 }
 
+/// Bodies kept longer than records, and retention made longer after a
+/// sweep, are settings a sweep must take without failing or clearing
+/// anything younger than the bodies' retention.
+pub async fn retention_takes_bodies_kept_longer_than_records(store: Arc<dyn Store>) {
+    let young = aged(
+        &store,
+        "+14155550141",
+        Duration::days(20),
+        Status::Delivered,
+    )
+    .await;
+    let now = crate::now();
+    let cleared = store
+        .expire(
+            Some(now - Duration::days(30)),
+            Some(now - Duration::days(7)),
+            100,
+        )
+        .await
+        .expect("expire with bodies at 7 days");
+    assert_eq!(cleared.redacted, 1, "{cleared:?}");
+    let old = aged(
+        &store,
+        "+14155550142",
+        Duration::days(35),
+        Status::Delivered,
+    )
+    .await;
+    // Now bodies for 40 days, records for 30: the watermark of the first
+    // sweep is ahead of the new one.
+    let swept = store
+        .expire(
+            Some(now - Duration::days(30)),
+            Some(now - Duration::days(40)),
+            100,
+        )
+        .await
+        .expect("expire with bodies kept longer than records");
+    assert_eq!(swept.removed, 1, "{swept:?}");
+    assert_eq!(swept.redacted, 0, "{swept:?}");
+    assert!(store.get(&old.message.id).await.expect("get").is_none());
+    let kept = store
+        .get(&young.message.id)
+        .await
+        .expect("get")
+        .expect("a 20-day-old message stays");
+    assert_eq!(kept.status, Status::Delivered);
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -1048,6 +1097,7 @@ macro_rules! store_contract {
                 an_unconfirmed_send_is_settled_by_its_providers_report,
                 retention_removes_old_records_and_clears_old_bodies,
                 retention_works_in_bounded_steps,
+                retention_takes_bodies_kept_longer_than_records,
             ]
         );
     };
