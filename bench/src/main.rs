@@ -431,7 +431,6 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     };
 
     progress.abort();
-    let ms = |us: u64| us as f64 / 1000.0;
     println!("messages submitted     {}", accepted + errors);
     println!("accepted (202)         {accepted}");
     println!("errors                 {errors}");
@@ -440,15 +439,7 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
         "accepted msg/s         {:.0}   (target >= 30000)",
         accepted as f64 / submit_time.as_secs_f64()
     );
-    println!(
-        "submit latency p50     {:.2} ms",
-        ms(latency.value_at_quantile(0.50))
-    );
-    println!(
-        "submit latency p99     {:.2} ms   (target <= 10 ms)",
-        ms(latency.value_at_quantile(0.99))
-    );
-    println!("submit latency max     {:.2} ms", ms(latency.max()));
+    print_percentiles("submit latency", &latency, 2, "10 ms", true);
     println!("delivered              {done}");
     println!(
         "end-to-end msg/s       {:.0}   (target >= 10000)",
@@ -515,14 +506,7 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
             "webhook deliveries/s   {:.0}   (target >= 5000)",
             r.latency.len() as f64 / span
         );
-        println!(
-            "webhook latency p50    {:.2} ms",
-            ms(histogram.value_at_quantile(0.50))
-        );
-        println!(
-            "webhook latency p99    {:.2} ms   (target <= 50 ms)",
-            ms(histogram.value_at_quantile(0.99))
-        );
+        print_percentiles("webhook latency", &histogram, 2, "50 ms", false);
     }
     Ok(())
 }
@@ -705,18 +689,35 @@ async fn priority(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let ms = |us: u64| us as f64 / 1000.0;
     println!("bulk backlog           {backlog} submitted");
     println!("waiting when critical  {waiting_before} at start, {waiting_after} at end   (the backlog was there throughout when > 0)");
     println!("critical delivered     {}", latency.len());
-    println!(
-        "critical p50           {:.1} ms",
-        ms(latency.value_at_quantile(0.5))
-    );
-    println!(
-        "critical p99           {:.1} ms   (target <= 100 ms)",
-        ms(latency.value_at_quantile(0.99))
-    );
-    println!("critical max           {:.1} ms", ms(latency.max()));
+    print_percentiles("critical", &latency, 1, "100 ms", true);
     Ok(())
+}
+
+/// Prints p50, p99 (beside its target) and, `with_max`, the max of a
+/// histogram of microseconds, in milliseconds.
+pub(crate) fn print_percentiles(
+    name: &str,
+    histogram: &Histogram<u64>,
+    decimals: usize,
+    p99_target: &str,
+    with_max: bool,
+) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let label = |what: &str| format!("{:<23}", format!("{name} {what}"));
+    println!(
+        "{}{:.decimals$} ms",
+        label("p50"),
+        ms(histogram.value_at_quantile(0.5))
+    );
+    println!(
+        "{}{:.decimals$} ms   (target <= {p99_target})",
+        label("p99"),
+        ms(histogram.value_at_quantile(0.99))
+    );
+    if with_max {
+        println!("{}{:.decimals$} ms", label("max"), ms(histogram.max()));
+    }
 }

@@ -133,20 +133,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         lateness.record((*late).max(1) as u64)?;
     }
     let missing = ids.iter().filter(|id| !seen.contains(*id)).count();
-    let ms = |us: u64| us as f64 / 1000.0;
     println!("retries scheduled      {}", args.retries);
     println!("fired                  {}", seen.len());
     println!("never fired            {missing}   (target 0)");
     println!("fired more than once   {twice}   (target 0)");
     println!("fired > 1 ms early      {early}   (target 0)");
-    println!(
-        "lateness p50           {:.1} ms",
-        ms(lateness.value_at_quantile(0.5))
-    );
-    println!(
-        "lateness p99           {:.1} ms   (target <= 1000 ms)",
-        ms(lateness.value_at_quantile(0.99))
-    );
-    println!("lateness max           {:.1} ms", ms(lateness.max()));
+    crate::print_percentiles("lateness", &lateness, 1, "1000 ms", true);
     Ok(())
 }

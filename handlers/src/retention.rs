@@ -164,41 +164,18 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mdc_core::contract::store::aged;
     use mdc_core::memory::MemoryStore;
-    use mdc_core::ports::{Created, Transition, Updated};
-    use mdc_core::{Event, MessageRecord, Status};
+    use mdc_core::{MessageRecord, Status};
 
-    async fn finished(store: &MemoryStore, age_days: i64) -> MessageRecord {
-        let mut record = MessageRecord::new(
-            mdc_core::contract::sample_message("+14155550140"),
-            Status::Queued,
-            Event::new("ingest", "accepted").status(Status::Queued),
-        );
-        record.message.created_at = mdc_core::now() - chrono::Duration::days(age_days);
-        assert_eq!(store.create(&record).await.expect("create"), Created::New);
-        {
-            let now = mdc_core::now();
-            store
-                .claim(
-                    &record.message.id,
-                    now,
-                    now + chrono::Duration::seconds(30),
-                    "test",
-                )
-                .await
-                .expect("claim");
-        }
-        let done = Transition::to(Status::Delivered, Event::new("test", "delivered"));
-        assert_eq!(
-            store
-                .update(&record.message.id, done)
-                .await
-                .expect("update"),
-            Updated::Applied {
-                status: Status::Delivered
-            }
-        );
-        record
+    async fn finished(store: &Arc<dyn Store>, age_days: i64) -> MessageRecord {
+        aged(
+            store,
+            "+14155550140",
+            chrono::Duration::days(age_days),
+            Status::Delivered,
+        )
+        .await
     }
 
     #[test]
@@ -242,12 +219,11 @@ mod tests {
     /// happens only because the interval passed).
     #[tokio::test(start_paused = true)]
     async fn the_task_sweeps_in_batches_and_again_each_interval() {
-        let memory = Arc::new(MemoryStore::default());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         for _ in 0..5 {
-            finished(&memory, 40).await;
+            finished(&store, 40).await;
         }
-        let keep = finished(&memory, 1).await;
-        let store: Arc<dyn Store> = memory.clone();
+        let keep = finished(&store, 1).await;
         let retention = Arc::new(Retention::new(
             store.clone(),
             RetentionConfig {
@@ -268,7 +244,7 @@ mod tests {
         assert_eq!(left[0].message.id, keep.message.id);
 
         // One more old message: nothing removes it until the next sweep.
-        finished(&memory, 40).await;
+        finished(&store, 40).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(store.list(&filter).await.expect("list").len(), 2);
         tokio::time::sleep(Duration::from_secs(31)).await;

@@ -115,6 +115,18 @@ fn save(
     Ok(())
 }
 
+/// Removes every event row of `id`.
+fn clear_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), DbError> {
+    let seqs: Vec<u32> = events
+        .range((id, 0)..=(id, u32::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        events.remove((id, seq))?;
+    }
+    Ok(())
+}
+
 /// Removes a record, its trail and every index entry of it.
 fn remove_record(
     txn: &WriteTransaction,
@@ -124,16 +136,7 @@ fn remove_record(
     let id = record.message.id.as_str();
     messages.remove(id)?;
     let created = record.message.created_at.timestamp_millis();
-    {
-        let mut events = txn.open_table(EVENTS)?;
-        let seqs: Vec<u32> = events
-            .range((id, 0)..=(id, u32::MAX))?
-            .map(|entry| entry.map(|(key, _)| key.value().1))
-            .collect::<Result<_, _>>()?;
-        for seq in seqs {
-            events.remove((id, seq))?;
-        }
-    }
+    clear_events(&mut txn.open_table(EVENTS)?, id)?;
     let key = record.message.idempotency_scope();
     let key = key.as_str();
     let mut keys = txn.open_table(IDEMPOTENCY)?;
@@ -185,13 +188,7 @@ fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<()
     if all.len() <= trail::MAX_TRAIL {
         return Ok(());
     }
-    let seqs: Vec<u32> = events
-        .range((id, 0)..=(id, u32::MAX))?
-        .map(|entry| entry.map(|(key, _)| key.value().1))
-        .collect::<Result<_, _>>()?;
-    for seq in seqs {
-        events.remove((id, seq))?;
-    }
+    clear_events(events, id)?;
     for (seq, event) in trail::compact(all).iter().enumerate() {
         events.insert((id, seq as u32), serde_json::to_vec(event)?.as_slice())?;
     }

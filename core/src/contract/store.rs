@@ -893,8 +893,14 @@ pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<d
 }
 
 /// A stored message created `age` ago, moved to `status` by a report that
-/// carries the vendor's payload.
-async fn aged(store: &Arc<dyn Store>, to: &str, age: Duration, status: Status) -> MessageRecord {
+/// carries the vendor's payload (claimed first unless `status` is
+/// `queued`); for retention tests.
+pub async fn aged(
+    store: &Arc<dyn Store>,
+    to: &str,
+    age: Duration,
+    status: Status,
+) -> MessageRecord {
     let mut record = record(to);
     record.message.created_at = crate::now() - age;
     assert_eq!(store.create(&record).await.expect("create"), Created::New);

@@ -210,44 +210,22 @@ async fn lag_counts_what_is_not_finished() {
 /// the size the first round grew it to.
 #[tokio::test]
 async fn space_freed_by_retention_is_reused() {
-    use mdc_core::ports::{Created, Transition, Updated};
-    use mdc_core::{Event, MessageRecord, Status};
+    use mdc_core::contract::store::aged;
+    use mdc_core::Status;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
-    let store = embedded.store;
+    let store = embedded.store as Arc<dyn Store>;
     let file = dir.path().join("store.redb");
     let round = || async {
         for i in 0..300 {
-            let mut record = MessageRecord::new(
-                mdc_core::contract::sample_message(&format!("+1415555{i:04}")),
-                Status::Queued,
-                Event::new("test", "queued"),
-            );
-            record.message.created_at = mdc_core::now() - chrono::Duration::days(40);
-            assert_eq!(store.create(&record).await.expect("create"), Created::New);
-            {
-                let now = mdc_core::now();
-                store
-                    .claim(
-                        &record.message.id,
-                        now,
-                        now + chrono::Duration::seconds(30),
-                        "test",
-                    )
-                    .await
-                    .expect("claim");
-            }
-            let done = Transition::to(Status::Delivered, Event::new("test", "delivered"));
-            assert_eq!(
-                store
-                    .update(&record.message.id, done)
-                    .await
-                    .expect("update"),
-                Updated::Applied {
-                    status: Status::Delivered
-                }
-            );
+            aged(
+                &store,
+                &format!("+1415555{i:04}"),
+                chrono::Duration::days(40),
+                Status::Delivered,
+            )
+            .await;
         }
         let before = Some(mdc_core::now() - chrono::Duration::days(30));
         let mut removed = 0;
