@@ -8,7 +8,8 @@
 //! - `priority`: critical messages' time to `delivered` behind a bulk backlog;
 //! - `retry-storm`: retries falling due together on Redis with expired
 //!   events lost;
-//! - `kafka-produce`: the client's direct transport against bare rdkafka.
+//! - `kafka-produce`: the client's direct transport against bare rdkafka;
+//! - `store`: the embedded store alone, CPU per delivered message.
 //!
 //! With `--spawn`, the HTTP modes also sample the server's memory (idle and
 //! peak RSS) and its data directory (bytes per message).
@@ -40,6 +41,11 @@ use serde_json::{json, Value};
 mod kafka_produce;
 mod retry_storm;
 mod sample;
+mod store;
+
+/// The server's allocator, so the `store` mode measures what it would cost there.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +94,8 @@ enum Mode {
     RetryStorm(retry_storm::Args),
     /// The client's direct transport against a bare rdkafka producer.
     KafkaProduce(kafka_produce::Args),
+    /// The embedded store alone: a delivered message's writes, CPU per message.
+    Store(store::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         } => priority(args, backlog, critical, critical_rate, direct).await,
         Mode::RetryStorm(args) => retry_storm::run(args).await,
         Mode::KafkaProduce(args) => kafka_produce::run(args).await,
+        Mode::Store(args) => store::run(args).await,
     }
 }
 

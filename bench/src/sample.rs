@@ -33,7 +33,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 /// Bytes of the files under `dir` (allocated size: what the disk holds).
-fn disk(dir: &Path) -> u64 {
+pub fn disk(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
