@@ -41,9 +41,9 @@ storage_error_from!(
 );
 
 /// Runs after the commit with its outcome.
-type Completer = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+pub(crate) type Completer = Box<dyn FnOnce(Result<(), DbError>) + Send>;
 /// A write: applied to the shared transaction, returns its completer.
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Completer + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&WriteTransaction) -> Completer + Send>;
 
 struct Request {
     job: Job,
@@ -52,8 +52,11 @@ struct Request {
 
 /// Memory for each database's page cache (redb's default, 1 GiB, let a
 /// busy server's memory grow with its data). Hot pages (queue heads, recent
-/// messages, the indexes' upper levels) fit; older ones are read from disk.
-const CACHE_BYTES: usize = 48 * 1024 * 1024;
+/// messages, the indexes' upper levels) fit; older ones are read through
+/// the system's file cache. Measured against 48 MiB: the same ingest
+/// throughput, a cheaper store writer (`mdc-bench store`), and about half
+/// the peak RSS.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest number of writes sharing one transaction.
 const MAX_BATCH: usize = 2048;
@@ -115,6 +118,16 @@ impl Db {
         Ok(self.inner.database.begin_read()?)
     }
 
+    /// Queues `job` for the next group commit; its completer gets the
+    /// commit's outcome.
+    pub(crate) fn submit(&self, durable: bool, job: Job) -> Result<(), DbError> {
+        let sender = self.inner.sender.lock().map_err(|_| DbError::Closed)?;
+        let sender = sender.as_ref().ok_or(DbError::Closed)?;
+        sender
+            .send(Request { job, durable })
+            .map_err(|_| DbError::Closed)
+    }
+
     /// Applies `f` in the next group commit and returns its result once the
     /// commit is done. With `durable`, the commit is fsynced before returning;
     /// without, it becomes durable with the next durable commit.
@@ -130,13 +143,7 @@ impl Db {
                 let _ = tx.send(commit.and(result));
             })
         });
-        {
-            let sender = self.inner.sender.lock().map_err(|_| DbError::Closed)?;
-            let sender = sender.as_ref().ok_or(DbError::Closed)?;
-            sender
-                .send(Request { job, durable })
-                .map_err(|_| DbError::Closed)?;
-        }
+        self.submit(durable, job)?;
         rx.await.map_err(|_| DbError::Closed)?
     }
 }

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
@@ -8,7 +9,9 @@ use mdc_core::ports::{
 use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
-use crate::db::{Db, DbError};
+use tokio::sync::oneshot;
+
+use crate::db::{Completer, Db, DbError};
 
 /// id → record without its events (JSON).
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
@@ -35,6 +38,67 @@ const RETENTION_SCAN_FACTOR: usize = 4;
 /// The message store on the embedded database.
 pub struct EmbeddedStore {
     db: Db,
+    /// Writes waiting for the next group commit, applied together there
+    /// with the tables opened once (see [`EmbeddedStore::apply`]).
+    pending: Arc<Mutex<Vec<Op>>>,
+}
+
+/// A store write: applied to the open tables, returns what to do with the
+/// commit's outcome.
+type Op = Box<dyn FnOnce(&mut Tables<'_>) -> Completer + Send>;
+
+/// The store's tables, open for one group commit, and the status counts'
+/// changes, written once at its end.
+struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    messages: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, (&'static str, u32), &'static [u8]>,
+    idempotency: Table<'t, &'static str, &'static str>,
+    provider_ids: Table<'t, &'static str, &'static str>,
+    by_created: Table<'t, (i64, &'static str), ()>,
+    by_status: Table<'t, (&'static str, i64, &'static str), ()>,
+    by_recipient: Table<'t, (&'static str, i64, &'static str), ()>,
+    by_updated: Table<'t, (i64, &'static str), ()>,
+    counts: HashMap<&'static str, i64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, DbError> {
+        Ok(Self {
+            txn,
+            messages: txn.open_table(MESSAGES)?,
+            events: txn.open_table(EVENTS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            provider_ids: txn.open_table(PROVIDER_IDS)?,
+            by_created: txn.open_table(BY_CREATED)?,
+            by_status: txn.open_table(BY_STATUS)?,
+            by_recipient: txn.open_table(BY_RECIPIENT)?,
+            by_updated: txn.open_table(BY_UPDATED)?,
+            counts: HashMap::new(),
+        })
+    }
+
+    fn count(&mut self, status: Status, by: i64) {
+        *self.counts.entry(status.as_str()).or_default() += by;
+    }
+
+    /// Writes the status counts' net changes.
+    fn finish(self) -> Result<(), DbError> {
+        let mut counts = self.txn.open_table(STATUS_COUNTS)?;
+        for (status, by) in self.counts {
+            if by == 0 {
+                continue;
+            }
+            let current = counts.get(status)?.map_or(0, |v| v.value());
+            let next = current.saturating_add_signed(by);
+            if next == 0 {
+                counts.remove(status)?;
+            } else {
+                counts.insert(status, next)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl From<DbError> for StoreError {
@@ -60,58 +124,58 @@ fn load(
     }
 }
 
-/// Writes the record (events go to their own table) and keeps the indexes in step.
+/// Writes the record (events go to their own table) and keeps the indexes
+/// in step. `previous` is the stored record's status, last change and
+/// vendor ids.
 fn save(
-    txn: &WriteTransaction,
-    messages: &mut Table<&str, &[u8]>,
+    t: &mut Tables<'_>,
     record: &mut MessageRecord,
-    previous: Option<(&str, i64)>,
+    previous: Option<&MessageRecord>,
     first_event_seq: u32,
 ) -> Result<(), DbError> {
     let id = record.message.id.as_str();
     let created = record.message.created_at.timestamp_millis();
-    let previous_status = previous.map(|(status, _)| status);
     let updated = record.updated_at.timestamp_millis();
-    if previous.map(|(_, at)| at) != Some(updated) {
-        let mut by_updated = txn.open_table(BY_UPDATED)?;
-        if let Some((_, at)) = previous {
-            by_updated.remove((at, id))?;
+    let previous_updated = previous.map(|p| p.updated_at.timestamp_millis());
+    if previous_updated != Some(updated) {
+        if let Some(at) = previous_updated {
+            t.by_updated.remove((at, id))?;
         }
-        by_updated.insert((updated, id), ())?;
+        t.by_updated.insert((updated, id), ())?;
     }
-    {
-        let mut events = txn.open_table(EVENTS)?;
-        let added = record.events.len() as u32;
-        for (i, event) in record.events.drain(..).enumerate() {
-            events.insert(
-                (id, first_event_seq + i as u32),
-                serde_json::to_vec(&event)?.as_slice(),
-            )?;
-        }
-        // Sequence numbers only grow and are renumbered from 0 when the
-        // trail is compacted, so the next one bounds the trail's length.
-        if (first_event_seq + added) as usize > trail::MAX_TRAIL {
-            compact_events(&mut events, id)?;
-        }
+    let added = record.events.len() as u32;
+    for (i, event) in record.events.drain(..).enumerate() {
+        t.events.insert(
+            (id, first_event_seq + i as u32),
+            serde_json::to_vec(&event)?.as_slice(),
+        )?;
     }
-    let status = record.status.as_str();
-    if previous_status != Some(status) {
-        let mut counts = txn.open_table(STATUS_COUNTS)?;
+    // Sequence numbers only grow and are renumbered from 0 when the trail
+    // is compacted, so the next one bounds the trail's length.
+    if (first_event_seq + added) as usize > trail::MAX_TRAIL {
+        compact_events(&mut t.events, id)?;
+    }
+    let previous_status = previous.map(|p| p.status);
+    if previous_status != Some(record.status) {
         if let Some(previous) = previous_status {
-            add_count(&mut counts, previous, -1)?;
+            t.count(previous, -1);
+            t.by_status.remove((previous.as_str(), created, id))?;
         }
-        add_count(&mut counts, status, 1)?;
-        let mut by_status = txn.open_table(BY_STATUS)?;
-        if let Some(previous) = previous_status {
-            by_status.remove((previous, created, id))?;
-        }
-        by_status.insert((status, created, id), ())?;
+        t.count(record.status, 1);
+        t.by_status
+            .insert((record.status.as_str(), created, id), ())?;
     }
     if let (Some(provider), Some(pmid)) = (&record.provider, &record.provider_message_id) {
-        txn.open_table(PROVIDER_IDS)?
-            .insert(provider_key(provider, pmid).as_str(), id)?;
+        let known = previous.is_some_and(|p| {
+            p.provider.as_ref() == Some(provider) && p.provider_message_id.as_ref() == Some(pmid)
+        });
+        if !known {
+            t.provider_ids
+                .insert(provider_key(provider, pmid).as_str(), id)?;
+        }
     }
-    messages.insert(id, serde_json::to_vec(record)?.as_slice())?;
+    t.messages
+        .insert(id, serde_json::to_vec(record)?.as_slice())?;
     Ok(())
 }
 
@@ -128,52 +192,33 @@ fn clear_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), 
 }
 
 /// Removes a record, its trail and every index entry of it.
-fn remove_record(
-    txn: &WriteTransaction,
-    messages: &mut Table<&str, &[u8]>,
-    record: &MessageRecord,
-) -> Result<(), DbError> {
+fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbError> {
     let id = record.message.id.as_str();
-    messages.remove(id)?;
+    t.messages.remove(id)?;
     let created = record.message.created_at.timestamp_millis();
-    clear_events(&mut txn.open_table(EVENTS)?, id)?;
+    clear_events(&mut t.events, id)?;
     let key = record.message.idempotency_scope();
     let key = key.as_str();
-    let mut keys = txn.open_table(IDEMPOTENCY)?;
-    let ours = keys.get(key)?.is_some_and(|v| v.value() == id);
+    let ours = t.idempotency.get(key)?.is_some_and(|v| v.value() == id);
     if ours {
-        keys.remove(key)?;
+        t.idempotency.remove(key)?;
     }
-    txn.open_table(BY_CREATED)?.remove((created, id))?;
-    txn.open_table(BY_UPDATED)?
+    t.by_created.remove((created, id))?;
+    t.by_updated
         .remove((record.updated_at.timestamp_millis(), id))?;
-    txn.open_table(BY_STATUS)?
-        .remove((record.status.as_str(), created, id))?;
-    add_count(
-        &mut txn.open_table(STATUS_COUNTS)?,
-        record.status.as_str(),
-        -1,
-    )?;
-    txn.open_table(BY_RECIPIENT)?
+    t.by_status.remove((record.status.as_str(), created, id))?;
+    t.count(record.status, -1);
+    t.by_recipient
         .remove((record.message.to.as_str(), created, id))?;
     if let (Some(provider), Some(pmid)) = (&record.provider, &record.provider_message_id) {
         let key = provider_key(provider, pmid);
-        let mut ids = txn.open_table(PROVIDER_IDS)?;
-        let ours = ids.get(key.as_str())?.is_some_and(|v| v.value() == id);
+        let ours = t
+            .provider_ids
+            .get(key.as_str())?
+            .is_some_and(|v| v.value() == id);
         if ours {
-            ids.remove(key.as_str())?;
+            t.provider_ids.remove(key.as_str())?;
         }
-    }
-    Ok(())
-}
-
-fn add_count(counts: &mut Table<&str, u64>, status: &str, by: i64) -> Result<(), DbError> {
-    let current = counts.get(status)?.map_or(0, |v| v.value());
-    let next = current.saturating_add_signed(by);
-    if next == 0 {
-        counts.remove(status)?;
-    } else {
-        counts.insert(status, next)?;
     }
     Ok(())
 }
@@ -195,8 +240,7 @@ fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<()
     Ok(())
 }
 
-fn next_event_seq(txn: &WriteTransaction, id: &str) -> Result<u32, DbError> {
-    let events = txn.open_table(EVENTS)?;
+fn next_event_seq(events: &Table<(&str, u32), &[u8]>, id: &str) -> Result<u32, DbError> {
     let last = events
         .range((id, 0)..=(id, u32::MAX))?
         .next_back()
@@ -242,7 +286,68 @@ impl EmbeddedStore {
             }
             Ok(())
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            pending: Arc::default(),
+        })
+    }
+
+    /// Applies `f` in the next group commit and returns its result once
+    /// that commit is durable. Writes waiting together share one job in the
+    /// commit: the tables are opened once for all of them and the status
+    /// counts written once.
+    async fn apply<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |tables| {
+            let result = f(tables);
+            Box::new(move |commit: Result<(), DbError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        let first = {
+            let mut pending = self.pending.lock().map_err(|_| DbError::Closed)?;
+            pending.push(op);
+            pending.len() == 1
+        };
+        // The first write to wait queues the job that takes all waiting
+        // when it runs; later ones join it until then.
+        if first {
+            let pending = self.pending.clone();
+            let submitted = self.db.submit(
+                true,
+                Box::new(move |txn| {
+                    let ops = pending
+                        .lock()
+                        .map(|mut p| std::mem::take(&mut *p))
+                        .unwrap_or_default();
+                    let mut completers = Vec::with_capacity(ops.len());
+                    let outcome = Tables::open(txn).and_then(|mut tables| {
+                        for op in ops {
+                            completers.push(op(&mut tables));
+                        }
+                        tables.finish()
+                    });
+                    Box::new(move |commit: Result<(), DbError>| {
+                        let commit = commit.and(outcome);
+                        for completer in completers {
+                            completer(commit.clone());
+                        }
+                    })
+                }),
+            );
+            if let Err(e) = submitted {
+                // Nothing will take them: fail every waiting write.
+                if let Ok(mut pending) = self.pending.lock() {
+                    pending.clear();
+                }
+                return Err(e);
+            }
+        }
+        rx.await.map_err(|_| DbError::Closed)?
     }
 
     /// Read-modify-write of one record inside the group commit.
@@ -253,10 +358,8 @@ impl EmbeddedStore {
     {
         let id = id.clone();
         let result = self
-            .db
-            .write(true, move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let Some(mut record) = load(&messages, id.as_str())? else {
+            .apply(move |t| {
+                let Some(mut record) = load(&t.messages, id.as_str())? else {
                     return Ok(None);
                 };
                 let before = record.clone();
@@ -264,14 +367,8 @@ impl EmbeddedStore {
                 if record == before {
                     return Ok(Some(out));
                 }
-                let seq = next_event_seq(txn, id.as_str())?;
-                save(
-                    txn,
-                    &mut messages,
-                    &mut record,
-                    Some((before.status.as_str(), before.updated_at.timestamp_millis())),
-                    seq,
-                )?;
+                let seq = next_event_seq(&t.events, id.as_str())?;
+                save(t, &mut record, Some(&before), seq)?;
                 Ok(Some(out))
             })
             .await?;
@@ -284,32 +381,28 @@ impl Store for EmbeddedStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
         let mut record = record.clone();
         let created = self
-            .db
-            .write(true, move |txn| {
+            .apply(move |t| {
                 let key = record.message.idempotency_scope();
-                let existing_id = txn
-                    .open_table(IDEMPOTENCY)?
+                let existing_id = t
+                    .idempotency
                     .get(key.as_str())?
                     .map(|v| v.value().to_owned());
-                let mut messages = txn.open_table(MESSAGES)?;
                 if let Some(existing_id) = existing_id {
-                    let existing = load(&messages, &existing_id)?.ok_or_else(|| {
+                    let existing = load(&t.messages, &existing_id)?.ok_or_else(|| {
                         DbError::Storage(format!("idempotency key points at missing {existing_id}"))
                     })?;
                     return Ok(Created::Existing(Box::new(existing)));
                 }
                 let id = record.message.id.as_str().to_owned();
-                if messages.get(id.as_str())?.is_some() {
+                if t.messages.get(id.as_str())?.is_some() {
                     return Err(DbError::Storage(format!("duplicate message id {id}")));
                 }
-                txn.open_table(IDEMPOTENCY)?
-                    .insert(key.as_str(), id.as_str())?;
+                t.idempotency.insert(key.as_str(), id.as_str())?;
                 let created = record.message.created_at.timestamp_millis();
-                txn.open_table(BY_CREATED)?
-                    .insert((created, id.as_str()), ())?;
-                txn.open_table(BY_RECIPIENT)?
+                t.by_created.insert((created, id.as_str()), ())?;
+                t.by_recipient
                     .insert((record.message.to.as_str(), created, id.as_str()), ())?;
-                save(txn, &mut messages, &mut record, None, 0)?;
+                save(t, &mut record, None, 0)?;
                 Ok(Created::New)
             })
             .await?;
@@ -319,10 +412,8 @@ impl Store for EmbeddedStore {
     async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
         let id = message.id.as_str().to_owned();
         let removed = self
-            .db
-            .write(true, move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let Some(record) = load(&messages, &id)? else {
+            .apply(move |t| {
+                let Some(record) = load(&t.messages, &id)? else {
                     return Ok(false);
                 };
                 let untouched = matches!(record.status, Status::Accepted | Status::Queued)
@@ -330,7 +421,7 @@ impl Store for EmbeddedStore {
                 if !untouched {
                     return Ok(false);
                 }
-                remove_record(txn, &mut messages, &record)?;
+                remove_record(t, &record)?;
                 Ok(true)
             })
             .await?;
@@ -409,32 +500,30 @@ impl Store for EmbeddedStore {
         let bodies_before = bodies_before.map(|t| t.timestamp_millis());
         let scan = limit.saturating_mul(RETENTION_SCAN_FACTOR).max(1);
         let done = self
-            .db
-            .write(true, move |txn| {
+            .apply(move |t| {
                 let mut done = Expired::default();
                 if let Some(before) = records_before {
-                    let old: Vec<String> = txn
-                        .open_table(BY_CREATED)?
+                    let old: Vec<String> = t
+                        .by_created
                         .range(..(before, ""))?
                         .take(scan)
                         .map(|entry| entry.map(|(key, _)| key.value().1.to_owned()))
                         .collect::<Result<_, _>>()?;
-                    let mut messages = txn.open_table(MESSAGES)?;
                     for id in old {
                         if done.removed >= limit {
                             break;
                         }
-                        let Some(record) = load(&messages, &id)? else {
+                        let Some(record) = load(&t.messages, &id)? else {
                             continue;
                         };
                         if record.status.is_terminal() {
-                            remove_record(txn, &mut messages, &record)?;
+                            remove_record(t, &record)?;
                             done.removed += 1;
                         }
                     }
                 }
                 if let Some(before) = bodies_before {
-                    let mut progress = txn.open_table(RETENTION)?;
+                    let mut progress = t.txn.open_table(RETENTION)?;
                     let from = progress
                         .get("bodies_before")?
                         .map_or(i64::MIN, |v| v.value())
@@ -443,7 +532,7 @@ impl Store for EmbeddedStore {
                     // longer since the last sweep: nothing below `from` is
                     // left to clear.
                     let window: Vec<(i64, String)> = if from < before {
-                        txn.open_table(BY_CREATED)?
+                        t.by_created
                             .range((from, "")..(before, ""))?
                             .take(scan)
                             .map(|entry| {
@@ -461,15 +550,13 @@ impl Store for EmbeddedStore {
                     } else {
                         from
                     };
-                    let mut messages = txn.open_table(MESSAGES)?;
-                    let mut events = txn.open_table(EVENTS)?;
                     for (at, id) in window {
                         if done.redacted >= limit {
                             reached = at;
                             break;
                         }
                         reached = reached.max(at);
-                        let Some(mut record) = load(&messages, &id)? else {
+                        let Some(mut record) = load(&t.messages, &id)? else {
                             continue;
                         };
                         // Unfinished ones are passed over (deadlines end
@@ -478,7 +565,8 @@ impl Store for EmbeddedStore {
                             continue;
                         }
                         let mut changed = record.message.content.redact();
-                        let trail: Vec<(u32, Event)> = events
+                        let trail: Vec<(u32, Event)> = t
+                            .events
                             .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
                             .map(|entry| {
                                 let (key, value) = entry?;
@@ -487,7 +575,7 @@ impl Store for EmbeddedStore {
                             .collect::<Result<_, DbError>>()?;
                         for (seq, mut event) in trail {
                             if event.raw.take().is_some() {
-                                events.insert(
+                                t.events.insert(
                                     (id.as_str(), seq),
                                     serde_json::to_vec(&event)?.as_slice(),
                                 )?;
@@ -495,7 +583,7 @@ impl Store for EmbeddedStore {
                             }
                         }
                         if changed {
-                            messages
+                            t.messages
                                 .insert(id.as_str(), serde_json::to_vec(&record)?.as_slice())?;
                             done.redacted += 1;
                         }

@@ -249,3 +249,51 @@ async fn space_freed_by_retention_is_reused() {
         "the store grew from {first} to {last} bytes over rounds that each removed what they added"
     );
 }
+
+/// Writes waiting together share one set of open tables and one write of
+/// the status counts per commit: many at once, some moving the same
+/// message twice in one commit, leave the counts exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_stay_exact_when_writes_share_commits() {
+    use mdc_core::contract::store::aged;
+    use mdc_core::Status;
+
+    let store = fresh().store as Arc<dyn Store>;
+    let statuses = [Status::Queued, Status::Delivered, Status::Failed];
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            let status = statuses[i % 3];
+            tokio::spawn(async move {
+                let record = aged(
+                    &store,
+                    &format!("+1415555{i:04}"),
+                    chrono::Duration::zero(),
+                    status,
+                )
+                .await;
+                // Every tenth is created and removed again.
+                if i % 10 == 0 && status == Status::Queued {
+                    assert!(store.discard(&record.message).await.expect("discard"));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let counts = store.count_by_status().await.expect("counts");
+    assert_eq!(counts.get(&Status::Queued), Some(&(100 - 10)));
+    assert_eq!(counts.get(&Status::Delivered), Some(&100));
+    assert_eq!(counts.get(&Status::Failed), Some(&100));
+    assert_eq!(counts.get(&Status::Sending), None, "claims moved on");
+    let listed = store
+        .list(&mdc_core::ports::ListFilter {
+            status: Some(Status::Queued),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 90);
+}
