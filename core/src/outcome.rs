@@ -156,6 +156,9 @@ pub enum PublishError {
     Queue(#[from] QueueError),
 }
 
+/// Events read to find the one that moved a message to its status.
+const RECENT_EVENTS: usize = 2;
+
 /// Publishes the outcome of the status message `id` is in now, if that
 /// status makes one; returns whether it did. Called after a store write
 /// that moved the message, and again whenever the work that made the write
@@ -167,9 +170,22 @@ pub async fn publish_current(
     id: &MessageId,
     vendor_at: Option<Timestamp>,
 ) -> Result<bool, PublishError> {
-    let Some(record) = store.get(id).await? else {
+    let Some(mut record) = store.get_recent(id, RECENT_EVENTS).await? else {
         return Ok(false);
     };
+    // The event that moved the message to its status is nearly always one
+    // of the last few; the whole trail is read only when it is not.
+    if is_outcome(record.status)
+        && !record
+            .events
+            .iter()
+            .any(|e| e.status == Some(record.status))
+    {
+        let Some(whole) = store.get(id).await? else {
+            return Ok(false);
+        };
+        record = whole;
+    }
     match OutcomeEvent::of_message(&record, vendor_at) {
         Some(event) => {
             event.publish(queue).await?;

@@ -473,6 +473,35 @@ impl Store for EmbeddedStore {
         Ok(Some(record))
     }
 
+    async fn get_recent(
+        &self,
+        id: &MessageId,
+        events: usize,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let txn = self.db.read()?;
+        let messages = match txn.open_table(MESSAGES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(DbError::from(e).into()),
+        };
+        let Some(mut record) = load(&messages, id.as_str())? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(EVENTS).map_err(DbError::from)?;
+        for entry in table
+            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+            .map_err(DbError::from)?
+            .rev()
+            .take(events)
+        {
+            let (_, value) = entry.map_err(DbError::from)?;
+            let event: Event = serde_json::from_slice(value.value()).map_err(DbError::from)?;
+            record.events.push(event);
+        }
+        record.events.reverse();
+        Ok(Some(record))
+    }
+
     async fn find_by_provider_message_id(
         &self,
         provider: &str,

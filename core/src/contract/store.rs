@@ -1074,6 +1074,47 @@ pub async fn retention_takes_bodies_kept_longer_than_records(store: Arc<dyn Stor
     assert_eq!(kept.status, Status::Delivered);
 }
 
+/// `get_recent` gives the record as `get` does, with only the last events
+/// of its trail, oldest first.
+pub async fn recent_events_are_the_last_of_the_trail(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550177").await;
+    let id = &record.message.id;
+    for i in 0..3 {
+        let note = Transition::event(Event::new("support", format!("note {i}")));
+        store.update(id, note).await.expect("note");
+    }
+    let whole = store.get(id).await.expect("get").expect("present");
+    assert_eq!(whole.events.len(), 4);
+    let recent = store
+        .get_recent(id, 2)
+        .await
+        .expect("get_recent")
+        .expect("present");
+    let details: Vec<_> = recent.events.iter().map(|e| e.details.as_str()).collect();
+    assert_eq!(details, ["note 1", "note 2"]);
+    assert_eq!(
+        MessageRecord {
+            events: Vec::new(),
+            ..recent
+        },
+        MessageRecord {
+            events: Vec::new(),
+            ..whole.clone()
+        }
+    );
+    let all = store
+        .get_recent(id, 10)
+        .await
+        .expect("get_recent")
+        .expect("present");
+    assert_eq!(all.events, whole.events);
+    assert!(store
+        .get_recent(&MessageId::generate(), 2)
+        .await
+        .expect("get_recent")
+        .is_none());
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -1104,6 +1145,7 @@ macro_rules! store_contract {
                 retention_removes_old_records_and_clears_old_bodies,
                 retention_works_in_bounded_steps,
                 retention_takes_bodies_kept_longer_than_records,
+                recent_events_are_the_last_of_the_trail,
             ]
         );
     };

@@ -414,6 +414,24 @@ pub trait Store: Send + Sync + 'static {
     /// The message with its whole event trail.
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 
+    /// The message with only the last `events` events of its trail (all of
+    /// them when it has fewer), oldest first: for readers that need the
+    /// latest ones, such as outcome events, on every status change. The
+    /// default reads the whole trail; a backend that keeps events apart
+    /// reads only the last ones.
+    async fn get_recent(
+        &self,
+        id: &MessageId,
+        events: usize,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let mut record = self.get(id).await?;
+        if let Some(record) = &mut record {
+            let older = record.events.len().saturating_sub(events);
+            record.events.drain(..older);
+        }
+        Ok(record)
+    }
+
     async fn find_by_provider_message_id(
         &self,
         provider: &str,

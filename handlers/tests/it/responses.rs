@@ -337,3 +337,51 @@ async fn an_applied_report_publishes_its_outcome_again_when_redelivered() {
     assert_eq!(events[1].recipient.as_deref(), Some("+14155550161"));
     assert_eq!(events[0].message_id.as_ref(), Some(&id));
 }
+
+/// An outcome published again after later events were added to the trail
+/// (support notes) still carries the reason and time of the event that
+/// moved the message: outcomes read only the last events, and the whole
+/// trail when the move is not among them.
+#[tokio::test(start_paused = true)]
+async fn a_republished_outcome_finds_its_move_behind_later_events() {
+    use mdc_core::outcome::OutcomeEvent;
+
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let outcomes = queue
+        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("outcomes");
+    let handler = ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    );
+    let id = sent(&store, "+14155550162").await;
+    let mut bounce: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
+    bounce.outcome = ReportOutcome::Failed {
+        reason: "number unreachable".into(),
+        suppress: false,
+    };
+    let delivery = mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: "k".into(),
+        payload: serde_json::to_vec(&bounce).expect("encode"),
+    };
+    handler.apply(&delivery).await.expect("apply");
+    for i in 0..3 {
+        let note = Transition::event(Event::new("support", format!("called the customer ({i})")));
+        store.update(&id, note).await.expect("note");
+    }
+    handler.apply(&delivery).await.expect("apply again");
+    let events: Vec<OutcomeEvent> = mdc_core::contract::queue::fetch_n(&outcomes, 2)
+        .await
+        .iter()
+        .map(|d| serde_json::from_slice(&d.payload).expect("outcome"))
+        .collect();
+    assert_eq!(events[0].kind, "message.failed");
+    assert_eq!(events[1], events[0], "the same event both times");
+    assert_eq!(events[1].reason.as_deref(), Some("number unreachable"));
+}
