@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 
 use crate::db::{Completer, Db, DbError};
 
+mod read;
+use read::{list, read_record};
+
 /// id → record without its events (JSON).
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// (id, sequence) → event (JSON): the append-only trail.
@@ -452,25 +455,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        let txn = self.db.read()?;
-        let messages = match txn.open_table(MESSAGES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(DbError::from(e).into()),
-        };
-        let Some(mut record) = load(&messages, id.as_str())? else {
-            return Ok(None);
-        };
-        let events = txn.open_table(EVENTS).map_err(DbError::from)?;
-        for entry in events
-            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
-            .map_err(DbError::from)?
-        {
-            let (_, value) = entry.map_err(DbError::from)?;
-            let event: Event = serde_json::from_slice(value.value()).map_err(DbError::from)?;
-            record.events.push(event);
-        }
-        Ok(Some(record))
+        Ok(read_record(&self.db, id, None)?)
     }
 
     async fn get_recent(
@@ -478,28 +463,7 @@ impl Store for EmbeddedStore {
         id: &MessageId,
         events: usize,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let txn = self.db.read()?;
-        let messages = match txn.open_table(MESSAGES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(DbError::from(e).into()),
-        };
-        let Some(mut record) = load(&messages, id.as_str())? else {
-            return Ok(None);
-        };
-        let table = txn.open_table(EVENTS).map_err(DbError::from)?;
-        for entry in table
-            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
-            .map_err(DbError::from)?
-            .rev()
-            .take(events)
-        {
-            let (_, value) = entry.map_err(DbError::from)?;
-            let event: Event = serde_json::from_slice(value.value()).map_err(DbError::from)?;
-            record.events.push(event);
-        }
-        record.events.reverse();
-        Ok(Some(record))
+        Ok(read_record(&self.db, id, Some(events))?)
     }
 
     async fn find_by_provider_message_id(
@@ -647,85 +611,4 @@ impl Store for EmbeddedStore {
             .map_err(|e| StoreError::Other(e.into()))?
             .map_err(StoreError::from)
     }
-}
-
-type Ids<'a> = Box<dyn Iterator<Item = Result<String, DbError>> + 'a>;
-
-/// The ids of an index range in the list's order.
-fn ordered<'a, K: redb::Key + 'static>(
-    range: redb::Range<'a, K, ()>,
-    descending: bool,
-    id: impl Fn(&K::SelfType<'_>) -> String + 'a,
-) -> Ids<'a> {
-    let id = std::rc::Rc::new(id);
-    let map = move |r: Result<
-        (redb::AccessGuard<'_, K>, redb::AccessGuard<'_, ()>),
-        redb::StorageError,
-    >| { r.map(|(k, _)| id(&k.value())).map_err(DbError::from) };
-    if descending {
-        Box::new(range.rev().map(map))
-    } else {
-        Box::new(range.map(map))
-    }
-}
-
-/// Walks the most selective index in the list's order, from the cursor on,
-/// loading and filtering records.
-fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, DbError> {
-    let txn = db.read()?;
-    let messages = match txn.open_table(MESSAGES) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let descending = filter.sort.descending();
-    let mut lo = filter
-        .created_after
-        .map_or(i64::MIN, |t| t.timestamp_millis());
-    let mut hi = filter
-        .created_before
-        .map_or(i64::MAX, |t| t.timestamp_millis());
-    // The cursor narrows the range to its millisecond; `matches` drops
-    // what is at or before it within that millisecond.
-    if let (Some((at, _)), false) = (&filter.after, filter.sort.by_updated()) {
-        if descending {
-            hi = hi.min(*at);
-        } else {
-            lo = lo.max(*at);
-        }
-    }
-    let mut ids: Ids<'_> = if filter.sort.by_updated() {
-        let table = txn.open_table(BY_UPDATED)?;
-        let (ulo, uhi) = match &filter.after {
-            Some((at, _)) if descending => (i64::MIN, *at),
-            Some((at, _)) => (*at, i64::MAX),
-            None => (i64::MIN, i64::MAX),
-        };
-        let range = table.range((ulo, "")..=(uhi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.1.to_owned())
-    } else if let Some(to) = &filter.to {
-        let table = txn.open_table(BY_RECIPIENT)?;
-        let range = table.range((to.as_str(), lo, "")..=(to.as_str(), hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.2.to_owned())
-    } else if let Some(status) = filter.status {
-        let table = txn.open_table(BY_STATUS)?;
-        let range = table.range((status.as_str(), lo, "")..=(status.as_str(), hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.2.to_owned())
-    } else {
-        let table = txn.open_table(BY_CREATED)?;
-        let range = table.range((lo, "")..=(hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.1.to_owned())
-    };
-    let mut out = Vec::new();
-    while out.len() < filter.limit {
-        let Some(id) = ids.next().transpose()? else {
-            break;
-        };
-        if let Some(record) = load(&messages, &id)? {
-            if filter.matches(&record) {
-                out.push(record);
-            }
-        }
-    }
-    Ok(out)
 }

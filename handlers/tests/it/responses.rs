@@ -280,6 +280,22 @@ async fn a_complaint_is_an_event_and_suppresses_the_recipient() {
     task.await.expect("join").expect("run");
 }
 
+/// A vendor's failure report for `id` on the responses topic.
+fn failure_report(id: &MessageId, reason: &str, suppress: bool) -> mdc_core::ports::Delivery {
+    let mut bounce: DeliveryReport = serde_json::from_slice(&report(id)).expect("report");
+    bounce.outcome = ReportOutcome::Failed {
+        reason: reason.into(),
+        suppress,
+    };
+    mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: "k".into(),
+        payload: serde_json::to_vec(&bounce).expect("encode"),
+    }
+}
+
 /// Each applied report publishes the message's outcome, and so does the
 /// same report applied again (the redelivery after a crash between the
 /// store write and the publish): the same event id both times. A
@@ -302,18 +318,7 @@ async fn an_applied_report_publishes_its_outcome_again_when_redelivered() {
     )
     .with_suppressions(Arc::new(MemorySuppressions::default()));
     let id = sent(&store, "+14155550161").await;
-    let mut bounce: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
-    bounce.outcome = ReportOutcome::Failed {
-        reason: "opted out".into(),
-        suppress: true,
-    };
-    let delivery = mdc_core::ports::Delivery {
-        topic: Topic::Responses,
-        partition: 0,
-        offset: 0,
-        key: "k".into(),
-        payload: serde_json::to_vec(&bounce).expect("encode"),
-    };
+    let delivery = failure_report(&id, "opted out", true);
     handler.apply(&delivery).await.expect("apply");
     handler.apply(&delivery).await.expect("apply again");
     let events: Vec<OutcomeEvent> = mdc_core::contract::queue::fetch_n(&outcomes, 4)
@@ -358,18 +363,7 @@ async fn a_republished_outcome_finds_its_move_behind_later_events() {
         Arc::new(mdc_embedded::MemoryCache::default()),
     );
     let id = sent(&store, "+14155550162").await;
-    let mut bounce: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
-    bounce.outcome = ReportOutcome::Failed {
-        reason: "number unreachable".into(),
-        suppress: false,
-    };
-    let delivery = mdc_core::ports::Delivery {
-        topic: Topic::Responses,
-        partition: 0,
-        offset: 0,
-        key: "k".into(),
-        payload: serde_json::to_vec(&bounce).expect("encode"),
-    };
+    let delivery = failure_report(&id, "number unreachable", false);
     handler.apply(&delivery).await.expect("apply");
     for i in 0..3 {
         let note = Transition::event(Event::new("support", format!("called the customer ({i})")));

@@ -1,0 +1,121 @@
+//! The store's reads outside the writer: a record with its trail, and
+//! lists walked along an index.
+
+use mdc_core::ports::ListFilter;
+use mdc_core::{MessageId, MessageRecord};
+
+use super::{load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES};
+use crate::db::{Db, DbError};
+
+/// The record with its trail, or only the trail's last `last` events
+/// (read backwards), oldest first.
+pub(super) fn read_record(
+    db: &Db,
+    id: &MessageId,
+    last: Option<usize>,
+) -> Result<Option<MessageRecord>, DbError> {
+    let txn = db.read()?;
+    let messages = match txn.open_table(MESSAGES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(mut record) = load(&messages, id.as_str())? else {
+        return Ok(None);
+    };
+    let table = txn.open_table(EVENTS)?;
+    let range = table.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?;
+    let rows: Box<dyn Iterator<Item = _>> = match last {
+        Some(n) => Box::new(range.rev().take(n)),
+        None => Box::new(range),
+    };
+    for entry in rows {
+        let (_, value) = entry?;
+        record.events.push(serde_json::from_slice(value.value())?);
+    }
+    if last.is_some() {
+        record.events.reverse();
+    }
+    Ok(Some(record))
+}
+
+type Ids<'a> = Box<dyn Iterator<Item = Result<String, DbError>> + 'a>;
+
+/// The ids of an index range in the list's order.
+fn ordered<'a, K: redb::Key + 'static>(
+    range: redb::Range<'a, K, ()>,
+    descending: bool,
+    id: impl Fn(&K::SelfType<'_>) -> String + 'a,
+) -> Ids<'a> {
+    let id = std::rc::Rc::new(id);
+    let map = move |r: Result<
+        (redb::AccessGuard<'_, K>, redb::AccessGuard<'_, ()>),
+        redb::StorageError,
+    >| { r.map(|(k, _)| id(&k.value())).map_err(DbError::from) };
+    if descending {
+        Box::new(range.rev().map(map))
+    } else {
+        Box::new(range.map(map))
+    }
+}
+
+/// Walks the most selective index in the list's order, from the cursor on,
+/// loading and filtering records.
+pub(super) fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, DbError> {
+    let txn = db.read()?;
+    let messages = match txn.open_table(MESSAGES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let descending = filter.sort.descending();
+    let mut lo = filter
+        .created_after
+        .map_or(i64::MIN, |t| t.timestamp_millis());
+    let mut hi = filter
+        .created_before
+        .map_or(i64::MAX, |t| t.timestamp_millis());
+    // The cursor narrows the range to its millisecond; `matches` drops
+    // what is at or before it within that millisecond.
+    if let (Some((at, _)), false) = (&filter.after, filter.sort.by_updated()) {
+        if descending {
+            hi = hi.min(*at);
+        } else {
+            lo = lo.max(*at);
+        }
+    }
+    let mut ids: Ids<'_> = if filter.sort.by_updated() {
+        let table = txn.open_table(BY_UPDATED)?;
+        let (ulo, uhi) = match &filter.after {
+            Some((at, _)) if descending => (i64::MIN, *at),
+            Some((at, _)) => (*at, i64::MAX),
+            None => (i64::MIN, i64::MAX),
+        };
+        let range = table.range((ulo, "")..=(uhi, "\u{10ffff}"))?;
+        ordered(range, descending, |k| k.1.to_owned())
+    } else if let Some(to) = &filter.to {
+        let table = txn.open_table(BY_RECIPIENT)?;
+        let range = table.range((to.as_str(), lo, "")..=(to.as_str(), hi, "\u{10ffff}"))?;
+        ordered(range, descending, |k| k.2.to_owned())
+    } else if let Some(status) = filter.status {
+        let table = txn.open_table(BY_STATUS)?;
+        let range = table.range((status.as_str(), lo, "")..=(status.as_str(), hi, "\u{10ffff}"))?;
+        ordered(range, descending, |k| k.2.to_owned())
+    } else {
+        let table = txn.open_table(BY_CREATED)?;
+        let range = table.range((lo, "")..=(hi, "\u{10ffff}"))?;
+        ordered(range, descending, |k| k.1.to_owned())
+    };
+    let mut out = Vec::new();
+    while out.len() < filter.limit {
+        let Some(id) = ids.next().transpose()? else {
+            break;
+        };
+        if let Some(record) = load(&messages, &id)? {
+            if filter.matches(&record) {
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}
