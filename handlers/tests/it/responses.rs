@@ -280,6 +280,27 @@ async fn a_complaint_is_an_event_and_suppresses_the_recipient() {
     task.await.expect("join").expect("run");
 }
 
+/// A response handler over memory ports, with a consumer of the outcomes
+/// topic it publishes to.
+async fn with_outcomes() -> (
+    Arc<MemoryStore>,
+    Arc<dyn mdc_core::ports::QueueConsumer>,
+    ResponseHandler,
+) {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let outcomes = queue
+        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("outcomes");
+    let handler = ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    );
+    (store, outcomes, handler)
+}
+
 /// A vendor's failure report for `id` on the responses topic.
 fn failure_report(id: &MessageId, reason: &str, suppress: bool) -> mdc_core::ports::Delivery {
     let mut bounce: DeliveryReport = serde_json::from_slice(&report(id)).expect("report");
@@ -305,18 +326,8 @@ async fn an_applied_report_publishes_its_outcome_again_when_redelivered() {
     use mdc_core::memory::MemorySuppressions;
     use mdc_core::outcome::OutcomeEvent;
 
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let outcomes = queue
-        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
-        .await
-        .expect("outcomes");
-    let handler = ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    )
-    .with_suppressions(Arc::new(MemorySuppressions::default()));
+    let (store, outcomes, handler) = with_outcomes().await;
+    let handler = handler.with_suppressions(Arc::new(MemorySuppressions::default()));
     let id = sent(&store, "+14155550161").await;
     let delivery = failure_report(&id, "opted out", true);
     handler.apply(&delivery).await.expect("apply");
@@ -351,17 +362,7 @@ async fn an_applied_report_publishes_its_outcome_again_when_redelivered() {
 async fn a_republished_outcome_finds_its_move_behind_later_events() {
     use mdc_core::outcome::OutcomeEvent;
 
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let outcomes = queue
-        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
-        .await
-        .expect("outcomes");
-    let handler = ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    );
+    let (store, outcomes, handler) = with_outcomes().await;
     let id = sent(&store, "+14155550162").await;
     let delivery = failure_report(&id, "number unreachable", false);
     handler.apply(&delivery).await.expect("apply");
