@@ -489,6 +489,11 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
             report.disk as f64 / 1e6,
             report.disk as f64 / accepted.max(1) as f64
         );
+        println!(
+            "simulated vendors      {:.1} MB, {:.0} bytes per message   (their ledger, not counted above)",
+            report.vendors as f64 / 1e6,
+            report.vendors as f64 / accepted.max(1) as f64
+        );
     }
     if args.webhooks {
         let deadline = Instant::now() + Duration::from_secs(args.timeout);

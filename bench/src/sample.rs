@@ -16,7 +16,11 @@ pub struct Sampler {
 pub struct Report {
     pub rss: u64,
     pub peak_rss: u64,
+    /// MDC's own files: store, queue and the rest.
     pub disk: u64,
+    /// The simulated vendors' ledger: what a vendor keeps on its side,
+    /// present only because the vendors are simulated in the same process.
+    pub vendors: u64,
 }
 
 /// Resident set size in bytes (0 when the process is gone or /proc absent).
@@ -32,11 +36,12 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Bytes of the files under `dir` (allocated size: what the disk holds).
-pub fn disk(dir: &Path) -> u64 {
+/// Bytes of `path`, a file or everything under a directory (allocated
+/// size: what the disk holds).
+pub fn disk(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return std::fs::metadata(path).map_or(0, |m| m.blocks() * 512);
     };
     entries
         .flatten()
@@ -74,10 +79,12 @@ impl Sampler {
 
     pub fn report(&self) -> Report {
         let now = rss(self.pid);
+        let vendors = disk(&self.dir.join(mdc_simulators::LEDGER_FILE));
         Report {
             rss: now,
             peak_rss: self.peak.load(Ordering::Relaxed).max(now),
-            disk: disk(&self.dir),
+            disk: disk(&self.dir).saturating_sub(vendors),
+            vendors,
         }
     }
 }

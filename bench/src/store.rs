@@ -49,7 +49,7 @@ fn sms(i: u64) -> Message {
     let now = mdc_core::now();
     let id = MessageId::generate();
     Message {
-        idempotency_key: format!("auto:{id}"),
+        idempotency_key: Message::own_idempotency_key(&id),
         id,
         priority: Priority::Critical,
         message_type: MessageType::Otp,

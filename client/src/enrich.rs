@@ -272,7 +272,7 @@ pub fn enrich(
     let message = Message {
         // Without a caller's key, the message is its own identity: every
         // submission is new. Callers that retry must pass a key.
-        idempotency_key: idempotency_key.unwrap_or_else(|| format!("auto:{id}")),
+        idempotency_key: idempotency_key.unwrap_or_else(|| Message::own_idempotency_key(&id)),
         id,
         priority,
         message_type,

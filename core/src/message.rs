@@ -192,9 +192,27 @@ pub struct Message {
     pub direct: bool,
 }
 
+const OWN_KEY_PREFIX: &str = "auto:";
+
 impl Message {
     pub fn channel(&self) -> Channel {
         self.content.channel()
+    }
+
+    /// The idempotency key of a message sent without one: `auto:` and its
+    /// own id, so every such submission is new.
+    pub fn own_idempotency_key(id: &MessageId) -> String {
+        format!("{OWN_KEY_PREFIX}{id}")
+    }
+
+    /// The message whose own key ([`Message::own_idempotency_key`]) this
+    /// message's key is, if it is one. A store can find that message by
+    /// its id and need not index such keys.
+    pub fn idempotency_key_owner(&self) -> Option<MessageId> {
+        self.idempotency_key
+            .strip_prefix(OWN_KEY_PREFIX)?
+            .parse()
+            .ok()
     }
 
     /// The idempotency key as stores keep it unique: per service, so two

@@ -28,16 +28,19 @@ pub struct Entry {
     pub report_pending: bool,
 }
 
+/// The ledger's file in the data directory.
+pub const LEDGER_FILE: &str = "simulator.redb";
+
 pub struct Ledger {
     db: Db,
 }
 
 impl Ledger {
-    /// Opens `dir/simulator.redb`.
+    /// Opens [`LEDGER_FILE`] in `dir`.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))?;
-        let db = Db::open(&dir.join("simulator.redb"))?;
+        let db = Db::open(&dir.join(LEDGER_FILE))?;
         db.write_now(|txn| {
             txn.open_table(SENDS)?;
             Ok(())

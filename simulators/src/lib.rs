@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use ledger::{Entry, Ledger};
+pub use ledger::{Entry, Ledger, LEDGER_FILE};
 pub use magic::{Magic, EMAIL_DOMAIN};
 
 impl SimulatorConfig {

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::db::{Completer, Db, DbError};
 
+mod codec;
 mod read;
 use read::{list, read_record};
 
@@ -122,7 +123,7 @@ fn load(
     id: &str,
 ) -> Result<Option<MessageRecord>, DbError> {
     match table.get(id)? {
-        Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
         None => Ok(None),
     }
 }
@@ -150,7 +151,7 @@ fn save(
     for (i, event) in record.events.drain(..).enumerate() {
         t.events.insert(
             (id, first_event_seq + i as u32),
-            serde_json::to_vec(&event)?.as_slice(),
+            codec::encode(&event)?.as_slice(),
         )?;
     }
     // Sequence numbers only grow and are renumbered from 0 when the trail
@@ -177,9 +178,32 @@ fn save(
                 .insert(provider_key(provider, pmid).as_str(), id)?;
         }
     }
-    t.messages
-        .insert(id, serde_json::to_vec(record)?.as_slice())?;
+    t.messages.insert(id, codec::encode(record)?.as_slice())?;
     Ok(())
+}
+
+/// The stored message `message`'s idempotency key (`key`, in its scope)
+/// belongs to: the owner of an own key (`auto:` and an id) by that id, any
+/// other through the key index.
+fn with_key(
+    t: &Tables<'_>,
+    message: &mdc_core::Message,
+    key: &str,
+) -> Result<Option<MessageRecord>, DbError> {
+    if let Some(owner) = message.idempotency_key_owner() {
+        if let Some(existing) = load(&t.messages, owner.as_str())? {
+            if existing.message.idempotency_scope() == key {
+                return Ok(Some(existing));
+            }
+        }
+    }
+    let Some(existing_id) = t.idempotency.get(key)?.map(|v| v.value().to_owned()) else {
+        return Ok(None);
+    };
+    let existing = load(&t.messages, &existing_id)?.ok_or_else(|| {
+        DbError::Storage(format!("idempotency key points at missing {existing_id}"))
+    })?;
+    Ok(Some(existing))
 }
 
 /// Removes every event row of `id`.
@@ -231,14 +255,14 @@ fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<()
     let mut all = Vec::new();
     for entry in events.range((id, 0)..=(id, u32::MAX))? {
         let (_, value) = entry?;
-        all.push(serde_json::from_slice::<Event>(value.value())?);
+        all.push(codec::decode::<Event>(value.value())?);
     }
     if all.len() <= trail::MAX_TRAIL {
         return Ok(());
     }
     clear_events(events, id)?;
     for (seq, event) in trail::compact(all).iter().enumerate() {
-        events.insert((id, seq as u32), serde_json::to_vec(event)?.as_slice())?;
+        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
     }
     Ok(())
 }
@@ -268,7 +292,7 @@ impl EmbeddedStore {
                 let messages = txn.open_table(MESSAGES)?;
                 for entry in messages.iter()? {
                     let (id, bytes) = entry?;
-                    let record: MessageRecord = serde_json::from_slice(bytes.value())?;
+                    let record: MessageRecord = codec::decode(bytes.value())?;
                     by_updated.insert((record.updated_at.timestamp_millis(), id.value()), ())?;
                 }
             }
@@ -386,21 +410,17 @@ impl Store for EmbeddedStore {
         let created = self
             .apply(move |t| {
                 let key = record.message.idempotency_scope();
-                let existing_id = t
-                    .idempotency
-                    .get(key.as_str())?
-                    .map(|v| v.value().to_owned());
-                if let Some(existing_id) = existing_id {
-                    let existing = load(&t.messages, &existing_id)?.ok_or_else(|| {
-                        DbError::Storage(format!("idempotency key points at missing {existing_id}"))
-                    })?;
+                if let Some(existing) = with_key(t, &record.message, &key)? {
                     return Ok(Created::Existing(Box::new(existing)));
                 }
                 let id = record.message.id.as_str().to_owned();
                 if t.messages.get(id.as_str())?.is_some() {
                     return Err(DbError::Storage(format!("duplicate message id {id}")));
                 }
-                t.idempotency.insert(key.as_str(), id.as_str())?;
+                // A message's own key is found through its id: not indexed.
+                if record.message.idempotency_key_owner().as_ref() != Some(&record.message.id) {
+                    t.idempotency.insert(key.as_str(), id.as_str())?;
+                }
                 let created = record.message.created_at.timestamp_millis();
                 t.by_created.insert((created, id.as_str()), ())?;
                 t.by_recipient
@@ -563,21 +583,21 @@ impl Store for EmbeddedStore {
                             .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
                             .map(|entry| {
                                 let (key, value) = entry?;
-                                Ok((key.value().1, serde_json::from_slice(value.value())?))
+                                Ok((key.value().1, codec::decode(value.value())?))
                             })
                             .collect::<Result<_, DbError>>()?;
                         for (seq, mut event) in trail {
                             if event.raw.take().is_some() {
                                 t.events.insert(
                                     (id.as_str(), seq),
-                                    serde_json::to_vec(&event)?.as_slice(),
+                                    codec::encode(&event)?.as_slice(),
                                 )?;
                                 changed = true;
                             }
                         }
                         if changed {
                             t.messages
-                                .insert(id.as_str(), serde_json::to_vec(&record)?.as_slice())?;
+                                .insert(id.as_str(), codec::encode(&record)?.as_slice())?;
                             done.redacted += 1;
                         }
                     }
@@ -610,5 +630,124 @@ impl Store for EmbeddedStore {
             .await
             .map_err(|e| StoreError::Other(e.into()))?
             .map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdc_core::contract::sample_message;
+
+    /// A message sent without a key is found again by its id, so its own
+    /// key takes no index entry; a caller's key does.
+    #[tokio::test]
+    async fn only_callers_keys_are_indexed() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
+        let store = EmbeddedStore::open(db.clone()).expect("store opens");
+        let queued = || Event::new("ingest", "queued").status(Status::Queued);
+        let own = MessageRecord::new(sample_message("+14155550100"), Status::Queued, queued());
+        let mut keyed =
+            MessageRecord::new(sample_message("+14155550100"), Status::Queued, queued());
+        keyed.message.idempotency_key = "order-7".into();
+        assert_eq!(
+            store.create(&own).await.expect("store answers"),
+            Created::New
+        );
+        assert_eq!(
+            store.create(&keyed).await.expect("store answers"),
+            Created::New
+        );
+        let keys: Vec<String> = {
+            let txn = db.read().expect("store answers");
+            let table = txn.open_table(IDEMPOTENCY).expect("store answers");
+            table
+                .iter()
+                .expect("store answers")
+                .map(|row| row.expect("store answers").0.value().to_owned())
+                .collect()
+        };
+        assert_eq!(keys, vec!["order-7".to_owned()]);
+        // Submitting either again finds the stored message.
+        for record in [&own, &keyed] {
+            match store.create(record).await.expect("store answers") {
+                Created::Existing(existing) => assert_eq!(existing.message, record.message),
+                other => panic!("expected the stored message, got {other:?}"),
+            }
+        }
+    }
+
+    /// A data directory written before records were compressed holds plain
+    /// JSON rows: they are read, and changed records are written anew.
+    #[tokio::test]
+    async fn records_written_as_plain_json_are_read_and_updated() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
+        let store = EmbeddedStore::open(db.clone()).expect("store opens");
+        let message = sample_message("+14155550100");
+        let id = message.id.clone();
+        let accepted = Event::new("ingest", "accepted").status(Status::Queued);
+        let mut record = MessageRecord::new(message, Status::Queued, accepted.clone());
+        record.events.clear();
+        db.write_now(|txn| {
+            let key = id.as_str();
+            txn.open_table(MESSAGES)?
+                .insert(key, serde_json::to_vec(&record)?.as_slice())?;
+            txn.open_table(EVENTS)?
+                .insert((key, 0), serde_json::to_vec(&accepted)?.as_slice())?;
+            Ok(())
+        })
+        .expect("store answers");
+
+        let read = store
+            .get(&id)
+            .await
+            .expect("store answers")
+            .expect("store answers");
+        assert_eq!(read.status, Status::Queued);
+        assert_eq!(read.events, vec![accepted.clone()]);
+
+        let cancelled = Event::new("support", "cancelled").status(Status::Cancelled);
+        store
+            .update(&id, Transition::to(Status::Cancelled, cancelled.clone()))
+            .await
+            .expect("store answers");
+        let read = store
+            .get(&id)
+            .await
+            .expect("store answers")
+            .expect("store answers");
+        assert_eq!(read.status, Status::Cancelled);
+        assert_eq!(read.events, vec![accepted, cancelled]);
+
+        // The changed record and the new event are stored compressed; the
+        // old event row is left as it was.
+        let txn = db.read().expect("store answers");
+        let messages = txn.open_table(MESSAGES).expect("store answers");
+        assert_ne!(
+            messages
+                .get(id.as_str())
+                .expect("store answers")
+                .expect("store answers")
+                .value()[0],
+            b'{'
+        );
+        let events = txn.open_table(EVENTS).expect("store answers");
+        assert_eq!(
+            events
+                .get((id.as_str(), 0))
+                .expect("store answers")
+                .expect("store answers")
+                .value()[0],
+            b'{'
+        );
+        assert_ne!(
+            events
+                .get((id.as_str(), 1))
+                .expect("store answers")
+                .expect("store answers")
+                .value()[0],
+            b'{'
+        );
     }
 }

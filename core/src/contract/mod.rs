@@ -27,7 +27,7 @@ pub fn sample_message(to: &str) -> Message {
     let now = crate::now();
     let id = MessageId::generate();
     Message {
-        idempotency_key: format!("auto:{id}"),
+        idempotency_key: Message::own_idempotency_key(&id),
         id,
         priority: Priority::Normal,
         message_type: MessageType::Transactional,

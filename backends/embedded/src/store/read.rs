@@ -4,7 +4,7 @@
 use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
-use super::{load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES};
+use super::{codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES};
 use crate::db::{Db, DbError};
 
 /// The record with its trail, or only the trail's last `last` events
@@ -31,7 +31,7 @@ pub(super) fn read_record(
     };
     for entry in rows {
         let (_, value) = entry?;
-        record.events.push(serde_json::from_slice(value.value())?);
+        record.events.push(codec::decode(value.value())?);
     }
     if last.is_some() {
         record.events.reverse();
