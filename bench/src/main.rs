@@ -126,6 +126,11 @@ struct Args {
     /// it; a running one needs `webhooks.allow_private_urls = true`).
     #[arg(long)]
     webhooks: bool,
+    /// With --spawn: seconds to leave the server idle after the run before
+    /// taking its idle RSS (freed memory returns to the system over about
+    /// ten seconds).
+    #[arg(long, default_value_t = 30)]
+    idle_wait: u64,
 }
 
 /// What the webhook receiver saw: receipt times and latencies (µs).
@@ -473,7 +478,16 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
         }
     }
     if let Some(sampler) = &sampler {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let early = args.idle_wait.min(5);
+        tokio::time::sleep(Duration::from_secs(early)).await;
+        let soon_after = sampler.rss_now();
+        if args.idle_wait > early {
+            println!(
+                "Leaving the server idle for {} s before taking its RSS",
+                args.idle_wait - early
+            );
+            tokio::time::sleep(Duration::from_secs(args.idle_wait - early)).await;
+        }
         let report = sampler.report();
         println!(
             "RSS idle before        {:.1} MB   (target <= 50 MB)",
@@ -483,7 +497,15 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
             "RSS peak               {:.1} MB   (target <= 256 MB)",
             report.peak_rss as f64 / 1e6
         );
-        println!("RSS idle after         {:.1} MB", report.rss as f64 / 1e6);
+        println!(
+            "RSS {early} s after the run   {:.1} MB",
+            soon_after as f64 / 1e6
+        );
+        println!(
+            "RSS idle after         {:.1} MB   (target <= 50 MB; {} s after the run)",
+            report.rss as f64 / 1e6,
+            args.idle_wait
+        );
         println!(
             "data directory         {:.1} MB, {:.0} bytes per message   (target <= 1536)",
             report.disk as f64 / 1e6,

@@ -93,6 +93,7 @@ impl Backends {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CacheBackend {
     /// In this process only; the store's index answers after a restart.
+    /// With the embedded store nothing is cached: its index answers always.
     #[default]
     Memory,
     Redis {
@@ -296,6 +297,10 @@ pub async fn connect(
             }
         };
     let cache: Arc<dyn MessageCache> = match &backends.cache {
+        // The embedded store's own index is as quick as a map in memory.
+        CacheBackend::Memory if matches!(backends.store, StoreBackend::Embedded) => {
+            Arc::new(mdc_embedded::NoCache)
+        }
         CacheBackend::Memory => Arc::new(mdc_embedded::MemoryCache::default()),
         CacheBackend::Redis { url, prefix } => Arc::new(
             mdc_redis::RedisCache::connect(url, prefix)
@@ -363,4 +368,42 @@ pub async fn connect_keys(
             Arc::new(store.keys())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mdc_core::ports::CachedMessage;
+    use mdc_core::{Channel, MessageId};
+
+    use super::*;
+
+    /// With the embedded store nothing is cached in memory: a vendor id
+    /// put in the cache is not kept (the store's index answers instead).
+    #[tokio::test]
+    async fn the_embedded_store_has_no_cache_in_front() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let connected = connect(
+            &Backends::default(),
+            dir.path(),
+            QueueLayout::default(),
+            None,
+        )
+        .await
+        .expect("connects");
+        let entry = CachedMessage {
+            message_id: MessageId::generate(),
+            channel: Channel::Sms,
+        };
+        connected
+            .cache
+            .put("sim-sms", "vendor-1", entry, Duration::from_secs(60))
+            .await
+            .expect("put");
+        assert!(connected
+            .cache
+            .get("sim-sms", "vendor-1")
+            .await
+            .expect("get")
+            .is_none());
+    }
 }

@@ -40,7 +40,9 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Self, DbError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))?;
-        let db = Db::open(&dir.join(LEDGER_FILE))?;
+        // Each entry is written at a send and read back at its report, within
+        // seconds: a small cache holds those.
+        let db = Db::with_cache(&dir.join(LEDGER_FILE), mdc_embedded::SMALL_CACHE_BYTES)?;
         db.write_now(|txn| {
             txn.open_table(SENDS)?;
             Ok(())

@@ -55,3 +55,31 @@ impl MessageCache for MemoryCache {
             .map(|(entry, _)| entry.clone()))
     }
 }
+
+/// No message cache, for the embedded store: its index of vendor ids is a
+/// local B-tree read, as quick as a map in memory, and a map would hold the
+/// ids of every message sent in the last three days (up to its capacity)
+/// in the server's memory. Every lookup misses and the store answers.
+#[derive(Debug, Default)]
+pub struct NoCache;
+
+#[async_trait]
+impl MessageCache for NoCache {
+    async fn put(
+        &self,
+        _provider: &str,
+        _provider_message_id: &str,
+        _entry: CachedMessage,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        _provider: &str,
+        _provider_message_id: &str,
+    ) -> Result<Option<CachedMessage>, StoreError> {
+        Ok(None)
+    }
+}

@@ -50,13 +50,18 @@ struct Request {
     durable: bool,
 }
 
-/// Memory for each database's page cache (redb's default, 1 GiB, let a
-/// busy server's memory grow with its data). Hot pages (queue heads, recent
-/// messages, the indexes' upper levels) fit; older ones are read through
-/// the system's file cache. Measured against 48 MiB: the same ingest
-/// throughput, a cheaper store writer (`mdc-bench store`), and about half
-/// the peak RSS.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Memory for a database's page cache, unless opened with another
+/// ([`Db::with_cache`]). redb's default, 1 GiB, let a busy server's memory
+/// grow with its data; hot pages (queue heads, recent messages, the
+/// indexes' upper levels) fit in a few MiB and older ones are read through
+/// the system's file cache. Measured (docs/benchmarks.md): 48, 8, 4 and
+/// 2 MiB gave the same ingest throughput, the smaller ones a cheaper store
+/// writer (a smaller LRU is cheaper to keep) and less memory.
+pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The page cache of a database whose pages are mostly written once and
+/// soon deleted or rarely read again (the queue, the simulators' ledger).
+pub const SMALL_CACHE_BYTES: usize = 1024 * 1024;
 
 /// Largest number of writes sharing one transaction.
 const MAX_BATCH: usize = 2048;
@@ -75,9 +80,17 @@ struct Inner {
 }
 
 impl Db {
+    /// Opens (or creates) the database at `path` with a page cache of
+    /// [`CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        Self::with_cache(path, CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database at `path` with a page cache of
+    /// `cache_bytes`.
+    pub fn with_cache(path: &Path, cache_bytes: usize) -> Result<Self, DbError> {
         let database = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
         let database = Arc::new(database);

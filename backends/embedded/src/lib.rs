@@ -19,9 +19,9 @@ mod webhooks;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use cache::MemoryCache;
+pub use cache::{MemoryCache, NoCache};
 pub use checkpoint::EmbeddedCheckpoints;
-pub use db::{Db, DbError};
+pub use db::{Db, DbError, CACHE_BYTES, SMALL_CACHE_BYTES};
 pub use devices::EmbeddedDevices;
 pub use keys::EmbeddedKeys;
 pub use queue::{EmbeddedQueue, QueueLayout};
@@ -94,7 +94,7 @@ fn create_dir(dir: &Path) -> Result<(), DbError> {
 pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
     create_dir(dir)?;
     Ok(Arc::new(EmbeddedQueue::open(
-        Db::open(&dir.join("queue.redb"))?,
+        Db::with_cache(&dir.join("queue.redb"), db::SMALL_CACHE_BYTES)?,
         layout,
     )?))
 }
