@@ -85,7 +85,18 @@ async fn metrics_count_what_was_sent() {
         let message = server.wait_terminal(id, Duration::from_secs(30)).await;
         assert_eq!(message["status"], "delivered", "{message:#}");
     }
-    let metrics = scrape(&server).await;
+    // A report's outcome is published, counted and its queue entry
+    // acknowledged after the store shows `delivered`: wait for those.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = scrape(&server).await;
+        let settled = observed(&metrics, "mdc_time_to_delivered_seconds", &[]) == 5
+            && sum(&metrics, "mdc_lane_lag", &[]) == 0.0;
+        if settled || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let accepted = "mdc_messages_accepted_total";
     assert_eq!(
         sum(
