@@ -89,6 +89,12 @@ enum Mode {
         /// client's direct transport, faster than it drains.
         #[arg(long)]
         direct: Option<String>,
+        /// With --spawn on the embedded queue: submit the backlog while the
+        /// simulated SMS vendor takes one message a second, so it builds up,
+        /// then restart the server on the same data directory without that
+        /// limit and send the critical messages.
+        #[arg(long, conflicts_with = "direct")]
+        throttled_prefill: bool,
     },
     /// Retries falling due together on Redis, expired events lost.
     RetryStorm(retry_storm::Args),
@@ -179,7 +185,19 @@ fn start_receiver(receipts: Arc<std::sync::Mutex<Receipts>>) -> anyhow::Result<S
 }
 
 /// The server process and its data directory, removed when dropped.
-struct Spawned(Child, #[allow(dead_code)] tempfile::TempDir);
+struct Spawned(Child, tempfile::TempDir);
+
+impl Spawned {
+    /// Stops the server at once (SIGKILL: nothing is drained) and starts
+    /// `binary` again on the same data directory with `config`; its URL.
+    fn restart(&mut self, binary: &std::path::Path, config: &str) -> anyhow::Result<String> {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let (child, url) = start(binary, self.1.path(), config)?;
+        self.0 = child;
+        Ok(url)
+    }
+}
 
 impl Drop for Spawned {
     fn drop(&mut self) {
@@ -234,7 +252,18 @@ async fn main() -> anyhow::Result<()> {
             critical,
             critical_rate,
             direct,
-        } => priority(args, backlog, critical, critical_rate, direct).await,
+            throttled_prefill,
+        } => {
+            priority(
+                args,
+                backlog,
+                critical,
+                critical_rate,
+                direct,
+                throttled_prefill,
+            )
+            .await
+        }
         Mode::RetryStorm(args) => retry_storm::run(args).await,
         Mode::KafkaProduce(args) => kafka_produce::run(args).await,
         Mode::Store(args) => store::run(args).await,
@@ -243,40 +272,65 @@ async fn main() -> anyhow::Result<()> {
 
 /// The server under test: started fresh with `--spawn`, or `--url`.
 async fn server(args: &Args) -> anyhow::Result<(String, Option<Spawned>, reqwest::Client)> {
-    let mut _spawned = None;
+    server_with(args, "").await
+}
+
+/// The server's config file: `--config`'s, `extra`, and what `--webhooks`
+/// needs.
+fn spawn_config(args: &Args, extra: &str) -> anyhow::Result<String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => String::new(),
+    };
+    config.push_str(extra);
+    if args.webhooks {
+        config.push_str("\n[webhooks]\nallow_private_urls = true\n");
+    }
+    Ok(config)
+}
+
+/// Starts `binary` on a free port with its data in `dir/data`; its URL.
+fn start(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    config: &str,
+) -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, config)?;
+    let child = Command::new(binary)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// [`server`] with `extra` appended to a spawned server's config.
+async fn server_with(
+    args: &Args,
+    extra: &str,
+) -> anyhow::Result<(String, Option<Spawned>, reqwest::Client)> {
+    let mut spawned = None;
     let url = match &args.spawn {
         Some(binary) => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
             let dir = tempfile::tempdir()?;
-            let mut command = Command::new(binary);
-            command
-                .args([
-                    "serve",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--data-dir",
-                ])
-                .arg(dir.path().join("data"))
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null());
-            let mut config = match &args.config {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-                None => String::new(),
-            };
-            if args.webhooks {
-                config.push_str("\n[webhooks]\nallow_private_urls = true\n");
-            }
-            let config_path = dir.path().join("bench.toml");
-            std::fs::write(&config_path, config)?;
-            command.arg("--config").arg(&config_path);
-            let child = command
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            _spawned = Some(Spawned(child, dir));
-            format!("http://127.0.0.1:{port}")
+            let (child, url) = start(binary, dir.path(), &spawn_config(args, extra)?)?;
+            spawned = Some(Spawned(child, dir));
+            url
         }
         None => args.url.trim_end_matches('/').to_owned(),
     };
@@ -284,6 +338,11 @@ async fn server(args: &Args) -> anyhow::Result<(String, Option<Spawned>, reqwest
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
+    wait_ready(&http, &url).await?;
+    Ok((url, spawned, http))
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let ready = Instant::now();
     while http.get(format!("{url}/healthz")).send().await.is_err() {
         if ready.elapsed() > Duration::from_secs(20) {
@@ -291,7 +350,7 @@ async fn server(args: &Args) -> anyhow::Result<(String, Option<Spawned>, reqwest
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok((url, _spawned, http))
+    Ok(())
 }
 
 /// `ingest`, or with `sustain` the `e2e` mode: submit for that long.
@@ -623,6 +682,7 @@ async fn priority(
     critical: u64,
     rate: u64,
     direct: Option<String>,
+    throttled_prefill: bool,
 ) -> anyhow::Result<()> {
     // With --direct the server runs on Kafka and the backlog is produced
     // straight to its bulk topic, faster than it drains.
@@ -636,7 +696,12 @@ async fn priority(
         kafka.replication_factor = 1;
         client = Some((kafka, prefix));
     }
-    let (url, _spawned, http) = server(&args).await?;
+    let throttle = match (&args.spawn, throttled_prefill) {
+        (_, false) => "",
+        (Some(_), true) => THROTTLED_SMS,
+        (None, true) => bail!("--throttled-prefill needs --spawn"),
+    };
+    let (mut url, mut spawned, http) = server_with(&args, throttle).await?;
     let client = match client {
         Some((kafka, _)) => Some(Arc::new(
             mdc_client::Client::new(mdc_client::Config::direct(kafka, "bench")).await?,
@@ -687,6 +752,30 @@ async fn priority(
     for worker in workers {
         worker.await??;
     }
+    if let (true, Some(binary), Some(spawned)) = (throttled_prefill, &args.spawn, &mut spawned) {
+        eprintln!(
+            "  {backlog} bulk accepted in {:.1} s; restarting the server without the limit",
+            started.elapsed().as_secs_f64()
+        );
+        url = spawned.restart(binary, &spawn_config(&args, "")?)?;
+        wait_ready(&http, &url).await?;
+        // The messages the stopped server had claimed stay leased for
+        // `dispatcher.lease`, and the bulk lane waits for them: measure
+        // once it drains again, as it would under a live backlog.
+        eprintln!("  waiting for the bulk lane to drain again");
+        let first = waiting(&http, &url, backlog).await?;
+        let since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if first - waiting(&http, &url, backlog).await?.min(first) >= (first / 20).max(1) {
+                break;
+            }
+            if since.elapsed() > Duration::from_secs(args.timeout) {
+                bail!("the bulk backlog did not move within {} s", args.timeout);
+            }
+        }
+        eprintln!("  draining after {:.1} s", since.elapsed().as_secs_f64());
+    }
     let waiting_before = waiting(&http, &url, backlog).await?;
     eprintln!(
         "  {backlog} bulk accepted in {:.1} s; {waiting_before} still waiting",
@@ -731,6 +820,11 @@ async fn priority(
     print_percentiles("critical", &latency, 1, "100 ms", true);
     Ok(())
 }
+
+/// The simulated SMS vendor at one message a second, so a backlog builds
+/// on the embedded queue (`priority --throttled-prefill`).
+const THROTTLED_SMS: &str =
+    "\n[routes.sms]\nmembers = [{ provider = \"sim-sms\", rate_per_second = 1 }]\n";
 
 /// Prints p50, p99 (beside its target) and, `with_max`, the max of a
 /// histogram of microseconds, in milliseconds.
