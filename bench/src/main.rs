@@ -72,36 +72,39 @@ enum Mode {
         duration: u64,
     },
     /// Critical messages' submit-to-delivered time behind a bulk backlog.
-    Priority {
-        #[command(flatten)]
-        args: Args,
-        /// Bulk messages submitted first.
-        #[arg(long, default_value_t = 200_000)]
-        backlog: u64,
-        /// Critical messages sent after them.
-        #[arg(long, default_value_t = 500)]
-        critical: u64,
-        /// Critical messages per second.
-        #[arg(long, default_value_t = 50)]
-        critical_rate: u64,
-        /// Kafka brokers: run the spawned server on the Kafka queue there
-        /// and produce the backlog straight to its bulk topic with the
-        /// client's direct transport, faster than it drains.
-        #[arg(long)]
-        direct: Option<String>,
-        /// With --spawn on the embedded queue: submit the backlog while the
-        /// simulated SMS vendor takes one message a second, so it builds up,
-        /// then restart the server on the same data directory without that
-        /// limit and send the critical messages.
-        #[arg(long, conflicts_with = "direct")]
-        throttled_prefill: bool,
-    },
+    Priority(PriorityArgs),
     /// Retries falling due together on Redis, expired events lost.
     RetryStorm(retry_storm::Args),
     /// The client's direct transport against a bare rdkafka producer.
     KafkaProduce(kafka_produce::Args),
     /// The embedded store alone: a delivered message's writes, CPU per message.
     Store(store::Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct PriorityArgs {
+    #[command(flatten)]
+    args: Args,
+    /// Bulk messages submitted first.
+    #[arg(long, default_value_t = 200_000)]
+    backlog: u64,
+    /// Critical messages sent after them.
+    #[arg(long, default_value_t = 500)]
+    critical: u64,
+    /// Critical messages per second.
+    #[arg(long, default_value_t = 50)]
+    critical_rate: u64,
+    /// Kafka brokers: run the spawned server on the Kafka queue there
+    /// and produce the backlog straight to its bulk topic with the
+    /// client's direct transport, faster than it drains.
+    #[arg(long)]
+    direct: Option<String>,
+    /// With --spawn on the embedded queue: submit the backlog while the
+    /// simulated SMS vendor takes one message a second, so it builds up,
+    /// then restart the server on the same data directory without that
+    /// limit and send the critical messages.
+    #[arg(long, conflicts_with = "direct")]
+    throttled_prefill: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -246,24 +249,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().mode {
         Mode::Ingest(args) => ingest(args, None).await,
         Mode::E2e { args, duration } => ingest(args, Some(Duration::from_secs(duration))).await,
-        Mode::Priority {
-            args,
-            backlog,
-            critical,
-            critical_rate,
-            direct,
-            throttled_prefill,
-        } => {
-            priority(
-                args,
-                backlog,
-                critical,
-                critical_rate,
-                direct,
-                throttled_prefill,
-            )
-            .await
-        }
+        Mode::Priority(args) => priority(args).await,
         Mode::RetryStorm(args) => retry_storm::run(args).await,
         Mode::KafkaProduce(args) => kafka_produce::run(args).await,
         Mode::Store(args) => store::run(args).await,
@@ -676,14 +662,15 @@ fn kafka_config(args: &Args, brokers: &str) -> anyhow::Result<(tempfile::NamedTe
 /// `priority`: `backlog` bulk SMS first (as fast as the server takes
 /// them), then `critical` OTPs at `rate` per second; each critical
 /// message's time from creation to `delivered` comes from its own trail.
-async fn priority(
-    mut args: Args,
-    backlog: u64,
-    critical: u64,
-    rate: u64,
-    direct: Option<String>,
-    throttled_prefill: bool,
-) -> anyhow::Result<()> {
+async fn priority(options: PriorityArgs) -> anyhow::Result<()> {
+    let PriorityArgs {
+        mut args,
+        backlog,
+        critical,
+        critical_rate: rate,
+        direct,
+        throttled_prefill,
+    } = options;
     // With --direct the server runs on Kafka and the backlog is produced
     // straight to its bulk topic, faster than it drains.
     let mut _config_file = None;

@@ -638,13 +638,26 @@ mod tests {
     use super::*;
     use mdc_core::contract::sample_message;
 
+    fn fresh() -> (tempfile::TempDir, Db, EmbeddedStore) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
+        let store = EmbeddedStore::open(db.clone()).expect("store opens");
+        (dir, db, store)
+    }
+
+    async fn stored(store: &EmbeddedStore, id: &MessageId) -> MessageRecord {
+        store
+            .get(id)
+            .await
+            .expect("store answers")
+            .expect("record present")
+    }
+
     /// A message sent without a key is found again by its id, so its own
     /// key takes no index entry; a caller's key does.
     #[tokio::test]
     async fn only_callers_keys_are_indexed() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
-        let store = EmbeddedStore::open(db.clone()).expect("store opens");
+        let (_dir, db, store) = fresh();
         let queued = || Event::new("ingest", "queued").status(Status::Queued);
         let own = MessageRecord::new(sample_message("+14155550100"), Status::Queued, queued());
         let mut keyed =
@@ -681,9 +694,7 @@ mod tests {
     /// JSON rows: they are read, and changed records are written anew.
     #[tokio::test]
     async fn records_written_as_plain_json_are_read_and_updated() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
-        let store = EmbeddedStore::open(db.clone()).expect("store opens");
+        let (_dir, db, store) = fresh();
         let message = sample_message("+14155550100");
         let id = message.id.clone();
         let accepted = Event::new("ingest", "accepted").status(Status::Queued);
@@ -699,11 +710,7 @@ mod tests {
         })
         .expect("store answers");
 
-        let read = store
-            .get(&id)
-            .await
-            .expect("store answers")
-            .expect("store answers");
+        let read = stored(&store, &id).await;
         assert_eq!(read.status, Status::Queued);
         assert_eq!(read.events, vec![accepted.clone()]);
 
@@ -712,11 +719,7 @@ mod tests {
             .update(&id, Transition::to(Status::Cancelled, cancelled.clone()))
             .await
             .expect("store answers");
-        let read = store
-            .get(&id)
-            .await
-            .expect("store answers")
-            .expect("store answers");
+        let read = stored(&store, &id).await;
         assert_eq!(read.status, Status::Cancelled);
         assert_eq!(read.events, vec![accepted, cancelled]);
 
