@@ -410,15 +410,23 @@ impl Store for EmbeddedStore {
         let created = self
             .apply(move |t| {
                 let key = record.message.idempotency_scope();
-                if let Some(existing) = with_key(t, &record.message, &key)? {
-                    return Ok(Created::Existing(Box::new(existing)));
-                }
                 let id = record.message.id.as_str().to_owned();
-                if t.messages.get(id.as_str())?.is_some() {
-                    return Err(DbError::Storage(format!("duplicate message id {id}")));
-                }
-                // A message's own key is found through its id: not indexed.
-                if record.message.idempotency_key_owner().as_ref() != Some(&record.message.id) {
+                let duplicate_id = || DbError::Storage(format!("duplicate message id {id}"));
+                if record.message.idempotency_key_owner().as_ref() == Some(&record.message.id) {
+                    // Its own key: found through the id, not indexed.
+                    if let Some(existing) = load(&t.messages, &id)? {
+                        if existing.message.idempotency_scope() != key {
+                            return Err(duplicate_id());
+                        }
+                        return Ok(Created::Existing(Box::new(existing)));
+                    }
+                } else {
+                    if let Some(existing) = with_key(t, &record.message, &key)? {
+                        return Ok(Created::Existing(Box::new(existing)));
+                    }
+                    if t.messages.get(id.as_str())?.is_some() {
+                        return Err(duplicate_id());
+                    }
                     t.idempotency.insert(key.as_str(), id.as_str())?;
                 }
                 let created = record.message.created_at.timestamp_millis();
@@ -688,6 +696,30 @@ mod tests {
                 other => panic!("expected the stored message, got {other:?}"),
             }
         }
+    }
+
+    /// An id already stored under another key (or service) is refused,
+    /// whether the new key is the message's own or a caller's.
+    #[tokio::test]
+    async fn a_stored_id_under_another_key_is_refused() {
+        let (_dir, _db, store) = fresh();
+        let queued = Event::new("ingest", "queued").status(Status::Queued);
+        let first = MessageRecord::new(sample_message("+14155550100"), Status::Queued, queued);
+        assert_eq!(
+            store.create(&first).await.expect("store answers"),
+            Created::New
+        );
+        let mut other_service = first.clone();
+        other_service.message.service = Some("billing".into());
+        let mut callers_key = first.clone();
+        callers_key.message.idempotency_key = "order-8".into();
+        for record in [other_service, callers_key] {
+            assert!(store.create(&record).await.is_err(), "{:?}", record.message);
+        }
+        assert_eq!(
+            stored(&store, &first.message.id).await.message,
+            first.message
+        );
     }
 
     /// A data directory written before records were compressed holds plain
