@@ -204,13 +204,18 @@ fn body(channel: &str, i: u64) -> Value {
     }
 }
 
-async fn delivered(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
-    let stats: Value = http
+/// The server's `/v1/stats`: messages per status.
+async fn stats(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    Ok(http
         .get(format!("{url}/v1/stats"))
         .send()
         .await?
         .json()
-        .await?;
+        .await?)
+}
+
+async fn delivered(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
+    let stats = stats(http, url).await?;
     let delivered = stats["statuses"]["delivered"].as_u64().unwrap_or(0);
     let terminal: u64 = ["delivered", "failed", "expired", "rejected", "cancelled"]
         .iter()

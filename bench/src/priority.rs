@@ -69,17 +69,11 @@ async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
         .context("no id in the answer")
 }
 
-/// How many messages wait (accepted or queued).
 /// Of `submitted` messages, how many have not yet been sent: counted from
 /// the ones that have (messages produced straight to Kafka are recorded
 /// only when a dispatcher takes them).
 async fn waiting(http: &reqwest::Client, url: &str, submitted: u64) -> anyhow::Result<u64> {
-    let stats: Value = http
-        .get(format!("{url}/v1/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let stats = crate::stats(http, url).await?;
     let past: u64 = ["sent", "delivered", "failed", "expired", "cancelled"]
         .iter()
         .map(|s| stats["statuses"][s].as_u64().unwrap_or(0))
