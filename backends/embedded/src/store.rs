@@ -15,10 +15,15 @@ use crate::db::{Completer, Db, DbError};
 
 mod codec;
 mod read;
+mod record;
 use read::{list, read_record};
+use record::{load, load_message, stored, State, Stored};
 
-/// id → record without its events (JSON).
+/// id → the message, written when it is created (a record written before
+/// states were kept apart: the whole record without its events).
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// id → the message's changing part ([`State`]).
+const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
 /// (id, sequence) → event (JSON): the append-only trail.
 const EVENTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency_keys");
@@ -56,6 +61,7 @@ type Op = Box<dyn FnOnce(&mut Tables<'_>) -> Completer + Send>;
 struct Tables<'t> {
     txn: &'t WriteTransaction,
     messages: Table<'t, &'static str, &'static [u8]>,
+    states: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, (&'static str, u32), &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static str>,
     provider_ids: Table<'t, &'static str, &'static str>,
@@ -71,6 +77,7 @@ impl<'t> Tables<'t> {
         Ok(Self {
             txn,
             messages: txn.open_table(MESSAGES)?,
+            states: txn.open_table(STATES)?,
             events: txn.open_table(EVENTS)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             provider_ids: txn.open_table(PROVIDER_IDS)?,
@@ -118,28 +125,35 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
     format!("{provider}\u{1f}{provider_message_id}")
 }
 
-fn load(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
-) -> Result<Option<MessageRecord>, DbError> {
-    match table.get(id)? {
-        Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
-        None => Ok(None),
+impl Tables<'_> {
+    fn load(&self, id: &str) -> Result<Option<MessageRecord>, DbError> {
+        load(&self.messages, &self.states, id)
+    }
+
+    /// Writes both parts of `record`: after a change to its message, or
+    /// to split a record stored whole.
+    fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {
+        let id = record.message.id.as_str();
+        self.messages
+            .insert(id, codec::encode(&record.message)?.as_slice())?;
+        self.states
+            .insert(id, State::of(record).encode()?.as_slice())?;
+        Ok(())
     }
 }
 
-/// Writes the record (events go to their own table) and keeps the indexes
-/// in step. `previous` is the stored record's status, last change and
-/// vendor ids.
+/// Writes a record's state and new trail events and keeps the indexes in
+/// step. `previous` is the stored state (none for a new record).
 fn save(
     t: &mut Tables<'_>,
-    record: &mut MessageRecord,
-    previous: Option<&MessageRecord>,
+    id: &str,
+    state: &State,
+    previous: Option<&State>,
+    events: Vec<Event>,
     first_event_seq: u32,
 ) -> Result<(), DbError> {
-    let id = record.message.id.as_str();
-    let created = record.message.created_at.timestamp_millis();
-    let updated = record.updated_at.timestamp_millis();
+    let created = state.created_at.timestamp_millis();
+    let updated = state.updated_at.timestamp_millis();
     let previous_updated = previous.map(|p| p.updated_at.timestamp_millis());
     if previous_updated != Some(updated) {
         if let Some(at) = previous_updated {
@@ -147,8 +161,8 @@ fn save(
         }
         t.by_updated.insert((updated, id), ())?;
     }
-    let added = record.events.len() as u32;
-    for (i, event) in record.events.drain(..).enumerate() {
+    let added = events.len() as u32;
+    for (i, event) in events.into_iter().enumerate() {
         t.events.insert(
             (id, first_event_seq + i as u32),
             codec::encode(&event)?.as_slice(),
@@ -160,16 +174,16 @@ fn save(
         compact_events(&mut t.events, id)?;
     }
     let previous_status = previous.map(|p| p.status);
-    if previous_status != Some(record.status) {
+    if previous_status != Some(state.status) {
         if let Some(previous) = previous_status {
             t.count(previous, -1);
             t.by_status.remove((previous.as_str(), created, id))?;
         }
-        t.count(record.status, 1);
+        t.count(state.status, 1);
         t.by_status
-            .insert((record.status.as_str(), created, id), ())?;
+            .insert((state.status.as_str(), created, id), ())?;
     }
-    if let (Some(provider), Some(pmid)) = (&record.provider, &record.provider_message_id) {
+    if let (Some(provider), Some(pmid)) = (&state.provider, &state.provider_message_id) {
         let known = previous.is_some_and(|p| {
             p.provider.as_ref() == Some(provider) && p.provider_message_id.as_ref() == Some(pmid)
         });
@@ -178,7 +192,7 @@ fn save(
                 .insert(provider_key(provider, pmid).as_str(), id)?;
         }
     }
-    t.messages.insert(id, codec::encode(record)?.as_slice())?;
+    t.states.insert(id, state.encode()?.as_slice())?;
     Ok(())
 }
 
@@ -191,7 +205,7 @@ fn with_key(
     key: &str,
 ) -> Result<Option<MessageRecord>, DbError> {
     if let Some(owner) = message.idempotency_key_owner() {
-        if let Some(existing) = load(&t.messages, owner.as_str())? {
+        if let Some(existing) = t.load(owner.as_str())? {
             if existing.message.idempotency_scope() == key {
                 return Ok(Some(existing));
             }
@@ -200,7 +214,7 @@ fn with_key(
     let Some(existing_id) = t.idempotency.get(key)?.map(|v| v.value().to_owned()) else {
         return Ok(None);
     };
-    let existing = load(&t.messages, &existing_id)?.ok_or_else(|| {
+    let existing = t.load(&existing_id)?.ok_or_else(|| {
         DbError::Storage(format!("idempotency key points at missing {existing_id}"))
     })?;
     Ok(Some(existing))
@@ -222,6 +236,7 @@ fn clear_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), 
 fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbError> {
     let id = record.message.id.as_str();
     t.messages.remove(id)?;
+    t.states.remove(id)?;
     let created = record.message.created_at.timestamp_millis();
     clear_events(&mut t.events, id)?;
     let key = record.message.idempotency_scope();
@@ -279,6 +294,7 @@ impl EmbeddedStore {
     pub fn open(db: Db) -> Result<Self, DbError> {
         db.write_now(|txn| {
             txn.open_table(MESSAGES)?;
+            txn.open_table(STATES)?;
             txn.open_table(EVENTS)?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(PROVIDER_IDS)?;
@@ -290,10 +306,13 @@ impl EmbeddedStore {
             let mut by_updated = txn.open_table(BY_UPDATED)?;
             if by_updated.is_empty()? {
                 let messages = txn.open_table(MESSAGES)?;
+                let states = txn.open_table(STATES)?;
                 for entry in messages.iter()? {
-                    let (id, bytes) = entry?;
-                    let record: MessageRecord = codec::decode(bytes.value())?;
-                    by_updated.insert((record.updated_at.timestamp_millis(), id.value()), ())?;
+                    let (id, _) = entry?;
+                    if let Some(record) = load(&messages, &states, id.value())? {
+                        by_updated
+                            .insert((record.updated_at.timestamp_millis(), id.value()), ())?;
+                    }
                 }
             }
             drop(by_updated);
@@ -376,31 +395,42 @@ impl EmbeddedStore {
         }
         rx.await.map_err(|_| DbError::Closed)?
     }
+}
 
-    /// Read-modify-write of one record inside the group commit.
-    async fn modify<T, F>(&self, id: &MessageId, f: F) -> Result<Option<T>, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut MessageRecord) -> T + Send + 'static,
-    {
-        let id = id.clone();
-        let result = self
-            .apply(move |t| {
-                let Some(mut record) = load(&t.messages, id.as_str())? else {
-                    return Ok(None);
-                };
-                let before = record.clone();
-                let out = f(&mut record);
-                if record == before {
-                    return Ok(Some(out));
-                }
-                let seq = next_event_seq(&t.events, id.as_str())?;
-                save(t, &mut record, Some(&before), seq)?;
-                Ok(Some(out))
-            })
-            .await?;
-        Ok(result)
+/// Read-modify-write of one record's state inside the group commit: `f`
+/// gets the record with a stand-in message ([`State::stand_in`]) unless the
+/// record is still stored whole, which this change splits.
+fn modify<T>(
+    t: &mut Tables<'_>,
+    id: &MessageId,
+    f: impl FnOnce(&mut MessageRecord) -> T,
+) -> Result<Option<T>, DbError> {
+    let key = id.as_str();
+    let (mut record, whole) = match stored(&t.messages, &t.states, key)? {
+        Some(Stored::Split(state)) => (state.stand_in(id), false),
+        Some(Stored::Whole(record)) => (*record, true),
+        None => return Ok(None),
+    };
+    let before = State::of(&record);
+    let out = f(&mut record);
+    let after = State::of(&record);
+    if after == before && record.events.is_empty() {
+        return Ok(Some(out));
     }
+    if whole {
+        t.messages
+            .insert(key, codec::encode(&record.message)?.as_slice())?;
+    }
+    let seq = next_event_seq(&t.events, key)?;
+    save(
+        t,
+        key,
+        &after,
+        Some(&before),
+        std::mem::take(&mut record.events),
+        seq,
+    )?;
+    Ok(Some(out))
 }
 
 #[async_trait]
@@ -414,7 +444,7 @@ impl Store for EmbeddedStore {
                 let duplicate_id = || DbError::Storage(format!("duplicate message id {id}"));
                 if record.message.idempotency_key_owner().as_ref() == Some(&record.message.id) {
                     // Its own key: found through the id, not indexed.
-                    if let Some(existing) = load(&t.messages, &id)? {
+                    if let Some(existing) = t.load(&id)? {
                         if existing.message.idempotency_scope() != key {
                             return Err(duplicate_id());
                         }
@@ -433,7 +463,10 @@ impl Store for EmbeddedStore {
                 t.by_created.insert((created, id.as_str()), ())?;
                 t.by_recipient
                     .insert((record.message.to.as_str(), created, id.as_str()), ())?;
-                save(t, &mut record, None, 0)?;
+                t.messages
+                    .insert(id.as_str(), codec::encode(&record.message)?.as_slice())?;
+                let events = std::mem::take(&mut record.events);
+                save(t, &id, &State::of(&record), None, events, 0)?;
                 Ok(Created::New)
             })
             .await?;
@@ -444,7 +477,7 @@ impl Store for EmbeddedStore {
         let id = message.id.as_str().to_owned();
         let removed = self
             .apply(move |t| {
-                let Some(record) = load(&t.messages, &id)? else {
+                let Some(record) = t.load(&id)? else {
                     return Ok(false);
                 };
                 let untouched = matches!(record.status, Status::Accepted | Status::Queued)
@@ -467,17 +500,36 @@ impl Store for EmbeddedStore {
         component: &str,
     ) -> Result<Claim, StoreError> {
         let component = component.to_owned();
+        let id = id.clone();
         let claim = self
-            .modify(id, move |record| {
-                apply_claim(record, now, lease_until, &component)
+            .apply(move |t| {
+                let claim = modify(t, &id, |record| {
+                    apply_claim(record, now, lease_until, &component)
+                })?;
+                Ok(match claim {
+                    // The sender needs the message itself.
+                    Some(Claim::Claimed {
+                        mut record,
+                        verify_first,
+                    }) => {
+                        record.message = load_message(&t.messages, id.as_str())?;
+                        Claim::Claimed {
+                            record,
+                            verify_first,
+                        }
+                    }
+                    Some(other) => other,
+                    None => Claim::NotFound,
+                })
             })
             .await?;
-        Ok(claim.unwrap_or(Claim::NotFound))
+        Ok(claim)
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
+        let id = id.clone();
         let updated = self
-            .modify(id, move |record| apply_update(record, update))
+            .apply(move |t| modify(t, &id, |record| apply_update(record, update)))
             .await?;
         Ok(updated.unwrap_or(Updated::NotFound))
     }
@@ -534,7 +586,7 @@ impl Store for EmbeddedStore {
                         if done.removed >= limit {
                             break;
                         }
-                        let Some(record) = load(&t.messages, &id)? else {
+                        let Some(record) = t.load(&id)? else {
                             continue;
                         };
                         if record.status.is_terminal() {
@@ -577,7 +629,7 @@ impl Store for EmbeddedStore {
                             break;
                         }
                         reached = reached.max(at);
-                        let Some(mut record) = load(&t.messages, &id)? else {
+                        let Some(mut record) = t.load(&id)? else {
                             continue;
                         };
                         // Unfinished ones are passed over (deadlines end
@@ -604,8 +656,7 @@ impl Store for EmbeddedStore {
                             }
                         }
                         if changed {
-                            t.messages
-                                .insert(id.as_str(), codec::encode(&record)?.as_slice())?;
+                            t.put_parts(&record)?;
                             done.redacted += 1;
                         }
                     }

@@ -5,10 +5,13 @@
 //! those repeats it takes a fifth to a third of the space.
 //!
 //! The first byte says how a value is written: `{` is plain JSON (how
-//! every value was written before, still read), [`ZSTD_V1`] is a zstd
-//! frame made with dictionary v1. A dictionary, once values are written
-//! with it, never changes: a better one is added as the next version and
-//! the old one kept for reading.
+//! every value was written before, still read), [`ZSTD_V1`] a whole zstd
+//! frame made with dictionary v1 (written before, still read),
+//! [`ZSTD_V1_SHORT`] the same frame without its magic number and
+//! dictionary id, 8 bytes that say nothing the tag does not (what is
+//! written now). A dictionary, once values are written with it, never
+//! changes: a better one is added as the next version and the old one kept
+//! for reading.
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -20,8 +23,13 @@ use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 use crate::db::DbError;
 
-/// Tag of a value compressed with dictionary v1.
+/// Tag of a value compressed with dictionary v1, a whole frame.
 const ZSTD_V1: u8 = 1;
+/// Tag of a value compressed with dictionary v1, its frame without the
+/// magic number ([`MAGIC`]) and dictionary id.
+const ZSTD_V1_SHORT: u8 = 2;
+/// How every zstd frame begins.
+const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
 /// Tag of a plain JSON value (its opening brace).
 const JSON: u8 = b'{';
 
@@ -58,17 +66,29 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
     COMPRESSOR.with_borrow_mut(|slot| {
         let compressor = match slot {
             Some(c) => c,
-            None => slot.insert(
-                Compressor::with_prepared_dictionary(&ENCODER_V1)
-                    .map_err(|e| io_error("cannot start compressing", e))?,
-            ),
+            None => {
+                let mut compressor = Compressor::with_prepared_dictionary(&ENCODER_V1)
+                    .map_err(|e| io_error("cannot start compressing", e))?;
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))
+                    .map_err(|e| io_error("cannot start compressing", e))?;
+                slot.insert(compressor)
+            }
         };
-        let mut out = vec![0; 1 + zstd::zstd_safe::compress_bound(json.len())];
-        out[0] = ZSTD_V1;
+        // The frame goes after one byte kept for the tag; then its magic
+        // number is cut off and the tag takes the place of its last byte.
+        let mut out = vec![0; 4 + zstd::zstd_safe::compress_bound(json.len())];
         let written = compressor
             .compress_to_buffer(json.as_slice(), &mut out[1..])
             .map_err(|e| io_error("cannot compress a record", e))?;
-        out.truncate(1 + written);
+        if out[1..5] != MAGIC {
+            return Err(DbError::Storage(
+                "compressed frame has no magic number".into(),
+            ));
+        }
+        out.drain(..4);
+        out[0] = ZSTD_V1_SHORT;
+        out.truncate(1 + written - 4);
         Ok(out)
     })
 }
@@ -79,6 +99,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
         Some(&JSON) => Ok(serde_json::from_slice(bytes)?),
         Some(&ZSTD_V1) => {
             let json = decompress(&bytes[1..])?;
+            Ok(serde_json::from_slice(&json)?)
+        }
+        Some(&ZSTD_V1_SHORT) => {
+            let mut frame = Vec::with_capacity(bytes.len() + 3);
+            frame.extend_from_slice(&MAGIC);
+            frame.extend_from_slice(&bytes[1..]);
+            let json = decompress(&frame)?;
             Ok(serde_json::from_slice(&json)?)
         }
         Some(tag) => Err(DbError::Storage(format!(
@@ -120,7 +147,7 @@ mod tests {
     fn records_and_events_come_back_as_written() {
         for record in samples::records(7, 200) {
             let bytes = encode(&record).expect("encodes");
-            assert_eq!(bytes[0], ZSTD_V1);
+            assert_eq!(bytes[0], ZSTD_V1_SHORT);
             assert_eq!(decode::<MessageRecord>(&bytes).expect("decodes"), record);
             for event in &record.events {
                 assert_eq!(
@@ -128,6 +155,23 @@ mod tests {
                     *event
                 );
             }
+        }
+    }
+
+    /// Values written before frames were shortened: tag 1 and a whole
+    /// frame, dictionary id included.
+    #[test]
+    fn whole_frames_written_before_are_still_read() {
+        let mut compressor =
+            Compressor::with_prepared_dictionary(&ENCODER_V1).expect("compressor starts");
+        for record in samples::records(4, 20) {
+            let json = serde_json::to_vec(&record).expect("serialises");
+            let mut bytes = vec![ZSTD_V1];
+            bytes.extend(compressor.compress(&json).expect("compresses"));
+            assert_eq!(&bytes[1..5], MAGIC);
+            assert_eq!(decode::<MessageRecord>(&bytes).expect("decodes"), record);
+            // The same value written now is 8 bytes shorter.
+            assert_eq!(encode(&record).expect("encodes").len() + 8, bytes.len());
         }
     }
 
@@ -165,6 +209,8 @@ mod tests {
             &[][..],
             &[0xff, 1, 2][..],
             &[ZSTD_V1][..],
+            &[ZSTD_V1_SHORT][..],
+            &[ZSTD_V1_SHORT, 0xff, 0xff, 0xff, 0xff][..],
             &bytes[..bytes.len() / 2],
             &[ZSTD_V1, 0x28, 0xb5, 0x2f, 0xfd, 0xff, 0xff, 0xff, 0xff][..],
         ] {

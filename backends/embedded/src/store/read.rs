@@ -4,7 +4,9 @@
 use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
-use super::{codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES};
+use super::{
+    codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES, STATES,
+};
 use crate::db::{Db, DbError};
 
 /// The record with its trail, or only the trail's last `last` events
@@ -20,7 +22,8 @@ pub(super) fn read_record(
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some(mut record) = load(&messages, id.as_str())? else {
+    let states = txn.open_table(STATES)?;
+    let Some(mut record) = load(&messages, &states, id.as_str())? else {
         return Ok(None);
     };
     let table = txn.open_table(EVENTS)?;
@@ -68,6 +71,7 @@ pub(super) fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, D
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
+    let states = txn.open_table(STATES)?;
     let descending = filter.sort.descending();
     let mut lo = filter
         .created_after
@@ -111,7 +115,7 @@ pub(super) fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, D
         let Some(id) = ids.next().transpose()? else {
             break;
         };
-        if let Some(record) = load(&messages, &id)? {
+        if let Some(record) = load(&messages, &states, &id)? {
             if filter.matches(&record) {
                 out.push(record);
             }

@@ -142,3 +142,140 @@ async fn records_written_as_plain_json_are_read_and_updated() {
         b'{'
     );
 }
+
+/// The raw value of `id` in `table`.
+fn raw(db: &Db, table: TableDefinition<&str, &[u8]>, id: &MessageId) -> Option<Vec<u8>> {
+    let txn = db.read().expect("store answers");
+    let table = txn.open_table(table).expect("store answers");
+    let value = table.get(id.as_str()).expect("store answers");
+    value.map(|v| v.value().to_vec())
+}
+
+async fn claim_now(store: &EmbeddedStore, id: &MessageId) -> MessageRecord {
+    let now = mdc_core::now();
+    match store
+        .claim(id, now, now + chrono::Duration::seconds(30), "dispatcher")
+        .await
+        .expect("store answers")
+    {
+        Claim::Claimed { record, .. } => *record,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn sent(attempt: u32) -> Transition {
+    Transition::Sent {
+        attempt,
+        provider: "kaleyra".into(),
+        provider_message_id: "kal-1".into(),
+        event: Event::new("dispatcher", "sent").status(Status::Sent),
+    }
+}
+
+/// A claim and `sent` write only the small state: the message's stored
+/// value stays as created, and the claim still hands out the whole
+/// message.
+#[tokio::test]
+async fn a_status_change_leaves_the_stored_message_alone() {
+    let (_dir, db, store) = fresh();
+    let mut message = sample_message("+14155550100");
+    message.reference = Some("order-9".into());
+    let id = message.id.clone();
+    let queued = Event::new("ingest", "queued").status(Status::Queued);
+    let record = MessageRecord::new(message.clone(), Status::Queued, queued);
+    assert_eq!(
+        store.create(&record).await.expect("store answers"),
+        Created::New
+    );
+    let written = raw(&db, MESSAGES, &id).expect("message stored");
+    let state = raw(&db, STATES, &id).expect("state stored");
+    assert!(
+        state.len() < written.len(),
+        "{} {}",
+        state.len(),
+        written.len()
+    );
+
+    let claimed = claim_now(&store, &id).await;
+    assert_eq!(claimed.message, message);
+    assert_eq!(claimed.status, Status::Sending);
+    assert!(matches!(
+        store.update(&id, sent(1)).await.expect("store answers"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    ));
+
+    assert_eq!(raw(&db, MESSAGES, &id), Some(written));
+    assert_ne!(raw(&db, STATES, &id), Some(state));
+    let read = stored(&store, &id).await;
+    assert_eq!(read.message, message);
+    assert_eq!(read.status, Status::Sent);
+    assert_eq!(read.attempts, 1);
+    assert_eq!(read.provider_message_id.as_deref(), Some("kal-1"));
+    assert_eq!(read.events.len(), 3);
+    assert_eq!(
+        store
+            .find_by_provider_message_id("kaleyra", "kal-1")
+            .await
+            .expect("store answers"),
+        Some(id)
+    );
+}
+
+/// A data directory written before states were kept apart holds whole
+/// records (compressed, no state row): they are read and listed as they
+/// are, claimed with their message, and split by their first change.
+#[tokio::test]
+async fn records_stored_whole_are_read_and_split_by_their_next_change() {
+    let (_dir, db, store) = fresh();
+    let message = sample_message("+14155550100");
+    let id = message.id.clone();
+    let queued = Event::new("ingest", "queued").status(Status::Queued);
+    let mut record = MessageRecord::new(message.clone(), Status::Queued, queued.clone());
+    record.events.clear();
+    let created = message.created_at.timestamp_millis();
+    db.write_now(|txn| {
+        let key = id.as_str();
+        txn.open_table(MESSAGES)?
+            .insert(key, codec::encode(&record)?.as_slice())?;
+        txn.open_table(EVENTS)?
+            .insert((key, 0), codec::encode(&queued)?.as_slice())?;
+        txn.open_table(BY_CREATED)?.insert((created, key), ())?;
+        txn.open_table(BY_STATUS)?
+            .insert((Status::Queued.as_str(), created, key), ())?;
+        Ok(())
+    })
+    .expect("store answers");
+    assert_eq!(raw(&db, STATES, &id), None);
+
+    let read = stored(&store, &id).await;
+    assert_eq!(read.message, message);
+    assert_eq!(read.events, vec![queued.clone()]);
+    let listed = store
+        .list(&ListFilter {
+            status: Some(Status::Queued),
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("store answers");
+    assert_eq!(
+        listed.iter().map(|r| &r.message).collect::<Vec<_>>(),
+        vec![&message]
+    );
+
+    let claimed = claim_now(&store, &id).await;
+    assert_eq!(claimed.message, message);
+    assert!(raw(&db, STATES, &id).is_some());
+    let split: mdc_core::Message =
+        codec::decode(&raw(&db, MESSAGES, &id).expect("message stored")).expect("a message");
+    assert_eq!(split, message);
+
+    store.update(&id, sent(1)).await.expect("store answers");
+    let read = stored(&store, &id).await;
+    assert_eq!(read.message, message);
+    assert_eq!(read.status, Status::Sent);
+    assert_eq!(read.events.len(), 3);
+    assert_eq!(read.events[0], queued);
+}

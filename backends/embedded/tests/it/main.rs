@@ -207,7 +207,7 @@ async fn lag_counts_what_is_not_finished() {
 
 /// Space freed by retention is reused: rounds of "create a batch of
 /// finished messages, let retention remove them" leave the store file at
-/// the size the first round grew it to.
+/// the size the first rounds grew it to.
 #[tokio::test]
 async fn space_freed_by_retention_is_reused() {
     use mdc_core::contract::store::aged;
@@ -239,14 +239,19 @@ async fn space_freed_by_retention_is_reused() {
         assert_eq!(removed, 300);
         std::fs::metadata(&file).expect("store file").len()
     };
-    let first = round().await;
-    let mut last = first;
-    for _ in 0..4 {
-        last = round().await;
+    // Without reuse every round would add its size: eight rounds end at
+    // about four times the first two. With reuse the file stays where the
+    // first rounds took it, give or take where its last pages fell (the
+    // size moves both ways between rounds).
+    let mut sizes = Vec::new();
+    for _ in 0..8 {
+        sizes.push(round().await);
     }
+    let early = sizes[..2].iter().max().copied().unwrap_or_default();
+    let late = sizes[6..].iter().max().copied().unwrap_or_default();
     assert!(
-        last <= first + first / 4,
-        "the store grew from {first} to {last} bytes over rounds that each removed what they added"
+        late <= early + early / 2,
+        "the store grew from {early} to {late} bytes over rounds that each removed what they added ({sizes:?})"
     );
 }
 

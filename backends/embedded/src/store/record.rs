@@ -1,0 +1,369 @@
+//! A stored message in two parts: the message (recipient, content, the
+//! caller's data), written once when it is created, and its small changing
+//! [`State`], the only part a status change reads and writes. Rewriting
+//! and recompressing the whole record on every claim, `sent` and report
+//! cost the store writer time and touched more pages than the change
+//! itself.
+//!
+//! A record written before the parts were kept apart is whole in the
+//! messages table and has no state row; it is read as it is and split by
+//! its next change.
+
+use chrono::DateTime;
+use mdc_core::{Message, MessageId, MessageRecord, Status, Timestamp};
+use redb::ReadableTable;
+
+use super::codec;
+use crate::db::DbError;
+
+/// Everything of a record that changes after it is created, stored in a
+/// fixed binary layout ([`State::encode`]): a few dozen bytes, no parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct State {
+    pub status: Status,
+    pub updated_at: Timestamp,
+    /// The message's, kept here for the index keys a change moves.
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub lease_until: Option<Timestamp>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub verify_before_send: bool,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+}
+
+/// The layout's version, its first byte.
+const STATE_V1: u8 = 1;
+
+/// Statuses by their stored code (the index). Fixed: codes on disk keep
+/// their meaning; a new status takes the next code.
+const STATUS_CODES: [Status; 9] = [
+    Status::Accepted,
+    Status::Queued,
+    Status::Sending,
+    Status::Sent,
+    Status::Delivered,
+    Status::Failed,
+    Status::Expired,
+    Status::Rejected,
+    Status::Cancelled,
+];
+
+const HAS_LEASE: u8 = 1;
+const HAS_NEXT_ATTEMPT: u8 = 1 << 1;
+const VERIFY_BEFORE_SEND: u8 = 1 << 2;
+const HAS_PROVIDER: u8 = 1 << 3;
+const HAS_PROVIDER_MESSAGE_ID: u8 = 1 << 4;
+
+fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
+    at.timestamp_nanos_opt()
+        .map(i64::to_le_bytes)
+        .ok_or_else(|| DbError::Storage(format!("time {at} is outside 1677-2262")))
+}
+
+/// Reads a state's fields in order; every read checks the length left.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DbError> {
+        if self.0.len() < n {
+            return Err(DbError::Storage("stored state is cut short".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, DbError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DbError> {
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn time(&mut self) -> Result<Timestamp, DbError> {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(DateTime::from_timestamp_nanos(i64::from_le_bytes(bytes)))
+    }
+
+    fn text(&mut self) -> Result<String, DbError> {
+        let mut len = [0; 2];
+        len.copy_from_slice(self.take(2)?);
+        let bytes = self.take(u16::from_le_bytes(len) as usize)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| DbError::Storage("stored state holds text that is not UTF-8".into()))
+    }
+}
+
+impl State {
+    /// Version, status code, flags, update and creation time (ns), attempts,
+    /// then what the flags say is there: lease end and next attempt (ns),
+    /// provider and its message id (length and UTF-8).
+    pub fn encode(&self) -> Result<Vec<u8>, DbError> {
+        let code = STATUS_CODES
+            .iter()
+            .position(|s| *s == self.status)
+            .ok_or_else(|| DbError::Storage(format!("no stored code for {}", self.status)))?;
+        let mut flags = 0;
+        for (present, flag) in [
+            (self.lease_until.is_some(), HAS_LEASE),
+            (self.next_attempt_at.is_some(), HAS_NEXT_ATTEMPT),
+            (self.verify_before_send, VERIFY_BEFORE_SEND),
+            (self.provider.is_some(), HAS_PROVIDER),
+            (self.provider_message_id.is_some(), HAS_PROVIDER_MESSAGE_ID),
+        ] {
+            if present {
+                flags |= flag;
+            }
+        }
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&[STATE_V1, code as u8, flags]);
+        out.extend_from_slice(&nanos(self.updated_at)?);
+        out.extend_from_slice(&nanos(self.created_at)?);
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        for at in [self.lease_until, self.next_attempt_at]
+            .into_iter()
+            .flatten()
+        {
+            out.extend_from_slice(&nanos(at)?);
+        }
+        for text in [&self.provider, &self.provider_message_id]
+            .into_iter()
+            .flatten()
+        {
+            let len = u16::try_from(text.len())
+                .map_err(|_| DbError::Storage(format!("{} bytes of vendor id", text.len())))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DbError> {
+        let mut r = Reader(bytes);
+        let version = r.byte()?;
+        if version != STATE_V1 {
+            return Err(DbError::Storage(format!(
+                "stored state has an unknown layout ({version})"
+            )));
+        }
+        let code = r.byte()?;
+        let status = *STATUS_CODES
+            .get(code as usize)
+            .ok_or_else(|| DbError::Storage(format!("unknown stored status code {code}")))?;
+        let flags = r.byte()?;
+        let has = |flag: u8| flags & flag != 0;
+        let updated_at = r.time()?;
+        let created_at = r.time()?;
+        let attempts = r.u32()?;
+        let lease_until = has(HAS_LEASE).then(|| r.time()).transpose()?;
+        let next_attempt_at = has(HAS_NEXT_ATTEMPT).then(|| r.time()).transpose()?;
+        let provider = has(HAS_PROVIDER).then(|| r.text()).transpose()?;
+        let provider_message_id = has(HAS_PROVIDER_MESSAGE_ID).then(|| r.text()).transpose()?;
+        Ok(Self {
+            status,
+            updated_at,
+            created_at,
+            attempts,
+            lease_until,
+            next_attempt_at,
+            verify_before_send: has(VERIFY_BEFORE_SEND),
+            provider,
+            provider_message_id,
+        })
+    }
+
+    pub fn of(record: &MessageRecord) -> Self {
+        Self {
+            status: record.status,
+            updated_at: record.updated_at,
+            created_at: record.message.created_at,
+            attempts: record.attempts,
+            lease_until: record.lease_until,
+            next_attempt_at: record.next_attempt_at,
+            verify_before_send: record.verify_before_send,
+            provider: record.provider.clone(),
+            provider_message_id: record.provider_message_id.clone(),
+        }
+    }
+
+    /// The record of `message` in this state, without its trail.
+    pub fn with(self, message: Message) -> MessageRecord {
+        MessageRecord {
+            message,
+            status: self.status,
+            updated_at: self.updated_at,
+            attempts: self.attempts,
+            lease_until: self.lease_until,
+            next_attempt_at: self.next_attempt_at,
+            verify_before_send: self.verify_before_send,
+            provider: self.provider,
+            provider_message_id: self.provider_message_id,
+            events: Vec::new(),
+        }
+    }
+
+    /// A record in this state for the status rules (`apply_claim`,
+    /// `apply_update`), which read and change only the state and append to
+    /// the trail. Its message is a stand-in with only the id and creation
+    /// time: a record that leaves the writer gets the real one first
+    /// ([`load_message`]).
+    pub fn stand_in(self, id: &MessageId) -> MessageRecord {
+        let message = Message {
+            id: id.clone(),
+            priority: mdc_core::Priority::Normal,
+            message_type: mdc_core::MessageType::Transactional,
+            to: String::new(),
+            sender: None,
+            content: mdc_core::Content::Sms {
+                body: String::new(),
+                encoding: mdc_core::message::SmsEncoding::Gsm7,
+                segments: 0,
+                template_id: None,
+            },
+            idempotency_key: String::new(),
+            created_at: self.created_at,
+            deadline: self.created_at,
+            reference: None,
+            metadata: None,
+            service: None,
+            direct: false,
+        };
+        self.with(message)
+    }
+}
+
+/// How `id` is stored: its state, and the whole record when it was written
+/// before states were kept apart.
+pub(super) enum Stored {
+    Split(State),
+    Whole(Box<MessageRecord>),
+}
+
+pub(super) fn stored(
+    messages: &impl ReadableTable<&'static str, &'static [u8]>,
+    states: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Stored>, DbError> {
+    if let Some(state) = states.get(id)? {
+        return Ok(Some(Stored::Split(State::decode(state.value())?)));
+    }
+    match messages.get(id)? {
+        Some(whole) => Ok(Some(Stored::Whole(Box::new(codec::decode(whole.value())?)))),
+        None => Ok(None),
+    }
+}
+
+/// The message of a record whose state is stored apart.
+pub(super) fn load_message(
+    messages: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Message, DbError> {
+    let bytes = messages
+        .get(id)?
+        .ok_or_else(|| DbError::Storage(format!("state of {id} without its message")))?;
+    codec::decode(bytes.value())
+}
+
+/// The record of `id` without its trail.
+pub(super) fn load(
+    messages: &impl ReadableTable<&'static str, &'static [u8]>,
+    states: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<MessageRecord>, DbError> {
+    Ok(match stored(messages, states, id)? {
+        Some(Stored::Split(state)) => Some(state.with(load_message(messages, id)?)),
+        Some(Stored::Whole(record)) => Some(*record),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let at = mdc_core::now();
+        State {
+            status: Status::Queued,
+            updated_at: at,
+            created_at: at - chrono::Duration::milliseconds(3),
+            attempts: 0,
+            lease_until: None,
+            next_attempt_at: None,
+            verify_before_send: false,
+            provider: None,
+            provider_message_id: None,
+        }
+    }
+
+    #[test]
+    fn states_come_back_as_written() {
+        let at = mdc_core::now();
+        let mut cases = vec![state()];
+        for (i, status) in Status::ALL.into_iter().enumerate() {
+            let mut s = state();
+            s.status = status;
+            s.attempts = i as u32 * 1_000_000;
+            s.lease_until = (i % 2 == 0).then_some(at + chrono::Duration::seconds(30));
+            s.next_attempt_at = (i % 3 == 0).then_some(at + chrono::Duration::minutes(2));
+            s.verify_before_send = i % 2 == 1;
+            s.provider = (i > 2).then(|| "kaleyra".to_owned());
+            s.provider_message_id = (i > 3).then(|| format!("ñ-{}", "x".repeat(i * 300)));
+            cases.push(s);
+        }
+        for s in cases {
+            let bytes = s.encode().expect("encodes");
+            assert_eq!(State::decode(&bytes).expect("decodes"), s);
+        }
+    }
+
+    /// Codes on disk keep their meaning, and every status has one.
+    #[test]
+    fn status_codes_are_fixed() {
+        let names: Vec<&str> = STATUS_CODES.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accepted",
+                "queued",
+                "sending",
+                "sent",
+                "delivered",
+                "failed",
+                "expired",
+                "rejected",
+                "cancelled"
+            ]
+        );
+        for status in Status::ALL {
+            assert!(STATUS_CODES.contains(&status), "{status} has no code");
+        }
+    }
+
+    #[test]
+    fn damaged_states_are_errors_not_panics() {
+        let mut s = state();
+        s.provider = Some("ses".into());
+        s.provider_message_id = Some("0100018c".into());
+        s.lease_until = Some(s.updated_at);
+        let bytes = s.encode().expect("encodes");
+        for len in 0..bytes.len() {
+            assert!(State::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        let mut version = bytes.clone();
+        version[0] = 9;
+        let mut status = bytes.clone();
+        status[1] = 200;
+        let mut text = bytes.clone();
+        let last = text.len() - 1;
+        text[last] = 0xff;
+        for broken in [version, status, text] {
+            assert!(State::decode(&broken).is_err(), "{broken:?}");
+        }
+    }
+}
