@@ -50,7 +50,18 @@ pub fn phone_number(
             format!("is not a phone number ({e})"),
         )
     })?;
-    if !number.is_valid() {
+    // Validity is the number's type being known. `is_valid` and
+    // `number_type` each find the number's region and match its patterns
+    // (for +1, region by region): the costliest step of validating. They
+    // read the same national number unless it has leading zeros, which
+    // only `is_valid` writes; without any, the type found once answers both.
+    let kind = number.number_type(&DATABASE);
+    let valid = if number.national().zeros() == 0 {
+        kind != Type::Unknown
+    } else {
+        number.is_valid()
+    };
+    if !valid {
         return Err(ValidationError::new(
             field,
             "phone_invalid",
@@ -58,7 +69,7 @@ pub fn phone_number(
         ));
     }
     let e164 = number.format().mode(Mode::E164).to_string();
-    let warning = match number.number_type(&DATABASE) {
+    let warning = match kind {
         Type::FixedLine => Some(Warning::new(
             field,
             "is a fixed-line number, which usually cannot receive SMS",
@@ -145,5 +156,50 @@ mod tests {
         assert_eq!(e164, "+442079460018");
         let warning = warning.expect("fixed line warning");
         assert!(warning.message.contains("fixed-line"));
+    }
+
+    /// Italian fixed lines keep their leading zero in the national number
+    /// (`+39 06…`); validity is checked on the number written with it.
+    #[test]
+    fn numbers_with_a_leading_national_zero() {
+        let (e164, warning) = phone_number("to", "+39 06 6988 1234").expect("valid Rome number");
+        assert_eq!(e164, "+390669881234");
+        assert!(warning.is_none(), "{warning:?}");
+        let err = phone_number("to", "+39 06 12").expect_err("too short");
+        assert_eq!(err.rule, "phone_invalid");
+    }
+
+    /// The shortcut above holds: for numbers without leading national
+    /// zeros, a known type is exactly what `is_valid` answers (checked
+    /// again whenever phonenumber changes).
+    #[test]
+    fn a_known_type_is_validity_without_leading_zeros() {
+        use phonenumber::{metadata::DATABASE, Type};
+        let (mut checked, mut valid) = (0, 0);
+        let prefixes = [
+            "+1415555", "+1200555", "+1604555", "+1876555", "+4479111", "+4420794", "+4412",
+            "+9198765", "+9112345", "+4915123", "+3361234", "+5511912", "+6141234", "+8190123",
+            "+8613123", "+2348021", "+3531234", "+39312", "+7912",
+        ];
+        for prefix in prefixes {
+            for n in 0..300 {
+                let Ok(number) = phonenumber::parse(None, format!("{prefix}{n:04}")) else {
+                    continue;
+                };
+                if number.national().zeros() > 0 {
+                    continue;
+                }
+                let known = number.number_type(&DATABASE) != Type::Unknown;
+                assert_eq!(known, number.is_valid(), "{prefix}{n:04}");
+                checked += 1;
+                valid += usize::from(known);
+            }
+        }
+        assert!(checked > 5000, "{checked}");
+        // Both answers occur.
+        assert!(
+            valid > 1000 && checked - valid > 1000,
+            "{valid} of {checked}"
+        );
     }
 }
