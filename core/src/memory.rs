@@ -35,6 +35,7 @@ pub struct MemoryStore {
     faults: Mutex<Option<(usize, Matcher)>>,
     down: AtomicBool,
     failed_updates: AtomicUsize,
+    recent_reads: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -55,6 +56,12 @@ impl MemoryStore {
     /// How many updates failed by injection.
     pub fn failed_updates(&self) -> usize {
         self.failed_updates.load(Ordering::SeqCst)
+    }
+
+    /// How many times a record was read with only its recent events
+    /// ([`Store::get_recent`], as outcomes are made).
+    pub fn recent_reads(&self) -> usize {
+        self.recent_reads.load(Ordering::SeqCst)
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -136,6 +143,21 @@ impl Store for MemoryStore {
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         self.check()?;
         Ok(lock(&self.records).get(id).cloned())
+    }
+
+    async fn get_recent(
+        &self,
+        id: &MessageId,
+        events: usize,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.check()?;
+        self.recent_reads.fetch_add(1, Ordering::SeqCst);
+        let mut record = lock(&self.records).get(id).cloned();
+        if let Some(record) = &mut record {
+            let older = record.events.len().saturating_sub(events);
+            record.events.drain(..older);
+        }
+        Ok(record)
     }
 
     async fn expire(

@@ -186,7 +186,18 @@ pub async fn publish_current(
         };
         record = whole;
     }
-    match OutcomeEvent::of_message(&record, vendor_at) {
+    publish_record(queue, &record, vendor_at).await
+}
+
+/// Publishes the outcome of `record`, if its status makes one: `record`
+/// is the message as stored now, with at least the events up to the one
+/// that moved it to its status.
+pub async fn publish_record(
+    queue: &dyn Queue,
+    record: &MessageRecord,
+    vendor_at: Option<Timestamp>,
+) -> Result<bool, PublishError> {
+    match OutcomeEvent::of_message(record, vendor_at) {
         Some(event) => {
             event.publish(queue).await?;
             let channel = record.message.channel().as_str();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use mdc_core::ports::store::apply_update;
 use mdc_core::ports::{
     AfterAmbiguous, CachedMessage, Claim, ConsumerSpec, Created, Delivery, Lookup, MessageCache,
     ProviderError, Queue, QueueConsumer, Receipt, RetryItem, RetryScheduler, Store, StoreError,
@@ -471,20 +472,46 @@ impl Dispatcher {
         Ok(false)
     }
 
-    /// Puts the message's outcome on the outcomes topic, trying again (with
-    /// a growing pause) until the queue takes it: the lane record is
-    /// acknowledged only after.
+    /// Publishes the outcome of `transition`, which the store applied to
+    /// the claimed `record` and which moved it to `status`. While the
+    /// attempt held the message nothing else moved it, so the stored
+    /// message is the claimed one with the transition applied: applied
+    /// here too, it gives the outcome without reading the message back.
+    /// Should it come out otherwise, the stored one is read.
+    async fn publish_applied(
+        &self,
+        record: &MessageRecord,
+        transition: Transition,
+        status: Status,
+    ) {
+        let mut now = record.clone();
+        if apply_update(&mut now, transition) != (Updated::Applied { status }) {
+            return self.publish_outcome(&record.message.id).await;
+        }
+        self.until_published(|| mdc_core::outcome::publish_record(&*self.queue, &now, None))
+            .await;
+    }
+
+    /// Puts the message's outcome on the outcomes topic.
     async fn publish_outcome(&self, id: &MessageId) {
+        self.until_published(|| {
+            mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, None)
+        })
+        .await;
+    }
+
+    /// Runs `publish` until the queue takes the outcome, with a growing
+    /// pause between tries: the lane record is acknowledged only after.
+    async fn until_published<F, Fut>(&self, mut publish: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, mdc_core::outcome::PublishError>>,
+    {
         let mut pause = Duration::from_millis(100);
-        loop {
-            match mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, None).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?pause, "Could not publish an outcome; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_WRITE_BACKOFF);
-                }
-            }
+        while let Err(e) = publish().await {
+            tracing::warn!(error = %e, retry_in = ?pause, "Could not publish an outcome; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_WRITE_BACKOFF);
         }
     }
 
@@ -733,7 +760,7 @@ impl Dispatcher {
             match self.store.update(&message.id, transition.clone()).await {
                 Ok(Updated::Applied { status }) => {
                     if mdc_core::outcome::is_outcome(status) {
-                        self.publish_outcome(&message.id).await;
+                        self.publish_applied(record, transition, status).await;
                     }
                     return;
                 }

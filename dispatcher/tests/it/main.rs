@@ -436,6 +436,41 @@ async fn stored_outcomes_are_published_and_published_again_on_redelivery() {
     h.stop().await;
 }
 
+/// The `sent` outcome is made from the claimed message with the stored
+/// move applied, without reading the message back, and is the outcome the
+/// stored message makes.
+#[tokio::test(start_paused = true)]
+async fn a_sent_outcome_is_the_stored_one_without_reading_it_back() {
+    use mdc_core::outcome::OutcomeEvent;
+    use mdc_core::ports::{ConsumerSpec, Queue, Topic};
+
+    let h = Harness::start(config(), None).await;
+    let outcomes = h
+        .queue
+        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("outcomes");
+    let id = h
+        .submit_with("+14155550172", Priority::Normal, |m| {
+            m.reference = Some("order-72".to_owned());
+            m.service = Some("billing".to_owned());
+            m.metadata = serde_json::json!({ "customer": 72 }).as_object().cloned();
+        })
+        .await;
+    let published = mdc_core::contract::queue::fetch_n(&outcomes, 1).await;
+    let published: OutcomeEvent =
+        serde_json::from_slice(&published[0].payload).expect("an outcome");
+    let stored = h.record(&id).await;
+    assert_eq!(stored.status, Status::Sent);
+    assert_eq!(
+        Some(published),
+        OutcomeEvent::of_message(&stored, None),
+        "the outcome the stored message makes"
+    );
+    assert_eq!(h.store.recent_reads(), 0, "made without reading it back");
+    h.stop().await;
+}
+
 /// As the client's direct transport produces it, for `service`.
 fn direct(to: &str, key: &str) -> mdc_core::Message {
     let mut message = mdc_core::contract::sample_message(to);
