@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
 use mdc_core::ports::{
-    AfterAmbiguous, Lookup, Provider, ProviderError, Queue, Receipt, RetryScheduler, Store,
-    StoreError, Suppression, SuppressionList, Topic,
+    AfterAmbiguous, ConsumerSpec, Lookup, Provider, ProviderError, Queue, QueueConsumer, Receipt,
+    RetryScheduler, Store, StoreError, Suppression, SuppressionList, Topic,
 };
 use mdc_core::{Channel, Event, Message, MessageId, MessageRecord, Priority, Status};
 use mdc_dispatcher::routing::{Member, Mode, Router};
@@ -320,6 +320,14 @@ impl Harness {
         let id = self.create_with(to, priority, edit).await;
         self.produce(&id).await;
         id
+    }
+
+    /// A consumer of the outcomes topic, in a group of its own.
+    pub async fn outcomes(&self) -> Arc<dyn QueueConsumer> {
+        self.queue
+            .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
+            .await
+            .expect("outcomes")
     }
 
     pub async fn record(&self, id: &MessageId) -> MessageRecord {

@@ -387,14 +387,10 @@ async fn a_takeover_records_the_provider_that_already_had_the_message() {
 #[tokio::test(start_paused = true)]
 async fn stored_outcomes_are_published_and_published_again_on_redelivery() {
     use mdc_core::outcome::OutcomeEvent;
-    use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, Topic};
+    use mdc_core::ports::QueueConsumer;
 
     let h = Harness::start(config(), None).await;
-    let outcomes = h
-        .queue
-        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
-        .await
-        .expect("outcomes");
+    let outcomes = h.outcomes().await;
     let sent = h.submit("+14155550170", Priority::Normal).await;
     h.wait_for(&sent, Status::Sent, Duration::from_secs(5))
         .await;
@@ -442,14 +438,9 @@ async fn stored_outcomes_are_published_and_published_again_on_redelivery() {
 #[tokio::test(start_paused = true)]
 async fn a_sent_outcome_is_the_stored_one_without_reading_it_back() {
     use mdc_core::outcome::OutcomeEvent;
-    use mdc_core::ports::{ConsumerSpec, Queue, Topic};
 
     let h = Harness::start(config(), None).await;
-    let outcomes = h
-        .queue
-        .group_consumer(Topic::Outcomes, "test", ConsumerSpec { index: 0, count: 1 })
-        .await
-        .expect("outcomes");
+    let outcomes = h.outcomes().await;
     let id = h
         .submit_with("+14155550172", Priority::Normal, |m| {
             m.reference = Some("order-72".to_owned());
