@@ -16,8 +16,10 @@ use crate::db::{Completer, Db, DbError};
 mod codec;
 mod read;
 mod record;
+mod retention;
 use read::{list, read_record};
 use record::{load, load_message, stored, State, Stored};
+use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 
 /// id → the message, written when it is created (a record written before
 /// states were kept apart: the whole record without its events).
@@ -37,12 +39,6 @@ const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::ne
 const STATUS_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
 /// (updated ms, id): lists by last change.
 const BY_UPDATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_updated");
-/// Retention's progress: `bodies_before` → creation time (ms) before which
-/// every finished message's bodies are cleared.
-const RETENTION: TableDefinition<&str, i64> = TableDefinition::new("retention");
-/// At most this many index entries are looked at per retention call, so a
-/// long run of unfinished old messages cannot make one call unbounded.
-const RETENTION_SCAN_FACTOR: usize = 4;
 
 /// The message store on the embedded database.
 pub struct EmbeddedStore {
@@ -573,97 +569,7 @@ impl Store for EmbeddedStore {
         let bodies_before = bodies_before.map(|t| t.timestamp_millis());
         let scan = limit.saturating_mul(RETENTION_SCAN_FACTOR).max(1);
         let done = self
-            .apply(move |t| {
-                let mut done = Expired::default();
-                if let Some(before) = records_before {
-                    let old: Vec<String> = t
-                        .by_created
-                        .range(..(before, ""))?
-                        .take(scan)
-                        .map(|entry| entry.map(|(key, _)| key.value().1.to_owned()))
-                        .collect::<Result<_, _>>()?;
-                    for id in old {
-                        if done.removed >= limit {
-                            break;
-                        }
-                        let Some(record) = t.load(&id)? else {
-                            continue;
-                        };
-                        if record.status.is_terminal() {
-                            remove_record(t, &record)?;
-                            done.removed += 1;
-                        }
-                    }
-                }
-                if let Some(before) = bodies_before {
-                    let mut progress = t.txn.open_table(RETENTION)?;
-                    let from = progress
-                        .get("bodies_before")?
-                        .map_or(i64::MIN, |v| v.value())
-                        .max(records_before.unwrap_or(i64::MIN));
-                    // Bodies kept longer than records, or a retention made
-                    // longer since the last sweep: nothing below `from` is
-                    // left to clear.
-                    let window: Vec<(i64, String)> = if from < before {
-                        t.by_created
-                            .range((from, "")..(before, ""))?
-                            .take(scan)
-                            .map(|entry| {
-                                entry.map(|(key, _)| {
-                                    let (at, id) = key.value();
-                                    (at, id.to_owned())
-                                })
-                            })
-                            .collect::<Result<_, _>>()?
-                    } else {
-                        Vec::new()
-                    };
-                    let mut reached = if window.len() < scan {
-                        before.max(from)
-                    } else {
-                        from
-                    };
-                    for (at, id) in window {
-                        if done.redacted >= limit {
-                            reached = at;
-                            break;
-                        }
-                        reached = reached.max(at);
-                        let Some(mut record) = t.load(&id)? else {
-                            continue;
-                        };
-                        // Unfinished ones are passed over (deadlines end
-                        // long before any sensible retention).
-                        if !record.status.is_terminal() {
-                            continue;
-                        }
-                        let mut changed = record.message.content.redact();
-                        let trail: Vec<(u32, Event)> = t
-                            .events
-                            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
-                            .map(|entry| {
-                                let (key, value) = entry?;
-                                Ok((key.value().1, codec::decode(value.value())?))
-                            })
-                            .collect::<Result<_, DbError>>()?;
-                        for (seq, mut event) in trail {
-                            if event.raw.take().is_some() {
-                                t.events.insert(
-                                    (id.as_str(), seq),
-                                    codec::encode(&event)?.as_slice(),
-                                )?;
-                                changed = true;
-                            }
-                        }
-                        if changed {
-                            t.put_parts(&record)?;
-                            done.redacted += 1;
-                        }
-                    }
-                    progress.insert("bodies_before", reached)?;
-                }
-                Ok(done)
-            })
+            .apply(move |t| retention::expire(t, records_before, bodies_before, limit, scan))
             .await?;
         Ok(done)
     }

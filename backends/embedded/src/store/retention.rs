@@ -1,0 +1,116 @@
+//! Retention inside the group commit: finished messages removed once
+//! older than the records' retention, their bodies and vendor payloads
+//! cleared once older than the bodies'.
+
+use mdc_core::ports::Expired;
+use mdc_core::Event;
+use redb::{ReadableTable, TableDefinition};
+
+use super::{codec, remove_record, Tables};
+use crate::db::DbError;
+
+/// Retention's progress: `bodies_before` → creation time (ms) before which
+/// every finished message's bodies are cleared.
+pub(super) const RETENTION: TableDefinition<&str, i64> = TableDefinition::new("retention");
+/// At most this many index entries are looked at per retention call, so a
+/// long run of unfinished old messages cannot make one call unbounded.
+pub(super) const RETENTION_SCAN_FACTOR: usize = 4;
+
+/// One bounded step of retention: at most `limit` messages removed and
+/// `limit` cleared, looking at most `scan` index entries for each (times
+/// in ms).
+pub(super) fn expire(
+    t: &mut Tables<'_>,
+    records_before: Option<i64>,
+    bodies_before: Option<i64>,
+    limit: usize,
+    scan: usize,
+) -> Result<Expired, DbError> {
+    let mut done = Expired::default();
+    if let Some(before) = records_before {
+        let old: Vec<String> = t
+            .by_created
+            .range(..(before, ""))?
+            .take(scan)
+            .map(|entry| entry.map(|(key, _)| key.value().1.to_owned()))
+            .collect::<Result<_, _>>()?;
+        for id in old {
+            if done.removed >= limit {
+                break;
+            }
+            let Some(record) = t.load(&id)? else {
+                continue;
+            };
+            if record.status.is_terminal() {
+                remove_record(t, &record)?;
+                done.removed += 1;
+            }
+        }
+    }
+    if let Some(before) = bodies_before {
+        let mut progress = t.txn.open_table(RETENTION)?;
+        let from = progress
+            .get("bodies_before")?
+            .map_or(i64::MIN, |v| v.value())
+            .max(records_before.unwrap_or(i64::MIN));
+        // Bodies kept longer than records, or a retention made
+        // longer since the last sweep: nothing below `from` is
+        // left to clear.
+        let window: Vec<(i64, String)> = if from < before {
+            t.by_created
+                .range((from, "")..(before, ""))?
+                .take(scan)
+                .map(|entry| {
+                    entry.map(|(key, _)| {
+                        let (at, id) = key.value();
+                        (at, id.to_owned())
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let mut reached = if window.len() < scan {
+            before.max(from)
+        } else {
+            from
+        };
+        for (at, id) in window {
+            if done.redacted >= limit {
+                reached = at;
+                break;
+            }
+            reached = reached.max(at);
+            let Some(mut record) = t.load(&id)? else {
+                continue;
+            };
+            // Unfinished ones are passed over (deadlines end
+            // long before any sensible retention).
+            if !record.status.is_terminal() {
+                continue;
+            }
+            let mut changed = record.message.content.redact();
+            let trail: Vec<(u32, Event)> = t
+                .events
+                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    Ok((key.value().1, codec::decode(value.value())?))
+                })
+                .collect::<Result<_, DbError>>()?;
+            for (seq, mut event) in trail {
+                if event.raw.take().is_some() {
+                    t.events
+                        .insert((id.as_str(), seq), codec::encode(&event)?.as_slice())?;
+                    changed = true;
+                }
+            }
+            if changed {
+                t.put_parts(&record)?;
+                done.redacted += 1;
+            }
+        }
+        progress.insert("bodies_before", reached)?;
+    }
+    Ok(done)
+}
