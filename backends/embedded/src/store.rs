@@ -121,23 +121,6 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
     format!("{provider}\u{1f}{provider_message_id}")
 }
 
-impl Tables<'_> {
-    fn load(&self, id: &str) -> Result<Option<MessageRecord>, DbError> {
-        load(&self.messages, &self.states, id)
-    }
-
-    /// Writes both parts of `record`: after a change to its message, or
-    /// to split a record stored whole.
-    fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {
-        let id = record.message.id.as_str();
-        self.messages
-            .insert(id, codec::encode(&record.message)?.as_slice())?;
-        self.states
-            .insert(id, State::of(record).encode()?.as_slice())?;
-        Ok(())
-    }
-}
-
 /// Writes a record's state and new trail events and keeps the indexes in
 /// step. `previous` is the stored state (none for a new record).
 fn save(

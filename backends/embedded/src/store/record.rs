@@ -13,7 +13,7 @@ use chrono::DateTime;
 use mdc_core::{Message, MessageId, MessageRecord, Status, Timestamp};
 use redb::ReadableTable;
 
-use super::codec;
+use super::{codec, Tables};
 use crate::db::DbError;
 
 /// Everything of a record that changes after it is created, stored in a
@@ -280,6 +280,23 @@ pub(super) fn load(
         Some(Stored::Whole(record)) => Some(*record),
         None => None,
     })
+}
+
+impl Tables<'_> {
+    pub(super) fn load(&self, id: &str) -> Result<Option<MessageRecord>, DbError> {
+        load(&self.messages, &self.states, id)
+    }
+
+    /// Writes both parts of `record`: after a change to its message, or
+    /// to split a record stored whole.
+    pub(super) fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {
+        let id = record.message.id.as_str();
+        self.messages
+            .insert(id, codec::encode(&record.message)?.as_slice())?;
+        self.states
+            .insert(id, State::of(record).encode()?.as_slice())?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -114,33 +114,16 @@ async fn records_written_as_plain_json_are_read_and_updated() {
 
     // The changed record and the new event are stored compressed; the
     // old event row is left as it was.
-    let txn = db.read().expect("store answers");
-    let messages = txn.open_table(MESSAGES).expect("store answers");
-    assert_ne!(
-        messages
-            .get(id.as_str())
-            .expect("store answers")
-            .expect("store answers")
-            .value()[0],
-        b'{'
-    );
-    let events = txn.open_table(EVENTS).expect("store answers");
-    assert_eq!(
-        events
-            .get((id.as_str(), 0))
-            .expect("store answers")
-            .expect("store answers")
-            .value()[0],
-        b'{'
-    );
-    assert_ne!(
-        events
-            .get((id.as_str(), 1))
-            .expect("store answers")
-            .expect("store answers")
-            .value()[0],
-        b'{'
-    );
+    let first_byte = |table, key| -> u8 {
+        let txn = db.read().expect("store answers");
+        let table: redb::ReadOnlyTable<(&str, u32), &[u8]> =
+            txn.open_table(table).expect("store answers");
+        let value = table.get(key).expect("store answers");
+        value.expect("row present").value()[0]
+    };
+    assert_ne!(raw(&db, MESSAGES, &id).expect("message stored")[0], b'{');
+    assert_eq!(first_byte(EVENTS, (id.as_str(), 0)), b'{');
+    assert_ne!(first_byte(EVENTS, (id.as_str(), 1)), b'{');
 }
 
 /// The raw value of `id` in `table`.
