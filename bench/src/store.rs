@@ -73,11 +73,8 @@ fn sms(i: u64) -> Message {
 async fn lifecycle(store: &dyn Store, i: u64) -> anyhow::Result<()> {
     let message = sms(i);
     let id = message.id.clone();
-    let record = MessageRecord::new(
-        message,
-        Status::Queued,
-        Event::new("ingest", "accepted").status(Status::Queued),
-    );
+    // As the server creates it: `accepted` and `queued`.
+    let record = MessageRecord::accepted(message, "ingest", "accepted");
     anyhow::ensure!(store.create(&record).await? == Created::New, "not created");
     let now = mdc_core::now();
     let lease = now + chrono::Duration::seconds(30);

@@ -18,7 +18,7 @@ mod read;
 mod record;
 mod retention;
 use read::{list, read_record};
-use record::{load, load_message, stored, State, Stored};
+use record::{load, load_message, stored, State, Stored, Trail};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 
 /// id → the message, written when it is created (a record written before
@@ -26,7 +26,8 @@ use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// id → the message's changing part ([`State`]).
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
-/// (id, sequence) → event (JSON): the append-only trail.
+/// (id, row) → the events one write appended ([`codec::encode_events`]):
+/// the append-only trail.
 const EVENTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency_keys");
 /// `provider \x1f provider message id` → id.
@@ -122,14 +123,15 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
 }
 
 /// Writes a record's state and new trail events and keeps the indexes in
-/// step. `previous` is the stored state (none for a new record).
+/// step. `previous` is the stored state (none for a new record), `trail`
+/// where its trail ends. The events go into one row.
 fn save(
     t: &mut Tables<'_>,
     id: &str,
-    state: &State,
+    mut state: State,
     previous: Option<&State>,
     events: Vec<Event>,
-    first_event_seq: u32,
+    mut trail: Trail,
 ) -> Result<(), DbError> {
     let created = state.created_at.timestamp_millis();
     let updated = state.updated_at.timestamp_millis();
@@ -140,17 +142,16 @@ fn save(
         }
         t.by_updated.insert((updated, id), ())?;
     }
-    let added = events.len() as u32;
-    for (i, event) in events.into_iter().enumerate() {
+    if !events.is_empty() {
         t.events.insert(
-            (id, first_event_seq + i as u32),
-            codec::encode(&event)?.as_slice(),
+            (id, trail.next_row),
+            codec::encode_events(&events)?.as_slice(),
         )?;
-    }
-    // Sequence numbers only grow and are renumbered from 0 when the trail
-    // is compacted, so the next one bounds the trail's length.
-    if (first_event_seq + added) as usize > trail::MAX_TRAIL {
-        compact_events(&mut t.events, id)?;
+        trail.next_row = trail.next_row.saturating_add(1);
+        trail.events = trail.events.saturating_add(events.len() as u32);
+        if trail.events as usize > trail::MAX_TRAIL {
+            trail = compact_events(&mut t.events, id)?;
+        }
     }
     let previous_status = previous.map(|p| p.status);
     if previous_status != Some(state.status) {
@@ -171,6 +172,7 @@ fn save(
                 .insert(provider_key(provider, pmid).as_str(), id)?;
         }
     }
+    state.trail = Some(trail);
     t.states.insert(id, state.encode()?.as_slice())?;
     Ok(())
 }
@@ -244,29 +246,32 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
     Ok(())
 }
 
-/// Folds the middle of an over-long trail into a summary and renumbers it.
-fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), DbError> {
+/// Folds the middle of an over-long trail into a summary and renumbers it,
+/// an event a row; returns where the trail now ends.
+fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<Trail, DbError> {
     let mut all = Vec::new();
+    let mut next_row = 0;
     for entry in events.range((id, 0)..=(id, u32::MAX))? {
-        let (_, value) = entry?;
-        all.push(codec::decode::<Event>(value.value())?);
+        let (key, value) = entry?;
+        next_row = key.value().1 + 1;
+        all.extend(codec::decode_events(value.value())?);
     }
     if all.len() <= trail::MAX_TRAIL {
-        return Ok(());
+        return Ok(Trail {
+            next_row,
+            events: all.len() as u32,
+        });
     }
     clear_events(events, id)?;
-    for (seq, event) in trail::compact(all).iter().enumerate() {
-        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
+    let compacted = trail::compact(all);
+    for (row, event) in compacted.iter().enumerate() {
+        events.insert((id, row as u32), codec::encode(event)?.as_slice())?;
     }
-    Ok(())
-}
-
-fn next_event_seq(events: &Table<(&str, u32), &[u8]>, id: &str) -> Result<u32, DbError> {
-    let last = events
-        .range((id, 0)..=(id, u32::MAX))?
-        .next_back()
-        .transpose()?;
-    Ok(last.map_or(0, |(key, _)| key.value().1 + 1))
+    let len = compacted.len() as u32;
+    Ok(Trail {
+        next_row: len,
+        events: len,
+    })
 }
 
 impl EmbeddedStore {
@@ -385,9 +390,12 @@ fn modify<T>(
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<T>, DbError> {
     let key = id.as_str();
-    let (mut record, whole) = match stored(&t.messages, &t.states, key)? {
-        Some(Stored::Split(state)) => (state.stand_in(id), false),
-        Some(Stored::Whole(record)) => (*record, true),
+    let (mut record, whole, trail) = match stored(&t.messages, &t.states, key)? {
+        Some(Stored::Split(state)) => {
+            let trail = state.trail;
+            (state.stand_in(id), false, trail)
+        }
+        Some(Stored::Whole(record)) => (*record, true, None),
         None => return Ok(None),
     };
     let before = State::of(&record);
@@ -400,14 +408,17 @@ fn modify<T>(
         t.messages
             .insert(key, codec::encode(&record.message)?.as_slice())?;
     }
-    let seq = next_event_seq(&t.events, key)?;
+    let trail = match trail {
+        Some(trail) => trail,
+        None => Trail::find(&t.events, key)?,
+    };
     save(
         t,
         key,
-        &after,
+        after,
         Some(&before),
         std::mem::take(&mut record.events),
-        seq,
+        trail,
     )?;
     Ok(Some(out))
 }
@@ -445,7 +456,7 @@ impl Store for EmbeddedStore {
                 t.messages
                     .insert(id.as_str(), codec::encode(&record.message)?.as_slice())?;
                 let events = std::mem::take(&mut record.events);
-                save(t, &id, &State::of(&record), None, events, 0)?;
+                save(t, &id, State::of(&record), None, events, Trail::EMPTY)?;
                 Ok(Created::New)
             })
             .await?;

@@ -90,18 +90,24 @@ pub(super) fn expire(
                 continue;
             }
             let mut changed = record.message.content.redact();
-            let trail: Vec<(u32, Event)> = t
+            let rows: Vec<(u32, Vec<Event>)> = t
                 .events
                 .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
                 .map(|entry| {
                     let (key, value) = entry?;
-                    Ok((key.value().1, codec::decode(value.value())?))
+                    Ok((key.value().1, codec::decode_events(value.value())?))
                 })
                 .collect::<Result<_, DbError>>()?;
-            for (seq, mut event) in trail {
-                if event.raw.take().is_some() {
-                    t.events
-                        .insert((id.as_str(), seq), codec::encode(&event)?.as_slice())?;
+            for (row, mut events) in rows {
+                let mut dropped = false;
+                for event in &mut events {
+                    dropped |= event.raw.take().is_some();
+                }
+                if dropped {
+                    t.events.insert(
+                        (id.as_str(), row),
+                        codec::encode_events(&events)?.as_slice(),
+                    )?;
                     changed = true;
                 }
             }
