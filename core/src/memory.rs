@@ -36,6 +36,7 @@ pub struct MemoryStore {
     down: AtomicBool,
     failed_updates: AtomicUsize,
     recent_reads: AtomicUsize,
+    events_read: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -62,6 +63,12 @@ impl MemoryStore {
     /// ([`Store::get_recent`], as outcomes are made).
     pub fn recent_reads(&self) -> usize {
         self.recent_reads.load(Ordering::SeqCst)
+    }
+
+    /// How many trail events reads have handed out ([`Store::get`],
+    /// [`Store::get_recent`]).
+    pub fn events_read(&self) -> usize {
+        self.events_read.load(Ordering::SeqCst)
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -142,7 +149,12 @@ impl Store for MemoryStore {
 
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         self.check()?;
-        Ok(lock(&self.records).get(id).cloned())
+        let record = lock(&self.records).get(id).cloned();
+        if let Some(record) = &record {
+            self.events_read
+                .fetch_add(record.events.len(), Ordering::SeqCst);
+        }
+        Ok(record)
     }
 
     async fn get_recent(
@@ -156,6 +168,8 @@ impl Store for MemoryStore {
         if let Some(record) = &mut record {
             let older = record.events.len().saturating_sub(events);
             record.events.drain(..older);
+            self.events_read
+                .fetch_add(record.events.len(), Ordering::SeqCst);
         }
         Ok(record)
     }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ports::{Queue, QueueError, Suppression, Topic};
-use crate::{Channel, MessageId, MessageRecord, Status, Timestamp};
+use crate::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 
 /// The version of the event's JSON shape; fields are only ever added.
 pub const SCHEMA: &str = "mdc.outcome.v1";
@@ -186,6 +186,30 @@ pub async fn publish_current(
         };
         record = whole;
     }
+    publish_record(queue, &record, vendor_at).await
+}
+
+/// Publishes the outcome of the move the caller has just stored with
+/// `event` (its status set): the message and its state are read, not its
+/// trail, as the event that moved it is known. When the message has changed
+/// since, publishes the status it is in now ([`publish_current`]).
+pub async fn publish_moved(
+    store: &dyn crate::ports::Store,
+    queue: &dyn Queue,
+    id: &MessageId,
+    event: &Event,
+    vendor_at: Option<Timestamp>,
+) -> Result<bool, PublishError> {
+    let Some(mut record) = store.get_recent(id, 0).await? else {
+        return Ok(false);
+    };
+    // Backends keep times to the millisecond or finer.
+    let unchanged = event.status == Some(record.status)
+        && record.updated_at.timestamp_millis() == event.at.timestamp_millis();
+    if !unchanged {
+        return publish_current(store, queue, id, vendor_at).await;
+    }
+    record.events.push(event.clone());
     publish_record(queue, &record, vendor_at).await
 }
 

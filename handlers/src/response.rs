@@ -265,6 +265,8 @@ impl ResponseHandler {
                 .details
                 .push_str(&format!("; at the vendor {}", vendor_at.to_rfc3339()));
         }
+        // The event as the store keeps it, when it moves the message.
+        let moved = status.map(|status| event.clone().status(status));
         let update = match status {
             Some(status) => Transition::Reported {
                 status,
@@ -289,8 +291,15 @@ impl ResponseHandler {
                     "status" => reported.map_or("event", |s| s.as_str()),
                 )
                 .increment(1);
-                if reported.is_some() {
-                    self.publish(&id, &report).await?;
+                if let Some(moved) = &moved {
+                    mdc_core::outcome::publish_moved(
+                        &*self.store,
+                        &*self.queue,
+                        &id,
+                        moved,
+                        report.vendor_at,
+                    )
+                    .await?;
                 }
                 self.suppress_if_asked(&id, &report).await?;
             }
@@ -317,17 +326,18 @@ impl ResponseHandler {
         Ok(())
     }
 
-    /// Adds the message's recipient to the suppression list when the report
-    /// says it cannot or will not take messages.
-    /// Publishes the message's outcome, with the vendor's time.
+    /// Publishes the status the message is in now, with the vendor's time
+    /// (a report applied again).
     async fn publish(&self, id: &MessageId, report: &DeliveryReport) -> Result<(), Unapplied> {
         mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, report.vendor_at)
             .await?;
         Ok(())
     }
 
-    /// Publishes `suppression.added` for an entry this message's report
-    /// made, also when it was made before a crash (same event id).
+    /// Adds the message's recipient to the suppression list when the report
+    /// says it cannot or will not take messages, and publishes
+    /// `suppression.added` for an entry this message's report made, also
+    /// when it was made before a crash (same event id).
     async fn suppress_if_asked(
         &self,
         id: &MessageId,

@@ -380,3 +380,40 @@ async fn a_republished_outcome_finds_its_move_behind_later_events() {
     assert_eq!(events[1], events[0], "the same event both times");
     assert_eq!(events[1].reason.as_deref(), Some("number unreachable"));
 }
+
+/// The outcome of a report just applied is made from the message and its
+/// state, with the report's own event: no trail is read, and it is the
+/// outcome the stored message makes.
+#[tokio::test(start_paused = true)]
+async fn an_applied_report_s_outcome_reads_no_trail() {
+    use mdc_core::outcome::OutcomeEvent;
+
+    let (store, outcomes, handler) = with_outcomes().await;
+    let failed = sent(&store, "+14155550163").await;
+    let delivered = sent(&store, "+14155550164").await;
+    let read_before = store.events_read();
+    handler
+        .apply(&failure_report(&failed, "number unreachable", false))
+        .await
+        .expect("apply");
+    let mut delivery = failure_report(&delivered, "", false);
+    delivery.payload = report(&delivered);
+    handler.apply(&delivery).await.expect("apply");
+    assert_eq!(store.events_read(), read_before, "no trail read");
+
+    let published: Vec<OutcomeEvent> = mdc_core::contract::queue::fetch_n(&outcomes, 2)
+        .await
+        .iter()
+        .map(|d| serde_json::from_slice(&d.payload).expect("outcome"))
+        .collect();
+    for (event, id) in published.iter().zip([&failed, &delivered]) {
+        let stored = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(
+            Some(event),
+            OutcomeEvent::of_message(&stored, None).as_ref()
+        );
+    }
+    assert_eq!(published[0].kind, "message.failed");
+    assert_eq!(published[0].reason.as_deref(), Some("number unreachable"));
+    assert_eq!(published[1].kind, "message.delivered");
+}

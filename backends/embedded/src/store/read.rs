@@ -26,6 +26,9 @@ pub(super) fn read_record(
     let Some(mut record) = load(&messages, &states, id.as_str())? else {
         return Ok(None);
     };
+    if last == Some(0) {
+        return Ok(Some(record));
+    }
     let table = txn.open_table(EVENTS)?;
     let range = table.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?;
     match last {
