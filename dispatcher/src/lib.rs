@@ -12,4 +12,4 @@ pub mod routing;
 pub mod worker;
 
 pub use config::{DispatcherConfig, DEFAULT_RETRY_SCHEDULE};
-pub use worker::Dispatcher;
+pub use worker::{Dispatcher, NOT_STORED_GRACE};

@@ -42,12 +42,26 @@ use crate::DispatcherConfig;
 
 const COMPONENT: &str = "dispatcher";
 
+/// How one pass over a queued message ended.
+enum Pass {
+    /// Sent, failed, skipped or handed on: the record can be acknowledged.
+    Done,
+    /// Its record is not in the store (yet).
+    NotStored,
+}
+
 /// Pause after a backend error before the next fetch.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How often a pre-empted lane that found itself empty looks for records
 /// it is owed a share of.
 const SHARE_PROBE: Duration = Duration::from_secs(1);
+/// How long a queued message whose record is not in the store is looked
+/// for again before it is dropped: the accept path stores and queues a
+/// message at the same time, so its record may land just after.
+pub const NOT_STORED_GRACE: Duration = Duration::from_secs(5);
+/// The first pause before looking for such a record again; it doubles.
+const NOT_STORED_PAUSE: Duration = Duration::from_millis(5);
 
 /// Longest pause between two tries to store an outcome the vendor already
 /// gave.
@@ -325,9 +339,20 @@ impl Dispatcher {
         let span = tracing::info_span!("dispatch", message_id = %message.id, channel = %message.channel(), priority = %message.priority);
         async {
             let mut waited = false;
+            let mut missing: Option<(tokio::time::Instant, Duration)> = None;
             loop {
                 match self.dispatch(&message, &mut waited).await {
-                    Ok(()) => break,
+                    Ok(Pass::Done) => break,
+                    Ok(Pass::NotStored) => {
+                        let (since, pause) =
+                            missing.get_or_insert((tokio::time::Instant::now(), NOT_STORED_PAUSE));
+                        if since.elapsed() >= NOT_STORED_GRACE {
+                            tracing::warn!("Queued message missing from the store; dropping it");
+                            break;
+                        }
+                        tokio::time::sleep(*pause).await;
+                        *pause = (*pause * 2).min(ERROR_BACKOFF);
+                    }
                     Err(error) => {
                         tracing::warn!(topic = %delivery.topic, offset = delivery.offset, %error, "Store unavailable while dispatching; retrying");
                         tokio::time::sleep(ERROR_BACKOFF).await;
@@ -341,10 +366,10 @@ impl Dispatcher {
 
     /// Claims the message and makes one attempt. An error means nothing was
     /// sent: the caller may start over.
-    async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<(), StoreError> {
+    async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<Pass, StoreError> {
         let id = &message.id;
         if message.direct && !self.record_direct(message).await? {
-            return Ok(());
+            return Ok(Pass::Done);
         }
         if mdc_core::now() > message.deadline {
             let event = Event::new(
@@ -358,7 +383,7 @@ impl Dispatcher {
             {
                 self.publish_outcome(id).await;
             }
-            return Ok(());
+            return Ok(Pass::Done);
         }
         // The permit first, so the lease starts only when the send can.
         let _permit = self.in_flight.acquire().await;
@@ -378,7 +403,7 @@ impl Dispatcher {
                     () = &mut work => {}
                     () = &mut keeper => {}
                 }
-                Ok(())
+                Ok(Pass::Done)
             }
             Claim::Finished { status } => {
                 tracing::debug!(%status, "Already sent or finished; skipping redelivery");
@@ -387,11 +412,11 @@ impl Dispatcher {
                 if mdc_core::outcome::is_outcome(status) {
                     self.publish_outcome(id).await;
                 }
-                Ok(())
+                Ok(Pass::Done)
             }
             Claim::NotDue { at } => {
                 tracing::debug!(due = %at, "Retry not due yet; the scheduler holds it");
-                Ok(())
+                Ok(Pass::Done)
             }
             Claim::Busy { lease_until } if !*waited => {
                 // An attempt is in flight elsewhere, or was when a dispatcher
@@ -410,12 +435,10 @@ impl Dispatcher {
             }
             Claim::Busy { lease_until } => {
                 // Still held: look again when the lease ends.
-                self.schedule(message, lease_until).await
+                self.schedule(message, lease_until).await?;
+                Ok(Pass::Done)
             }
-            Claim::NotFound => {
-                tracing::warn!("Queued message missing from the store; dropping it");
-                Ok(())
-            }
+            Claim::NotFound => Ok(Pass::NotStored),
         }
     }
 

@@ -36,11 +36,15 @@ impl Submitter {
 
     /// Returns `Ok` only once the message is durable in its queue.
     ///
-    /// The message is recorded as `queued` (claiming its idempotency key) and
-    /// then produced, so the dispatcher never sees a record that is not yet
-    /// stored. If producing fails the caller gets an error and the record is
-    /// removed again (its idempotency key freed), so nothing half-written
-    /// stays.
+    /// The message is recorded as `queued` and produced. With a caller's
+    /// idempotency key the record comes first (claiming the key; an earlier
+    /// message under it is answered instead). Without one the two happen at
+    /// the same time: the dispatcher looks for a record that is not stored
+    /// yet for a while ([`mdc_dispatcher::NOT_STORED_GRACE`]) before it
+    /// drops the queued copy, which is all that is left of a message whose
+    /// record could not be written (the caller gets an error). If producing
+    /// fails the caller gets an error and the record is removed again (its
+    /// idempotency key freed), so nothing half-written stays.
     /// Producing a message twice is harmless: the dispatcher's claim lets
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
@@ -74,9 +78,36 @@ impl Submitter {
             }
         }
         let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
-        match self.store.create(&record).await? {
-            Created::New => {
+        // A message without a caller's key cannot meet an earlier one: it is
+        // stored and queued at the same time, one commit wait instead of two
+        // in a row. The dispatcher gives a queued message whose record is
+        // not stored yet a moment to appear (`dispatcher::NOT_STORED_GRACE`).
+        let own_key = message.idempotency_key_owner().as_ref() == Some(&message.id);
+        let created = if own_key {
+            let (created, queued) = tokio::join!(
+                self.store.create(&record),
+                self.queue.produce(
+                    Topic::Messages(message.channel(), message.priority),
+                    &message.to,
+                    message.encode()
+                )
+            );
+            let created = created?;
+            if let Err(e) = queued {
+                if created == Created::New {
+                    return Err(self.unqueued(&message, e).await);
+                }
+            }
+            created
+        } else {
+            let created = self.store.create(&record).await?;
+            if created == Created::New {
                 self.enqueue(&message).await?;
+            }
+            created
+        };
+        match created {
+            Created::New => {
                 metrics::counter!(
                     "mdc_messages_accepted_total",
                     "channel" => message.channel().as_str(),
@@ -128,6 +159,13 @@ impl Submitter {
         else {
             return Ok(());
         };
+        Err(self.unqueued(message, e).await)
+    }
+
+    /// After `message` was stored but could not be queued: removes it again
+    /// (or notes the failure on it) and returns the caller's error.
+    async fn unqueued(&self, message: &Message, e: mdc_core::ports::QueueError) -> SubmitError {
+        let topic = Topic::Messages(message.channel(), message.priority);
         tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue message; caller told to retry");
         // The caller hears that it failed, so nothing of it stays: a retry
         // (with the same idempotency key or without) starts afresh. Should the
@@ -152,6 +190,6 @@ impl Submitter {
                 }
             }
         }
-        Err(e.into())
+        e.into()
     }
 }

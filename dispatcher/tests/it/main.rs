@@ -535,3 +535,45 @@ async fn a_directly_produced_message_to_a_suppressed_recipient_fails_unsent() {
     );
     h.stop().await;
 }
+
+/// The accept path stores and queues a message at the same time, so the
+/// dispatcher can fetch it before its record is written: it looks again
+/// and sends it once the record is there.
+#[tokio::test(start_paused = true)]
+async fn a_message_fetched_before_its_record_is_stored_is_sent_once_it_is() {
+    let h = Harness::start(config(), None).await;
+    let message = mdc_core::contract::sample_message("+14155550190");
+    h.produce_direct(&message).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.provider.sends("+14155550190"), 0);
+    assert!(h.store.get(&message.id).await.expect("get").is_none());
+    let record = mdc_core::MessageRecord::accepted(message.clone(), "ingest", "accepted");
+    h.store.create(&record).await.expect("create");
+    h.wait_for(&message.id, Status::Sent, Duration::from_secs(5))
+        .await;
+    assert_eq!(h.provider.sends("+14155550190"), 1);
+    h.stop().await;
+}
+
+/// A queued message whose record never comes (its write failed and the
+/// caller was told so) is dropped after NOT_STORED_GRACE; the recipient's
+/// later messages, held behind it to keep their order, go on.
+#[tokio::test(start_paused = true)]
+async fn a_message_never_stored_is_dropped_after_the_grace() {
+    let h = Harness::start(config(), None).await;
+    let orphan = mdc_core::contract::sample_message("+14155550191");
+    h.produce_direct(&orphan).await;
+    let next = h.submit("+14155550191", Priority::Normal).await;
+    let grace = mdc_dispatcher::NOT_STORED_GRACE;
+    tokio::time::sleep(grace - Duration::from_millis(100)).await;
+    assert_eq!(
+        h.provider.sends("+14155550191"),
+        0,
+        "held behind the orphan"
+    );
+    h.wait_for(&next, Status::Sent, Duration::from_secs(3))
+        .await;
+    assert_eq!(h.provider.sends("+14155550191"), 1);
+    assert!(h.store.get(&orphan.id).await.expect("get").is_none());
+    h.stop().await;
+}

@@ -193,3 +193,39 @@ async fn invalid_requests_store_nothing() {
         .expect("list");
     assert!(all.is_empty());
 }
+
+/// Without a caller's key a message is stored and queued at the same time
+/// (one commit wait, not two in a row): with the store refusing writes the
+/// caller gets an error and the queued copy is already there, for the
+/// dispatcher to drop once it is not stored within its grace. With a
+/// caller's key the store answers first and nothing is queued.
+#[tokio::test]
+async fn a_message_without_a_key_is_stored_and_queued_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
+    let store = Arc::new(mdc_core::memory::MemoryStore::default());
+    let submitter = Submitter::new(
+        store.clone(),
+        embedded.queue.clone(),
+        ClientConfig::default(),
+    );
+    let topic = Topic::Messages(Channel::Sms, Priority::Critical);
+    store.set_down(true);
+    submitter
+        .submit(&otp(Some("order-11")))
+        .await
+        .expect_err("store down");
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(0));
+    submitter.submit(&otp(None)).await.expect_err("store down");
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(1));
+
+    store.set_down(false);
+    let submitted = submitter.submit(&otp(None)).await.expect("submit");
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(2));
+    let record = store
+        .get(&submitted.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.status, Status::Queued);
+}
