@@ -18,7 +18,7 @@ mod read;
 mod record;
 mod retention;
 use read::{list, read_record};
-use record::{load, load_message, stored, State, Stored, Trail};
+use record::{load, load_message, next_event_seq, stored, State, Stored};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 
 /// id → the message, written when it is created (a record written before
@@ -26,8 +26,7 @@ use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// id → the message's changing part ([`State`]).
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
-/// (id, row) → the events one write appended ([`codec::encode_events`]):
-/// the append-only trail.
+/// (id, sequence) → event: the append-only trail.
 const EVENTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency_keys");
 /// `provider \x1f provider message id` → id.
@@ -123,15 +122,15 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
 }
 
 /// Writes a record's state and new trail events and keeps the indexes in
-/// step. `previous` is the stored state (none for a new record), `trail`
-/// where its trail ends. The events go into one row.
+/// step. `previous` is the stored state (none for a new record),
+/// `first_event_seq` the number of the next trail row.
 fn save(
     t: &mut Tables<'_>,
     id: &str,
     mut state: State,
     previous: Option<&State>,
     events: Vec<Event>,
-    mut trail: Trail,
+    first_event_seq: u32,
 ) -> Result<(), DbError> {
     let created = state.created_at.timestamp_millis();
     let updated = state.updated_at.timestamp_millis();
@@ -142,16 +141,18 @@ fn save(
         }
         t.by_updated.insert((updated, id), ())?;
     }
-    if !events.is_empty() {
+    let added = events.len() as u32;
+    for (i, event) in events.into_iter().enumerate() {
         t.events.insert(
-            (id, trail.next_row),
-            codec::encode_events(&events)?.as_slice(),
+            (id, first_event_seq + i as u32),
+            codec::encode(&event)?.as_slice(),
         )?;
-        trail.next_row = trail.next_row.saturating_add(1);
-        trail.events = trail.events.saturating_add(events.len() as u32);
-        if trail.events as usize > trail::MAX_TRAIL {
-            trail = compact_events(&mut t.events, id)?;
-        }
+    }
+    // Sequence numbers only grow and are renumbered from 0 when the trail
+    // is compacted, so the next one bounds the trail's length.
+    let mut next = first_event_seq + added;
+    if next as usize > trail::MAX_TRAIL {
+        next = compact_events(&mut t.events, id)?;
     }
     let previous_status = previous.map(|p| p.status);
     if previous_status != Some(state.status) {
@@ -172,7 +173,7 @@ fn save(
                 .insert(provider_key(provider, pmid).as_str(), id)?;
         }
     }
-    state.trail = Some(trail);
+    state.next_event = Some(next);
     t.states.insert(id, state.encode()?.as_slice())?;
     Ok(())
 }
@@ -246,32 +247,25 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
     Ok(())
 }
 
-/// Folds the middle of an over-long trail into a summary and renumbers it,
-/// an event a row; returns where the trail now ends.
-fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<Trail, DbError> {
+/// Folds the middle of an over-long trail into a summary and renumbers it;
+/// returns the next row's number.
+fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<u32, DbError> {
     let mut all = Vec::new();
-    let mut next_row = 0;
+    let mut next = 0;
     for entry in events.range((id, 0)..=(id, u32::MAX))? {
         let (key, value) = entry?;
-        next_row = key.value().1 + 1;
-        all.extend(codec::decode_events(value.value())?);
+        next = key.value().1 + 1;
+        all.push(codec::decode::<Event>(value.value())?);
     }
     if all.len() <= trail::MAX_TRAIL {
-        return Ok(Trail {
-            next_row,
-            events: all.len() as u32,
-        });
+        return Ok(next);
     }
     clear_events(events, id)?;
     let compacted = trail::compact(all);
-    for (row, event) in compacted.iter().enumerate() {
-        events.insert((id, row as u32), codec::encode(event)?.as_slice())?;
+    for (seq, event) in compacted.iter().enumerate() {
+        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
     }
-    let len = compacted.len() as u32;
-    Ok(Trail {
-        next_row: len,
-        events: len,
-    })
+    Ok(compacted.len() as u32)
 }
 
 impl EmbeddedStore {
@@ -390,10 +384,10 @@ fn modify<T>(
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<T>, DbError> {
     let key = id.as_str();
-    let (mut record, whole, trail) = match stored(&t.messages, &t.states, key)? {
+    let (mut record, whole, next_event) = match stored(&t.messages, &t.states, key)? {
         Some(Stored::Split(state)) => {
-            let trail = state.trail;
-            (state.stand_in(id), false, trail)
+            let next_event = state.next_event;
+            (state.stand_in(id), false, next_event)
         }
         Some(Stored::Whole(record)) => (*record, true, None),
         None => return Ok(None),
@@ -408,9 +402,9 @@ fn modify<T>(
         t.messages
             .insert(key, codec::encode(&record.message)?.as_slice())?;
     }
-    let trail = match trail {
-        Some(trail) => trail,
-        None => Trail::find(&t.events, key)?,
+    let seq = match next_event {
+        Some(seq) => seq,
+        None => next_event_seq(&t.events, key)?,
     };
     save(
         t,
@@ -418,7 +412,7 @@ fn modify<T>(
         after,
         Some(&before),
         std::mem::take(&mut record.events),
-        trail,
+        seq,
     )?;
     Ok(Some(out))
 }
@@ -456,7 +450,7 @@ impl Store for EmbeddedStore {
                 t.messages
                     .insert(id.as_str(), codec::encode(&record.message)?.as_slice())?;
                 let events = std::mem::take(&mut record.events);
-                save(t, &id, State::of(&record), None, events, Trail::EMPTY)?;
+                save(t, &id, State::of(&record), None, events, 0)?;
                 Ok(Created::New)
             })
             .await?;

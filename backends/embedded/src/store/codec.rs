@@ -13,11 +13,9 @@
 //! changes: a better one is added as the next version and the old one kept
 //! for reading.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::LazyLock;
 
-use mdc_core::Event;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zstd::bulk::{Compressor, Decompressor};
@@ -97,39 +95,18 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
 
 /// A value as [`encode`] wrote it, or as plain JSON.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
-    Ok(serde_json::from_slice(&json(bytes)?)?)
-}
-
-/// A trail row: the events one write appended, a JSON array when there are
-/// several (a message's `accepted` and `queued`), the event alone otherwise
-/// (every row written before rows held several is one event).
-pub(crate) fn encode_events(events: &[Event]) -> Result<Vec<u8>, DbError> {
-    match events {
-        [one] => encode(one),
-        several => encode(&several),
-    }
-}
-
-/// The events of a trail row written by [`encode_events`].
-pub(crate) fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DbError> {
-    let json = json(bytes)?;
-    if json.first() == Some(&b'[') {
-        Ok(serde_json::from_slice(&json)?)
-    } else {
-        Ok(vec![serde_json::from_slice(&json)?])
-    }
-}
-
-/// The JSON of a stored value.
-fn json(bytes: &[u8]) -> Result<Cow<'_, [u8]>, DbError> {
     match bytes.first() {
-        Some(&JSON) => Ok(Cow::Borrowed(bytes)),
-        Some(&ZSTD_V1) => Ok(Cow::Owned(decompress(&bytes[1..])?)),
+        Some(&JSON) => Ok(serde_json::from_slice(bytes)?),
+        Some(&ZSTD_V1) => {
+            let json = decompress(&bytes[1..])?;
+            Ok(serde_json::from_slice(&json)?)
+        }
         Some(&ZSTD_V1_SHORT) => {
             let mut frame = Vec::with_capacity(bytes.len() + 3);
             frame.extend_from_slice(&MAGIC);
             frame.extend_from_slice(&bytes[1..]);
-            Ok(Cow::Owned(decompress(&frame)?))
+            let json = decompress(&frame)?;
+            Ok(serde_json::from_slice(&json)?)
         }
         Some(tag) => Err(DbError::Storage(format!(
             "stored value has an unknown encoding (first byte {tag:#04x})"
@@ -164,7 +141,7 @@ fn decompress(frame: &[u8]) -> Result<Vec<u8>, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mdc_core::MessageRecord;
+    use mdc_core::{Event, MessageRecord};
 
     #[test]
     fn records_and_events_come_back_as_written() {
@@ -179,24 +156,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// A row of one event is that event as every row was written before;
-    /// a row of several comes back as all of them, in order.
-    #[test]
-    fn trail_rows_come_back_as_written() {
-        for record in samples::records(11, 50) {
-            let events = &record.events;
-            assert!(events.len() > 1, "samples have trails");
-            let one = encode_events(&events[..1]).expect("encodes");
-            assert_eq!(one, encode(&events[0]).expect("encodes"));
-            assert_eq!(decode_events(&one).expect("decodes"), events[..1]);
-            let all = encode_events(events).expect("encodes");
-            assert_eq!(decode_events(&all).expect("decodes"), *events);
-        }
-        let event = Event::new("ingest", "accepted");
-        let plain = serde_json::to_vec(&event).expect("serialises");
-        assert_eq!(decode_events(&plain).expect("decodes"), vec![event]);
     }
 
     /// Values written before frames were shortened: tag 1 and a whole

@@ -31,30 +31,16 @@ pub(super) fn read_record(
     }
     let table = txn.open_table(EVENTS)?;
     let range = table.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?;
-    match last {
-        None => {
-            for entry in range {
-                let (_, value) = entry?;
-                record.events.extend(codec::decode_events(value.value())?);
-            }
-        }
-        Some(n) => {
-            // Rows from the end until they hold `n` events.
-            let mut rows = Vec::new();
-            let mut held = 0;
-            for entry in range.rev() {
-                if held >= n {
-                    break;
-                }
-                let (_, value) = entry?;
-                let events = codec::decode_events(value.value())?;
-                held += events.len();
-                rows.push(events);
-            }
-            record.events = rows.into_iter().rev().flatten().collect();
-            let extra = record.events.len().saturating_sub(n);
-            record.events.drain(..extra);
-        }
+    let rows: Box<dyn Iterator<Item = _>> = match last {
+        Some(n) => Box::new(range.rev().take(n)),
+        None => Box::new(range),
+    };
+    for entry in rows {
+        let (_, value) = entry?;
+        record.events.push(codec::decode(value.value())?);
+    }
+    if last.is_some() {
+        record.events.reverse();
     }
     Ok(Some(record))
 }

@@ -30,47 +30,23 @@ pub(super) struct State {
     pub verify_before_send: bool,
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,
-    /// Where the trail ends; none in states written before it was kept
-    /// (and by [`Tables::put_parts`]), then it is looked up.
-    pub trail: Option<Trail>,
+    /// The next trail row's number, so that appending to the trail needs
+    /// no lookup of its last row; none in states written before it was
+    /// kept (and by [`Tables::put_parts`]), then it is looked up
+    /// ([`next_event_seq`]).
+    pub next_event: Option<u32>,
 }
 
-/// The end of a message's trail, kept in its state so that appending to
-/// the trail needs no lookup of its last row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Trail {
-    /// The next row's number.
-    pub next_row: u32,
-    /// How many events the rows hold (a row holds the events of one write).
-    pub events: u32,
-}
-
-impl Trail {
-    pub const EMPTY: Trail = Trail {
-        next_row: 0,
-        events: 0,
-    };
-
-    /// The end of `id`'s trail, found from its rows: the row after the
-    /// last, and as many events as rows. Rows written before a row could
-    /// hold several events hold one each; rows written since are counted in
-    /// the state, so only a state rewritten without its position
-    /// ([`Tables::put_parts`]) can undercount by the rows of several (one,
-    /// the creation's). Compaction counts the events themselves.
-    pub fn find(
-        events: &impl ReadableTable<(&'static str, u32), &'static [u8]>,
-        id: &str,
-    ) -> Result<Self, DbError> {
-        let last = events
-            .range((id, 0)..=(id, u32::MAX))?
-            .next_back()
-            .transpose()?;
-        let next_row = last.map_or(0, |(key, _)| key.value().1 + 1);
-        Ok(Self {
-            next_row,
-            events: next_row,
-        })
-    }
+/// The number after `id`'s last trail row (0 for none).
+pub(super) fn next_event_seq(
+    events: &impl ReadableTable<(&'static str, u32), &'static [u8]>,
+    id: &str,
+) -> Result<u32, DbError> {
+    let last = events
+        .range((id, 0)..=(id, u32::MAX))?
+        .next_back()
+        .transpose()?;
+    Ok(last.map_or(0, |(key, _)| key.value().1 + 1))
 }
 
 /// The layout's version, its first byte.
@@ -95,9 +71,9 @@ const HAS_NEXT_ATTEMPT: u8 = 1 << 1;
 const VERIFY_BEFORE_SEND: u8 = 1 << 2;
 const HAS_PROVIDER: u8 = 1 << 3;
 const HAS_PROVIDER_MESSAGE_ID: u8 = 1 << 4;
-/// The trail's end follows the texts: next row and events (u32 each).
-/// Readers that predate it stop before it.
-const HAS_TRAIL: u8 = 1 << 5;
+/// The next trail row's number follows the texts (u32). Readers that
+/// predate it stop before it.
+const HAS_NEXT_EVENT: u8 = 1 << 5;
 
 fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
     at.timestamp_nanos_opt()
@@ -146,7 +122,7 @@ impl<'a> Reader<'a> {
 impl State {
     /// Version, status code, flags, update and creation time (ns), attempts,
     /// then what the flags say is there: lease end and next attempt (ns),
-    /// provider and its message id (length and UTF-8), the trail's end.
+    /// provider and its message id (length and UTF-8), the next trail row.
     pub fn encode(&self) -> Result<Vec<u8>, DbError> {
         let code = STATUS_CODES
             .iter()
@@ -159,7 +135,7 @@ impl State {
             (self.verify_before_send, VERIFY_BEFORE_SEND),
             (self.provider.is_some(), HAS_PROVIDER),
             (self.provider_message_id.is_some(), HAS_PROVIDER_MESSAGE_ID),
-            (self.trail.is_some(), HAS_TRAIL),
+            (self.next_event.is_some(), HAS_NEXT_EVENT),
         ] {
             if present {
                 flags |= flag;
@@ -185,9 +161,8 @@ impl State {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
-        if let Some(trail) = self.trail {
-            out.extend_from_slice(&trail.next_row.to_le_bytes());
-            out.extend_from_slice(&trail.events.to_le_bytes());
+        if let Some(next) = self.next_event {
+            out.extend_from_slice(&next.to_le_bytes());
         }
         Ok(out)
     }
@@ -213,14 +188,7 @@ impl State {
         let next_attempt_at = has(HAS_NEXT_ATTEMPT).then(|| r.time()).transpose()?;
         let provider = has(HAS_PROVIDER).then(|| r.text()).transpose()?;
         let provider_message_id = has(HAS_PROVIDER_MESSAGE_ID).then(|| r.text()).transpose()?;
-        let trail = has(HAS_TRAIL)
-            .then(|| -> Result<Trail, DbError> {
-                Ok(Trail {
-                    next_row: r.u32()?,
-                    events: r.u32()?,
-                })
-            })
-            .transpose()?;
+        let next_event = has(HAS_NEXT_EVENT).then(|| r.u32()).transpose()?;
         Ok(Self {
             status,
             updated_at,
@@ -231,7 +199,7 @@ impl State {
             verify_before_send: has(VERIFY_BEFORE_SEND),
             provider,
             provider_message_id,
-            trail,
+            next_event,
         })
     }
 
@@ -246,7 +214,7 @@ impl State {
             verify_before_send: record.verify_before_send,
             provider: record.provider.clone(),
             provider_message_id: record.provider_message_id.clone(),
-            trail: None,
+            next_event: None,
         }
     }
 
@@ -374,7 +342,7 @@ mod tests {
             verify_before_send: false,
             provider: None,
             provider_message_id: None,
-            trail: None,
+            next_event: None,
         }
     }
 
@@ -391,10 +359,7 @@ mod tests {
             s.verify_before_send = i % 2 == 1;
             s.provider = (i > 2).then(|| "kaleyra".to_owned());
             s.provider_message_id = (i > 3).then(|| format!("ñ-{}", "x".repeat(i * 300)));
-            s.trail = (i % 2 == 1).then_some(Trail {
-                next_row: i as u32,
-                events: u32::MAX - i as u32,
-            });
+            s.next_event = (i % 2 == 1).then_some(u32::MAX - i as u32);
             cases.push(s);
         }
         for s in cases {
@@ -446,30 +411,24 @@ mod tests {
         for broken in [version, status, text] {
             assert!(State::decode(&broken).is_err(), "{broken:?}");
         }
-        s.trail = Some(Trail {
-            next_row: 3,
-            events: 4,
-        });
+        s.next_event = Some(3);
         let bytes = s.encode().expect("encodes");
         for len in 0..bytes.len() {
             assert!(State::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
     }
 
-    /// The trail's end is added after everything else, behind its own
-    /// flag: the state without it is the same bytes up to there.
+    /// The next trail row's number is added after everything else, behind
+    /// its own flag: the state without it is the same bytes up to there.
     #[test]
-    fn the_trail_end_comes_last() {
+    fn the_next_event_number_comes_last() {
         let mut s = state();
         s.provider = Some("kaleyra".into());
         let without = s.encode().expect("encodes");
-        s.trail = Some(Trail {
-            next_row: 2,
-            events: 3,
-        });
+        s.next_event = Some(2);
         let with = s.encode().expect("encodes");
-        assert_eq!(with.len(), without.len() + 8);
-        assert_eq!(with[2], without[2] | HAS_TRAIL);
+        assert_eq!(with.len(), without.len() + 4);
+        assert_eq!(with[2], without[2] | HAS_NEXT_EVENT);
         assert_eq!(with[3..without.len()], without[3..]);
         assert_eq!(State::decode(&with).expect("decodes"), s);
     }

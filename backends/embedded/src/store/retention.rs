@@ -90,24 +90,18 @@ pub(super) fn expire(
                 continue;
             }
             let mut changed = record.message.content.redact();
-            let rows: Vec<(u32, Vec<Event>)> = t
+            let trail: Vec<(u32, Event)> = t
                 .events
                 .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
                 .map(|entry| {
                     let (key, value) = entry?;
-                    Ok((key.value().1, codec::decode_events(value.value())?))
+                    Ok((key.value().1, codec::decode(value.value())?))
                 })
                 .collect::<Result<_, DbError>>()?;
-            for (row, mut events) in rows {
-                let mut dropped = false;
-                for event in &mut events {
-                    dropped |= event.raw.take().is_some();
-                }
-                if dropped {
-                    t.events.insert(
-                        (id.as_str(), row),
-                        codec::encode_events(&events)?.as_slice(),
-                    )?;
+            for (seq, mut event) in trail {
+                if event.raw.take().is_some() {
+                    t.events
+                        .insert((id.as_str(), seq), codec::encode(&event)?.as_slice())?;
                     changed = true;
                 }
             }

@@ -263,14 +263,20 @@ async fn records_stored_whole_are_read_and_split_by_their_next_change() {
     assert_eq!(read.events[0], queued);
 }
 
-/// The rows of `id`'s trail, each as the events it holds.
-fn trail_rows(db: &Db, id: &MessageId) -> Vec<Vec<Event>> {
+/// The trail rows of `id`, by number.
+fn trail_rows(db: &Db, id: &MessageId) -> Vec<(u32, Event)> {
     let txn = db.read().expect("store answers");
     let table = txn.open_table(EVENTS).expect("store answers");
     table
         .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
         .expect("store answers")
-        .map(|row| codec::decode_events(row.expect("store answers").1.value()).expect("a row"))
+        .map(|row| {
+            let (key, value) = row.expect("store answers");
+            (
+                key.value().1,
+                codec::decode(value.value()).expect("an event"),
+            )
+        })
         .collect()
 }
 
@@ -278,47 +284,31 @@ fn state_of(db: &Db, id: &MessageId) -> State {
     State::decode(&raw(db, STATES, id).expect("state stored")).expect("a state")
 }
 
-/// The events one write appends share one row (a new message's
-/// `accepted` and `queued`), the state knows where the trail ends, and
-/// reads of the last few events cut rows where needed.
+/// The state knows the next trail row's number, each write's events go
+/// after the last row, and reads of the last few events take them from
+/// the end.
 #[tokio::test]
-async fn the_events_of_one_write_share_a_row() {
+async fn the_state_knows_where_the_trail_ends() {
     let (_dir, db, store) = fresh();
     let message = sample_message("+14155550100");
     let id = message.id.clone();
-    let accepted = Event::new("ingest", "accepted").status(Status::Accepted);
-    let queued = Event::new("ingest", "queued").status(Status::Queued);
-    let mut record = MessageRecord::new(message, Status::Queued, accepted.clone());
-    record.events.push(queued.clone());
+    let record = MessageRecord::accepted(message, "ingest", "accepted");
     store.create(&record).await.expect("store answers");
-    assert_eq!(
-        trail_rows(&db, &id),
-        vec![vec![accepted.clone(), queued.clone()]]
-    );
-    assert_eq!(
-        state_of(&db, &id).trail,
-        Some(Trail {
-            next_row: 1,
-            events: 2
-        })
-    );
+    assert_eq!(state_of(&db, &id).next_event, Some(2));
 
     let sending = claim_now(&store, &id).await.events;
     assert_eq!(sending.len(), 1, "the claim's own event");
+    assert_eq!(state_of(&db, &id).next_event, Some(3));
     store.update(&id, sent(1)).await.expect("store answers");
+    assert_eq!(state_of(&db, &id).next_event, Some(4));
     let rows = trail_rows(&db, &id);
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[1], sending);
     assert_eq!(
-        state_of(&db, &id).trail,
-        Some(Trail {
-            next_row: 3,
-            events: 4
-        })
+        rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
     );
+    assert_eq!(rows[2].1, sending[0]);
     let all = stored(&store, &id).await.events;
-    assert_eq!(all.len(), 4);
-    assert_eq!(all[..2], [accepted, queued.clone()]);
+    assert_eq!(all[..2], record.events[..]);
     for n in 0..=5 {
         let recent = store
             .get_recent(&id, n)
@@ -330,20 +320,19 @@ async fn the_events_of_one_write_share_a_row() {
     }
 }
 
-/// A state written before it kept the trail's end (or rewritten without
-/// it): the next events go after the last row, none is overwritten.
+/// A state written before it kept the next trail row's number (or
+/// rewritten without it): the next events go after the last row, none is
+/// overwritten.
 #[tokio::test]
-async fn a_state_without_the_trail_end_appends_after_the_last_row() {
+async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let (_dir, db, store) = fresh();
     let message = sample_message("+14155550100");
     let id = message.id.clone();
-    let queued = Event::new("ingest", "queued").status(Status::Queued);
-    let mut record = MessageRecord::new(message, Status::Queued, queued.clone());
-    record.events.push(Event::new("ingest", "noted"));
+    let record = MessageRecord::accepted(message, "ingest", "accepted");
     store.create(&record).await.expect("store answers");
     claim_now(&store, &id).await;
     let mut state = state_of(&db, &id);
-    state.trail = None;
+    state.next_event = None;
     db.write_now(|txn| {
         txn.open_table(STATES)?
             .insert(id.as_str(), state.encode()?.as_slice())?;
@@ -353,17 +342,13 @@ async fn a_state_without_the_trail_end_appends_after_the_last_row() {
 
     store.update(&id, sent(1)).await.expect("store answers");
     let rows = trail_rows(&db, &id);
-    assert_eq!(rows.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1]);
-    assert_eq!(rows[2][0].status, Some(Status::Sent));
-    // Found from the rows: one event a row, as rows were written before.
     assert_eq!(
-        state_of(&db, &id).trail,
-        Some(Trail {
-            next_row: 3,
-            events: 3
-        })
+        rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
     );
+    assert_eq!(rows[3].1.status, Some(Status::Sent));
+    assert_eq!(state_of(&db, &id).next_event, Some(4));
     let read = stored(&store, &id).await;
     assert_eq!(read.events.len(), 4);
-    assert_eq!(read.events[0], queued);
+    assert_eq!(read.events[..2], record.events[..]);
 }
