@@ -376,12 +376,15 @@ impl Dispatcher {
                 COMPONENT,
                 "deadline passed before the message could be sent",
             );
-            if let Updated::Applied { .. } = self
+            match self
                 .store
                 .update(id, Transition::to(Status::Expired, event))
                 .await?
             {
-                self.publish_outcome(id).await;
+                Updated::Applied { .. } => self.publish_outcome(id).await,
+                // Queued before its record was written: expire it once it is.
+                Updated::NotFound => return Ok(Pass::NotStored),
+                _ => {}
             }
             return Ok(Pass::Done);
         }

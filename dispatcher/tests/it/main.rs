@@ -577,3 +577,21 @@ async fn a_message_never_stored_is_dropped_after_the_grace() {
     assert!(h.store.get(&orphan.id).await.expect("get").is_none());
     h.stop().await;
 }
+
+/// A message past its deadline fetched before its record is stored is
+/// expired once the record is there, not left `queued`.
+#[tokio::test(start_paused = true)]
+async fn a_late_message_fetched_before_its_record_is_stored_expires_once_it_is() {
+    let h = Harness::start(config(), None).await;
+    let mut message = mdc_core::contract::sample_message("+14155550192");
+    message.deadline = mdc_core::now() - chrono::Duration::seconds(1);
+    h.produce_direct(&message).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.store.get(&message.id).await.expect("get").is_none());
+    let record = mdc_core::MessageRecord::accepted(message.clone(), "ingest", "accepted");
+    h.store.create(&record).await.expect("create");
+    h.wait_for(&message.id, Status::Expired, Duration::from_secs(5))
+        .await;
+    assert_eq!(h.provider.sends("+14155550192"), 0);
+    h.stop().await;
+}
