@@ -496,10 +496,18 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
                 "delivered msg/s, load  {:.0}   (second half of the load)",
                 (last.2.saturating_sub(first.2)) as f64 / (last.0 - first.0).max(0.001)
             );
-            println!(
-                "backlog mid / end      {} / {}   (not growing: end <= mid)",
-                first.1, last.1
-            );
+            println!("backlog mid / end      {} / {}", first.1, last.1);
+            let half = &during[during.len() / 2..];
+            let delivered = (last.2.saturating_sub(first.2)) as f64 / (last.0 - first.0).max(0.001);
+            if let Some(slope) = trend(half.iter().map(|(at, waiting, _)| (*at, *waiting as f64))) {
+                // A flat backlog moves up and down by the messages in flight;
+                // one that grows gains a steady share of the rate.
+                let growing = slope > 0.01 * delivered;
+                println!(
+                    "backlog trend          {slope:+.1} msg/s over the second half   ({}: growing means above 1 % of the delivered rate)",
+                    if growing { "growing" } else { "not growing" }
+                );
+            }
         }
     }
     if let Some(sampler) = &sampler {
@@ -574,6 +582,21 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
 
 /// Prints p50, p99 (beside its target) and, `with_max`, the max of a
 /// histogram of microseconds, in milliseconds.
+/// The least-squares slope of `points` (y per unit of x), or none for
+/// fewer than two distinct x.
+fn trend(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let points: Vec<(f64, f64)> = points.collect();
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let spread: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if points.len() < 2 || spread <= f64::EPSILON {
+        return None;
+    }
+    let together: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    Some(together / spread)
+}
+
 pub(crate) fn print_percentiles(
     name: &str,
     histogram: &Histogram<u64>,
@@ -595,5 +618,28 @@ pub(crate) fn print_percentiles(
     );
     if with_max {
         println!("{}{:.decimals$} ms", label("max"), ms(histogram.max()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trend;
+
+    #[test]
+    fn the_trend_is_the_fitted_slope() {
+        let line = (0..10).map(|i| (f64::from(i) * 5.0, 300.0 + 2.0 * f64::from(i) * 5.0));
+        assert!((trend(line).expect("a slope") - 2.0).abs() < 1e-9);
+        // Up and down around a level: no growth.
+        let flat = [
+            (30.0, 498.0),
+            (35.0, 420.0),
+            (40.0, 520.0),
+            (45.0, 440.0),
+            (50.0, 514.0),
+            (55.0, 458.0),
+        ];
+        assert!(trend(flat.into_iter()).expect("a slope").abs() < 5.0);
+        assert_eq!(trend([(1.0, 5.0)].into_iter()), None);
+        assert_eq!(trend([(1.0, 5.0), (1.0, 7.0)].into_iter()), None);
     }
 }
