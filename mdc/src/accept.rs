@@ -78,20 +78,12 @@ impl Submitter {
             }
         }
         let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
-        // A message without a caller's key cannot meet an earlier one: it is
-        // stored and queued at the same time, one commit wait instead of two
-        // in a row. The dispatcher gives a queued message whose record is
-        // not stored yet a moment to appear (`dispatcher::NOT_STORED_GRACE`).
+        // Without a caller's key no earlier message can hold it: stored and
+        // queued at the same time (see above).
         let own_key = message.idempotency_key_owner().as_ref() == Some(&message.id);
         let created = if own_key {
-            let (created, queued) = tokio::join!(
-                self.store.create(&record),
-                self.queue.produce(
-                    Topic::Messages(message.channel(), message.priority),
-                    &message.to,
-                    message.encode()
-                )
-            );
+            let (created, queued) =
+                tokio::join!(self.store.create(&record), self.produce(&message));
             let created = created?;
             if let Err(e) = queued {
                 if created == Created::New {
@@ -150,13 +142,17 @@ impl Submitter {
         }
     }
 
-    async fn enqueue(&self, message: &Message) -> Result<(), SubmitError> {
+    /// Produces `message` to its lane.
+    async fn produce(&self, message: &Message) -> Result<(), mdc_core::ports::QueueError> {
         let topic = Topic::Messages(message.channel(), message.priority);
-        let Err(e) = self
-            .queue
+        self.queue
             .produce(topic, &message.to, message.encode())
             .await
-        else {
+    }
+
+    /// Produces a stored `message`; when that fails, [`Submitter::unqueued`].
+    async fn enqueue(&self, message: &Message) -> Result<(), SubmitError> {
+        let Err(e) = self.produce(message).await else {
             return Ok(());
         };
         Err(self.unqueued(message, e).await)
