@@ -1,6 +1,10 @@
 //! Pre-emption between the priority lanes of one channel, with a floor.
 //!
-//! While a higher lane has a backlog, the lower lanes pause. A lane that
+//! While a higher lane has a backlog, the lower lanes pause. A lane has a
+//! backlog while its last fetch came back full (as many records as it asked
+//! for, so more may be waiting). A steady trickle that each fetch empties
+//! is sent as it comes, and the lower lanes keep going beside it in smaller
+//! batches. A lane that
 //! still has a backlog of its own is guaranteed its configured share of the
 //! channel's recent sends (`dispatcher.min_share`): when it falls below it,
 //! it may take a small batch even while pre-empted, so a steady trickle of
@@ -24,44 +28,93 @@ pub(crate) fn rank(priority: Priority) -> usize {
     }
 }
 
+/// What one consumer's last fetch found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Found {
+    #[default]
+    Nothing,
+    /// Fewer records than it asked for: the lane is drained.
+    Some,
+    /// As many as it asked for: more may be waiting.
+    Full,
+}
+
+/// Where a lane stands against the higher lanes of its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// No higher lane has anything: full batches.
+    Free,
+    /// A higher lane is sending what arrives: smaller batches, so its
+    /// records do not wait behind a large batch's writes.
+    Sharing,
+    /// A higher lane has a backlog: paused, but for the owed share.
+    PreEmpted,
+}
+
+/// While a higher lane is sharing the channel, a lower lane fetches this
+/// fraction of `dispatcher.batch_size`.
+pub(crate) const SHARING_DIVISOR: usize = 8;
+
 pub(crate) struct LaneGate {
+    /// Consumers per lane whose last fetch came back full.
+    full: [AtomicU32; 3],
     /// Consumers per lane whose last fetch returned records.
-    busy: [AtomicU32; 3],
+    active: [AtomicU32; 3],
     /// Decayed count of records handled per lane.
     handled: Mutex<[f64; 3]>,
     /// The share of sends each lane is guaranteed while it has a backlog.
     min_share: [f64; 3],
 }
 
+fn count(counter: &AtomicU32, was: bool, now: bool) {
+    match (was, now) {
+        (false, true) => {
+            counter.fetch_add(1, Ordering::AcqRel);
+        }
+        (true, false) => {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
+        _ => {}
+    }
+}
+
 impl LaneGate {
     /// `min_share` is per lane, as fractions (0.1 for 10 %).
     pub(crate) fn new(min_share: [f64; 3]) -> Self {
         Self {
-            busy: Default::default(),
+            full: Default::default(),
+            active: Default::default(),
             handled: Mutex::new([0.0; 3]),
             min_share,
         }
     }
 
-    /// Tracks whether one consumer of `priority` has work (`was` is that
-    /// consumer's last state).
-    pub(crate) fn set_busy(&self, priority: Priority, was: &mut bool, busy: bool) {
-        if *was != busy {
-            let counter = &self.busy[rank(priority)];
-            if busy {
-                counter.fetch_add(1, Ordering::AcqRel);
-            } else {
-                counter.fetch_sub(1, Ordering::AcqRel);
-            }
-            *was = busy;
+    /// Records what one consumer of `priority` found (`was` is what its
+    /// fetch before found).
+    pub(crate) fn found(&self, priority: Priority, was: &mut Found, now: Found) {
+        if *was != now {
+            let lane = rank(priority);
+            count(&self.full[lane], *was == Found::Full, now == Found::Full);
+            count(
+                &self.active[lane],
+                *was != Found::Nothing,
+                now != Found::Nothing,
+            );
+            *was = now;
         }
     }
 
-    /// Whether a higher lane than `priority` has a backlog.
-    pub(crate) fn pre_empted(&self, priority: Priority) -> bool {
-        self.busy[..rank(priority)]
-            .iter()
-            .any(|n| n.load(Ordering::Acquire) > 0)
+    /// Where `priority`'s lane stands against the higher lanes.
+    pub(crate) fn standing(&self, priority: Priority) -> Standing {
+        let higher = ..rank(priority);
+        let any = |counters: &[AtomicU32]| counters.iter().any(|n| n.load(Ordering::Acquire) > 0);
+        if any(&self.full[higher]) {
+            Standing::PreEmpted
+        } else if any(&self.active[higher]) {
+            Standing::Sharing
+        } else {
+            Standing::Free
+        }
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, [f64; 3]> {
@@ -107,13 +160,38 @@ mod tests {
     #[test]
     fn a_higher_backlog_pre_empts_lower_lanes_only() {
         let gate = LaneGate::new([0.0, 0.0, 0.0]);
-        let mut critical = false;
-        gate.set_busy(Priority::Critical, &mut critical, true);
-        assert!(gate.pre_empted(Priority::Normal));
-        assert!(gate.pre_empted(Priority::Bulk));
-        assert!(!gate.pre_empted(Priority::Critical));
-        gate.set_busy(Priority::Critical, &mut critical, false);
-        assert!(!gate.pre_empted(Priority::Bulk));
+        let mut critical = Found::Nothing;
+        gate.found(Priority::Critical, &mut critical, Found::Full);
+        assert_eq!(gate.standing(Priority::Normal), Standing::PreEmpted);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
+        assert_eq!(gate.standing(Priority::Critical), Standing::Free);
+        gate.found(Priority::Critical, &mut critical, Found::Nothing);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Free);
+    }
+
+    #[test]
+    fn a_drained_higher_lane_shares_and_any_backlog_pre_empts() {
+        let gate = LaneGate::new([0.0, 0.0, 0.0]);
+        let (mut first, mut second) = (Found::Nothing, Found::Nothing);
+        gate.found(Priority::Critical, &mut first, Found::Some);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Sharing);
+        gate.found(Priority::Critical, &mut second, Found::Full);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
+        gate.found(Priority::Critical, &mut second, Found::Some);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Sharing);
+        gate.found(Priority::Critical, &mut first, Found::Nothing);
+        assert_eq!(
+            gate.standing(Priority::Bulk),
+            Standing::Sharing,
+            "one still sends"
+        );
+        gate.found(Priority::Critical, &mut second, Found::Nothing);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Free);
+        // A normal-lane backlog pre-empts bulk, not critical.
+        let mut normal = Found::Nothing;
+        gate.found(Priority::Normal, &mut normal, Found::Full);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
+        assert_eq!(gate.standing(Priority::Critical), Standing::Free);
     }
 
     #[test]

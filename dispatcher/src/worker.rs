@@ -1,8 +1,9 @@
 //! The dispatcher's path for one queued record, in order:
 //!
 //! 1. [`Dispatcher::consume`]: one loop per lane consumer; pauses while a
-//!    higher lane has a backlog (unless the lane is owed its share), fetches
-//!    a batch, hands it to [`Dispatcher::handle_batch`].
+//!    higher lane has a backlog (unless the lane is owed its share), takes
+//!    smaller batches while a higher lane is sending, fetches a batch, hands
+//!    it to [`Dispatcher::handle_batch`].
 //! 2. [`Dispatcher::handle_batch`]: records of one recipient in order,
 //!    different recipients at once; each record is acknowledged once its
 //!    outcome is stored.
@@ -36,7 +37,7 @@ use tracing::Instrument;
 
 use crate::routing::Router;
 
-use crate::lanes::LaneGate;
+use crate::lanes::{Found, LaneGate, Standing, SHARING_DIVISOR};
 use crate::retry::{next_attempt, Next};
 use crate::DispatcherConfig;
 
@@ -232,9 +233,9 @@ impl Dispatcher {
             return;
         };
         let gate = &self.gates[&channel];
-        // Whether this consumer's last fetch returned records (it counts
-        // towards pre-empting lower lanes).
-        let mut busy = false;
+        // What this consumer's last fetch found: records make lower lanes
+        // share, a full batch pre-empts them.
+        let mut found = Found::Nothing;
         // Whether this lane may have records waiting: until a fetch while
         // not paused comes back empty, it may. A lane that found itself
         // empty looks again now and then while pre-empted, as records may
@@ -243,7 +244,8 @@ impl Dispatcher {
         let mut probed = tokio::time::Instant::now();
         let mut paused = false;
         while !shutdown.is_cancelled() {
-            let pre_empted = gate.pre_empted(priority);
+            let standing = gate.standing(priority);
+            let pre_empted = standing == Standing::PreEmpted;
             let may_have_work = backlog || probed.elapsed() >= SHARE_PROBE;
             let owed = if pre_empted && may_have_work {
                 gate.owed(priority)
@@ -272,6 +274,8 @@ impl Dispatcher {
             }
             let max = if owed > 0 {
                 owed.min(self.config.batch_size)
+            } else if standing == Standing::Sharing {
+                (self.config.batch_size / SHARING_DIVISOR).max(1)
             } else {
                 self.config.batch_size
             };
@@ -281,14 +285,19 @@ impl Dispatcher {
             };
             match batch {
                 Ok(batch) if !batch.is_empty() => {
-                    gate.set_busy(priority, &mut busy, true);
+                    let now = if batch.len() >= max {
+                        Found::Full
+                    } else {
+                        Found::Some
+                    };
+                    gate.found(priority, &mut found, now);
                     backlog = true;
                     let n = batch.len();
                     self.handle_batch(&consumer, batch).await;
                     gate.handled(priority, n);
                 }
                 Ok(_) => {
-                    gate.set_busy(priority, &mut busy, false);
+                    gate.found(priority, &mut found, Found::Nothing);
                     if !paused {
                         backlog = false;
                     }
@@ -299,7 +308,7 @@ impl Dispatcher {
                 }
             }
         }
-        gate.set_busy(priority, &mut busy, false);
+        gate.found(priority, &mut found, Found::Nothing);
         if let Err(e) = consumer.close().await {
             tracing::warn!(%topic, error = %e, "Leaving the consumer group failed");
         }

@@ -50,6 +50,8 @@ pub struct Scripted {
     /// After an ambiguous send it cannot tell about: wait for the report
     /// instead of resending.
     pub waits_for_report: std::sync::atomic::AtomicBool,
+    /// How long every accepted send takes, in milliseconds.
+    pub send_millis: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +115,10 @@ impl Provider for Scripted {
             Behaviour::PanicOnce if calls == 1 => panic!("injected panic in a provider"),
             Behaviour::HangOnce(delay) if calls == 1 => tokio::time::sleep(delay).await,
             _ => {}
+        }
+        let millis = self.send_millis.load(std::sync::atomic::Ordering::SeqCst);
+        if millis > 0 {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
         }
         let n = {
             let mut accepted = lock(&self.accepted);
