@@ -115,6 +115,10 @@ struct Args {
     /// ten seconds).
     #[arg(long, default_value_t = 30)]
     idle_wait: u64,
+    /// Give every message its own idempotency key, as the client crate
+    /// does (without, the server makes one).
+    #[arg(long)]
+    keys: bool,
 }
 
 /// What the webhook receiver saw: receipt times and latencies (µs).
@@ -373,14 +377,18 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     } else {
         args.messages
     };
+    // Keys unique to this run, so a second run against the same server
+    // makes new messages.
+    let run = chrono::Utc::now().timestamp_millis();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, url, next, errors, channel) = (
+        let (http, url, next, errors, channel, keys) = (
             http.clone(),
             url.clone(),
             next.clone(),
             errors.clone(),
             args.channel.clone(),
+            args.keys,
         );
         workers.push(tokio::spawn(async move {
             let mut histogram =
@@ -393,10 +401,14 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
                 if i >= total {
                     break;
                 }
+                let mut body = body(&channel, i);
+                if keys {
+                    body["idempotency_key"] = json!(format!("mdc-bench-{run}-{i}"));
+                }
                 let sent = Instant::now();
                 let response = http
                     .post(format!("{url}/v1/messages"))
-                    .json(&body(&channel, i))
+                    .json(&body)
                     .send()
                     .await;
                 let ok = match response {

@@ -147,6 +147,11 @@ impl Store for MemoryStore {
         Ok(untouched)
     }
 
+    async fn key_holder(&self, message: &crate::Message) -> Result<Option<MessageId>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.keys).get(&message.idempotency_scope()).cloned())
+    }
+
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         self.check()?;
         let record = lock(&self.records).get(id).cloned();

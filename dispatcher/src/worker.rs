@@ -353,6 +353,10 @@ impl Dispatcher {
                 match self.dispatch(&message, &mut waited).await {
                     Ok(Pass::Done) => break,
                     Ok(Pass::NotStored) => {
+                        if self.held_by_another(&message).await {
+                            tracing::debug!("A repeated submission's copy (its key belongs to an earlier message); dropping it");
+                            break;
+                        }
                         let (since, pause) =
                             missing.get_or_insert((tokio::time::Instant::now(), NOT_STORED_PAUSE));
                         if since.elapsed() >= NOT_STORED_GRACE {
@@ -371,6 +375,21 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether another stored message holds `message`'s idempotency key: a
+    /// submission answered with that earlier message was queued (at the same
+    /// time as its record was tried) but never stored, so there is nothing
+    /// to wait for. Should the holder be removed and this record stored
+    /// after all, the reconciler queues it again.
+    async fn held_by_another(&self, message: &Message) -> bool {
+        match self.store.key_holder(message).await {
+            Ok(holder) => holder.is_some_and(|holder| holder != message.id),
+            Err(e) => {
+                tracing::debug!(error = %e, "Could not look up an idempotency key");
+                false
+            }
+        }
     }
 
     /// Claims the message and makes one attempt. An error means nothing was

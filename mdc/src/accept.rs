@@ -36,15 +36,16 @@ impl Submitter {
 
     /// Returns `Ok` only once the message is durable in its queue.
     ///
-    /// The message is recorded as `queued` and produced. With a caller's
-    /// idempotency key the record comes first (claiming the key; an earlier
-    /// message under it is answered instead). Without one the two happen at
-    /// the same time: the dispatcher looks for a record that is not stored
-    /// yet for a while ([`mdc_dispatcher::NOT_STORED_GRACE`]) before it
-    /// drops the queued copy, which is all that is left of a message whose
-    /// record could not be written (the caller gets an error). If producing
-    /// fails the caller gets an error and the record is removed again (its
-    /// idempotency key freed), so nothing half-written stays.
+    /// The message is recorded as `queued` and produced, at the same time:
+    /// the dispatcher looks for a record that is not stored yet for a while
+    /// ([`mdc_dispatcher::NOT_STORED_GRACE`]) before it drops the queued
+    /// copy, which is all that is left of a message whose record could not
+    /// be written (the caller gets an error). When the idempotency key
+    /// turns out to be an earlier message's, that message is answered (or
+    /// the reuse refused) and the dispatcher drops the new copy at once, as
+    /// its key has another holder. If producing fails the caller gets an
+    /// error and the record is removed again (its idempotency key freed),
+    /// so nothing half-written stays.
     /// Producing a message twice is harmless: the dispatcher's claim lets
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
@@ -78,26 +79,14 @@ impl Submitter {
             }
         }
         let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
-        // Without a caller's key no earlier message can hold it: stored and
-        // queued at the same time (see above).
-        let own_key = message.idempotency_key_owner().as_ref() == Some(&message.id);
-        let created = if own_key {
-            let (created, queued) =
-                tokio::join!(self.store.create(&record), self.produce(&message));
-            let created = created?;
-            if let Err(e) = queued {
-                if created == Created::New {
-                    return Err(self.unqueued(&message, e).await);
-                }
-            }
-            created
-        } else {
-            let created = self.store.create(&record).await?;
+        // Stored and queued at the same time (see above).
+        let (created, queued) = tokio::join!(self.store.create(&record), self.produce(&message));
+        let created = created?;
+        if let Err(e) = queued {
             if created == Created::New {
-                self.enqueue(&message).await?;
+                return Err(self.unqueued(&message, e).await);
             }
-            created
-        };
+        }
         match created {
             Created::New => {
                 metrics::counter!(

@@ -522,6 +522,26 @@ impl Store for MongoStore {
         Ok(result.deleted_count == 1)
     }
 
+    async fn key_holder(
+        &self,
+        message: &mdc_core::Message,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let collection = &self.collections[&message.channel()];
+        let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
+        let found = collection
+            .find_one(doc! {
+                "message.idempotency_key": message.idempotency_key.as_str(),
+                "message.service": service,
+            })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?;
+        Ok(found
+            .as_ref()
+            .and_then(|d| d.get_str("_id").ok())
+            .and_then(|id| id.parse().ok()))
+    }
+
     async fn claim(
         &self,
         id: &MessageId,

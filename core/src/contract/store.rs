@@ -89,6 +89,52 @@ pub async fn idempotency_keys_are_per_service(store: Arc<dyn Store>) {
     ));
 }
 
+pub async fn the_key_holder_is_the_message_stored_under_the_key(store: Arc<dyn Store>) {
+    // An own key (made for a message without one) and a caller's.
+    let own = stored(&store, "+14155550103").await;
+    assert_eq!(
+        store.key_holder(&own.message).await.expect("holder"),
+        Some(own.message.id.clone())
+    );
+    let mut callers = record("+14155550103");
+    callers.message.service = Some("billing".to_owned());
+    callers.message.idempotency_key = "order-9".to_owned();
+    assert_eq!(
+        store.key_holder(&callers.message).await.expect("holder"),
+        None,
+        "not stored yet"
+    );
+    assert_eq!(store.create(&callers).await.expect("create"), Created::New);
+    // A later submission under each key: its copy is never stored, the key
+    // is the earlier message's.
+    for earlier in [&own, &callers] {
+        let mut again = record("+14155550103");
+        again.message.service = earlier.message.service.clone();
+        again.message.idempotency_key = earlier.message.idempotency_key.clone();
+        assert_eq!(
+            store.key_holder(&again.message).await.expect("holder"),
+            Some(earlier.message.id.clone())
+        );
+    }
+    let mut other_service = record("+14155550103");
+    other_service.message.service = Some("shipping".to_owned());
+    other_service.message.idempotency_key = "order-9".to_owned();
+    assert_eq!(
+        store
+            .key_holder(&other_service.message)
+            .await
+            .expect("holder"),
+        None,
+        "keys are per service"
+    );
+    assert!(store.discard(&callers.message).await.expect("discard"));
+    assert_eq!(
+        store.key_holder(&callers.message).await.expect("holder"),
+        None,
+        "discarding frees the key"
+    );
+}
+
 pub async fn concurrent_claims_yield_one_owner(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550102").await;
     let now = crate::now();
@@ -1127,6 +1173,7 @@ macro_rules! store_contract {
                 create_then_get_round_trips,
                 same_idempotency_key_returns_the_existing_message,
                 idempotency_keys_are_per_service,
+                the_key_holder_is_the_message_stored_under_the_key,
                 concurrent_claims_yield_one_owner,
                 sent_and_terminal_messages_are_not_claimed,
                 expired_lease_is_taken_over_with_verification,

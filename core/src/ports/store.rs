@@ -411,6 +411,12 @@ pub trait Store: Send + Sync + 'static {
     /// failed, so nothing of it stays. Returns whether it was removed.
     async fn discard(&self, message: &crate::Message) -> Result<bool, StoreError>;
 
+    /// The id of the stored message holding `message`'s idempotency key (in
+    /// its scope), if any: for a queued copy whose record is missing, tells
+    /// a submission answered with an earlier message (its copy is never
+    /// stored) from one whose record is still being written.
+    async fn key_holder(&self, message: &crate::Message) -> Result<Option<MessageId>, StoreError>;
+
     /// The message with its whole event trail.
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 

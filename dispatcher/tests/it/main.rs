@@ -612,6 +612,35 @@ async fn a_message_fetched_before_its_record_is_stored_is_sent_once_it_is() {
 /// A queued message whose record never comes (its write failed and the
 /// caller was told so) is dropped after NOT_STORED_GRACE; the recipient's
 /// later messages, held behind it to keep their order, go on.
+/// A submission answered with an earlier message under the same key was
+/// queued at the same time as its record was tried, and that record is
+/// never stored: the copy is dropped at once (the key has another holder)
+/// instead of holding its recipient's next message for the grace.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_submission_s_copy_is_dropped_at_once() {
+    let h = Harness::start(config(), None).await;
+    let first = h
+        .submit_with("+14155550192", Priority::Normal, |m| {
+            m.idempotency_key = "order-12".into()
+        })
+        .await;
+    h.wait_for(&first, Status::Sent, Duration::from_secs(1))
+        .await;
+    let mut copy = mdc_core::contract::sample_message("+14155550192");
+    copy.idempotency_key = "order-12".into();
+    h.produce_direct(&copy).await;
+    let next = h.submit("+14155550192", Priority::Normal).await;
+    h.wait_for(&next, Status::Sent, Duration::from_millis(500))
+        .await;
+    assert_eq!(
+        h.provider.sends("+14155550192"),
+        2,
+        "the first and the next"
+    );
+    assert!(h.store.get(&copy.id).await.expect("get").is_none());
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_message_never_stored_is_dropped_after_the_grace() {
     let h = Harness::start(config(), None).await;

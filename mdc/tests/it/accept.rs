@@ -194,13 +194,15 @@ async fn invalid_requests_store_nothing() {
     assert!(all.is_empty());
 }
 
-/// Without a caller's key a message is stored and queued at the same time
-/// (one commit wait, not two in a row): with the store refusing writes the
-/// caller gets an error and the queued copy is already there, for the
-/// dispatcher to drop once it is not stored within its grace. With a
-/// caller's key the store answers first and nothing is queued.
+/// A message is stored and queued at the same time (one commit wait, not
+/// two in a row), with a caller's key or without: with the store refusing
+/// writes the caller gets an error and the queued copy is already there,
+/// for the dispatcher to drop once it is not stored within its grace. A
+/// repeated submission is answered with the first message; its own copy
+/// is on the queue too, for the dispatcher to drop as its key has another
+/// holder.
 #[tokio::test]
-async fn a_message_without_a_key_is_stored_and_queued_at_once() {
+async fn messages_are_stored_and_queued_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
     let store = Arc::new(mdc_core::memory::MemoryStore::default());
@@ -215,17 +217,48 @@ async fn a_message_without_a_key_is_stored_and_queued_at_once() {
         .submit(&otp(Some("order-11")))
         .await
         .expect_err("store down");
-    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(0));
-    submitter.submit(&otp(None)).await.expect_err("store down");
     assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(1));
+    submitter.submit(&otp(None)).await.expect_err("store down");
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(2));
 
     store.set_down(false);
-    let submitted = submitter.submit(&otp(None)).await.expect("submit");
-    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(2));
+    let submitted = submitter
+        .submit(&otp(Some("order-11")))
+        .await
+        .expect("submit");
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(3));
     let record = store
         .get(&submitted.id)
         .await
         .expect("get")
         .expect("stored");
     assert_eq!(record.status, Status::Queued);
+    let again = submitter
+        .submit(&otp(Some("order-11")))
+        .await
+        .expect("submit");
+    assert!(again.duplicate);
+    assert_eq!(again.id, submitted.id);
+    // The new copy, and the first message again (still queued: an earlier
+    // submission may have missed the queue).
+    assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(5));
+    let consumer = embedded
+        .queue
+        .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    let queued: Vec<Message> = fetch_n(&consumer, 5)
+        .await
+        .iter()
+        .map(|d| Message::decode(&d.payload).expect("message"))
+        .collect();
+    let copy = &queued[3];
+    assert_ne!(copy.id, submitted.id);
+    assert_eq!(
+        store.key_holder(copy).await.expect("holder"),
+        Some(submitted.id.clone()),
+        "the copy's key is the first message's"
+    );
+    assert!(store.get(&copy.id).await.expect("get").is_none());
+    assert_eq!(queued[4].id, submitted.id);
 }
