@@ -1,0 +1,323 @@
+//! Steps 4 and 5 of the dispatcher's path (see [`super`]): one attempt of
+//! a claimed message under its lease, and the outcome stored, published
+//! and, for a transient failure, scheduled for retry.
+
+use std::time::Duration;
+
+use mdc_core::ports::store::apply_update;
+use mdc_core::ports::{
+    AfterAmbiguous, CachedMessage, Lookup, ProviderError, Receipt, RetryItem, StoreError,
+    Transition, Updated,
+};
+use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status, Timestamp};
+
+use super::{later, Dispatcher, CACHE_TTL, COMPONENT, MAX_WRITE_BACKOFF};
+use crate::retry::{next_attempt, Next};
+
+impl Dispatcher {
+    /// Publishes the outcome of `transition`, which the store applied to
+    /// the claimed `record` and which moved it to `status`. While the
+    /// attempt held the message nothing else moved it, so the stored
+    /// message is the claimed one with the transition applied: applied
+    /// here too, it gives the outcome without reading the message back.
+    /// Should it come out otherwise, the stored one is read.
+    pub(super) async fn publish_applied(
+        &self,
+        record: &MessageRecord,
+        transition: Transition,
+        status: Status,
+    ) {
+        let mut now = record.clone();
+        if apply_update(&mut now, transition) != (Updated::Applied { status }) {
+            return self.publish_outcome(&record.message.id).await;
+        }
+        self.until_published(|| mdc_core::outcome::publish_record(&*self.queue, &now, None))
+            .await;
+    }
+
+    /// Puts the message's outcome on the outcomes topic.
+    pub(super) async fn publish_outcome(&self, id: &MessageId) {
+        self.until_published(|| {
+            mdc_core::outcome::publish_current(&*self.store, &*self.queue, id, None)
+        })
+        .await;
+    }
+
+    /// Runs `publish` until the queue takes the outcome, with a growing
+    /// pause between tries: the lane record is acknowledged only after.
+    async fn until_published<F, Fut>(&self, mut publish: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, mdc_core::outcome::PublishError>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = publish().await {
+            tracing::warn!(error = %e, retry_in = ?pause, "Could not publish an outcome; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_WRITE_BACKOFF);
+        }
+    }
+
+    /// Extends the attempt's lease every third of it, for as long as it is
+    /// polled: the attempt is raced against it, so the lease covers every
+    /// wait until the send returns and its outcome is stored. Never returns.
+    pub(super) async fn keep_lease(&self, message: &Message, attempt: u32) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let until = later(mdc_core::now(), self.config.lease);
+            let extend = Transition::LeaseExtended { attempt, until };
+            if let Err(e) = self.store.update(&message.id, extend).await {
+                tracing::warn!(error = %e, "Could not extend the lease of an attempt in flight");
+            }
+        }
+    }
+
+    pub(super) async fn schedule(
+        &self,
+        message: &Message,
+        due: Timestamp,
+    ) -> Result<(), StoreError> {
+        let item = RetryItem {
+            message_id: message.id.clone(),
+            channel: message.channel(),
+            priority: message.priority,
+            due,
+        };
+        self.retry
+            .schedule(item)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.into()))
+    }
+
+    /// One attempt of a claimed message, to a stored outcome.
+    pub(super) async fn attempt(&self, record: MessageRecord, verify_first: bool) {
+        let message = &record.message;
+        let attempt = record.attempts;
+        let Some(router) = self.routes.get(&message.channel()).cloned() else {
+            let event = Event::new(COMPONENT, "no provider is configured for this channel");
+            let ended = Transition::Ended {
+                attempt,
+                status: Status::Failed,
+                provider: None,
+                event,
+            };
+            return self.store_outcome(&record, ended).await;
+        };
+        // Resending after an attempt that may have reached the vendor is
+        // decided here, and the trail says how.
+        let mut resend_note = None;
+        if verify_first {
+            let looked = router.lookup(record.provider.as_deref(), &message.id).await;
+            let asked = looked.provider;
+            let outcome = match looked.result {
+                Ok(Lookup::Found(receipt)) => {
+                    let details = "vendor already had it from an earlier attempt; not resent";
+                    self.sent(&record, &asked, receipt, details).await
+                }
+                Ok(Lookup::NotFound) => {
+                    tracing::info!("Vendor does not have the message; sending");
+                    None
+                }
+                Ok(Lookup::CannotTell) => match looked.after_ambiguous {
+                    AfterAmbiguous::WaitForReport => {
+                        tracing::info!(provider = %asked, "Vendor cannot tell whether it has the message; waiting for its report");
+                        Some(Transition::SentUnconfirmed {
+                            attempt,
+                            provider: asked.clone(),
+                            event: Event::new(
+                                COMPONENT,
+                                format!("an earlier attempt may have reached {asked}, which cannot be asked; not resent, waiting for its report (after_ambiguous = wait_for_report)"),
+                            )
+                            .provider(&asked, None),
+                        })
+                    }
+                    AfterAmbiguous::Resend => {
+                        resend_note = Some(format!(
+                            "; {asked} cannot tell whether an earlier attempt reached it, so it was sent again (after_ambiguous = resend)"
+                        ));
+                        None
+                    }
+                },
+                Err(error) => Some(self.failed(&record, &asked, error, true)),
+            };
+            if let Some(transition) = outcome {
+                return self.store_outcome(&record, transition).await;
+            }
+        }
+        // The router bounds each provider call by the send timeout and waits
+        // for a rate-limit token when every provider is at its limit; the
+        // lease is kept alive meanwhile.
+        let started = std::time::Instant::now();
+        metrics::gauge!("mdc_sends_in_flight").increment(1.0);
+        let routed = router.send(message).await;
+        metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
+        let outcome = match &routed.result {
+            Ok(_) => "sent",
+            Err(ProviderError::Permanent { .. }) => "refused",
+            Err(ProviderError::Transient { .. }) => "transient",
+            Err(ProviderError::Ambiguous { .. }) => "ambiguous",
+        };
+        metrics::counter!("mdc_sends_total", "provider" => routed.provider.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
+            .record(started.elapsed().as_secs_f64());
+        let failover: Vec<String> = routed
+            .skipped
+            .iter()
+            .filter(|(provider, _)| *provider != routed.provider)
+            .map(|(provider, reason)| format!("{provider}: {reason}"))
+            .collect();
+        for line in &failover {
+            tracing::info!(skipped = %line, "Failed over to the next provider");
+        }
+        let transition = match routed.result {
+            Ok(receipt) => {
+                let mut details = if failover.is_empty() {
+                    "sent".to_owned()
+                } else {
+                    format!("sent after failing over ({})", failover.join("; "))
+                };
+                details.push_str(resend_note.as_deref().unwrap_or_default());
+                self.sent(&record, &routed.provider, receipt, &details)
+                    .await
+            }
+            Err(error) => Some(self.failed(&record, &routed.provider, error, false)),
+        };
+        if let Some(transition) = transition {
+            self.store_outcome(&record, transition).await;
+        }
+    }
+
+    async fn sent(
+        &self,
+        record: &MessageRecord,
+        provider: &str,
+        receipt: Receipt,
+        details: &str,
+    ) -> Option<Transition> {
+        let message = &record.message;
+        let cached = CachedMessage {
+            message_id: message.id.clone(),
+            channel: message.channel(),
+        };
+        // Only a shortcut for vendor reports: the store's index is the truth.
+        if let Err(e) = self
+            .cache
+            .put(provider, &receipt.provider_message_id, cached, CACHE_TTL)
+            .await
+        {
+            tracing::warn!(error = %e, "Could not cache the vendor message id");
+        }
+        let event = Event::new(COMPONENT, details)
+            .provider(provider, Some(&receipt.provider_message_id))
+            .raw(receipt.raw);
+        Some(Transition::Sent {
+            attempt: record.attempts,
+            provider: provider.to_owned(),
+            provider_message_id: receipt.provider_message_id,
+            event,
+        })
+    }
+
+    /// The transition after a failed attempt; sets the retry timer when
+    /// there is a next attempt.
+    fn failed(
+        &self,
+        record: &MessageRecord,
+        provider: &str,
+        error: ProviderError,
+        verifying: bool,
+    ) -> Transition {
+        let message = &record.message;
+        let attempt = record.attempts;
+        let now = mdc_core::now();
+        let next = next_attempt(
+            attempt,
+            &error,
+            &self.config.retry_schedule,
+            message.deadline,
+            now,
+        );
+        let ended = |status: Status, details: String| Transition::Ended {
+            attempt,
+            status,
+            provider: Some(provider.to_owned()),
+            event: Event::new(COMPONENT, details)
+                .provider(provider, None)
+                .error(error.to_string()),
+        };
+        match next {
+            Next::Refused => {
+                tracing::info!(to = %mask::recipient(&message.to), error = %mask::scrub(&error.to_string()), "Vendor refused the message");
+                ended(Status::Failed, format!("attempt {attempt} refused"))
+            }
+            Next::GaveUp => ended(
+                Status::Failed,
+                format!("attempt {attempt} failed; giving up after {attempt} attempts"),
+            ),
+            Next::PastDeadline => ended(
+                Status::Expired,
+                format!("attempt {attempt} failed and the next would be after the deadline"),
+            ),
+            Next::RetryAt(due) => {
+                let ambiguous = verifying || matches!(error, ProviderError::Ambiguous { .. });
+                Transition::AttemptFailed {
+                    attempt,
+                    provider: provider.to_owned(),
+                    next_attempt_at: due,
+                    verify_first: ambiguous,
+                    event: Event::new(
+                        COMPONENT,
+                        format!(
+                            "attempt {attempt} failed; next attempt at {}",
+                            due.to_rfc3339()
+                        ),
+                    )
+                    .provider(provider, None)
+                    .error(error.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Stores an attempt's outcome. What the vendor answered is never
+    /// forgotten: a failed write is tried again (with a growing pause) until
+    /// the store takes it, and the send is never repeated for it. The retry
+    /// timer of a failed attempt is set first; if it cannot be, the attempt
+    /// is still recorded with its due time and the reconciler sets the timer
+    /// once the retry backend is back.
+    pub(super) async fn store_outcome(&self, record: &MessageRecord, mut transition: Transition) {
+        let message = &record.message;
+        if let Transition::AttemptFailed {
+            next_attempt_at,
+            event,
+            ..
+        } = &mut transition
+        {
+            if let Err(e) = self.schedule(message, *next_attempt_at).await {
+                tracing::warn!(error = %e, "Could not set the retry timer; the reconciler will schedule the retry");
+                event.details.push_str(&format!(
+                    " (the retry timer could not be set: {e}; the reconciler will set it)"
+                ));
+            }
+        }
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.update(&message.id, transition.clone()).await {
+                Ok(Updated::Applied { status }) => {
+                    if mdc_core::outcome::is_outcome(status) {
+                        self.publish_applied(record, transition, status).await;
+                    }
+                    return;
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "Could not store an attempt's outcome; trying the write again (not the send)");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_WRITE_BACKOFF);
+                }
+            }
+        }
+    }
+}
