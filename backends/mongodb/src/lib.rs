@@ -291,6 +291,16 @@ impl MongoStore {
         with_events: bool,
     ) -> Result<Option<(Channel, Document)>, StoreError> {
         let projection = (!with_events).then(|| doc! { "events": 0 });
+        self.find_projected(id, projection).await
+    }
+
+    /// The message's document with `projection` applied, from whichever
+    /// channel's collection holds it.
+    async fn find_projected(
+        &self,
+        id: &MessageId,
+        projection: Option<Document>,
+    ) -> Result<Option<(Channel, Document)>, StoreError> {
         for (&channel, collection) in &self.collections {
             let found = collection
                 .find_one(doc! { "_id": id.as_str() })
@@ -566,6 +576,24 @@ impl Store for MongoStore {
 
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         match self.find(id, true).await? {
+            Some((_, document)) => Ok(Some(from_document(document)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Only the last `events` events are read (`$slice`), none at all for
+    /// 0: publishing an outcome on every status change needs no more.
+    async fn get_recent(
+        &self,
+        id: &MessageId,
+        events: usize,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let projection = match i64::try_from(events) {
+            Ok(0) => doc! { "events": 0 },
+            Ok(n) => doc! { "events": { "$slice": -n } },
+            Err(_) => return self.get(id).await,
+        };
+        match self.find_projected(id, Some(projection)).await? {
             Some((_, document)) => Ok(Some(from_document(document)?.0)),
             None => Ok(None),
         }

@@ -1154,6 +1154,24 @@ pub async fn recent_events_are_the_last_of_the_trail(store: Arc<dyn Store>) {
         .expect("get_recent")
         .expect("present");
     assert_eq!(all.events, whole.events);
+    let bare = store
+        .get_recent(id, 0)
+        .await
+        .expect("get_recent")
+        .expect("present");
+    assert_eq!(
+        bare,
+        MessageRecord {
+            events: Vec::new(),
+            ..whole.clone()
+        },
+        "no events, the rest as stored"
+    );
+    assert!(store
+        .get_recent(&MessageId::generate(), 0)
+        .await
+        .expect("get_recent")
+        .is_none());
     assert!(store
         .get_recent(&MessageId::generate(), 2)
         .await
