@@ -55,6 +55,28 @@ pub(crate) enum Standing {
 /// fraction of `dispatcher.batch_size`.
 pub(crate) const SHARING_DIVISOR: usize = 8;
 
+/// What one lane consumer's last fetch found, counted in its gate. Its
+/// count is taken back when it is dropped, so a consumer that panics (and
+/// is started again with a new slot) or is cancelled leaves nothing
+/// behind that would hold the lower lanes back for ever.
+pub(crate) struct LaneSlot<'a> {
+    gate: &'a LaneGate,
+    priority: Priority,
+    found: Found,
+}
+
+impl LaneSlot<'_> {
+    pub(crate) fn set(&mut self, now: Found) {
+        self.gate.found(self.priority, &mut self.found, now);
+    }
+}
+
+impl Drop for LaneSlot<'_> {
+    fn drop(&mut self) {
+        self.set(Found::Nothing);
+    }
+}
+
 pub(crate) struct LaneGate {
     /// Consumers per lane whose last fetch came back full.
     full: [AtomicU32; 3],
@@ -89,9 +111,19 @@ impl LaneGate {
         }
     }
 
+    /// One consumer's place in `priority`'s counts, for as long as the
+    /// consumer runs.
+    pub(crate) fn slot(&self, priority: Priority) -> LaneSlot<'_> {
+        LaneSlot {
+            gate: self,
+            priority,
+            found: Found::Nothing,
+        }
+    }
+
     /// Records what one consumer of `priority` found (`was` is what its
     /// fetch before found).
-    pub(crate) fn found(&self, priority: Priority, was: &mut Found, now: Found) {
+    fn found(&self, priority: Priority, was: &mut Found, now: Found) {
         if *was != now {
             let lane = rank(priority);
             count(&self.full[lane], *was == Found::Full, now == Found::Full);
@@ -160,38 +192,53 @@ mod tests {
     #[test]
     fn a_higher_backlog_pre_empts_lower_lanes_only() {
         let gate = LaneGate::new([0.0, 0.0, 0.0]);
-        let mut critical = Found::Nothing;
-        gate.found(Priority::Critical, &mut critical, Found::Full);
+        let mut critical = gate.slot(Priority::Critical);
+        critical.set(Found::Full);
         assert_eq!(gate.standing(Priority::Normal), Standing::PreEmpted);
         assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
         assert_eq!(gate.standing(Priority::Critical), Standing::Free);
-        gate.found(Priority::Critical, &mut critical, Found::Nothing);
+        critical.set(Found::Nothing);
         assert_eq!(gate.standing(Priority::Bulk), Standing::Free);
     }
 
     #[test]
     fn a_drained_higher_lane_shares_and_any_backlog_pre_empts() {
         let gate = LaneGate::new([0.0, 0.0, 0.0]);
-        let (mut first, mut second) = (Found::Nothing, Found::Nothing);
-        gate.found(Priority::Critical, &mut first, Found::Some);
+        let (mut first, mut second) =
+            (gate.slot(Priority::Critical), gate.slot(Priority::Critical));
+        first.set(Found::Some);
         assert_eq!(gate.standing(Priority::Bulk), Standing::Sharing);
-        gate.found(Priority::Critical, &mut second, Found::Full);
+        second.set(Found::Full);
         assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
-        gate.found(Priority::Critical, &mut second, Found::Some);
+        second.set(Found::Some);
         assert_eq!(gate.standing(Priority::Bulk), Standing::Sharing);
-        gate.found(Priority::Critical, &mut first, Found::Nothing);
+        first.set(Found::Nothing);
         assert_eq!(
             gate.standing(Priority::Bulk),
             Standing::Sharing,
             "one still sends"
         );
-        gate.found(Priority::Critical, &mut second, Found::Nothing);
+        second.set(Found::Nothing);
         assert_eq!(gate.standing(Priority::Bulk), Standing::Free);
         // A normal-lane backlog pre-empts bulk, not critical.
-        let mut normal = Found::Nothing;
-        gate.found(Priority::Normal, &mut normal, Found::Full);
+        let mut normal = gate.slot(Priority::Normal);
+        normal.set(Found::Full);
         assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
         assert_eq!(gate.standing(Priority::Critical), Standing::Free);
+    }
+
+    #[test]
+    fn a_dropped_slot_leaves_no_count_behind() {
+        let gate = LaneGate::new([0.0, 0.0, 0.0]);
+        let mut full = gate.slot(Priority::Critical);
+        full.set(Found::Full);
+        let mut some = gate.slot(Priority::Normal);
+        some.set(Found::Some);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::PreEmpted);
+        drop(full);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Sharing);
+        drop(some);
+        assert_eq!(gate.standing(Priority::Bulk), Standing::Free);
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Dispatcher {
         let gate = &self.gates[&channel];
         // What this consumer's last fetch found: records make lower lanes
         // share, a full batch pre-empts them.
-        let mut found = Found::Nothing;
+        let mut found = gate.slot(priority);
         // Whether this lane may have records waiting: until a fetch while
         // not paused comes back empty, it may. A lane that found itself
         // empty looks again now and then while pre-empted, as records may
@@ -288,25 +288,26 @@ impl Dispatcher {
                     } else {
                         Found::Some
                     };
-                    gate.found(priority, &mut found, now);
+                    found.set(now);
                     backlog = true;
                     let n = batch.len();
                     self.handle_batch(&consumer, batch).await;
                     gate.handled(priority, n);
                 }
                 Ok(_) => {
-                    gate.found(priority, &mut found, Found::Nothing);
+                    found.set(Found::Nothing);
                     if !paused {
                         backlog = false;
                     }
                 }
                 Err(e) => {
+                    found.set(Found::Nothing);
                     tracing::warn!(%topic, error = %e, "Fetching from the queue failed; retrying");
                     tokio::time::sleep(ERROR_BACKOFF).await;
                 }
             }
         }
-        gate.found(priority, &mut found, Found::Nothing);
+        drop(found);
         if let Err(e) = consumer.close().await {
             tracing::warn!(%topic, error = %e, "Leaving the consumer group failed");
         }
@@ -381,6 +382,10 @@ impl Dispatcher {
     /// to wait for. Should the holder be removed and this record stored
     /// after all, the reconciler queues it again.
     async fn held_by_another(&self, message: &Message) -> bool {
+        // An own key can be held by its message alone.
+        if message.idempotency_key_owner().as_ref() == Some(&message.id) {
+            return false;
+        }
         match self.store.key_holder(message).await {
             Ok(holder) => holder.is_some_and(|holder| holder != message.id),
             Err(e) => {

@@ -278,6 +278,30 @@ async fn a_critical_backlog_pauses_bulk_down_to_its_share() {
     h.stop().await;
 }
 
+/// A critical lane consumer that panics in the middle of a full batch is
+/// started again; what it counted towards pre-empting the lower lanes goes
+/// with it, so bulk is not held back for ever afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_lane_that_panicked_with_a_full_batch_does_not_hold_bulk_back() {
+    let mut config = config();
+    config.batch_size = 2;
+    let h = Harness::start(config, None).await;
+    h.provider.script("+14155550193", Behaviour::PanicOnce);
+    let panicking = h.submit("+14155550193", Priority::Critical).await;
+    h.submit("+14155550194", Priority::Critical).await;
+    h.wait_for(&panicking, Status::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(h.dispatcher.restarts(), 1, "the panic was seen and counted");
+    for i in 0..20 {
+        h.submit(&format!("+1415557{:04}", i), Priority::Bulk).await;
+    }
+    h.wait_until(Duration::from_secs(10), || {
+        h.provider.sends_with_prefix("+1415557") == 20
+    })
+    .await;
+    h.stop().await;
+}
+
 /// A crash between a message's record and its produce: nothing is on the
 /// queue, and the reconciler puts it there, so it is sent, not left queued.
 #[tokio::test(start_paused = true)]
