@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdc_core::ports::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
-use mdc_core::{Message, MessageId};
+use mdc_core::{Message, MessageId, Priority};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +193,15 @@ impl Router {
         for index in rate_limited {
             let member = &self.members[index];
             if let Some(limiter) = &member.limiter {
-                limiter.acquire().await;
+                // Critical messages queue for the next token; the others
+                // take a token only when none of them is waiting, so a
+                // batch of bulk sends never holds the vendor's rate ahead
+                // of an OTP.
+                if message.priority == Priority::Critical {
+                    limiter.acquire().await;
+                } else {
+                    limiter.acquire_when_free().await;
+                }
             }
             let name = member.provider.name().to_owned();
             if let Some(result) = self.try_member(member, message).await {

@@ -13,6 +13,9 @@ pub struct RateLimiter {
     configured: f64,
     burst: f64,
     inner: Mutex<Bucket>,
+    /// Sends waiting for a free token take turns (in order): one looks at
+    /// the bucket at a time, the rest sleep until it is done.
+    free_turn: tokio::sync::Mutex<()>,
 }
 
 struct Bucket {
@@ -33,6 +36,7 @@ impl RateLimiter {
                 tokens: burst,
                 refilled: Instant::now(),
             }),
+            free_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -74,6 +78,27 @@ impl RateLimiter {
         tokio::time::sleep(wait).await;
     }
 
+    /// Takes a token without queueing for one: waits until a token is free
+    /// with no [`acquire`](Self::acquire) waiter ahead (their turns are
+    /// counted against the bucket), so those go first. For sends that may
+    /// wait behind more urgent ones; among themselves they go in order.
+    pub async fn acquire_when_free(&self) {
+        let _turn = self.free_turn.lock().await;
+        loop {
+            let wait = {
+                let mut bucket = self.lock();
+                self.refill(&mut bucket);
+                // A hair under a whole token is rounding, not a wait.
+                if bucket.tokens >= 1.0 - 1e-9 {
+                    bucket.tokens -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.rate)
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
     fn refill(&self, bucket: &mut Bucket) {
         let now = Instant::now();
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
@@ -110,6 +135,41 @@ mod tests {
             limiter.succeeded();
         }
         assert_eq!(limiter.rate(), 100.0, "never above the configured rate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_token_goes_to_queued_waiters_first() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(10.0, 1));
+        assert!(limiter.try_acquire());
+        let start = Instant::now();
+        // Ten sends that may wait start waiting for a free token...
+        let waiting: Vec<_> = (0..10)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter.acquire_when_free().await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // ...and an urgent one queued after them still gets the next token.
+        limiter.acquire().await;
+        assert!(
+            start.elapsed() <= Duration::from_millis(110),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut times = Vec::new();
+        for task in waiting {
+            times.push(task.await.expect("waiter"));
+        }
+        times.sort();
+        assert!(times[0] - start >= Duration::from_millis(200), "{times:?}");
+        assert!(
+            times[9] - start >= Duration::from_millis(1100),
+            "one token each, 100 ms apart: {times:?}"
+        );
     }
 
     #[tokio::test]

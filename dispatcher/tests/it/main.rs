@@ -278,6 +278,44 @@ async fn a_critical_backlog_pauses_bulk_down_to_its_share() {
     h.stop().await;
 }
 
+/// At the vendor's rate limit, bulk sends waiting for tokens do not hold
+/// the tokens ahead of critical messages that arrive meanwhile.
+#[tokio::test(start_paused = true)]
+async fn at_a_rate_limit_critical_messages_take_the_next_tokens() {
+    // 10 sends a second.
+    let h = Harness::start(config(), Some((10.0, 1))).await;
+    for i in 0..100 {
+        h.submit(&format!("+1415557{:04}", i), Priority::Bulk).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut submitted = Vec::new();
+    for i in 0..10 {
+        let to = format!("+1415558{:04}", i);
+        submitted.push((to.clone(), tokio::time::Instant::now()));
+        h.submit(&to, Priority::Critical).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    h.wait_until(Duration::from_secs(5), || {
+        h.provider.sends_with_prefix("+1415558") == 10
+    })
+    .await;
+    for (to, at) in submitted {
+        let sent = h.provider.call_times(&to)[0];
+        // One token is 100 ms away at most; behind the bulk sends already
+        // waiting (up to 32) it would be seconds.
+        assert!(
+            sent - at <= Duration::from_millis(150),
+            "{to} waited {:?}",
+            sent - at
+        );
+    }
+    assert!(
+        h.provider.sends_with_prefix("+1415557") >= 50,
+        "bulk went on beside them"
+    );
+    h.stop().await;
+}
+
 /// A critical lane consumer that panics in the middle of a full batch is
 /// started again; what it counted towards pre-empting the lower lanes goes
 /// with it, so bulk is not held back for ever afterwards.
