@@ -83,8 +83,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
         self.check()?;
-        let mut keys = lock(&self.keys);
+        // Records before keys, as everywhere: two locks in different orders
+        // could deadlock.
         let mut records = lock(&self.records);
+        let mut keys = lock(&self.keys);
         if let Some(id) = keys.get(&record.message.idempotency_scope()) {
             if let Some(existing) = records.get(id) {
                 return Ok(Created::Existing(Box::new(existing.clone())));
@@ -664,6 +666,54 @@ impl crate::ports::ApiKeys for MemoryKeys {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::contract::sample_message;
+
+    /// Creating takes the records' lock and the keys' lock, as discarding
+    /// does; taken in opposite orders, the two deadlocked now and then.
+    #[test]
+    fn creating_and_discarding_at_once_never_deadlock() {
+        let store = Arc::new(MemoryStore::default());
+        let (done, finished) = std::sync::mpsc::channel();
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        for _ in 0..20_000 {
+                            let record = MessageRecord::new(
+                                sample_message("+14155550100"),
+                                Status::Queued,
+                                crate::Event::new("test", "queued"),
+                            );
+                            store.create(&record).await.expect("create");
+                            store.discard(&record.message).await.expect("discard");
+                        }
+                    });
+                    let _ = done.send(());
+                })
+            })
+            .collect();
+        for _ in 0..workers.len() {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("both workers finish (a deadlock never would)");
+        }
+        for worker in workers {
+            worker.join().expect("worker");
         }
     }
 }
