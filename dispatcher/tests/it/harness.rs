@@ -328,6 +328,32 @@ impl Harness {
         id
     }
 
+    /// Submits `n` bulk messages, to +14155550000 onwards.
+    pub async fn submit_bulk(&self, n: usize) {
+        for i in 0..n {
+            self.submit(&format!("+1415555{i:04}"), Priority::Bulk)
+                .await;
+        }
+    }
+
+    /// Submits a critical message (to +14155560000 onwards) every `every`
+    /// for `lasting`; returns how many.
+    pub async fn submit_critical_every(&self, every: Duration, lasting: Duration) -> usize {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(every);
+        let mut critical = 0;
+        while started.elapsed() < lasting {
+            tick.tick().await;
+            self.submit(
+                &format!("+1415556{:04}", critical % 10_000),
+                Priority::Critical,
+            )
+            .await;
+            critical += 1;
+        }
+        critical
+    }
+
     /// A consumer of the outcomes topic, in a group of its own.
     pub async fn outcomes(&self) -> Arc<dyn QueueConsumer> {
         self.queue

@@ -193,22 +193,12 @@ async fn a_critical_trickle_leaves_bulk_running() {
     h.provider
         .send_millis
         .store(100, std::sync::atomic::Ordering::SeqCst);
-    for i in 0..1500 {
-        h.submit(&format!("+1415555{:04}", i), Priority::Bulk).await;
-    }
+    h.submit_bulk(1500).await;
     // 20 critical messages a second for ten seconds.
     let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut critical = 0;
-    while started.elapsed() < Duration::from_secs(10) {
-        tick.tick().await;
-        h.submit(
-            &format!("+1415556{:04}", critical % 10_000),
-            Priority::Critical,
-        )
+    let critical = h
+        .submit_critical_every(Duration::from_millis(50), Duration::from_secs(10))
         .await;
-        critical += 1;
-    }
     // At 32 a batch (an eighth of 256) and 100 ms a send, 1,500 take about
     // 4.7 s; held to a tenth of the critical sends, bulk would have sent a
     // few dozen.
@@ -246,22 +236,11 @@ async fn a_critical_backlog_pauses_bulk_down_to_its_share() {
     h.provider
         .send_millis
         .store(100, std::sync::atomic::Ordering::SeqCst);
-    for i in 0..2000 {
-        h.submit(&format!("+1415555{:04}", i), Priority::Bulk).await;
-    }
+    h.submit_bulk(2000).await;
     // 200 critical messages a second for twenty seconds.
-    let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    let mut critical = 0;
-    while started.elapsed() < Duration::from_secs(20) {
-        tick.tick().await;
-        h.submit(
-            &format!("+1415556{:04}", critical % 10_000),
-            Priority::Critical,
-        )
+    let critical = h
+        .submit_critical_every(Duration::from_millis(5), Duration::from_secs(20))
         .await;
-        critical += 1;
-    }
     let bulk_sent = h.provider.sends_with_prefix("+1415555");
     let critical_sent = h.provider.sends_with_prefix("+1415556");
     let share = bulk_sent as f64 / (bulk_sent + critical_sent) as f64;
