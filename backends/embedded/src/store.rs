@@ -522,23 +522,7 @@ impl Store for EmbeddedStore {
         &self,
         message: &mdc_core::Message,
     ) -> Result<Option<MessageId>, StoreError> {
-        let scope = message.idempotency_scope();
-        // An own key is not indexed: its holder is the message it names.
-        if let Some(owner) = message.idempotency_key_owner() {
-            let held = read_record(&self.db, &owner, Some(0))?
-                .is_some_and(|record| record.message.idempotency_scope() == scope);
-            if held {
-                return Ok(Some(owner));
-            }
-        }
-        let txn = self.db.read()?;
-        let table = match txn.open_table(IDEMPOTENCY) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(DbError::from(e).into()),
-        };
-        let found = table.get(scope.as_str()).map_err(DbError::from)?;
-        Ok(found.and_then(|v| v.value().parse().ok()))
+        Ok(read::key_holder(&self.db, message)?)
     }
 
     async fn get(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {

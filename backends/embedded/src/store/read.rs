@@ -5,9 +5,35 @@ use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
 use super::{
-    codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, MESSAGES, STATES,
+    codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, IDEMPOTENCY, MESSAGES,
+    STATES,
 };
 use crate::db::{Db, DbError};
+
+/// The id of the stored message holding `message`'s idempotency key (in
+/// its scope): for an own key (not indexed) the message it names, if
+/// stored; for any other, the key index's entry.
+pub(super) fn key_holder(
+    db: &Db,
+    message: &mdc_core::Message,
+) -> Result<Option<MessageId>, DbError> {
+    let scope = message.idempotency_scope();
+    if let Some(owner) = message.idempotency_key_owner() {
+        let held = read_record(db, &owner, Some(0))?
+            .is_some_and(|record| record.message.idempotency_scope() == scope);
+        if held {
+            return Ok(Some(owner));
+        }
+    }
+    let txn = db.read()?;
+    let table = match txn.open_table(IDEMPOTENCY) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let found = table.get(scope.as_str())?;
+    Ok(found.and_then(|v| v.value().parse().ok()))
+}
 
 /// The record with its trail, or only the trail's last `last` events
 /// (read backwards), oldest first.
