@@ -72,16 +72,17 @@ fn otp(key: Option<&str>) -> SubmitRequest {
     }
 }
 
+/// The record of `id`, which must be stored.
+async fn stored(store: &dyn Store, id: &mdc_core::MessageId) -> mdc_core::MessageRecord {
+    store.get(id).await.expect("get").expect("stored")
+}
+
 #[tokio::test]
 async fn submitted_messages_are_queued_and_recorded() {
     let (submitter, store, queue) = setup();
     let submitted = submitter.submit(&otp(None)).await.expect("submit");
     assert_eq!(submitted.status, Status::Queued);
-    let record = store
-        .get(&submitted.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let record = stored(&*store, &submitted.id).await;
     assert_eq!(record.status, Status::Queued);
     let topic = Topic::Messages(Channel::Sms, Priority::Critical);
     let consumer = queue
@@ -144,7 +145,7 @@ async fn a_reused_idempotency_key_with_another_message_is_a_conflict() {
         .await
         .expect("another service");
     assert_ne!(shipping.id, first.id);
-    let record = store.get(&shipping.id).await.expect("get").expect("stored");
+    let record = stored(&*store, &shipping.id).await;
     assert_eq!(record.message.service.as_deref(), Some("shipping"));
 }
 
@@ -164,7 +165,7 @@ async fn a_queue_outage_is_an_error_and_a_retry_with_the_key_completes_it() {
     queue.down.store(false, Ordering::SeqCst);
     let retried = submitter.submit(&otp(Some("k-1"))).await.expect("submit");
     assert_eq!(retried.status, Status::Queued);
-    let record = store.get(&retried.id).await.expect("get").expect("stored");
+    let record = stored(&*store, &retried.id).await;
     assert_eq!(record.status, Status::Queued);
     let topic = Topic::Messages(Channel::Sms, Priority::Critical);
     let consumer = queue
@@ -227,11 +228,7 @@ async fn messages_are_stored_and_queued_at_once() {
         .await
         .expect("submit");
     assert_eq!(embedded.queue.lag(topic).await.expect("lag"), Some(3));
-    let record = store
-        .get(&submitted.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let record = stored(&*store, &submitted.id).await;
     assert_eq!(record.status, Status::Queued);
     let again = submitter
         .submit(&otp(Some("order-11")))
