@@ -11,6 +11,7 @@
 mod checkpoint;
 mod devices;
 mod keys;
+mod located;
 mod suppression;
 mod webhooks;
 
@@ -51,6 +52,7 @@ pub struct MongoStore {
     collections: HashMap<Channel, Collection<Document>>,
     database: mongodb::Database,
     prefix: String,
+    located: located::Located,
 }
 
 /// The driver could not reach the database (or it refused): try again later.
@@ -189,9 +191,19 @@ async fn ids_of(
 impl MongoStore {
     /// Connects and creates the indexes (idempotent).
     pub async fn connect(config: &MongoConfig) -> Result<Self, StoreError> {
-        let mut options = ClientOptions::parse(&config.url)
+        let options = ClientOptions::parse(&config.url)
             .await
             .map_err(unavailable)?;
+        Self::connect_with(options, config).await
+    }
+
+    /// [`MongoStore::connect`] with the driver's options parsed from
+    /// `config.url` already, and perhaps amended (an event handler, a pool
+    /// size); `config.url` is not read again.
+    pub async fn connect_with(
+        mut options: ClientOptions,
+        config: &MongoConfig,
+    ) -> Result<Self, StoreError> {
         if config.majority_writes {
             options.write_concern =
                 Some(WriteConcern::builder().w(Acknowledgment::Majority).build());
@@ -256,6 +268,7 @@ impl MongoStore {
             collections,
             database,
             prefix: config.prefix.clone(),
+            located: located::Located::default(),
         })
     }
 
@@ -295,14 +308,20 @@ impl MongoStore {
     }
 
     /// The message's document with `projection` applied, from whichever
-    /// channel's collection holds it.
+    /// channel's collection holds it: the one it is known to be in, or each
+    /// in turn.
     async fn find_projected(
         &self,
         id: &MessageId,
         projection: Option<Document>,
     ) -> Result<Option<(Channel, Document)>, StoreError> {
-        for (&channel, collection) in &self.collections {
-            let found = collection
+        let known = self.located.get(id);
+        let channels = match &known {
+            Some(channel) => std::slice::from_ref(channel),
+            None => Channel::ALL,
+        };
+        for &channel in channels {
+            let found = self.collections[&channel]
                 .find_one(doc! { "_id": id.as_str() })
                 .with_options(
                     mongodb::options::FindOneOptions::builder()
@@ -312,6 +331,9 @@ impl MongoStore {
                 .await
                 .map_err(unavailable)?;
             if let Some(document) = found {
+                if known.is_none() {
+                    self.located.note(id, channel);
+                }
                 return Ok(Some((channel, document)));
             }
         }
@@ -427,9 +449,13 @@ impl MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
-        let collection = &self.collections[&record.message.channel()];
+        let channel = record.message.channel();
+        let collection = &self.collections[&channel];
         match collection.insert_one(to_document(record, 0)?).await {
-            Ok(_) => Ok(Created::New),
+            Ok(_) => {
+                self.located.note(&record.message.id, channel);
+                Ok(Created::New)
+            }
             Err(e) if is_duplicate_key(&e) => {
                 let key = record.message.idempotency_key.as_str();
                 let service = record
@@ -529,6 +555,9 @@ impl Store for MongoStore {
             })
             .await
             .map_err(unavailable)?;
+        if result.deleted_count == 1 {
+            self.located.forget(&message.id);
+        }
         Ok(result.deleted_count == 1)
     }
 
@@ -565,6 +594,17 @@ impl Store for MongoStore {
             })
             .await?;
         Ok(claim.unwrap_or(Claim::NotFound))
+    }
+
+    async fn claim_message(
+        &self,
+        message: &mdc_core::Message,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        self.located.note(&message.id, message.channel());
+        self.claim(&message.id, now, lease_until, component).await
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
@@ -604,14 +644,19 @@ impl Store for MongoStore {
         provider: &str,
         provider_message_id: &str,
     ) -> Result<Option<MessageId>, StoreError> {
-        for collection in self.collections.values() {
+        for (&channel, collection) in &self.collections {
             let found = collection
                 .find_one(doc! { "provider": provider, "provider_message_id": provider_message_id })
                 .projection(doc! { "_id": 1 })
                 .await
                 .map_err(unavailable)?;
             if let Some(document) = found {
-                return Ok(document.get_str("_id").ok().and_then(|id| id.parse().ok()));
+                let id: Option<MessageId> =
+                    document.get_str("_id").ok().and_then(|id| id.parse().ok());
+                if let Some(id) = &id {
+                    self.located.note(id, channel);
+                }
+                return Ok(id);
             }
         }
         Ok(None)

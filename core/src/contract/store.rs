@@ -205,6 +205,60 @@ pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn a_claim_with_the_message_at_hand_is_a_claim(store: Arc<dyn Store>) {
+    let now = crate::now();
+    let lease = now + Duration::seconds(30);
+    let mut email = record("c@example.com");
+    email.message.content = Content::Email {
+        from: "noreply@example.com".into(),
+        subject: "Hi".into(),
+        text: Some("Hello".into()),
+        html: None,
+        attachments: Vec::new(),
+    };
+    // Claimed before it is stored: not found, and found once it is.
+    assert_eq!(
+        store
+            .claim_message(&email.message, now, lease, "test")
+            .await
+            .expect("claim"),
+        Claim::NotFound
+    );
+    assert_eq!(store.create(&email).await.expect("create"), Created::New);
+    match store
+        .claim_message(&email.message, now, lease, "test")
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { record, .. } => {
+            assert_eq!(record.message.id, email.message.id);
+            assert_eq!(record.attempts, 1);
+        }
+        other => panic!("expected a claim, got {other:?}"),
+    }
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim".into(),
+        provider_message_id: "p-claim".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
+    assert_eq!(
+        store.update(&email.message.id, sent).await.expect("update"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+    assert_eq!(
+        store
+            .claim_message(&email.message, now, lease, "test")
+            .await
+            .expect("claim"),
+        Claim::Finished {
+            status: Status::Sent
+        }
+    );
+}
+
 pub async fn expired_lease_is_taken_over_with_verification(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550104").await;
     let id = &record.message.id;
@@ -1194,6 +1248,7 @@ macro_rules! store_contract {
                 the_key_holder_is_the_message_stored_under_the_key,
                 concurrent_claims_yield_one_owner,
                 sent_and_terminal_messages_are_not_claimed,
+                a_claim_with_the_message_at_hand_is_a_claim,
                 expired_lease_is_taken_over_with_verification,
                 pending_retry_is_claimed_only_when_due,
                 statuses_only_move_forward,

@@ -403,6 +403,19 @@ pub trait Store: Send + Sync + 'static {
         component: &str,
     ) -> Result<Claim, StoreError>;
 
+    /// [`Store::claim`] for a message the caller has at hand (a dispatcher
+    /// with its queue record): a store that keeps channels apart looks only
+    /// in `message`'s channel, for this claim and the attempt's writes after.
+    async fn claim_message(
+        &self,
+        message: &crate::Message,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        self.claim(&message.id, now, lease_until, component).await
+    }
+
     async fn update(&self, id: &MessageId, transition: Transition) -> Result<Updated, StoreError>;
 
     /// Removes the record of `message` if no attempt has started (it is

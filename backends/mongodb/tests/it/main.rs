@@ -141,3 +141,151 @@ async fn the_ttl_index_follows_the_records_retention() {
     connect(None).await;
     assert_eq!(ttl_of().await, None, "dropped");
 }
+
+/// A store whose driver counts the `find` commands sent to each collection.
+async fn counting_finds(
+    prefix: &str,
+) -> (
+    MongoStore,
+    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use mongodb::event::{command::CommandEvent, EventHandler};
+    let url = std::env::var("MDC_TEST_MONGODB_URL")
+        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
+    let finds = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let mut options = mongodb::options::ClientOptions::parse(&url)
+        .await
+        .expect("options");
+    let counter = finds.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
+        if let CommandEvent::Started(started) = event {
+            if started.command_name == "find" {
+                let collection = started.command.get_str("find").unwrap_or("").to_owned();
+                *counter
+                    .lock()
+                    .expect("counter")
+                    .entry(collection)
+                    .or_default() += 1;
+            }
+        }
+    }));
+    let config = MongoConfig {
+        url,
+        database: "mdc_test".into(),
+        prefix: prefix.to_owned(),
+        majority_writes: false,
+        records_ttl: None,
+    };
+    let store = MongoStore::connect_with(options, &config)
+        .await
+        .expect("connect");
+    (store, finds)
+}
+
+/// The `find` commands counted since the last call, by collection.
+fn take(
+    finds: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
+) -> std::collections::HashMap<String, usize> {
+    std::mem::take(&mut *finds.lock().expect("counter"))
+}
+
+/// A message's reads and writes query its channel's collection alone once
+/// the store knows where it is: created by this store, claimed with the
+/// message at hand, or found by its provider's id (another process's store
+/// knows nothing of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_message_is_looked_up_in_its_own_collection_only() {
+    use mdc_core::ports::Transition;
+    use mdc_core::{Channel, Event, MessageRecord, Status};
+    let prefix = format!("t{}_", ulid::Ulid::new());
+    // Push: the last collection looked in when the store does not know.
+    let push = format!("{prefix}messages_push");
+    let only_push = |n: usize| std::collections::HashMap::from([(push.clone(), n)]);
+    let (creator, created_finds) = counting_finds(&prefix).await;
+    let now = mdc_core::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let new = || {
+        let mut message = mdc_core::contract::sample_message("device-1");
+        message.content = mdc_core::message::Content::Push {
+            target: mdc_core::message::PushTarget::DeviceToken("device-1".into()),
+            title: None,
+            body: "Your parcel is on its way".into(),
+            data: serde_json::Map::new(),
+        };
+        MessageRecord::new(
+            message,
+            Status::Queued,
+            Event::new("ingest", "accepted").status(Status::Queued),
+        )
+    };
+
+    // Created here: the claim and the update look in one collection.
+    let a = new();
+    creator.create(&a).await.expect("create");
+    take(&created_finds);
+    assert!(matches!(
+        creator
+            .claim(&a.message.id, now, lease, "t")
+            .await
+            .expect("claim"),
+        mdc_core::ports::Claim::Claimed { .. }
+    ));
+    assert_eq!(take(&created_finds), only_push(1));
+
+    // Another process: a claim with the message at hand looks in one
+    // collection, and so do the attempt's writes after it.
+    let b = new();
+    creator.create(&b).await.expect("create");
+    let (dispatcher, finds) = counting_finds(&prefix).await;
+    take(&finds);
+    assert!(matches!(
+        dispatcher
+            .claim_message(&b.message, now, lease, "t")
+            .await
+            .expect("claim"),
+        mdc_core::ports::Claim::Claimed { .. }
+    ));
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim".into(),
+        provider_message_id: "p-b".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
+    dispatcher
+        .update(&b.message.id, sent)
+        .await
+        .expect("update");
+    assert_eq!(take(&finds), only_push(2));
+
+    // A third process finds it by its provider's id (each collection in
+    // turn), then reads and writes it in its own.
+    let (handler, finds) = counting_finds(&prefix).await;
+    let id = handler
+        .find_by_provider_message_id("sim", "p-b")
+        .await
+        .expect("find")
+        .expect("known");
+    assert_eq!(id, b.message.id);
+    take(&finds);
+    let delivered = Transition::to(Status::Delivered, Event::new("report", "delivered"));
+    handler.update(&id, delivered).await.expect("update");
+    handler
+        .get_recent(&id, 0)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(take(&finds), only_push(2));
+
+    // Unknown to a store: looked for in each collection, then known.
+    let (reader, finds) = counting_finds(&prefix).await;
+    take(&finds);
+    let got = reader
+        .get(&a.message.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.status, Status::Sending);
+    assert_eq!(take(&finds).values().sum::<usize>(), Channel::ALL.len());
+    reader.get(&a.message.id).await.expect("get");
+    assert_eq!(take(&finds), only_push(1));
+}
