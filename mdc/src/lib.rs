@@ -127,6 +127,15 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         config.webhooks.clone(),
     ));
     let mut tasks = JoinSet::new();
+    // The simulated vendors' ledger is kept as long as message records.
+    if let (Some(ledger), Some(keep)) = (&vendors.ledger, config.retention.records) {
+        let (ledger, token) = (ledger.clone(), workers.clone());
+        let (interval, batch) = (config.retention.interval, config.retention.batch);
+        tasks.spawn(async move {
+            ledger.keep_for(keep, interval, batch, token).await;
+            Ok(())
+        });
+    }
     if roles.listener {
         // Intakes that poll a vendor (SES events on SQS) run until shutdown.
         for intake in intakes.iter().filter(|i| i.polls()) {

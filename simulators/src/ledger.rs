@@ -4,11 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use mdc_core::MessageId;
+use mdc_core::{MessageId, Timestamp};
 use mdc_embedded::{Db, DbError};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// reference (MDC message id) → entry (JSON).
 const SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("simulator_sends");
@@ -89,6 +92,96 @@ impl Ledger {
                 Ok(())
             })
             .await
+    }
+
+    /// Removes the entries of messages created before `before` (their ids
+    /// begin with their creation time) whose report is not owed, at most
+    /// `limit` of them; returns how many went.
+    pub async fn trim(&self, before: Timestamp, limit: usize) -> Result<usize, DbError> {
+        let Ok(ms) = u64::try_from(before.timestamp_millis()) else {
+            return Ok(0);
+        };
+        // The smallest id of that millisecond: every older id sorts before it.
+        let bound = format!("msg_{}", ulid::Ulid::from_parts(ms, 0));
+        self.db
+            .write(false, move |txn| {
+                let mut table = txn.open_table(SENDS)?;
+                let mut old = Vec::new();
+                for row in table.range(..bound.as_str())? {
+                    let (key, value) = row?;
+                    let entry: Entry = serde_json::from_slice(value.value())?;
+                    if !entry.report_pending {
+                        old.push(key.value().to_owned());
+                        if old.len() == limit {
+                            break;
+                        }
+                    }
+                }
+                for key in &old {
+                    table.remove(key.as_str())?;
+                }
+                Ok(old.len())
+            })
+            .await
+    }
+
+    /// Trims ([`Ledger::trim`]) entries older than `keep` every `interval`
+    /// (the first time right away), `batch` at a time, until shut down: a
+    /// long-running server on simulated vendors keeps its ledger as long as
+    /// its message records, not forever.
+    pub async fn keep_for(
+        self: Arc<Self>,
+        keep: Duration,
+        interval: Duration,
+        batch: usize,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let before = chrono::Duration::from_std(keep)
+                .ok()
+                .and_then(|keep| mdc_core::now().checked_sub_signed(keep));
+            let batch = batch.max(1);
+            let mut removed = 0;
+            if let Some(before) = before {
+                loop {
+                    match self.trim(before, batch).await {
+                        Ok(n) => {
+                            removed += n;
+                            if n < batch {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Could not trim the simulator ledger; trying again later");
+                            break;
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(removed, "Trimmed the simulator ledger");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// The entries whose report is still owed, by reference.
+    pub fn owed(&self) -> Result<Vec<(String, Entry)>, DbError> {
+        let txn = self.db.read()?;
+        let table = txn.open_table(SENDS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let entry: Entry = serde_json::from_slice(value.value())?;
+            if entry.report_pending {
+                out.push((key.value().to_owned(), entry));
+            }
+        }
+        Ok(out)
     }
 
     pub fn get(&self, reference: &MessageId) -> Result<Option<Entry>, DbError> {

@@ -106,8 +106,8 @@ impl Simulator {
     /// Sends the reports the vendor still owes, e.g. after a crash.
     pub async fn resume(&self) -> Result<usize, mdc_embedded::DbError> {
         let mut owed = 0;
-        for (reference, entry) in self.ledger.entries()? {
-            if entry.provider != self.name || !entry.report_pending {
+        for (reference, entry) in self.ledger.owed()? {
+            if entry.provider != self.name {
                 continue;
             }
             let (Ok(reference), Some(pmid)) =
