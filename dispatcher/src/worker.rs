@@ -399,6 +399,7 @@ impl Dispatcher {
     /// sent: the caller may start over.
     async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<Pass, StoreError> {
         let id = &message.id;
+        self.store.remember_channel(id, message.channel());
         if message.direct && !self.record_direct(message).await? {
             return Ok(Pass::Done);
         }
@@ -423,11 +424,7 @@ impl Dispatcher {
         let _permit = self.in_flight.acquire().await;
         let now = mdc_core::now();
         let lease_until = later(now, self.config.lease);
-        match self
-            .store
-            .claim_message(message, now, lease_until, COMPONENT)
-            .await?
-        {
+        match self.store.claim(id, now, lease_until, COMPONENT).await? {
             Claim::Claimed {
                 record,
                 verify_first,

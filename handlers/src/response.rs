@@ -394,7 +394,11 @@ impl ResponseHandler {
             .get(&report.provider, &report.provider_message_id)
             .await
         {
-            Ok(Some(cached)) => return Ok(Some(cached.message_id)),
+            Ok(Some(cached)) => {
+                self.store
+                    .remember_channel(&cached.message_id, cached.channel);
+                return Ok(Some(cached.message_id));
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "Message cache unavailable; asking the store"),
         }

@@ -596,15 +596,8 @@ impl Store for MongoStore {
         Ok(claim.unwrap_or(Claim::NotFound))
     }
 
-    async fn claim_message(
-        &self,
-        message: &mdc_core::Message,
-        now: Timestamp,
-        lease_until: Timestamp,
-        component: &str,
-    ) -> Result<Claim, StoreError> {
-        self.located.note(&message.id, message.channel());
-        self.claim(&message.id, now, lease_until, component).await
+    fn remember_channel(&self, id: &MessageId, channel: Channel) {
+        self.located.note(id, channel);
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {

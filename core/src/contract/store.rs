@@ -205,7 +205,7 @@ pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn a_claim_with_the_message_at_hand_is_a_claim(store: Arc<dyn Store>) {
+pub async fn a_message_s_channel_told_in_advance_finds_it(store: Arc<dyn Store>) {
     let now = crate::now();
     let lease = now + Duration::seconds(30);
     let mut email = record("c@example.com");
@@ -216,20 +216,16 @@ pub async fn a_claim_with_the_message_at_hand_is_a_claim(store: Arc<dyn Store>) 
         html: None,
         attachments: Vec::new(),
     };
-    // Claimed before it is stored: not found, and found once it is.
+    let id = &email.message.id;
+    // Told before it is stored: not found, and found once it is.
+    store.remember_channel(id, Channel::Email);
     assert_eq!(
-        store
-            .claim_message(&email.message, now, lease, "test")
-            .await
-            .expect("claim"),
+        store.claim(id, now, lease, "test").await.expect("claim"),
         Claim::NotFound
     );
     assert_eq!(store.create(&email).await.expect("create"), Created::New);
-    match store
-        .claim_message(&email.message, now, lease, "test")
-        .await
-        .expect("claim")
-    {
+    store.remember_channel(id, Channel::Email);
+    match store.claim(id, now, lease, "test").await.expect("claim") {
         Claim::Claimed { record, .. } => {
             assert_eq!(record.message.id, email.message.id);
             assert_eq!(record.attempts, 1);
@@ -243,20 +239,20 @@ pub async fn a_claim_with_the_message_at_hand_is_a_claim(store: Arc<dyn Store>) 
         event: Event::new("dispatcher", "sent"),
     };
     assert_eq!(
-        store.update(&email.message.id, sent).await.expect("update"),
+        store.update(id, sent).await.expect("update"),
         Updated::Applied {
             status: Status::Sent
         }
     );
     assert_eq!(
-        store
-            .claim_message(&email.message, now, lease, "test")
-            .await
-            .expect("claim"),
+        store.claim(id, now, lease, "test").await.expect("claim"),
         Claim::Finished {
             status: Status::Sent
         }
     );
+    let got = store.get_recent(id, 1).await.expect("get").expect("found");
+    assert_eq!(got.status, Status::Sent);
+    assert_eq!(got.events.len(), 1);
 }
 
 pub async fn expired_lease_is_taken_over_with_verification(store: Arc<dyn Store>) {
@@ -1248,7 +1244,7 @@ macro_rules! store_contract {
                 the_key_holder_is_the_message_stored_under_the_key,
                 concurrent_claims_yield_one_owner,
                 sent_and_terminal_messages_are_not_claimed,
-                a_claim_with_the_message_at_hand_is_a_claim,
+                a_message_s_channel_told_in_advance_finds_it,
                 expired_lease_is_taken_over_with_verification,
                 pending_retry_is_claimed_only_when_due,
                 statuses_only_move_forward,

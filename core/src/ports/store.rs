@@ -403,17 +403,12 @@ pub trait Store: Send + Sync + 'static {
         component: &str,
     ) -> Result<Claim, StoreError>;
 
-    /// [`Store::claim`] for a message the caller has at hand (a dispatcher
-    /// with its queue record): a store that keeps channels apart looks only
-    /// in `message`'s channel, for this claim and the attempt's writes after.
-    async fn claim_message(
-        &self,
-        message: &crate::Message,
-        now: Timestamp,
-        lease_until: Timestamp,
-        component: &str,
-    ) -> Result<Claim, StoreError> {
-        self.claim(&message.id, now, lease_until, component).await
+    /// Tells the store that `id` is a message of `channel` (a message never
+    /// changes channel), for a caller that knows it before a claim or an
+    /// update: a store that keeps channels apart then looks for `id` only in
+    /// that channel's. The default ignores it.
+    fn remember_channel(&self, id: &MessageId, channel: Channel) {
+        let _ = (id, channel);
     }
 
     async fn update(&self, id: &MessageId, transition: Transition) -> Result<Updated, StoreError>;

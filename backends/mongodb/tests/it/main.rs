@@ -190,9 +190,9 @@ fn take(
 }
 
 /// A message's reads and writes query its channel's collection alone once
-/// the store knows where it is: created by this store, claimed with the
-/// message at hand, or found by its provider's id (another process's store
-/// knows nothing of it).
+/// the store knows where it is: created by this store, told by the caller,
+/// or found by its provider's id (another process's store knows nothing of
+/// it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_message_is_looked_up_in_its_own_collection_only() {
     use mdc_core::ports::Transition;
@@ -232,15 +232,17 @@ async fn a_known_message_is_looked_up_in_its_own_collection_only() {
     ));
     assert_eq!(take(&created_finds), only_push(1));
 
-    // Another process: a claim with the message at hand looks in one
-    // collection, and so do the attempt's writes after it.
+    // Another process, told the channel (a dispatcher has the message, a
+    // report handler the cached entry): the claim looks in one collection,
+    // and so do the writes after it.
     let b = new();
     creator.create(&b).await.expect("create");
     let (dispatcher, finds) = counting_finds(&prefix).await;
     take(&finds);
+    dispatcher.remember_channel(&b.message.id, Channel::Push);
     assert!(matches!(
         dispatcher
-            .claim_message(&b.message, now, lease, "t")
+            .claim(&b.message.id, now, lease, "t")
             .await
             .expect("claim"),
         mdc_core::ports::Claim::Claimed { .. }
