@@ -5,6 +5,10 @@ use std::time::Duration;
 use mdc_core::{MessageType, Priority};
 use serde::{Deserialize, Serialize};
 
+/// The longest deadline a config can give a message (30 days): no message
+/// is sent, or asked after at its vendor, later than this after its creation.
+pub const LONGEST_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// What enrichment and validation need to know; part of `mdc`'s config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,7 +72,7 @@ impl ClientConfig {
                 "must be at least 1",
             ));
         }
-        let month = Duration::from_secs(30 * 24 * 3600);
+        let month = LONGEST_DEADLINE;
         for (kind, deadline) in &self.deadlines {
             mdc_core::setting::duration_within(
                 &format!("client.deadlines.{kind}"),

@@ -52,7 +52,7 @@ pub use client::{
     Client, Config, Transport, ENV_API_KEY, ENV_KAFKA_BROKERS, ENV_KAFKA_PREFIX, ENV_SERVICE,
     ENV_TRANSPORT, ENV_URL,
 };
-pub use config::ClientConfig;
+pub use config::{ClientConfig, LONGEST_DEADLINE};
 pub use enrich::enrich;
 pub use error::{Sent, StatusError, SubmitError, Submitted};
 pub use mdc_core::{Channel, MessageId, MessageType, Priority, Status};

@@ -127,10 +127,13 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         config.webhooks.clone(),
     ));
     let mut tasks = JoinSet::new();
-    // The simulated vendors' ledger is kept as long as message records.
-    if let (Some(ledger), Some(keep)) = (&vendors.ledger, config.retention.records) {
+    // The simulated vendors' ledger is kept as long as message records, and
+    // at least as long as a message can still be sent or verified with it.
+    if let (Some(ledger), Some(records)) = (&vendors.ledger, config.retention.records) {
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let keep = records.max(mdc_client::LONGEST_DEADLINE + day);
         let (ledger, token) = (ledger.clone(), workers.clone());
-        let (interval, batch) = (config.retention.interval, config.retention.batch);
+        let (interval, batch) = (config.retention.interval, config.retention.batch.min(1000));
         tasks.spawn(async move {
             ledger.keep_for(keep, interval, batch, token).await;
             Ok(())
@@ -282,11 +285,9 @@ impl Vendors {
             let reports: Arc<dyn ReportSink> = Arc::new(QueueReportSink::new(ports.queue.clone()));
             let simulators =
                 Simulator::all(ledger.clone(), reports, config.simulator.clone(), workers);
+            let owed = ledger.owed().context("reading the simulator ledger")?;
             for simulator in &simulators {
-                let owed = simulator
-                    .resume()
-                    .await
-                    .context("resuming simulator reports")?;
+                let owed = simulator.resume(&owed);
                 if owed > 0 {
                     tracing::info!(
                         provider = simulator.name(),

@@ -101,6 +101,9 @@ impl Ledger {
         let Ok(ms) = u64::try_from(before.timestamp_millis()) else {
             return Ok(0);
         };
+        if limit == 0 {
+            return Ok(0);
+        }
         // The smallest id of that millisecond: every older id sorts before it.
         let bound = format!("msg_{}", ulid::Ulid::from_parts(ms, 0));
         self.db

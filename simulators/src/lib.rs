@@ -103,23 +103,25 @@ impl Simulator {
             .collect()
     }
 
-    /// Sends the reports the vendor still owes, e.g. after a crash.
-    pub async fn resume(&self) -> Result<usize, mdc_embedded::DbError> {
-        let mut owed = 0;
-        for (reference, entry) in self.ledger.owed()? {
+    /// Sends the reports the vendor still owes, e.g. after a crash: those of
+    /// `owed` ([`Ledger::owed`], read once for every simulator) that are its.
+    pub fn resume(&self, owed: &[(String, Entry)]) -> usize {
+        let mut resumed = 0;
+        for (reference, entry) in owed {
             if entry.provider != self.name {
                 continue;
             }
-            let (Ok(reference), Some(pmid)) =
-                (reference.parse::<MessageId>(), entry.provider_message_id)
-            else {
+            let (Ok(reference), Some(pmid)) = (
+                reference.parse::<MessageId>(),
+                entry.provider_message_id.clone(),
+            ) else {
                 continue;
             };
-            let outcome = entry.report.unwrap_or(ReportOutcome::Delivered);
+            let outcome = entry.report.clone().unwrap_or(ReportOutcome::Delivered);
             self.report_later(reference, pmid, outcome);
-            owed += 1;
+            resumed += 1;
         }
-        Ok(owed)
+        resumed
     }
 
     fn report_later(

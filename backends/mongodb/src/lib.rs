@@ -472,7 +472,9 @@ impl Store for MongoStore {
                             format!("duplicate message id {}", record.message.id).into(),
                         )
                     })?;
-                Ok(Created::Existing(Box::new(from_document(existing)?.0)))
+                let existing = from_document(existing)?.0;
+                self.located.note(&existing.message.id, channel);
+                Ok(Created::Existing(Box::new(existing)))
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -498,6 +500,11 @@ impl Store for MongoStore {
                     "status": { "$in": finished.clone() },
                 };
                 let ids = ids_of(collection, filter, limit - done.removed as i64).await?;
+                for id in &ids {
+                    if let Ok(id) = id.parse::<MessageId>() {
+                        self.located.forget(&id);
+                    }
+                }
                 if !ids.is_empty() {
                     let deleted = collection
                         .delete_many(doc! { "_id": { "$in": ids } })
@@ -575,10 +582,14 @@ impl Store for MongoStore {
             .projection(doc! { "_id": 1 })
             .await
             .map_err(unavailable)?;
-        Ok(found
+        let holder: Option<MessageId> = found
             .as_ref()
             .and_then(|d| d.get_str("_id").ok())
-            .and_then(|id| id.parse().ok()))
+            .and_then(|id| id.parse().ok());
+        if let Some(holder) = &holder {
+            self.located.note(holder, message.channel());
+        }
+        Ok(holder)
     }
 
     async fn claim(

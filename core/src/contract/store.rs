@@ -988,6 +988,71 @@ pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<d
     assert_eq!(got.provider_message_id.as_deref(), Some("k-114"));
 }
 
+/// An attempt that may have reached its vendor failed and waits to be
+/// verified; the vendor's report, matched by the MDC id it echoes, settles
+/// the message at once. While another attempt is in flight, the report
+/// waits for its outcome instead.
+pub async fn a_report_settles_an_ambiguous_attempt_no_longer_in_flight(store: Arc<dyn Store>) {
+    let report = |provider: &str| Transition::Reported {
+        status: Status::Delivered,
+        provider: provider.into(),
+        provider_message_id: "p-115".into(),
+        event: Event::new("response-handler", "delivered"),
+    };
+    let ambiguous = |attempt: u32, now: crate::Timestamp| Transition::AttemptFailed {
+        attempt,
+        provider: "sim".into(),
+        next_attempt_at: now + Duration::seconds(1),
+        verify_first: true,
+        event: Event::new("dispatcher", "timed out"),
+    };
+    let record = stored(&store, "+14155550115").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    let lease = now + Duration::seconds(30);
+    store.claim(id, now, lease, "t").await.expect("claim");
+    store.update(id, ambiguous(1, now)).await.expect("failed");
+    // The next attempt is in flight: it will verify, and the report waits.
+    let due = now + Duration::seconds(2);
+    assert!(matches!(
+        store
+            .claim(id, due, due + Duration::seconds(30), "t")
+            .await
+            .expect("claim"),
+        Claim::Claimed {
+            verify_first: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        store.update(id, report("sim")).await.expect("update"),
+        Updated::NotSentYet
+    );
+    store.update(id, ambiguous(2, now)).await.expect("failed");
+    assert_eq!(
+        store.update(id, report("kaleyra")).await.expect("update"),
+        Updated::NotSentYet,
+        "not the provider of the attempt"
+    );
+    assert_eq!(
+        store.update(id, report("sim")).await.expect("update"),
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.status, Status::Delivered);
+    assert_eq!(got.provider_message_id.as_deref(), Some("p-115"));
+    assert_eq!(got.lease_until, None);
+    assert_eq!(
+        store.claim(id, now, lease, "t").await.expect("claim"),
+        Claim::Finished {
+            status: Status::Delivered
+        },
+        "the retry that was due finds it settled"
+    );
+}
+
 /// A stored message created `age` ago, moved to `status` by a report that
 /// carries the vendor's payload (claimed first unless `status` is
 /// `queued`); for retention tests.
@@ -1258,6 +1323,7 @@ macro_rules! store_contract {
                 a_long_trail_is_compacted,
                 a_report_applies_only_to_its_providers_message,
                 an_unconfirmed_send_is_settled_by_its_providers_report,
+                a_report_settles_an_ambiguous_attempt_no_longer_in_flight,
                 retention_removes_old_records_and_clears_old_bodies,
                 retention_works_in_bounded_steps,
                 retention_takes_bodies_kept_longer_than_records,

@@ -530,6 +530,16 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
             // Sent unconfirmed through this provider: found by the MDC id
             // the vendor echoed; the report brings the vendor's id.
             (Some(p), None) if p == provider && record.status == Status::Sent => {}
+            // An attempt through this provider ended without knowing whether
+            // the vendor took the message, and no other is in flight: the
+            // vendor's report, found by the MDC id it echoes, shows it did
+            // and settles the message (else the report would wait for a
+            // retry that, after a crash, may come only with the reconciler).
+            (Some(p), None)
+                if p == provider
+                    && record.status == Status::Sending
+                    && record.verify_before_send
+                    && record.lease_until.is_none() => {}
             // Sent through this provider, its `sent` not stored yet.
             (_, None) if record.status == Status::Sending => return Updated::NotSentYet,
             _ => return Updated::Mismatched,
