@@ -988,15 +988,15 @@ pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<d
     assert_eq!(got.provider_message_id.as_deref(), Some("k-114"));
 }
 
-/// An attempt that may have reached its vendor failed and waits to be
-/// verified; the vendor's report, matched by the MDC id it echoes, settles
-/// the message at once. While another attempt is in flight, the report
-/// waits for its outcome instead.
-pub async fn a_report_settles_an_ambiguous_attempt_no_longer_in_flight(store: Arc<dyn Store>) {
-    let report = |provider: &str| Transition::Reported {
+/// A vendor's outcome, found by the MDC id it echoes, settles a message no
+/// attempt is sending: the last one ended without knowing whether the
+/// vendor took it, or its dispatcher died (the lease ran out). While an
+/// attempt is in flight, the report waits for its outcome instead.
+pub async fn a_report_settles_a_message_no_attempt_is_sending(store: Arc<dyn Store>) {
+    let report = |provider: &str, vendor_id: &str| Transition::Reported {
         status: Status::Delivered,
         provider: provider.into(),
-        provider_message_id: "p-115".into(),
+        provider_message_id: vendor_id.into(),
         event: Event::new("response-handler", "delivered"),
     };
     let ambiguous = |attempt: u32, now: crate::Timestamp| Transition::AttemptFailed {
@@ -1011,8 +1011,15 @@ pub async fn a_report_settles_an_ambiguous_attempt_no_longer_in_flight(store: Ar
     let now = crate::now();
     let lease = now + Duration::seconds(30);
     store.claim(id, now, lease, "t").await.expect("claim");
+    assert_eq!(
+        store
+            .update(id, report("sim", "p-115"))
+            .await
+            .expect("update"),
+        Updated::NotSentYet,
+        "attempt 1 in flight"
+    );
     store.update(id, ambiguous(1, now)).await.expect("failed");
-    // The next attempt is in flight: it will verify, and the report waits.
     let due = now + Duration::seconds(2);
     assert!(matches!(
         store
@@ -1025,31 +1032,112 @@ pub async fn a_report_settles_an_ambiguous_attempt_no_longer_in_flight(store: Ar
         }
     ));
     assert_eq!(
-        store.update(id, report("sim")).await.expect("update"),
-        Updated::NotSentYet
+        store
+            .update(id, report("sim", "p-115"))
+            .await
+            .expect("update"),
+        Updated::NotSentYet,
+        "attempt 2 in flight: it verifies first"
     );
     store.update(id, ambiguous(2, now)).await.expect("failed");
+    let noted = Transition::VendorNoted {
+        provider: "sim".into(),
+        provider_message_id: "p-115".into(),
+        event: Event::new("response-handler", "accepted"),
+    };
     assert_eq!(
-        store.update(id, report("kaleyra")).await.expect("update"),
+        store.update(id, noted).await.expect("update"),
         Updated::NotSentYet,
-        "not the provider of the attempt"
+        "a note without an outcome waits"
     );
     assert_eq!(
-        store.update(id, report("sim")).await.expect("update"),
+        store
+            .update(id, report("sim", "p-115"))
+            .await
+            .expect("update"),
         Updated::Applied {
             status: Status::Delivered
         }
     );
     let got = store.get(id).await.expect("get").expect("present");
     assert_eq!(got.status, Status::Delivered);
+    assert_eq!(got.provider.as_deref(), Some("sim"));
     assert_eq!(got.provider_message_id.as_deref(), Some("p-115"));
     assert_eq!(got.lease_until, None);
     assert_eq!(
-        store.claim(id, now, lease, "t").await.expect("claim"),
+        store.claim(id, due, lease, "t").await.expect("claim"),
         Claim::Finished {
             status: Status::Delivered
         },
         "the retry that was due finds it settled"
+    );
+
+    // A dispatcher died mid-send: its lease ran out, no provider stored.
+    let record = stored(&store, "+14155550116").await;
+    let id = &record.message.id;
+    let before = now - Duration::seconds(60);
+    store
+        .claim(id, before, before + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert_eq!(
+        store
+            .update(id, report("kaleyra", "k-116"))
+            .await
+            .expect("update"),
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let got = store.get(id).await.expect("get").expect("present");
+    assert_eq!(got.provider.as_deref(), Some("kaleyra"));
+    assert_eq!(got.provider_message_id.as_deref(), Some("k-116"));
+}
+
+/// A deadline seen outside the attempt in flight (another copy of the lane
+/// record) does not expire the message under it; once no attempt holds it,
+/// it does.
+pub async fn only_the_attempt_in_flight_ends_its_message(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550117").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    let expire = || Transition::to(Status::Expired, Event::new("dispatcher", "deadline passed"));
+    assert_eq!(
+        store.update(id, expire()).await.expect("update"),
+        Updated::Ignored {
+            current: Status::Sending
+        }
+    );
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim".into(),
+        provider_message_id: "p-117".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
+    assert_eq!(
+        store.update(id, sent).await.expect("update"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+
+    // The lease ran out (its dispatcher died): the deadline ends it.
+    let record = stored(&store, "+14155550118").await;
+    let id = &record.message.id;
+    let before = now - Duration::seconds(60);
+    store
+        .claim(id, before, before + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert_eq!(
+        store.update(id, expire()).await.expect("update"),
+        Updated::Applied {
+            status: Status::Expired
+        }
     );
 }
 
@@ -1323,7 +1411,8 @@ macro_rules! store_contract {
                 a_long_trail_is_compacted,
                 a_report_applies_only_to_its_providers_message,
                 an_unconfirmed_send_is_settled_by_its_providers_report,
-                a_report_settles_an_ambiguous_attempt_no_longer_in_flight,
+                a_report_settles_a_message_no_attempt_is_sending,
+                only_the_attempt_in_flight_ends_its_message,
                 retention_removes_old_records_and_clears_old_bodies,
                 retention_works_in_bounded_steps,
                 retention_takes_bodies_kept_longer_than_records,

@@ -530,17 +530,17 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
             // Sent unconfirmed through this provider: found by the MDC id
             // the vendor echoed; the report brings the vendor's id.
             (Some(p), None) if p == provider && record.status == Status::Sent => {}
-            // An attempt through this provider ended without knowing whether
-            // the vendor took the message, and no other is in flight: the
-            // vendor's report, found by the MDC id it echoes, shows it did
-            // and settles the message (else the report would wait for a
-            // retry that, after a crash, may come only with the reconciler).
-            (Some(p), None)
-                if p == provider
-                    && record.status == Status::Sending
-                    && record.verify_before_send
-                    && record.lease_until.is_none() => {}
-            // Sent through this provider, its `sent` not stored yet.
+            // No attempt is in flight (the last one ended without knowing
+            // whether the vendor took the message, or its dispatcher died
+            // and the lease ran out): the vendor's outcome, found by the MDC
+            // id it echoes, shows that it has the message and settles it.
+            // Waiting would leave it to a retry that, after a crash, comes
+            // only once the lease has run out or with the reconciler.
+            (_, None)
+                if record.status == Status::Sending
+                    && update.status.is_some()
+                    && !attempt_in_flight(record, update.event.as_ref()) => {}
+            // An attempt in flight: its `sent` is not stored yet.
             (_, None) if record.status == Status::Sending => return Updated::NotSentYet,
             _ => return Updated::Mismatched,
         }
@@ -563,7 +563,15 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
             },
         };
     }
+    // A deadline seen outside the attempt in flight (on another copy of the
+    // lane record) is left to that attempt, which may reach the vendor yet.
+    let taken_from_an_attempt = update.expect_attempt.is_none()
+        && update.reported_by.is_none()
+        && record.status == Status::Sending
+        && update.status == Some(Status::Expired)
+        && attempt_in_flight(record, update.event.as_ref());
     let allowed = attempt_matches
+        && !taken_from_an_attempt
         && update
             .status
             .is_none_or(|s| s == record.status && !s.is_terminal() || record.status.can_move_to(s));
@@ -613,6 +621,15 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
     push_event(record, event);
     Updated::Applied {
         status: record.status,
+    }
+}
+
+/// Whether an attempt holds the message's lease at the time of `event`.
+fn attempt_in_flight(record: &MessageRecord, event: Option<&Event>) -> bool {
+    match (record.lease_until, event) {
+        (Some(lease), Some(event)) => lease > event.at,
+        (Some(_), None) => true,
+        (None, _) => false,
     }
 }
 
