@@ -149,9 +149,11 @@ impl ResponseHandler {
         }
     }
 
-    /// Applies one report, trying again while the store refuses it. A
-    /// report that still cannot be applied after [`MAX_TRIES`] (a document
-    /// the database will not grow, say) or cannot be read at all is parked
+    /// Applies one report, trying again while the store refuses it, and for
+    /// as long as the store answers nothing at all. A report that still
+    /// cannot be applied after [`MAX_TRIES`] while the store answers (a
+    /// document the database will not grow, say) or cannot be read at all
+    /// is parked
     /// on the parked-reports topic, counted and logged, and the partition
     /// moves on. Only a report that is kept (applied or parked) is
     /// acknowledged, so none is lost.
@@ -175,7 +177,14 @@ impl ResponseHandler {
                 }
                 Err(e @ (Unapplied::Store(_) | Unapplied::Outcome(_))) => {
                     tries += 1;
-                    if tries < MAX_TRIES {
+                    // While the store answers nothing at all (a database
+                    // failover, an outage), no report can be applied and
+                    // none is parked: parked, it would leave its message
+                    // `sent` for good. One the store refuses while it
+                    // answers is parked after a few tries.
+                    if tries < MAX_TRIES
+                        || matches!(e, Unapplied::Store(_)) && !self.store_answers().await
+                    {
                         tracing::warn!(error = %e, tries, "Could not apply a report; retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(MAX_PAUSE);
@@ -192,6 +201,15 @@ impl ResponseHandler {
         if let Err(e) = consumer.ack(delivery).await {
             tracing::warn!(error = %e, "Could not acknowledge a report; it will be applied again");
         }
+    }
+
+    /// Whether the store answers a read (of a message that does not exist:
+    /// cheap on every backend).
+    async fn store_answers(&self) -> bool {
+        self.store
+            .get_recent(&MessageId::generate(), 0)
+            .await
+            .is_ok()
     }
 
     /// Keeps a report that cannot be applied; false when even that failed.

@@ -128,6 +128,51 @@ async fn a_report_that_cannot_be_applied_is_parked_and_the_partition_moves_on() 
     task.await.expect("join").expect("run");
 }
 
+/// While the store answers nothing (a database failover), reports wait
+/// for it however long it takes, and none is parked: parked, their
+/// messages would stay `sent`. Once it is back they are applied.
+#[tokio::test(start_paused = true)]
+async fn reports_wait_out_a_store_outage_instead_of_being_parked() {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let first = sent(&store, "+14155550142").await;
+    let second = sent(&store, "+14155550143").await;
+    let handler = Arc::new(ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+
+    store.set_down(true);
+    for id in [&first, &second] {
+        queue
+            .produce(Topic::Responses, "a", report(id))
+            .await
+            .expect("produce");
+    }
+    // A minute down: twenty times the tries before a refused report is parked.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        handler.parked(),
+        0,
+        "nothing parked while the store is down"
+    );
+    assert_eq!(queue.pending(Topic::Responses), 2);
+    store.set_down(false);
+    let started = tokio::time::Instant::now();
+    for id in [&first, &second] {
+        while status(&store, id).await != Status::Delivered {
+            assert!(started.elapsed() < Duration::from_secs(30), "never applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(handler.parked(), 0);
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+}
+
 /// A report naming a message sent through another provider changes
 /// nothing and is counted; one that overtook its message's `sent` write is
 /// applied once that write lands.
