@@ -273,12 +273,8 @@ impl Reconciler {
                     .await?;
                 ended += 1;
             }
-            let oldest = page.iter().map(|r| r.message.created_at).min();
-            match oldest {
-                Some(oldest) if page.len() >= self.config.batch => {
-                    filter.created_before = Some(oldest)
-                }
-                _ => break,
+            if !next_page(&mut filter, &page, self.config.batch) {
+                break;
             }
         }
         if ended > 0 {
@@ -326,12 +322,8 @@ impl Reconciler {
                     }
                 }
             }
-            let oldest = page.iter().map(|r| r.message.created_at).min();
-            match oldest {
-                Some(oldest) if page.len() >= self.config.batch => {
-                    filter.created_before = Some(oldest)
-                }
-                _ => break,
+            if !next_page(&mut filter, &page, self.config.batch) {
+                break;
             }
         }
         let mut settled = 0;
@@ -406,12 +398,8 @@ impl Reconciler {
                     .await?;
                 requeued += 1;
             }
-            let oldest = page.iter().map(|r| r.message.created_at).min();
-            match oldest {
-                Some(oldest) if page.len() >= self.config.batch => {
-                    filter.created_before = Some(oldest)
-                }
-                _ => break,
+            if !next_page(&mut filter, &page, self.config.batch) {
+                break;
             }
         }
         Ok(requeued)
@@ -437,12 +425,8 @@ impl Reconciler {
                     rescheduled += 1;
                 }
             }
-            let oldest = page.iter().map(|r| r.message.created_at).min();
-            match oldest {
-                Some(oldest) if page.len() >= self.config.batch => {
-                    filter.created_before = Some(oldest)
-                }
-                _ => break,
+            if !next_page(&mut filter, &page, self.config.batch) {
+                break;
             }
         }
         Ok(rescheduled)
@@ -476,5 +460,18 @@ impl Reconciler {
                 tracing::warn!(error = %e, "Reconciliation pass failed; trying again later");
             }
         }
+    }
+}
+
+/// Moves `filter` past `page` (keyset paging in the list's order: messages
+/// created in the same millisecond as the page's last are not skipped);
+/// false when the page was the last.
+fn next_page(filter: &mut ListFilter, page: &[MessageRecord], batch: usize) -> bool {
+    match page.last() {
+        Some(last) if page.len() >= batch => {
+            filter.after = Some(filter.sort.key(last));
+            true
+        }
+        _ => false,
     }
 }

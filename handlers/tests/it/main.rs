@@ -20,9 +20,19 @@ async fn failed_attempt(
     age: chrono::Duration,
     next: mdc_core::Timestamp,
 ) -> MessageId {
+    failed_attempt_created(store, to, mdc_core::now() - age, next).await
+}
+
+/// [`failed_attempt`] for a message created at `created`.
+async fn failed_attempt_created(
+    store: &Arc<dyn Store>,
+    to: &str,
+    created: mdc_core::Timestamp,
+    next: mdc_core::Timestamp,
+) -> MessageId {
     let now = mdc_core::now();
     let mut message = mdc_core::contract::sample_message(to);
-    message.created_at = now - age;
+    message.created_at = created;
     let record = MessageRecord::new(
         message.clone(),
         Status::Queued,
@@ -146,6 +156,30 @@ async fn a_pass_pages_through_every_sending_message() {
     };
     let reconciler = Reconciler::new(store.clone(), retry.clone(), queue.clone(), config);
     assert_eq!(reconciler.pass().await.expect("pass"), 7);
+    assert_eq!(take_all(&retry).await, stranded);
+}
+
+/// Messages created in the same millisecond are not skipped between one
+/// page of a pass and the next.
+#[tokio::test]
+async fn a_pass_skips_no_message_sharing_a_page_boundary_s_millisecond() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, retry, queue) = open(dir.path());
+    let now = mdc_core::now();
+    let created = now - chrono::Duration::minutes(10);
+    let mut stranded = HashSet::new();
+    for i in 0..5 {
+        let to = format!("+1415555{:04}", 400 + i);
+        let id =
+            failed_attempt_created(&store, &to, created, now - chrono::Duration::minutes(5)).await;
+        stranded.insert(id);
+    }
+    let config = ReconcilerConfig {
+        batch: 2,
+        ..ReconcilerConfig::default()
+    };
+    let reconciler = Reconciler::new(store.clone(), retry.clone(), queue.clone(), config);
+    assert_eq!(reconciler.pass().await.expect("pass"), 5);
     assert_eq!(take_all(&retry).await, stranded);
 }
 
