@@ -192,18 +192,32 @@ impl Router {
         }
         for index in rate_limited {
             let member = &self.members[index];
+            let name = member.provider.name().to_owned();
             if let Some(limiter) = &member.limiter {
                 // Critical messages queue for the next token; the others
                 // take a token only when none of them is waiting, so a
                 // batch of bulk sends never holds the vendor's rate ahead
-                // of an OTP.
-                if message.priority == Priority::Critical {
-                    limiter.acquire().await;
-                } else {
-                    limiter.acquire_when_free().await;
+                // of an OTP. No message waits past its deadline.
+                let token = async {
+                    if message.priority == Priority::Critical {
+                        limiter.acquire().await;
+                    } else {
+                        limiter.acquire_when_free().await;
+                    }
+                };
+                let left = (message.deadline - mdc_core::now())
+                    .to_std()
+                    .unwrap_or_default();
+                if tokio::time::timeout(left, token).await.is_err() {
+                    return Attempt {
+                        provider: name,
+                        result: Err(ProviderError::transient(
+                            "the deadline passed while waiting for the rate limit",
+                        )),
+                        skipped,
+                    };
                 }
             }
-            let name = member.provider.name().to_owned();
             if let Some(result) = self.try_member(member, message).await {
                 if let Some(result) = settle(&name, result, &mut last) {
                     return Attempt {
@@ -375,6 +389,35 @@ mod tests {
 
     fn message() -> Message {
         mdc_core::contract::sample_message("+14155550123")
+    }
+
+    /// A message waiting for a rate limit's token is not sent after its
+    /// deadline: the wait ends there, with nothing sent.
+    #[tokio::test(start_paused = true)]
+    async fn no_message_waits_at_a_rate_limit_past_its_deadline() {
+        let vendor = Scripted::new("limited", Ok(()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![Member::new(vendor.clone(), 1, None, Some((1.0, 1)))],
+            Duration::from_secs(1),
+        );
+        assert!(router.send(&message()).await.result.is_ok(), "the burst");
+        let mut late = message();
+        late.deadline = mdc_core::now() + chrono::Duration::milliseconds(300);
+        let started = tokio::time::Instant::now();
+        let attempt = router.send(&late).await;
+        assert!(
+            matches!(attempt.result, Err(ProviderError::Transient { .. })),
+            "{:?}",
+            attempt.result
+        );
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert_eq!(vendor.calls(), 1, "the late message was not sent");
+        // With time to wait for the next token, it is sent.
+        let mut patient = message();
+        patient.deadline = mdc_core::now() + chrono::Duration::seconds(5);
+        assert!(router.send(&patient).await.result.is_ok());
+        assert_eq!(vendor.calls(), 2);
     }
 
     #[tokio::test]
