@@ -50,6 +50,26 @@ fn report(id: &MessageId) -> Vec<u8> {
     serde_json::to_vec(&report).expect("encode")
 }
 
+/// A response handler on `store` and `queue`, running until the token is
+/// cancelled.
+fn running(
+    store: &Arc<MemoryStore>,
+    queue: &Arc<MemoryQueue>,
+) -> (
+    Arc<ResponseHandler>,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let handler = Arc::new(ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+    (handler, shutdown, task)
+}
+
 async fn status(store: &MemoryStore, id: &MessageId) -> Status {
     store.get(id).await.expect("get").expect("stored").status
 }
@@ -137,13 +157,7 @@ async fn reports_wait_out_a_store_outage_instead_of_being_parked() {
     let queue = Arc::new(MemoryQueue::default());
     let first = sent(&store, "+14155550142").await;
     let second = sent(&store, "+14155550143").await;
-    let handler = Arc::new(ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    ));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+    let (handler, shutdown, task) = running(&store, &queue);
 
     store.set_down(true);
     for id in [&first, &second] {
@@ -180,13 +194,7 @@ async fn reports_wait_out_a_store_outage_instead_of_being_parked() {
 async fn reports_apply_only_to_their_providers_message_once_it_is_sent() {
     let store = Arc::new(MemoryStore::default());
     let queue = Arc::new(MemoryQueue::default());
-    let handler = Arc::new(ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    ));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(handler.clone().run(1, shutdown.clone()));
+    let (handler, shutdown, task) = running(&store, &queue);
 
     // Sent through sim-sms; a Kaleyra report names it.
     let other = sent(&store, "+14155550150").await;
