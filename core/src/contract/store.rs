@@ -988,6 +988,23 @@ pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<d
     assert_eq!(got.provider_message_id.as_deref(), Some("k-114"));
 }
 
+/// A stored message claimed a minute ago by a dispatcher that died: its
+/// 30 s lease has run out.
+async fn claimed_by_a_dead_dispatcher(store: &Arc<dyn Store>, to: &str) -> MessageRecord {
+    let record = stored(store, to).await;
+    let before = crate::now() - Duration::seconds(60);
+    store
+        .claim(
+            &record.message.id,
+            before,
+            before + Duration::seconds(30),
+            "t",
+        )
+        .await
+        .expect("claim");
+    record
+}
+
 /// A vendor's outcome, found by the MDC id it echoes, settles a message no
 /// attempt is sending: the last one ended without knowing whether the
 /// vendor took it, or its dispatcher died (the lease ran out). While an
@@ -1073,13 +1090,8 @@ pub async fn a_report_settles_a_message_no_attempt_is_sending(store: Arc<dyn Sto
     );
 
     // A dispatcher died mid-send: its lease ran out, no provider stored.
-    let record = stored(&store, "+14155550116").await;
+    let record = claimed_by_a_dead_dispatcher(&store, "+14155550116").await;
     let id = &record.message.id;
-    let before = now - Duration::seconds(60);
-    store
-        .claim(id, before, before + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     assert_eq!(
         store
             .update(id, report("kaleyra", "k-116"))
@@ -1126,13 +1138,8 @@ pub async fn only_the_attempt_in_flight_ends_its_message(store: Arc<dyn Store>) 
     );
 
     // The lease ran out (its dispatcher died): the deadline ends it.
-    let record = stored(&store, "+14155550118").await;
+    let record = claimed_by_a_dead_dispatcher(&store, "+14155550118").await;
     let id = &record.message.id;
-    let before = now - Duration::seconds(60);
-    store
-        .claim(id, before, before + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     assert_eq!(
         store.update(id, expire()).await.expect("update"),
         Updated::Applied {
