@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod devices;
+mod indexes;
 mod keys;
 mod located;
 mod suppression;
@@ -25,8 +26,8 @@ use mdc_core::ports::{
 };
 use mdc_core::{trail, Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 use mongodb::bson::{self, doc, Bson, Document};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use mongodb::{Client, Collection};
 
 #[derive(Debug, Clone)]
 pub struct MongoConfig {
@@ -110,52 +111,6 @@ fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreEr
     Ok((bson::from_document(document).map_err(other)?, version))
 }
 
-const TTL_INDEX: &str = "created_date_ttl";
-
-/// The retention TTL index on `created_date`, as configured: created,
-/// replaced when its expiry changed, dropped when retention is off.
-async fn ttl_index(
-    collection: &Collection<Document>,
-    ttl: Option<std::time::Duration>,
-) -> Result<(), StoreError> {
-    let mut existing = None;
-    let mut cursor = collection.list_indexes().await.map_err(unavailable)?;
-    while cursor.advance().await.map_err(unavailable)? {
-        let index = cursor.deserialize_current().map_err(unavailable)?;
-        let options = index.options.unwrap_or_default();
-        if options.name.as_deref() == Some(TTL_INDEX) {
-            existing = Some(options.expire_after);
-        }
-    }
-    let wanted = ttl.map(|d| std::time::Duration::from_secs(d.as_secs()));
-    match (existing, wanted) {
-        (Some(current), Some(wanted)) if current == Some(wanted) => return Ok(()),
-        (None, None) => return Ok(()),
-        (Some(_), _) => collection
-            .drop_index(TTL_INDEX)
-            .await
-            .map_err(unavailable)?,
-        (None, Some(_)) => {}
-    }
-    if let Some(ttl) = wanted {
-        collection
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "created_date": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name(TTL_INDEX.to_owned())
-                            .expire_after(ttl)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-    }
-    Ok(())
-}
-
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(
         error.kind.as_ref(),
@@ -215,53 +170,7 @@ impl MongoStore {
         for &channel in Channel::ALL {
             let collection =
                 database.collection::<Document>(&format!("{}messages_{channel}", config.prefix));
-            let indexes = [
-                // Unique per service: two services' keys never collide.
-                IndexModel::builder()
-                    .keys(doc! { "message.service": 1, "message.idempotency_key": 1 })
-                    .options(IndexOptions::builder().unique(true).build())
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "status": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "message.to": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "provider": 1, "provider_message_id": 1 })
-                    .build(),
-                // The status API's filters and orders.
-                IndexModel::builder()
-                    .keys(doc! { "updated_ms": -1, "_id": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "message.service": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "provider": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "message.type": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "message.priority": 1, "created_ms": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "message.reference": 1, "created_ms": -1 })
-                    .build(),
-            ];
-            // Before keys were per service, they were unique on their own.
-            if let Err(e) = collection.drop_index("message.idempotency_key_1").await {
-                tracing::debug!(error = %e, "No global idempotency index to drop");
-            }
-            collection
-                .create_indexes(indexes)
-                .await
-                .map_err(unavailable)?;
-            ttl_index(&collection, config.records_ttl).await?;
+            indexes::ensure(&collection, config.records_ttl).await?;
             collections.insert(channel, collection);
         }
         Ok(Self {
