@@ -39,6 +39,8 @@ use crate::DispatcherConfig;
 
 mod attempt;
 
+use attempt::Held;
+
 const COMPONENT: &str = "dispatcher";
 
 /// How one pass over a queued message ended.
@@ -430,8 +432,9 @@ impl Dispatcher {
                 verify_first,
             } => {
                 let attempt = record.attempts;
-                let work = self.attempt(*record, verify_first);
-                let keeper = self.keep_lease(message, attempt);
+                let held = Held::new(lease_until);
+                let work = self.attempt(*record, verify_first, &held);
+                let keeper = self.keep_lease(message, attempt, &held);
                 tokio::pin!(work, keeper);
                 tokio::select! {
                     biased;

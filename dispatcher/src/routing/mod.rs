@@ -20,6 +20,11 @@ pub mod ratelimit;
 use self::breaker::{Breaker, BreakerConfig};
 use self::ratelimit::RateLimiter;
 
+/// Why an attempt stopped before a provider call: another attempt may
+/// hold the message now, so this one must not send it.
+pub const LEASE_LOST: &str =
+    "the attempt's lease ran out or was taken over before the send; not sent";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -160,16 +165,27 @@ impl Router {
     /// Sends through the first member that can take it now; when every
     /// healthy member is only held back by its rate limit, waits for the
     /// first of them (backpressure: the backlog stays on the queue).
-    pub async fn send(&self, message: &Message) -> Attempt {
+    /// `held` is asked right before each provider call: once it says no
+    /// (the attempt's lease ran out or was taken over), nothing more is sent
+    /// and the attempt ends with a transient error.
+    pub async fn send(&self, message: &Message, held: impl Fn() -> bool) -> Attempt {
         let mut skipped = Vec::new();
         let mut last: Option<(String, ProviderError)> = None;
         let mut rate_limited = Vec::new();
+        let lost = |provider: String, skipped| Attempt {
+            provider,
+            result: Err(ProviderError::transient(LEASE_LOST)),
+            skipped,
+        };
         for index in self.order() {
             let member = &self.members[index];
             let name = member.provider.name().to_owned();
             if member.is_open() {
                 skipped.push((name, "circuit breaker open".to_owned()));
                 continue;
+            }
+            if !held() {
+                return lost(name, skipped);
             }
             if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
                 rate_limited.push(index);
@@ -217,6 +233,9 @@ impl Router {
                         skipped,
                     };
                 }
+            }
+            if !held() {
+                return lost(name, skipped);
             }
             if let Some(result) = self.try_member(member, message).await {
                 if let Some(result) = settle(&name, result, &mut last) {
@@ -401,11 +420,14 @@ mod tests {
             vec![Member::new(vendor.clone(), 1, None, Some((1.0, 1)))],
             Duration::from_secs(1),
         );
-        assert!(router.send(&message()).await.result.is_ok(), "the burst");
+        assert!(
+            router.send(&message(), || true).await.result.is_ok(),
+            "the burst"
+        );
         let mut late = message();
         late.deadline = mdc_core::now() + chrono::Duration::milliseconds(300);
         let started = tokio::time::Instant::now();
-        let attempt = router.send(&late).await;
+        let attempt = router.send(&late, || true).await;
         assert!(
             matches!(attempt.result, Err(ProviderError::Transient { .. })),
             "{:?}",
@@ -416,8 +438,47 @@ mod tests {
         // With time to wait for the next token, it is sent.
         let mut patient = message();
         patient.deadline = mdc_core::now() + chrono::Duration::seconds(5);
-        assert!(router.send(&patient).await.result.is_ok());
+        assert!(router.send(&patient, || true).await.result.is_ok());
         assert_eq!(vendor.calls(), 2);
+    }
+
+    /// The hold is asked before every provider call, after a failover and
+    /// after a rate limit's wait too.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sent_once_the_attempt_no_longer_holds_the_message() {
+        let down = Scripted::new("down", Err(transient()));
+        let up = Scripted::new("up", Ok(()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![
+                member(&down, 1, None),
+                Member::new(up.clone(), 1, None, Some((1.0, 1))),
+            ],
+            Duration::from_secs(1),
+        );
+        let asked = AtomicU32::new(0);
+        // Held for the first member only.
+        let attempt = router
+            .send(&message(), || asked.fetch_add(1, Ordering::SeqCst) == 0)
+            .await;
+        assert_eq!((down.calls(), up.calls()), (1, 0));
+        assert_eq!(attempt.provider, "up");
+        assert!(
+            matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST),
+            "{:?}",
+            attempt.result
+        );
+        // The token was left for the next send; now `up` is at its limit and
+        // the hold ends while the message waits for the next token.
+        assert!(router.send(&message(), || true).await.result.is_ok());
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        let attempt = router
+            .send(&message(), || tokio::time::Instant::now() < until)
+            .await;
+        assert!(
+            matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST)
+        );
+        assert_eq!(up.calls(), 1, "not sent after the wait");
     }
 
     #[tokio::test]
@@ -429,7 +490,7 @@ mod tests {
             vec![member(&down, 1, None), member(&up, 1, None)],
             Duration::from_secs(1),
         );
-        let attempt = router.send(&message()).await;
+        let attempt = router.send(&message(), || true).await;
         assert_eq!(attempt.provider, "up");
         assert!(attempt.result.is_ok());
         assert_eq!(
@@ -453,7 +514,7 @@ mod tests {
                 vec![member(&first, 1, None), member(&second, 1, None)],
                 Duration::from_secs(1),
             );
-            let attempt = router.send(&message()).await;
+            let attempt = router.send(&message(), || true).await;
             assert_eq!(attempt.provider, "first");
             assert_eq!(attempt.result.err(), Some(outcome));
             assert_eq!(
@@ -479,10 +540,10 @@ mod tests {
             Duration::from_secs(1),
         );
         for _ in 0..2 {
-            router.send(&message()).await;
+            router.send(&message(), || true).await;
         }
         assert_eq!(down.calls(), 2);
-        let attempt = router.send(&message()).await;
+        let attempt = router.send(&message(), || true).await;
         assert_eq!(down.calls(), 2, "the open breaker keeps sends away");
         match attempt.result {
             Err(ProviderError::Transient {
@@ -503,7 +564,7 @@ mod tests {
             Duration::from_secs(1),
         );
         for _ in 0..2000 {
-            router.send(&message()).await;
+            router.send(&message(), || true).await;
         }
         let share = f64::from(heavy.calls()) / 2000.0;
         assert!(

@@ -2,6 +2,7 @@
 //! a claimed message under its lease, and the outcome stored, published
 //! and, for a transient failure, scheduled for retry.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use mdc_core::ports::store::apply_update;
@@ -61,14 +62,28 @@ impl Dispatcher {
     /// Extends the attempt's lease every third of it, for as long as it is
     /// polled: the attempt is raced against it, so the lease covers every
     /// wait until the send returns and its outcome is stored. Never returns.
-    pub(super) async fn keep_lease(&self, message: &Message, attempt: u32) {
+    /// `held` follows what the store confirmed: an extension the store
+    /// refuses (another attempt took the message over) ends the hold, and
+    /// one it cannot take leaves the hold to run out at the last confirmed
+    /// time; the router sends nothing once it has.
+    pub(super) async fn keep_lease(&self, message: &Message, attempt: u32, held: &Held) {
         let every = self.config.lease / 3;
         loop {
             tokio::time::sleep(every).await;
             let until = later(mdc_core::now(), self.config.lease);
             let extend = Transition::LeaseExtended { attempt, until };
-            if let Err(e) = self.store.update(&message.id, extend).await {
-                tracing::warn!(error = %e, "Could not extend the lease of an attempt in flight");
+            match self.store.update(&message.id, extend).await {
+                Ok(Updated::Applied { .. }) => held.extend(until),
+                Ok(_) => {
+                    // Ended, or taken over: nothing more to keep. An outcome
+                    // already stored ends the lease too; what is left of the
+                    // attempt then only publishes.
+                    held.end();
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not extend the lease of an attempt in flight");
+                }
             }
         }
     }
@@ -91,7 +106,7 @@ impl Dispatcher {
     }
 
     /// One attempt of a claimed message, to a stored outcome.
-    pub(super) async fn attempt(&self, record: MessageRecord, verify_first: bool) {
+    pub(super) async fn attempt(&self, record: MessageRecord, verify_first: bool, held: &Held) {
         let message = &record.message;
         let attempt = record.attempts;
         let Some(router) = self.routes.get(&message.channel()).cloned() else {
@@ -150,7 +165,7 @@ impl Dispatcher {
         // lease is kept alive meanwhile.
         let started = std::time::Instant::now();
         metrics::gauge!("mdc_sends_in_flight").increment(1.0);
-        let routed = router.send(message).await;
+        let routed = router.send(message, || held.holds()).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let outcome = match &routed.result {
             Ok(_) => "sent",
@@ -319,5 +334,33 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// The lease of an attempt in flight as far as the store has confirmed it:
+/// the attempt may start a provider call only while it holds.
+pub(super) struct Held {
+    /// Milliseconds since the epoch; `i64::MIN` once the store refused it.
+    until: AtomicI64,
+}
+
+impl Held {
+    pub(super) fn new(until: Timestamp) -> Self {
+        Self {
+            until: AtomicI64::new(until.timestamp_millis()),
+        }
+    }
+
+    fn extend(&self, until: Timestamp) {
+        self.until
+            .fetch_max(until.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.until.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    pub(super) fn holds(&self) -> bool {
+        mdc_core::now().timestamp_millis() < self.until.load(Ordering::SeqCst)
     }
 }

@@ -80,6 +80,58 @@ async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
+    // One send every 20 s: the second message waits far longer than the lease.
+    let h = Harness::start(config(), Some((0.05, 1))).await;
+    let a = h.submit("+14155550103", Priority::Normal).await;
+    let b = h.submit("+14155550104", Priority::Normal).await;
+    h.wait_until(Duration::from_secs(10), || {
+        h.provider.sends_with_prefix("+141555501") == 1
+    })
+    .await;
+    let (second, to) = if h.provider.sends("+14155550103") == 0 {
+        (a, "+14155550103")
+    } else {
+        (b, "+14155550104")
+    };
+    // The store takes no extension for 8 s (a lease is 6 s): the waiting
+    // attempt's lease runs out, and another dispatcher takes the message.
+    h.store
+        .fail_updates(4, |t| matches!(t, Transition::LeaseExtended { .. }));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let now = mdc_core::now();
+    match h
+        .store
+        .claim(&second, now, now + chrono::Duration::seconds(600), "other")
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { verify_first, .. } => assert!(verify_first),
+        other => panic!("the lease should have run out: {other:?}"),
+    }
+    // The rate limit's next token comes at 20 s: the first attempt, no
+    // longer holding the message, must not send it.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
+    assert_eq!(
+        h.provider.sends(to),
+        0,
+        "sent by an attempt that lost its lease"
+    );
+    let record = h.store.get(&second).await.expect("get").expect("stored");
+    assert_eq!((record.status, record.attempts), (Status::Sending, 2));
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.error.as_deref().is_some_and(|e| e.contains("not sent"))),
+        "the first attempt's end is on the trail: {:#?}",
+        record.events
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_absurd_retry_after_neither_panics_nor_stops_the_lane() {
     let h = Harness::start(config(), None).await;
     h.provider.script(
