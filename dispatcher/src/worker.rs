@@ -427,13 +427,10 @@ impl Dispatcher {
         let now = mdc_core::now();
         let lease_until = later(now, self.config.lease);
         match self.store.claim(id, now, lease_until, COMPONENT).await? {
-            Claim::Claimed {
-                record,
-                verify_first,
-            } => {
+            Claim::Claimed { record, verify } => {
                 let attempt = record.attempts;
                 let held = Held::new(lease_until);
-                let work = self.attempt(*record, verify_first, &held);
+                let work = self.attempt(*record, verify, &held);
                 let keeper = self.keep_lease(message, attempt, &held);
                 tokio::pin!(work, keeper);
                 tokio::select! {

@@ -492,15 +492,9 @@ impl Store for EmbeddedStore {
                 })?;
                 Ok(match claim {
                     // The sender needs the message itself.
-                    Some(Claim::Claimed {
-                        mut record,
-                        verify_first,
-                    }) => {
+                    Some(Claim::Claimed { mut record, verify }) => {
                         record.message = load_message(&t.messages, id.as_str())?;
-                        Claim::Claimed {
-                            record,
-                            verify_first,
-                        }
+                        Claim::Claimed { record, verify }
                     }
                     Some(other) => other,
                     None => Claim::NotFound,

@@ -6,7 +6,7 @@ use chrono::Duration;
 
 use super::sample_message;
 use crate::message::Content;
-use crate::ports::store::{Claim, Created, ListFilter, Store, Transition, Updated};
+use crate::ports::store::{Claim, Created, ListFilter, Store, Transition, Updated, Verify};
 use crate::{Channel, Event, MessageId, MessageRecord, Status};
 
 fn record(to: &str) -> MessageRecord {
@@ -150,14 +150,11 @@ pub async fn concurrent_claims_yield_one_owner(store: Arc<dyn Store>) {
     let mut claimed = 0;
     for task in tasks {
         match task.await.expect("join").expect("claim") {
-            Claim::Claimed {
-                record,
-                verify_first,
-            } => {
+            Claim::Claimed { record, verify } => {
                 claimed += 1;
                 assert_eq!(record.attempts, 1);
                 assert_eq!(record.status, Status::Sending);
-                assert!(!verify_first);
+                assert_eq!(verify, Verify::No);
             }
             Claim::Busy { lease_until } => assert_eq!(lease_until, lease),
             other => panic!("unexpected {other:?}"),
@@ -270,11 +267,12 @@ pub async fn expired_lease_is_taken_over_with_verification(store: Arc<dyn Store>
         .await
         .expect("claim")
     {
-        Claim::Claimed {
-            record,
-            verify_first,
-        } => {
-            assert!(verify_first, "the dead attempt may have reached the vendor");
+        Claim::Claimed { record, verify } => {
+            assert_eq!(
+                verify,
+                Verify::Any,
+                "the dead attempt may have reached any vendor"
+            );
             assert_eq!(record.attempts, 2);
         }
         other => panic!("expected a takeover, got {other:?}"),
@@ -316,12 +314,9 @@ pub async fn pending_retry_is_claimed_only_when_due(store: Arc<dyn Store>) {
         .await
         .expect("claim")
     {
-        Claim::Claimed {
-            record,
-            verify_first,
-        } => {
+        Claim::Claimed { record, verify } => {
             assert_eq!(record.attempts, 2);
-            assert!(!verify_first);
+            assert_eq!(verify, Verify::No);
         }
         other => panic!("expected claim when due, got {other:?}"),
     }
@@ -1044,7 +1039,7 @@ pub async fn a_report_settles_a_message_no_attempt_is_sending(store: Arc<dyn Sto
             .await
             .expect("claim"),
         Claim::Claimed {
-            verify_first: true,
+            verify: Verify::Provider,
             ..
         }
     ));

@@ -19,15 +19,37 @@ pub enum Created {
     Existing(Box<MessageRecord>),
 }
 
+/// Whether a claimed attempt must first ask whether a vendor already has
+/// the message, and which vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// No earlier attempt can have reached a vendor.
+    No,
+    /// The last attempt ended unsure whether `record.provider` took the
+    /// message: ask that provider.
+    Provider,
+    /// The last attempt's dispatcher died mid-send. It may have failed over
+    /// or been routed to any member, and `record.provider` names only an
+    /// earlier attempt's vendor: ask every member.
+    Any,
+}
+
+impl Verify {
+    /// Whether any vendor must be asked.
+    pub fn first(self) -> bool {
+        self != Self::No
+    }
+}
+
 /// The result of [`Store::claim`]: whether this dispatcher may send now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The caller owns attempt `record.attempts` until `record.lease_until`.
-    /// With `verify_first`, an earlier attempt may have reached the vendor:
-    /// ask it before sending.
+    /// `verify` says whether an earlier attempt may have reached a vendor,
+    /// which must then be asked before sending.
     Claimed {
         record: Box<MessageRecord>,
-        verify_first: bool,
+        verify: Verify,
     },
     /// Another attempt is in flight until then.
     Busy {
@@ -489,17 +511,19 @@ pub fn apply_claim(
 ) -> Claim {
     // Another process's clock may run slightly ahead of ours.
     let slack = chrono::Duration::seconds(1);
-    let verify_first = match record.status {
-        Status::Accepted | Status::Queued => false,
+    let verify = match record.status {
+        Status::Accepted | Status::Queued => Verify::No,
         Status::Sending => match (record.lease_until, record.next_attempt_at) {
             (Some(lease), _) if lease > now => return Claim::Busy { lease_until: lease },
-            // The previous sender died mid-attempt: it may have reached the vendor.
-            (Some(_), _) => true,
+            // The previous sender died mid-attempt: it may have reached a vendor.
+            (Some(_), _) => Verify::Any,
             (None, Some(at)) if at > now + slack => return Claim::NotDue { at },
-            (None, _) => record.verify_before_send,
+            (None, _) if record.verify_before_send => Verify::Provider,
+            (None, _) => Verify::No,
         },
         status => return Claim::Finished { status },
     };
+    let verify_first = verify.first();
     record.attempts += 1;
     record.status = Status::Sending;
     record.lease_until = Some(lease_until);
@@ -517,7 +541,7 @@ pub fn apply_claim(
     record.events.push(event);
     Claim::Claimed {
         record: Box::new(record.clone()),
-        verify_first,
+        verify,
     }
 }
 

@@ -313,39 +313,54 @@ impl Router {
         Some(result)
     }
 
-    /// Asks the provider that made an uncertain attempt whether it has the
-    /// message.
-    /// With no provider named (the attempt died before recording one), every
-    /// member is asked in turn.
-    /// A member that cannot tell ends the search: it may have the message.
+    /// What to do after an ambiguous send through `provider` (resend when
+    /// it is no longer a member).
+    pub fn after_ambiguous(&self, provider: &str) -> AfterAmbiguous {
+        self.members
+            .iter()
+            .find(|m| m.provider.name() == provider)
+            .map_or(AfterAmbiguous::Resend, |m| m.provider.after_ambiguous())
+    }
+
+    /// Asks whether a vendor already has the message. With `provider`
+    /// named (the attempt that ended unsure through it), that member alone.
+    /// With none (a dispatcher died mid-send and may have routed or failed
+    /// over anywhere), every member: one that has it wins; else a failed
+    /// lookup (ask again later rather than resend); else one that cannot
+    /// tell (it may have it); else not found.
     pub async fn lookup(&self, provider: Option<&str>, reference: &MessageId) -> LookedUp {
-        let mut asked = provider
-            .map(str::to_owned)
-            .or_else(|| self.members.first().map(|m| m.provider.name().to_owned()))
-            .unwrap_or_default();
-        let mut after_ambiguous = AfterAmbiguous::Resend;
+        let mut answer: Option<LookedUp> = None;
         for member in &self.members {
             let name = member.provider.name();
-            if provider.is_none_or(|p| p == name) {
-                asked = name.to_owned();
-                after_ambiguous = member.provider.after_ambiguous();
-                match member.provider.lookup(reference).await {
-                    Ok(Lookup::NotFound) => continue,
-                    result => {
-                        return LookedUp {
-                            provider: asked,
-                            result,
-                            after_ambiguous,
-                        }
-                    }
-                }
+            if provider.is_some_and(|p| p != name) {
+                continue;
+            }
+            let looked = LookedUp {
+                provider: name.to_owned(),
+                result: member.provider.lookup(reference).await,
+                after_ambiguous: member.provider.after_ambiguous(),
+            };
+            let rank = |l: &LookedUp| match l.result {
+                Ok(Lookup::Found(_)) => 3,
+                Err(_) => 2,
+                Ok(Lookup::CannotTell) => 1,
+                Ok(Lookup::NotFound) => 0,
+            };
+            if rank(&looked) == 3 {
+                return looked;
+            }
+            if answer.as_ref().is_none_or(|a| rank(&looked) > rank(a)) {
+                answer = Some(looked);
             }
         }
-        LookedUp {
-            provider: asked,
+        answer.unwrap_or_else(|| LookedUp {
+            provider: provider
+                .map(str::to_owned)
+                .or_else(|| self.members.first().map(|m| m.provider.name().to_owned()))
+                .unwrap_or_default(),
             result: Ok(Lookup::NotFound),
-            after_ambiguous,
-        }
+            after_ambiguous: AfterAmbiguous::Resend,
+        })
     }
 }
 
@@ -396,6 +411,60 @@ mod tests {
                 raw: serde_json::Value::Null,
             })
         }
+    }
+
+    /// A vendor that has every message it is asked about.
+    struct Holder;
+
+    #[async_trait]
+    impl Provider for Holder {
+        fn name(&self) -> &str {
+            "holder"
+        }
+
+        fn channel(&self) -> Channel {
+            Channel::Sms
+        }
+
+        async fn send(&self, _message: &Message) -> Result<Receipt, ProviderError> {
+            Err(ProviderError::transient("not used"))
+        }
+
+        async fn lookup(&self, _reference: &MessageId) -> Result<Lookup, ProviderError> {
+            Ok(Lookup::Found(Receipt {
+                provider_message_id: "held-1".into(),
+                raw: serde_json::Value::Null,
+            }))
+        }
+    }
+
+    /// After a dispatcher died mid-send every member is asked: one that
+    /// cannot tell does not hide one that has the message; a named member
+    /// is asked alone.
+    #[tokio::test]
+    async fn a_lookup_of_every_member_finds_the_one_that_has_the_message() {
+        let unsure = Scripted::new("unsure", Ok(()));
+        let router = Router::new(
+            Mode::Weighted,
+            vec![
+                member(&unsure, 1, None),
+                Member::new(Arc::new(Holder), 1, None, None),
+            ],
+            Duration::from_secs(1),
+        );
+        let id = message().id;
+        let looked = router.lookup(None, &id).await;
+        assert_eq!(looked.provider, "holder");
+        assert!(
+            matches!(looked.result, Ok(Lookup::Found(_))),
+            "{:?}",
+            looked.result
+        );
+        let looked = router.lookup(Some("unsure"), &id).await;
+        assert_eq!(looked.provider, "unsure");
+        assert!(matches!(looked.result, Ok(Lookup::CannotTell)));
+        let looked = router.lookup(Some("gone"), &id).await;
+        assert!(matches!(looked.result, Ok(Lookup::NotFound)));
     }
 
     fn transient() -> ProviderError {

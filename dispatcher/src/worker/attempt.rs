@@ -8,7 +8,7 @@ use std::time::Duration;
 use mdc_core::ports::store::apply_update;
 use mdc_core::ports::{
     AfterAmbiguous, CachedMessage, Lookup, ProviderError, Receipt, RetryItem, StoreError,
-    Transition, Updated,
+    Transition, Updated, Verify,
 };
 use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status, Timestamp};
 
@@ -106,7 +106,7 @@ impl Dispatcher {
     }
 
     /// One attempt of a claimed message, to a stored outcome.
-    pub(super) async fn attempt(&self, record: MessageRecord, verify_first: bool, held: &Held) {
+    pub(super) async fn attempt(&self, record: MessageRecord, verify: Verify, held: &Held) {
         let message = &record.message;
         let attempt = record.attempts;
         let Some(router) = self.routes.get(&message.channel()).cloned() else {
@@ -122,8 +122,12 @@ impl Dispatcher {
         // Resending after an attempt that may have reached the vendor is
         // decided here, and the trail says how.
         let mut resend_note = None;
-        if verify_first {
-            let looked = router.lookup(record.provider.as_deref(), &message.id).await;
+        if verify.first() {
+            let named = match verify {
+                Verify::Provider => record.provider.as_deref(),
+                _ => None,
+            };
+            let looked = router.lookup(named, &message.id).await;
             let asked = looked.provider;
             let outcome = match looked.result {
                 Ok(Lookup::Found(receipt)) => {
@@ -154,7 +158,9 @@ impl Dispatcher {
                         None
                     }
                 },
-                Err(error) => Some(self.failed(&record, &asked, error, true)),
+                Err(error) => {
+                    Some(self.failed(&record, &asked, error, Some(looked.after_ambiguous)))
+                }
             };
             if let Some(transition) = outcome {
                 return self.store_outcome(&record, transition).await;
@@ -197,7 +203,11 @@ impl Dispatcher {
                 self.sent(&record, &routed.provider, receipt, &details)
                     .await
             }
-            Err(error) => Some(self.failed(&record, &routed.provider, error, false)),
+            Err(error) => {
+                let unsure = matches!(error, ProviderError::Ambiguous { .. })
+                    .then(|| router.after_ambiguous(&routed.provider));
+                Some(self.failed(&record, &routed.provider, error, unsure))
+            }
         };
         if let Some(transition) = transition {
             self.store_outcome(&record, transition).await;
@@ -236,13 +246,17 @@ impl Dispatcher {
     }
 
     /// The transition after a failed attempt; sets the retry timer when
-    /// there is a next attempt.
+    /// there is a next attempt. `unsure` holds the provider's policy when
+    /// it may have the message (the send was ambiguous, or asking it about
+    /// an earlier one failed): the next attempt asks first, and with no next
+    /// attempt a vendor that reports back leaves the message sent,
+    /// unconfirmed, for its report to settle.
     fn failed(
         &self,
         record: &MessageRecord,
         provider: &str,
         error: ProviderError,
-        verifying: bool,
+        unsure: Option<AfterAmbiguous>,
     ) -> Transition {
         let message = &record.message;
         let attempt = record.attempts;
@@ -263,6 +277,22 @@ impl Dispatcher {
                 .error(error.to_string()),
         };
         match next {
+            Next::GaveUp | Next::PastDeadline if unsure == Some(AfterAmbiguous::WaitForReport) => {
+                tracing::info!(
+                    provider,
+                    "Last attempt ambiguous; waiting for the vendor's report"
+                );
+                Transition::SentUnconfirmed {
+                    attempt,
+                    provider: provider.to_owned(),
+                    event: Event::new(
+                        COMPONENT,
+                        format!("attempt {attempt} may have reached {provider}, which cannot be asked; no attempt is left, so it counts as sent, waiting for its report (after_ambiguous = wait_for_report)"),
+                    )
+                    .provider(provider, None)
+                    .error(error.to_string()),
+                }
+            }
             Next::Refused => {
                 tracing::info!(to = %mask::recipient(&message.to), error = %mask::scrub(&error.to_string()), "Vendor refused the message");
                 ended(Status::Failed, format!("attempt {attempt} refused"))
@@ -275,24 +305,21 @@ impl Dispatcher {
                 Status::Expired,
                 format!("attempt {attempt} failed and the next would be after the deadline"),
             ),
-            Next::RetryAt(due) => {
-                let ambiguous = verifying || matches!(error, ProviderError::Ambiguous { .. });
-                Transition::AttemptFailed {
-                    attempt,
-                    provider: provider.to_owned(),
-                    next_attempt_at: due,
-                    verify_first: ambiguous,
-                    event: Event::new(
-                        COMPONENT,
-                        format!(
-                            "attempt {attempt} failed; next attempt at {}",
-                            due.to_rfc3339()
-                        ),
-                    )
-                    .provider(provider, None)
-                    .error(error.to_string()),
-                }
-            }
+            Next::RetryAt(due) => Transition::AttemptFailed {
+                attempt,
+                provider: provider.to_owned(),
+                next_attempt_at: due,
+                verify_first: unsure.is_some(),
+                event: Event::new(
+                    COMPONENT,
+                    format!(
+                        "attempt {attempt} failed; next attempt at {}",
+                        due.to_rfc3339()
+                    ),
+                )
+                .provider(provider, None)
+                .error(error.to_string()),
+            },
         }
     }
 

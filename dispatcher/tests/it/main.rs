@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use harness::{Behaviour, Harness};
-use mdc_core::ports::{Claim, Store, Transition};
+use mdc_core::ports::{Claim, Store, Transition, Verify};
 use mdc_core::{MessageId, Priority, Status};
 use mdc_dispatcher::DispatcherConfig;
 
@@ -106,7 +106,7 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
         .await
         .expect("claim")
     {
-        Claim::Claimed { verify_first, .. } => assert!(verify_first),
+        Claim::Claimed { verify, .. } => assert_eq!(verify, Verify::Any),
         other => panic!("the lease should have run out: {other:?}"),
     }
     // The rate limit's next token comes at 20 s: the first attempt, no
@@ -481,6 +481,86 @@ async fn after_an_ambiguous_send_a_vendor_that_reports_back_is_not_sent_to_again
     };
     h.store.update(&id, report).await.expect("report");
     assert_eq!(h.record(&id).await.status, Status::Delivered);
+    h.stop().await;
+}
+
+/// The same hang on the last attempt (no retry left): a vendor that reports
+/// back may have the message, so it is not failed but waits, sent and
+/// unconfirmed, for the report; one that does not is failed as before.
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_last_attempt_waits_for_a_vendor_that_reports_back() {
+    let no_retries = DispatcherConfig {
+        retry_schedule: vec![],
+        ..config()
+    };
+    let h = Harness::start(no_retries, None).await;
+    h.provider
+        .script("+14155550115", Behaviour::HangOnce(Duration::from_secs(60)));
+    let failed = h.submit("+14155550115", Priority::Normal).await;
+    h.wait_for(&failed, Status::Failed, Duration::from_secs(10))
+        .await;
+    h.provider
+        .waits_for_report
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.provider
+        .script("+14155550116", Behaviour::HangOnce(Duration::from_secs(60)));
+    let id = h.submit("+14155550116", Priority::Normal).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    let record = h.record(&id).await;
+    assert_eq!((record.attempts, record.provider_message_id), (1, None));
+    assert_eq!(h.provider.calls("+14155550116"), 1);
+    let report = Transition::Reported {
+        status: Status::Delivered,
+        provider: "scripted".into(),
+        provider_message_id: "vendor-116".into(),
+        event: mdc_core::Event::new("test", "delivered"),
+    };
+    h.store.update(&id, report).await.expect("report");
+    assert_eq!(h.record(&id).await.status, Status::Delivered);
+    h.stop().await;
+}
+
+/// An attempt ended unsure at one vendor; the next failed over to another,
+/// which took the message, and its dispatcher died: the takeover asks every
+/// provider, not only the one stored from the first attempt.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_after_a_failover_asks_every_provider() {
+    use mdc_core::ports::Provider;
+
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .answers_lookups
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = h.create("+14155550114", Priority::Normal).await;
+    let now = mdc_core::now();
+    let lease = now + chrono::Duration::seconds(6);
+    assert!(matches!(
+        h.store
+            .claim(&id, now, lease, "first")
+            .await
+            .expect("claim"),
+        Claim::Claimed { .. }
+    ));
+    let unsure = Transition::AttemptFailed {
+        attempt: 1,
+        provider: "elsewhere".into(),
+        next_attempt_at: now,
+        verify_first: true,
+        event: mdc_core::Event::new("test", "no answer from elsewhere"),
+    };
+    h.store.update(&id, unsure).await.expect("update");
+    match h.store.claim(&id, now, lease, "dead").await.expect("claim") {
+        Claim::Claimed { verify, .. } => assert_eq!(verify, Verify::Provider),
+        other => panic!("{other:?}"),
+    }
+    let message = h.record(&id).await.message;
+    h.provider.send(&message).await.expect("the vendor took it");
+    h.produce(&id).await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(20)).await;
+    assert_eq!(h.provider.sends("+14155550114"), 1, "not sent again");
+    let record = h.record(&id).await;
+    assert_eq!(record.provider.as_deref(), Some("scripted"));
+    assert_eq!(record.attempts, 3);
     h.stop().await;
 }
 
