@@ -39,6 +39,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 mod kafka_produce;
+mod post;
 mod priority;
 mod retry_storm;
 mod sample;
@@ -370,6 +371,13 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu = |sampler: &Option<sample::Sampler>| {
+        (
+            sample::cpu_seconds("self"),
+            sampler.as_ref().map(sample::Sampler::cpu_seconds),
+        )
+    };
+    let cpu_before = cpu(&sampler);
     let start = Instant::now();
     let stop_at = sustain.map(|d| start + d);
     let total = if sustain.is_some() {
@@ -382,9 +390,8 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     let run = chrono::Utc::now().timestamp_millis();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, url, next, errors, channel, keys) = (
-            http.clone(),
-            url.clone(),
+        let mut poster = post::Poster::new(&url)?;
+        let (next, errors, channel, keys) = (
             next.clone(),
             errors.clone(),
             args.channel.clone(),
@@ -405,16 +412,9 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
                 if keys {
                     body["idempotency_key"] = json!(format!("mdc-bench-{run}-{i}"));
                 }
+                let body = bytes::Bytes::from(body.to_string());
                 let sent = Instant::now();
-                let response = http
-                    .post(format!("{url}/v1/messages"))
-                    .json(&body)
-                    .send()
-                    .await;
-                let ok = match response {
-                    Ok(r) => r.status().as_u16() == 202 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
+                let ok = matches!(poster.post("/v1/messages", body).await, Ok(202));
                 if ok {
                     let _ = histogram.record(sent.elapsed().as_micros() as u64);
                 } else {
@@ -455,6 +455,7 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
         latency.add(worker.await?)?;
     }
     let submit_time = start.elapsed();
+    let cpu_after = cpu(&sampler);
     if sustain.is_none() {
         progress.abort();
     }
@@ -491,6 +492,17 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
         accepted as f64 / submit_time.as_secs_f64()
     );
     print_percentiles("submit latency", &latency, 2, "10 ms", true);
+    let per_message = |seconds: f64| seconds * 1e6 / (accepted + errors).max(1) as f64;
+    println!(
+        "load generator CPU     {:.0} µs per request",
+        per_message(cpu_after.0 - cpu_before.0)
+    );
+    if let (Some(before), Some(after)) = (cpu_before.1, cpu_after.1) {
+        println!(
+            "server CPU             {:.0} µs per message while submitting (dispatch included)",
+            per_message(after - before)
+        );
+    }
     println!("delivered              {done}");
     println!(
         "end-to-end msg/s       {:.0}   (target >= 10000)",

@@ -1,5 +1,6 @@
-//! Memory and disk of a spawned server: its resident set (from /proc) every
-//! half second, and the size of its data directory.
+//! Memory, disk and CPU of a spawned server: its resident set (from /proc)
+//! every half second, the size of its data directory, and CPU-seconds of a
+//! process.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,26 @@ fn rss(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU-seconds (user and system) a process (a pid, or "self") has used,
+/// from /proc (0 when it is gone). Linux counts them in USER_HZ ticks,
+/// 100 a second on every architecture it runs on.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 11 and 12 after "(comm) ".
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bytes of `path`, a file or everything under a directory (allocated
@@ -71,6 +92,11 @@ impl Sampler {
             peak,
             task,
         }
+    }
+
+    /// The server's CPU-seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.pid.to_string())
     }
 
     pub fn rss_now(&self) -> u64 {

@@ -26,24 +26,6 @@ pub struct Args {
     files: usize,
 }
 
-/// CPU-seconds (user + system) this process has used, from /proc.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat; 11 and 12 after "(comm) ".
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// A one-segment SMS as the client produces it.
 fn sms(i: u64) -> Message {
     let now = mdc_core::now();
@@ -123,7 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.messages, args.concurrency
     );
     let next = Arc::new(AtomicU64::new(0));
-    let cpu = cpu_seconds();
+    let cpu = crate::sample::cpu_seconds("self");
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
@@ -145,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         task.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let cpu = crate::sample::cpu_seconds("self") - cpu;
     let bytes = crate::sample::disk(dir.path());
     let n = args.messages.max(1) as f64;
     println!("store lifecycles/s    {:>8.0}", n / elapsed);
