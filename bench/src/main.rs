@@ -85,7 +85,7 @@ enum Mode {
 
 #[derive(Debug, clap::Args)]
 struct Args {
-    /// Base URL of a running server (ignored with --spawn).
+    /// Base URL of a running server, http:// (ignored with --spawn).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Start a fresh server from this mdc binary instead of using --url.

@@ -1,9 +1,9 @@
 //! The load generator's submit: one kept-alive HTTP/1.1 connection per
-//! worker, posting bodies rendered to bytes up front. The server shares the
-//! machine's cores with the generator, so what a request costs the
-//! generator is taken from the server; a general-purpose client (pool,
-//! header maps, a JSON body serialised per request) costs several times
-//! this.
+//! worker, posting a body already rendered to bytes (before the latency
+//! clock starts). The server shares the machine's cores with the generator,
+//! so what a request costs the generator is taken from the server; a
+//! general-purpose client (its pool, header maps, serialising the body)
+//! cost about 20 µs more per request here. Plain http:// only.
 
 use std::time::Duration;
 

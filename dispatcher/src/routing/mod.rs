@@ -88,6 +88,14 @@ pub struct Attempt {
     pub skipped: Vec<(String, String)>,
 }
 
+impl Attempt {
+    /// Whether it stopped before a provider call because the attempt no
+    /// longer held the message: nothing was sent.
+    pub fn lease_lost(&self) -> bool {
+        matches!(&self.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST)
+    }
+}
+
 pub struct Router {
     mode: Mode,
     members: Vec<Member>,
@@ -322,29 +330,40 @@ impl Router {
             .map_or(AfterAmbiguous::Resend, |m| m.provider.after_ambiguous())
     }
 
-    /// Asks whether a vendor already has the message. With `provider`
-    /// named (the attempt that ended unsure through it), that member alone.
-    /// With none (a dispatcher died mid-send and may have routed or failed
-    /// over anywhere), every member: one that has it wins; else a failed
-    /// lookup (ask again later rather than resend); else one that cannot
-    /// tell (it may have it); else not found.
-    pub async fn lookup(&self, provider: Option<&str>, reference: &MessageId) -> LookedUp {
+    /// Asks whether a vendor already has the message: the member named by
+    /// [`Ask::Only`], or every member ([`Ask::Every`], after a dispatcher
+    /// died mid-send and may have routed or failed over anywhere). Of
+    /// several answers, one that has the message wins; else a failed lookup
+    /// (ask again later rather than resend); else one that cannot tell (it
+    /// may have it). Between equal answers the provider the message was
+    /// last stored with wins, then config order, so when no member can
+    /// tell, that provider's `after_ambiguous` policy decides, as when it
+    /// alone is asked.
+    pub async fn lookup(&self, ask: Ask<'_>, reference: &MessageId) -> LookedUp {
+        let (only, first) = match ask {
+            Ask::Only(name) => (Some(name), Some(name)),
+            Ask::Every { last } => (None, last),
+        };
+        let mut order: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|m| only.is_none_or(|name| name == m.provider.name()))
+            .collect();
+        if let Some(first) = first {
+            order.sort_by_key(|m| m.provider.name() != first);
+        }
+        let rank = |l: &LookedUp| match l.result {
+            Ok(Lookup::Found(_)) => 3,
+            Err(_) => 2,
+            Ok(Lookup::CannotTell) => 1,
+            Ok(Lookup::NotFound) => 0,
+        };
         let mut answer: Option<LookedUp> = None;
-        for member in &self.members {
-            let name = member.provider.name();
-            if provider.is_some_and(|p| p != name) {
-                continue;
-            }
+        for member in order {
             let looked = LookedUp {
-                provider: name.to_owned(),
+                provider: member.provider.name().to_owned(),
                 result: member.provider.lookup(reference).await,
                 after_ambiguous: member.provider.after_ambiguous(),
-            };
-            let rank = |l: &LookedUp| match l.result {
-                Ok(Lookup::Found(_)) => 3,
-                Err(_) => 2,
-                Ok(Lookup::CannotTell) => 1,
-                Ok(Lookup::NotFound) => 0,
             };
             if rank(&looked) == 3 {
                 return looked;
@@ -354,7 +373,7 @@ impl Router {
             }
         }
         answer.unwrap_or_else(|| LookedUp {
-            provider: provider
+            provider: first
                 .map(str::to_owned)
                 .or_else(|| self.members.first().map(|m| m.provider.name().to_owned()))
                 .unwrap_or_default(),
@@ -362,6 +381,16 @@ impl Router {
             after_ambiguous: AfterAmbiguous::Resend,
         })
     }
+}
+
+/// Whom [`Router::lookup`] asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// This provider alone: the last attempt ended unsure through it.
+    Only(&'a str),
+    /// Every member, `last` (the provider the message was last stored with)
+    /// first.
+    Every { last: Option<&'a str> },
 }
 
 #[cfg(test)]
@@ -440,7 +469,9 @@ mod tests {
 
     /// After a dispatcher died mid-send every member is asked: one that
     /// cannot tell does not hide one that has the message; a named member
-    /// is asked alone.
+    /// is asked alone. When none can tell, the provider last stored decides
+    /// with its policy, not the first member. When none can tell, the provider last stored decides
+    /// with its policy, not the first member.
     #[tokio::test]
     async fn a_lookup_of_every_member_finds_the_one_that_has_the_message() {
         let unsure = Scripted::new("unsure", Ok(()));
@@ -453,18 +484,37 @@ mod tests {
             Duration::from_secs(1),
         );
         let id = message().id;
-        let looked = router.lookup(None, &id).await;
+        let looked = router.lookup(Ask::Every { last: None }, &id).await;
         assert_eq!(looked.provider, "holder");
         assert!(
             matches!(looked.result, Ok(Lookup::Found(_))),
             "{:?}",
             looked.result
         );
-        let looked = router.lookup(Some("unsure"), &id).await;
+        let looked = router.lookup(Ask::Only("unsure"), &id).await;
         assert_eq!(looked.provider, "unsure");
         assert!(matches!(looked.result, Ok(Lookup::CannotTell)));
-        let looked = router.lookup(Some("gone"), &id).await;
+        let looked = router.lookup(Ask::Only("gone"), &id).await;
         assert!(matches!(looked.result, Ok(Lookup::NotFound)));
+
+        let waits = Scripted::new("waits", Ok(()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&unsure, 1, None), member(&waits, 1, None)],
+            Duration::from_secs(1),
+        );
+        let looked = router
+            .lookup(
+                Ask::Every {
+                    last: Some("waits"),
+                },
+                &id,
+            )
+            .await;
+        assert_eq!(looked.provider, "waits", "the provider last stored decides");
+        assert!(matches!(looked.result, Ok(Lookup::CannotTell)));
+        let looked = router.lookup(Ask::Every { last: None }, &id).await;
+        assert_eq!(looked.provider, "unsure", "then config order");
     }
 
     fn transient() -> ProviderError {

@@ -14,6 +14,7 @@ use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status, Timestamp
 
 use super::{later, Dispatcher, CACHE_TTL, COMPONENT, MAX_WRITE_BACKOFF};
 use crate::retry::{next_attempt, Next};
+use crate::routing::Ask;
 
 impl Dispatcher {
     /// Publishes the outcome of `transition`, which the store applied to
@@ -123,11 +124,11 @@ impl Dispatcher {
         // decided here, and the trail says how.
         let mut resend_note = None;
         if verify.first() {
-            let named = match verify {
-                Verify::Provider => record.provider.as_deref(),
-                _ => None,
+            let ask = match (verify, record.provider.as_deref()) {
+                (Verify::Provider, Some(provider)) => Ask::Only(provider),
+                (_, last) => Ask::Every { last },
             };
-            let looked = router.lookup(named, &message.id).await;
+            let looked = router.lookup(ask, &message.id).await;
             let asked = looked.provider;
             let outcome = match looked.result {
                 Ok(Lookup::Found(receipt)) => {
@@ -203,6 +204,9 @@ impl Dispatcher {
                 self.sent(&record, &routed.provider, receipt, &details)
                     .await
             }
+            Err(error) if routed.lease_lost() => {
+                Some(self.stopped(&record, &routed.provider, error))
+            }
             Err(error) => {
                 let unsure = matches!(error, ProviderError::Ambiguous { .. })
                     .then(|| router.after_ambiguous(&routed.provider));
@@ -243,6 +247,45 @@ impl Dispatcher {
             provider_message_id: receipt.provider_message_id,
             event,
         })
+    }
+
+    /// The transition of an attempt that lost its lease before calling a
+    /// vendor. Nothing was sent, so it does not end the message however
+    /// many attempts came before: the next comes after the first retry
+    /// delay, unless that is past the deadline. When another attempt has
+    /// taken the message over, the store ignores it.
+    fn stopped(&self, record: &MessageRecord, provider: &str, error: ProviderError) -> Transition {
+        let attempt = record.attempts;
+        let delay = self
+            .config
+            .retry_schedule
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(1));
+        let due = later(mdc_core::now(), delay);
+        let event = |details: String| {
+            Event::new(COMPONENT, details)
+                .provider(provider, None)
+                .error(error.to_string())
+        };
+        if due > record.message.deadline {
+            return Transition::Ended {
+                attempt,
+                status: Status::Expired,
+                provider: None,
+                event: event(format!("attempt {attempt} stopped before the send (its lease was lost) and the next would be after the deadline")),
+            };
+        }
+        Transition::AttemptFailed {
+            attempt,
+            provider: provider.to_owned(),
+            next_attempt_at: due,
+            verify_first: false,
+            event: event(format!(
+                "attempt {attempt} stopped before the send (its lease was lost); next attempt at {}",
+                due.to_rfc3339()
+            )),
+        }
     }
 
     /// The transition after a failed attempt; sets the retry timer when

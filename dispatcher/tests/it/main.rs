@@ -131,6 +131,46 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
     h.stop().await;
 }
 
+/// The same outage with nobody taking over, on the last attempt: the attempt
+/// sent nothing, so the message is not failed but tried again.
+#[tokio::test(start_paused = true)]
+async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
+    let no_retries = DispatcherConfig {
+        retry_schedule: vec![],
+        ..config()
+    };
+    let h = Harness::start(no_retries, Some((0.05, 1))).await;
+    let a = h.submit("+14155550105", Priority::Normal).await;
+    let b = h.submit("+14155550106", Priority::Normal).await;
+    h.wait_until(Duration::from_secs(10), || {
+        h.provider.sends_with_prefix("+141555501") == 1
+    })
+    .await;
+    let (second, to) = if h.provider.sends("+14155550105") == 0 {
+        (a, "+14155550105")
+    } else {
+        (b, "+14155550106")
+    };
+    // No extension is taken until after the next token (at 20 s).
+    h.store
+        .fail_updates(10, |t| matches!(t, Transition::LeaseExtended { .. }));
+    h.wait_for(&second, Status::Sent, Duration::from_secs(60))
+        .await;
+    assert_eq!(h.store.failed_updates(), 10, "the faults were hit");
+    assert_eq!(h.provider.sends(to), 1);
+    let record = h.record(&second).await;
+    assert_eq!(record.attempts, 2);
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("stopped before the send")),
+        "{:#?}",
+        record.events
+    );
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_absurd_retry_after_neither_panics_nor_stops_the_lane() {
     let h = Harness::start(config(), None).await;
