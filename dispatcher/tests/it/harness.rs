@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mdc_core::memory::{MemoryQueue, MemoryRetry, MemoryStore};
+use mdc_core::ports::Claim;
 use mdc_core::ports::{
     AfterAmbiguous, ConsumerSpec, Lookup, Provider, ProviderError, Queue, QueueConsumer, Receipt,
-    RetryScheduler, Store, StoreError, Suppression, SuppressionList, Topic,
+    RetryScheduler, Store, StoreError, Suppression, SuppressionList, Topic, Transition,
 };
 use mdc_core::{Channel, Event, Message, MessageId, MessageRecord, Priority, Status};
 use mdc_dispatcher::routing::{Member, Mode, Router};
@@ -389,6 +390,62 @@ impl Harness {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Claims a stored message for `who` for 6 s, as a dispatcher does.
+    pub async fn claim_as(&self, id: &MessageId, who: &str) -> Claim {
+        let now = mdc_core::now();
+        self.store
+            .claim(id, now, now + chrono::Duration::seconds(6), who)
+            .await
+            .expect("claim")
+    }
+
+    /// The vendor takes a message whose dispatcher then dies before
+    /// recording anything; its lane record is delivered again.
+    pub async fn sent_by_a_dead_dispatcher(&self, id: &MessageId) -> Receipt {
+        let message = self.record(id).await.message;
+        let receipt = self
+            .provider
+            .send(&message)
+            .await
+            .expect("the vendor took it");
+        self.produce(id).await;
+        receipt
+    }
+
+    /// Submits messages to `a` and `b` behind a rate limit with one token
+    /// free: whichever takes it is sent; the other, returned with its
+    /// recipient, waits for the next token.
+    pub async fn one_waiting_for_a_token(
+        &self,
+        a: &'static str,
+        b: &'static str,
+    ) -> (MessageId, &'static str) {
+        let first = self.submit(a, Priority::Normal).await;
+        let second = self.submit(b, Priority::Normal).await;
+        self.wait_until(Duration::from_secs(10), || {
+            self.provider.sends(a) + self.provider.sends(b) == 1
+        })
+        .await;
+        if self.provider.sends(a) == 0 {
+            (first, a)
+        } else {
+            (second, b)
+        }
+    }
+
+    /// The vendor's `delivered` report for a message it took under
+    /// `provider_message_id`, applied to the store; the status after it.
+    pub async fn report_delivered(&self, id: &MessageId, provider_message_id: &str) -> Status {
+        let report = Transition::Reported {
+            status: Status::Delivered,
+            provider: "scripted".into(),
+            provider_message_id: provider_message_id.into(),
+            event: Event::new("test", "delivered"),
+        };
+        self.store.update(id, report).await.expect("report");
+        self.record(id).await.status
     }
 
     pub async fn stop(self) {

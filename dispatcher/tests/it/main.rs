@@ -4,12 +4,13 @@
 
 mod harness;
 mod kaleyra;
+mod takeover;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use harness::{Behaviour, Harness};
-use mdc_core::ports::{Claim, Store, Transition, Verify};
+use mdc_core::ports::{Store, Transition};
 use mdc_core::{MessageId, Priority, Status};
 use mdc_dispatcher::DispatcherConfig;
 
@@ -19,6 +20,14 @@ fn config() -> DispatcherConfig {
         lease: Duration::from_secs(6),
         retry_schedule: vec![Duration::from_secs(1), Duration::from_secs(5)],
         ..DispatcherConfig::default()
+    }
+}
+
+/// [`config`] with no retry: the first attempt is the last.
+fn no_retries() -> DispatcherConfig {
+    DispatcherConfig {
+        retry_schedule: vec![],
+        ..config()
     }
 }
 
@@ -39,135 +48,6 @@ async fn an_accepted_send_whose_outcome_cannot_be_stored_is_not_sent_again() {
     assert_eq!(record.status, Status::Sent);
     assert_eq!(record.attempts, 1);
     assert!(record.provider_message_id.is_some());
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
-    // One send every 20 s: the second message waits far longer than the lease.
-    let h = Harness::start(config(), Some((0.05, 1))).await;
-    let a = h.submit("+14155550101", Priority::Normal).await;
-    let b = h.submit("+14155550102", Priority::Normal).await;
-    // Whichever takes the one token goes first; the other waits for the next.
-    h.wait_until(Duration::from_secs(10), || {
-        h.provider.sends_with_prefix("+141555501") == 1
-    })
-    .await;
-    let (second, to) = if h.provider.sends("+14155550101") == 0 {
-        (a, "+14155550101")
-    } else {
-        (b, "+14155550102")
-    };
-    // Three leases later the second is still waiting for its token; a second
-    // dispatcher (or the reconciler's retry) must find it held.
-    tokio::time::sleep(Duration::from_secs(18)).await;
-    assert_eq!(h.provider.sends(to), 0, "still waiting");
-    let now = mdc_core::now();
-    match h
-        .store
-        .claim(&second, now, now + chrono::Duration::seconds(6), "other")
-        .await
-        .expect("claim")
-    {
-        Claim::Busy { .. } => {}
-        other => panic!("a second dispatcher could take over a waiting send: {other:?}"),
-    }
-    h.wait_for(&second, Status::Sent, Duration::from_secs(30))
-        .await;
-    assert_eq!(h.provider.sends(to), 1);
-    assert_eq!(h.record(&second).await.attempts, 1);
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
-    // One send every 20 s: the second message waits far longer than the lease.
-    let h = Harness::start(config(), Some((0.05, 1))).await;
-    let a = h.submit("+14155550103", Priority::Normal).await;
-    let b = h.submit("+14155550104", Priority::Normal).await;
-    h.wait_until(Duration::from_secs(10), || {
-        h.provider.sends_with_prefix("+141555501") == 1
-    })
-    .await;
-    let (second, to) = if h.provider.sends("+14155550103") == 0 {
-        (a, "+14155550103")
-    } else {
-        (b, "+14155550104")
-    };
-    // The store takes no extension for 8 s (a lease is 6 s): the waiting
-    // attempt's lease runs out, and another dispatcher takes the message.
-    h.store
-        .fail_updates(4, |t| matches!(t, Transition::LeaseExtended { .. }));
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let now = mdc_core::now();
-    match h
-        .store
-        .claim(&second, now, now + chrono::Duration::seconds(600), "other")
-        .await
-        .expect("claim")
-    {
-        Claim::Claimed { verify, .. } => assert_eq!(verify, Verify::Any),
-        other => panic!("the lease should have run out: {other:?}"),
-    }
-    // The rate limit's next token comes at 20 s: the first attempt, no
-    // longer holding the message, must not send it.
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
-    assert_eq!(
-        h.provider.sends(to),
-        0,
-        "sent by an attempt that lost its lease"
-    );
-    let record = h.store.get(&second).await.expect("get").expect("stored");
-    assert_eq!((record.status, record.attempts), (Status::Sending, 2));
-    assert!(
-        record
-            .events
-            .iter()
-            .any(|e| e.error.as_deref().is_some_and(|e| e.contains("not sent"))),
-        "the first attempt's end is on the trail: {:#?}",
-        record.events
-    );
-    h.stop().await;
-}
-
-/// The same outage with nobody taking over, on the last attempt: the attempt
-/// sent nothing, so the message is not failed but tried again.
-#[tokio::test(start_paused = true)]
-async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
-    let no_retries = DispatcherConfig {
-        retry_schedule: vec![],
-        ..config()
-    };
-    let h = Harness::start(no_retries, Some((0.05, 1))).await;
-    let a = h.submit("+14155550105", Priority::Normal).await;
-    let b = h.submit("+14155550106", Priority::Normal).await;
-    h.wait_until(Duration::from_secs(10), || {
-        h.provider.sends_with_prefix("+141555501") == 1
-    })
-    .await;
-    let (second, to) = if h.provider.sends("+14155550105") == 0 {
-        (a, "+14155550105")
-    } else {
-        (b, "+14155550106")
-    };
-    // No extension is taken until after the next token (at 20 s).
-    h.store
-        .fail_updates(10, |t| matches!(t, Transition::LeaseExtended { .. }));
-    h.wait_for(&second, Status::Sent, Duration::from_secs(60))
-        .await;
-    assert_eq!(h.store.failed_updates(), 10, "the faults were hit");
-    assert_eq!(h.provider.sends(to), 1);
-    let record = h.record(&second).await;
-    assert_eq!(record.attempts, 2);
-    assert!(
-        record
-            .events
-            .iter()
-            .any(|e| e.details.contains("stopped before the send")),
-        "{:#?}",
-        record.events
-    );
     h.stop().await;
 }
 
@@ -244,35 +124,6 @@ async fn a_message_past_its_deadline_expires_without_a_send() {
     h.wait_for(&id, Status::Expired, Duration::from_secs(5))
         .await;
     assert_eq!(h.provider.calls("+14155550109"), 0);
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_lease_left_by_a_dead_dispatcher_is_taken_over_after_it_runs_out() {
-    let h = Harness::start(config(), None).await;
-    // Another dispatcher claimed the message and died.
-    let id = h.create("+14155550110", Priority::Normal).await;
-    let now = mdc_core::now();
-    assert!(matches!(
-        h.store
-            .claim(&id, now, now + chrono::Duration::seconds(6), "dead")
-            .await
-            .expect("claim"),
-        Claim::Claimed { .. }
-    ));
-    h.produce(&id).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(h.provider.calls("+14155550110"), 0, "the lease still holds");
-    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
-    let record = h.record(&id).await;
-    assert_eq!(record.attempts, 2);
-    assert!(
-        record
-            .events
-            .iter()
-            .any(|e| e.details.contains("verifying first")),
-        "the takeover asks the vendor first"
-    );
     h.stop().await;
 }
 
@@ -440,211 +291,6 @@ async fn a_message_recorded_but_never_produced_is_sent_after_the_reconciler_pass
     assert_eq!(reconciler.pass().await.expect("pass"), 1);
     h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
     assert_eq!(h.provider.sends("+14155550111"), 1);
-    h.stop().await;
-}
-
-/// A vendor that hangs past the send timeout (and the lease): the router
-/// gives up at the send timeout, the attempt is ambiguous, and the next
-/// attempt asks the vendor first.
-#[tokio::test(start_paused = true)]
-async fn a_hanging_send_is_cut_at_the_send_timeout_and_retried_as_ambiguous() {
-    let h = Harness::start(config(), None).await;
-    h.provider
-        .script("+14155550112", Behaviour::HangOnce(Duration::from_secs(60)));
-    let id = h.submit("+14155550112", Priority::Normal).await;
-    h.wait_until(Duration::from_secs(1), || {
-        h.provider.calls("+14155550112") == 1
-    })
-    .await;
-    // Past the lease, the attempt is over (cut at 2 s) and its retry is due
-    // at 1 s after that: the claim decides, not a second dispatcher.
-    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
-    let record = h.record(&id).await;
-    assert_eq!(record.attempts, 2);
-    let details: Vec<&str> = record.events.iter().map(|e| e.details.as_str()).collect();
-    assert!(
-        details.iter().any(|d| d.contains("verifying first")),
-        "the second attempt asks the vendor first: {details:?}"
-    );
-    assert!(
-        record.events.iter().any(|e| e
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("ambiguous"))),
-        "{details:?}"
-    );
-    let times = h.provider.call_times("+14155550112");
-    assert!(times[1] - times[0] >= Duration::from_secs(3), "{times:?}");
-    assert!(
-        details
-            .iter()
-            .any(|d| d.contains("sent again (after_ambiguous = resend)")),
-        "the trail says why it was sent again: {details:?}"
-    );
-    h.stop().await;
-}
-
-/// The same hang with a vendor that reports back and cannot be asked: the
-/// message is not sent again but waits, as sent and unconfirmed, for the
-/// report, which settles it by MDC's id.
-#[tokio::test(start_paused = true)]
-async fn after_an_ambiguous_send_a_vendor_that_reports_back_is_not_sent_to_again() {
-    let h = Harness::start(config(), None).await;
-    h.provider
-        .waits_for_report
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    h.provider
-        .script("+14155550114", Behaviour::HangOnce(Duration::from_secs(60)));
-    let id = h.submit("+14155550114", Priority::Normal).await;
-    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
-    // Long after any retry would have come.
-    tokio::time::sleep(Duration::from_secs(120)).await;
-    assert_eq!(h.provider.calls("+14155550114"), 1, "not sent again");
-    let record = h.record(&id).await;
-    assert_eq!(record.status, Status::Sent);
-    assert_eq!(record.attempts, 2, "the second attempt only decided");
-    assert_eq!(record.provider.as_deref(), Some("scripted"));
-    assert_eq!(record.provider_message_id, None, "unconfirmed");
-    assert!(
-        record
-            .events
-            .iter()
-            .any(|e| e.details.contains("after_ambiguous = wait_for_report")),
-        "{:#?}",
-        record.events
-    );
-    let report = Transition::Reported {
-        status: Status::Delivered,
-        provider: "scripted".into(),
-        provider_message_id: "vendor-114".into(),
-        event: mdc_core::Event::new("test", "delivered"),
-    };
-    h.store.update(&id, report).await.expect("report");
-    assert_eq!(h.record(&id).await.status, Status::Delivered);
-    h.stop().await;
-}
-
-/// The same hang on the last attempt (no retry left): a vendor that reports
-/// back may have the message, so it is not failed but waits, sent and
-/// unconfirmed, for the report; one that does not is failed as before.
-#[tokio::test(start_paused = true)]
-async fn an_ambiguous_last_attempt_waits_for_a_vendor_that_reports_back() {
-    let no_retries = DispatcherConfig {
-        retry_schedule: vec![],
-        ..config()
-    };
-    let h = Harness::start(no_retries, None).await;
-    h.provider
-        .script("+14155550115", Behaviour::HangOnce(Duration::from_secs(60)));
-    let failed = h.submit("+14155550115", Priority::Normal).await;
-    h.wait_for(&failed, Status::Failed, Duration::from_secs(10))
-        .await;
-    h.provider
-        .waits_for_report
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    h.provider
-        .script("+14155550116", Behaviour::HangOnce(Duration::from_secs(60)));
-    let id = h.submit("+14155550116", Priority::Normal).await;
-    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
-    let record = h.record(&id).await;
-    assert_eq!((record.attempts, record.provider_message_id), (1, None));
-    assert_eq!(h.provider.calls("+14155550116"), 1);
-    let report = Transition::Reported {
-        status: Status::Delivered,
-        provider: "scripted".into(),
-        provider_message_id: "vendor-116".into(),
-        event: mdc_core::Event::new("test", "delivered"),
-    };
-    h.store.update(&id, report).await.expect("report");
-    assert_eq!(h.record(&id).await.status, Status::Delivered);
-    h.stop().await;
-}
-
-/// An attempt ended unsure at one vendor; the next failed over to another,
-/// which took the message, and its dispatcher died: the takeover asks every
-/// provider, not only the one stored from the first attempt.
-#[tokio::test(start_paused = true)]
-async fn a_takeover_after_a_failover_asks_every_provider() {
-    use mdc_core::ports::Provider;
-
-    let h = Harness::start(config(), None).await;
-    h.provider
-        .answers_lookups
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let id = h.create("+14155550114", Priority::Normal).await;
-    let now = mdc_core::now();
-    let lease = now + chrono::Duration::seconds(6);
-    assert!(matches!(
-        h.store
-            .claim(&id, now, lease, "first")
-            .await
-            .expect("claim"),
-        Claim::Claimed { .. }
-    ));
-    let unsure = Transition::AttemptFailed {
-        attempt: 1,
-        provider: "elsewhere".into(),
-        next_attempt_at: now,
-        verify_first: true,
-        event: mdc_core::Event::new("test", "no answer from elsewhere"),
-    };
-    h.store.update(&id, unsure).await.expect("update");
-    match h.store.claim(&id, now, lease, "dead").await.expect("claim") {
-        Claim::Claimed { verify, .. } => assert_eq!(verify, Verify::Provider),
-        other => panic!("{other:?}"),
-    }
-    let message = h.record(&id).await.message;
-    h.provider.send(&message).await.expect("the vendor took it");
-    h.produce(&id).await;
-    h.wait_for(&id, Status::Sent, Duration::from_secs(20)).await;
-    assert_eq!(h.provider.sends("+14155550114"), 1, "not sent again");
-    let record = h.record(&id).await;
-    assert_eq!(record.provider.as_deref(), Some("scripted"));
-    assert_eq!(record.attempts, 3);
-    h.stop().await;
-}
-
-/// A dispatcher died after the vendor took the message and before anything
-/// was recorded: the next attempt asks the vendor, which has it, and records
-/// it as sent under that provider's name and id, so its report applies.
-#[tokio::test(start_paused = true)]
-async fn a_takeover_records_the_provider_that_already_had_the_message() {
-    use mdc_core::ports::Provider;
-
-    let h = Harness::start(config(), None).await;
-    h.provider
-        .answers_lookups
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let id = h.create("+14155550113", Priority::Normal).await;
-    let now = mdc_core::now();
-    assert!(matches!(
-        h.store
-            .claim(&id, now, now + chrono::Duration::seconds(6), "dead")
-            .await
-            .expect("claim"),
-        Claim::Claimed { .. }
-    ));
-    let message = h.record(&id).await.message;
-    let receipt = h.provider.send(&message).await.expect("the vendor took it");
-    h.produce(&id).await;
-    h.wait_for(&id, Status::Sent, Duration::from_secs(20)).await;
-    let record = h.record(&id).await;
-    assert_eq!(h.provider.sends("+14155550113"), 1, "not sent again");
-    assert_eq!(record.provider.as_deref(), Some("scripted"));
-    assert_eq!(
-        record.provider_message_id.as_deref(),
-        Some(receipt.provider_message_id.as_str())
-    );
-    let report = Transition::Reported {
-        status: Status::Delivered,
-        provider: "scripted".into(),
-        provider_message_id: receipt.provider_message_id,
-        event: mdc_core::Event::new("test", "delivered"),
-    };
-    assert!(matches!(
-        h.store.update(&id, report).await.expect("report"),
-        mdc_core::ports::Updated::Applied { .. }
-    ));
     h.stop().await;
 }
 
@@ -822,9 +468,6 @@ async fn a_message_fetched_before_its_record_is_stored_is_sent_once_it_is() {
     h.stop().await;
 }
 
-/// A queued message whose record never comes (its write failed and the
-/// caller was told so) is dropped after NOT_STORED_GRACE; the recipient's
-/// later messages, held behind it to keep their order, go on.
 /// A submission answered with an earlier message under the same key was
 /// queued at the same time as its record was tried, and that record is
 /// never stored: the copy is dropped at once (the key has another holder)
@@ -854,6 +497,9 @@ async fn a_repeated_submission_s_copy_is_dropped_at_once() {
     h.stop().await;
 }
 
+/// A queued message whose record never comes (its write failed and the
+/// caller was told so) is dropped after NOT_STORED_GRACE; the recipient's
+/// later messages, held behind it to keep their order, go on.
 #[tokio::test(start_paused = true)]
 async fn a_message_never_stored_is_dropped_after_the_grace() {
     let h = Harness::start(config(), None).await;
