@@ -247,6 +247,32 @@ async fn an_ambiguous_last_attempt_waits_for_a_vendor_that_reports_back() {
     h.stop().await;
 }
 
+/// The same when retries are left but the next would come after the
+/// deadline: not expired but sent, unconfirmed.
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_attempt_whose_retry_would_be_late_waits_for_the_report() {
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .waits_for_report
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.provider
+        .script("+14155550117", Behaviour::HangOnce(Duration::from_secs(60)));
+    // Cut at the 2 s send timeout; the retry (1 s later) would be late.
+    let id = h
+        .submit_with("+14155550117", Priority::Normal, |m| {
+            m.deadline = mdc_core::now() + chrono::Duration::milliseconds(2_500);
+        })
+        .await;
+    h.wait_for(&id, Status::Sent, Duration::from_secs(10)).await;
+    let record = h.record(&id).await;
+    assert_eq!((record.attempts, record.provider_message_id), (1, None));
+    assert_eq!(
+        h.report_delivered(&id, "vendor-117").await,
+        Status::Delivered
+    );
+    h.stop().await;
+}
+
 /// An attempt ended unsure at one vendor; the next failed over to another,
 /// which took the message, and its dispatcher died: the takeover asks every
 /// provider, not only the one stored from the first attempt.
