@@ -415,12 +415,19 @@ impl Dispatcher {
                 .update(id, Transition::to(Status::Expired, event))
                 .await?
             {
-                Updated::Applied { .. } => self.publish_outcome(id).await,
+                Updated::Applied { .. } => {
+                    self.publish_outcome(id).await;
+                    return Ok(Pass::Done);
+                }
                 // Queued before its record was written: expire it once it is.
                 Updated::NotFound => return Ok(Pass::NotStored),
-                _ => {}
+                // An attempt may have reached a vendor: a claimed attempt
+                // asks first and, past the deadline, sends nothing.
+                Updated::Ignored {
+                    current: Status::Sending,
+                } => {}
+                _ => return Ok(Pass::Done),
             }
-            return Ok(Pass::Done);
         }
         // The permit first, so the lease starts only when the send can.
         let _permit = self.in_flight.acquire().await;

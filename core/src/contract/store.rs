@@ -1101,9 +1101,11 @@ pub async fn a_report_settles_a_message_no_attempt_is_sending(store: Arc<dyn Sto
     assert_eq!(got.provider_message_id.as_deref(), Some("k-116"));
 }
 
-/// A deadline seen outside the attempt in flight (another copy of the lane
-/// record) does not expire the message under it; once no attempt holds it,
-/// it does.
+/// A deadline seen outside any attempt (another copy of the lane record, a
+/// late redelivery) does not expire a message a vendor may have: the
+/// attempt in flight decides, or, after one that died or ended ambiguous,
+/// an attempt that asks the vendor first. When no attempt can have
+/// reached a vendor, it does.
 pub async fn only_the_attempt_in_flight_ends_its_message(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550117").await;
     let id = &record.message.id;
@@ -1132,15 +1134,42 @@ pub async fn only_the_attempt_in_flight_ends_its_message(store: Arc<dyn Store>) 
         }
     );
 
-    // The lease ran out (its dispatcher died): the deadline ends it.
+    // The lease ran out (its dispatcher died mid-send): the dead attempt
+    // may have reached a vendor, so the deadline is left to an attempt that
+    // asks it first.
     let record = claimed_by_a_dead_dispatcher(&store, "+14155550118").await;
     let id = &record.message.id;
     assert_eq!(
         store.update(id, expire()).await.expect("update"),
-        Updated::Applied {
-            status: Status::Expired
+        Updated::Ignored {
+            current: Status::Sending
         }
     );
+    // So after an attempt that ended ambiguous; after one that failed
+    // without reaching a vendor, the deadline ends the message.
+    for (to, verify_first, status) in [
+        ("+14155550119", true, Status::Sending),
+        ("+14155550120", false, Status::Expired),
+    ] {
+        let record = stored(&store, to).await;
+        let id = &record.message.id;
+        let now = crate::now();
+        store
+            .claim(id, now, now + Duration::seconds(30), "t")
+            .await
+            .expect("claim");
+        let failed = Transition::AttemptFailed {
+            attempt: 1,
+            provider: "sim".into(),
+            next_attempt_at: now,
+            verify_first,
+            event: Event::new("dispatcher", "attempt 1 failed"),
+        };
+        store.update(id, failed).await.expect("update");
+        store.update(id, expire()).await.expect("update");
+        let got = store.get(id).await.expect("get").expect("present");
+        assert_eq!(got.status, status, "verify_first = {verify_first}");
+    }
 }
 
 /// A stored message created `age` ago, moved to `status` by a report that

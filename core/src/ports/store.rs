@@ -587,13 +587,16 @@ pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updat
             },
         };
     }
-    // A deadline seen outside the attempt in flight (on another copy of the
-    // lane record) is left to that attempt, which may reach the vendor yet.
+    // A deadline seen outside any attempt is left to an attempt whenever
+    // one may have reached a vendor: the attempt in flight (another copy of
+    // the lane record saw the deadline), or, after one that died or ended
+    // ambiguous, a claimed attempt that asks the vendor first and sends
+    // nothing; expired blind, the message would ignore the vendor's report.
     let taken_from_an_attempt = update.expect_attempt.is_none()
         && update.reported_by.is_none()
         && record.status == Status::Sending
         && update.status == Some(Status::Expired)
-        && attempt_in_flight(record, update.event.as_ref());
+        && (record.lease_until.is_some() || record.verify_before_send);
     let allowed = attempt_matches
         && !taken_from_an_attempt
         && update

@@ -120,6 +120,9 @@ impl Dispatcher {
             };
             return self.store_outcome(&record, ended).await;
         };
+        // Past the deadline an attempt only finds out whether an earlier one
+        // reached a vendor; it sends nothing.
+        let late = mdc_core::now() > message.deadline;
         // Resending after an attempt that may have reached the vendor is
         // decided here, and the trail says how.
         let mut resend_note = None;
@@ -166,6 +169,27 @@ impl Dispatcher {
             if let Some(transition) = outcome {
                 return self.store_outcome(&record, transition).await;
             }
+        }
+        if late {
+            let ended = Transition::Ended {
+                attempt,
+                status: Status::Expired,
+                provider: None,
+                event: Event::new(
+                    COMPONENT,
+                    format!(
+                        "deadline passed before the message could be sent{}",
+                        match (verify.first(), &resend_note) {
+                            (false, _) => "",
+                            (true, None) => "; no vendor has it from an earlier attempt",
+                            (true, Some(_)) => {
+                                "; the vendor cannot tell whether an earlier attempt reached it (after_ambiguous = resend)"
+                            }
+                        }
+                    ),
+                ),
+            };
+            return self.store_outcome(&record, ended).await;
         }
         // The router bounds each provider call by the send timeout and waits
         // for a rate-limit token when every provider is at its limit; the

@@ -271,7 +271,8 @@ impl Harness {
         self.create_with(to, priority, |_| {}).await
     }
 
-    async fn create_with(
+    /// [`Self::create`], with the message edited first.
+    pub async fn create_with(
         &self,
         to: &str,
         priority: Priority,

@@ -343,3 +343,45 @@ async fn a_takeover_records_the_provider_that_already_had_the_message() {
     ));
     h.stop().await;
 }
+
+/// A dispatcher died mid-send and the message comes round again after its
+/// deadline: it is not expired blind. The vendor is asked; one that has it
+/// makes it `sent`; when none has it, it expires, and nothing is sent late.
+#[tokio::test(start_paused = true)]
+async fn past_its_deadline_a_message_a_dead_attempt_may_have_sent_is_asked_about() {
+    let h = Harness::start(config(), None).await;
+    h.provider
+        .answers_lookups
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let soon = |m: &mut mdc_core::Message| {
+        m.deadline = mdc_core::now() + chrono::Duration::seconds(3);
+    };
+    let taken = h.create_with("+14155550118", Priority::Normal, soon).await;
+    let not_taken = h.create_with("+14155550119", Priority::Normal, soon).await;
+    for id in [&taken, &not_taken] {
+        assert!(matches!(
+            h.claim_as(id, "dead").await,
+            Claim::Claimed { .. }
+        ));
+    }
+    // The vendor took the first; the dead dispatcher's lease (6 s) outlives
+    // the deadline (3 s).
+    h.sent_by_a_dead_dispatcher(&taken).await;
+    h.produce(&not_taken).await;
+    h.wait_for(&taken, Status::Sent, Duration::from_secs(20))
+        .await;
+    h.wait_for(&not_taken, Status::Expired, Duration::from_secs(20))
+        .await;
+    assert_eq!(h.provider.sends("+14155550118"), 1, "not sent again");
+    assert_eq!(h.provider.sends("+14155550119"), 0, "nothing sent late");
+    let record = h.record(&not_taken).await;
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("no vendor has it")),
+        "{:#?}",
+        record.events
+    );
+    h.stop().await;
+}
