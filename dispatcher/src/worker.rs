@@ -400,6 +400,8 @@ impl Dispatcher {
     /// Claims the message and makes one attempt. An error means nothing was
     /// sent: the caller may start over.
     async fn dispatch(&self, message: &Message, waited: &mut bool) -> Result<Pass, StoreError> {
+        // Past the deadline, with an attempt that may have reached a vendor.
+        let mut late = false;
         let id = &message.id;
         self.store.remember_channel(id, message.channel());
         if message.direct && !self.record_direct(message).await? {
@@ -425,7 +427,7 @@ impl Dispatcher {
                 // asks first and, past the deadline, sends nothing.
                 Updated::Ignored {
                     current: Status::Sending,
-                } => {}
+                } => late = true,
                 _ => return Ok(Pass::Done),
             }
         }
@@ -460,6 +462,8 @@ impl Dispatcher {
                 tracing::debug!(due = %at, "Retry not due yet; the scheduler holds it");
                 Ok(Pass::Done)
             }
+            // The attempt in flight ends it; this copy is not waited for.
+            Claim::Busy { .. } if late => Ok(Pass::Done),
             Claim::Busy { lease_until } if !*waited => {
                 // An attempt is in flight elsewhere, or was when a dispatcher
                 // died (this is a redelivery). Wait for its lease here rather

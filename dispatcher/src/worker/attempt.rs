@@ -120,9 +120,6 @@ impl Dispatcher {
             };
             return self.store_outcome(&record, ended).await;
         };
-        // Past the deadline an attempt only finds out whether an earlier one
-        // reached a vendor; it sends nothing.
-        let late = mdc_core::now() > message.deadline;
         // Resending after an attempt that may have reached the vendor is
         // decided here, and the trail says how.
         let mut resend_note = None;
@@ -170,7 +167,9 @@ impl Dispatcher {
                 return self.store_outcome(&record, transition).await;
             }
         }
-        if late {
+        // Past the deadline (also when asking took it there) an attempt only
+        // found out whether an earlier one reached a vendor; it sends nothing.
+        if mdc_core::now() > message.deadline {
             let ended = Transition::Ended {
                 attempt,
                 status: Status::Expired,

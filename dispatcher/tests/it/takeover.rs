@@ -385,3 +385,31 @@ async fn past_its_deadline_a_message_a_dead_attempt_may_have_sent_is_asked_about
     );
     h.stop().await;
 }
+
+/// A copy of a lane record that comes after the deadline while another
+/// dispatcher's attempt is in flight is dropped at once: that attempt ends
+/// the message, and the lane does not wait for its lease.
+#[tokio::test(start_paused = true)]
+async fn a_late_copy_of_a_message_in_flight_does_not_hold_its_lane() {
+    let h = Harness::start(config(), None).await;
+    let slow = h
+        .create_with("+14155550120", Priority::Normal, |m| {
+            m.deadline = mdc_core::now() + chrono::Duration::seconds(1);
+        })
+        .await;
+    assert!(matches!(
+        h.claim_as(&slow, "other").await,
+        Claim::Claimed { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    h.produce(&slow).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The recipient's next message, on the same partition and consumer,
+    // goes out at once, not once the other attempt's 6 s lease is over.
+    let next = h.submit("+14155550120", Priority::Normal).await;
+    h.wait_for(&next, Status::Sent, Duration::from_secs(2))
+        .await;
+    assert_eq!(h.provider.sends("+14155550120"), 1, "the next message only");
+    assert_eq!(h.record(&slow).await.status, Status::Sending);
+    h.stop().await;
+}
