@@ -470,7 +470,6 @@ mod tests {
     /// After a dispatcher died mid-send every member is asked: one that
     /// cannot tell does not hide one that has the message; a named member
     /// is asked alone. When none can tell, the provider last stored decides
-    /// with its policy, not the first member. When none can tell, the provider last stored decides
     /// with its policy, not the first member.
     #[tokio::test]
     async fn a_lookup_of_every_member_finds_the_one_that_has_the_message() {
