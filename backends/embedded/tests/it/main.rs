@@ -108,6 +108,73 @@ mod queue {
             "a group the layout does not keep records for is refused"
         );
     }
+
+    /// Produces and acknowledgements made at the same time share commits
+    /// (each table opened once per commit): every one of them still lands,
+    /// in a commit of its own kind, and a reopened queue holds exactly the
+    /// records not acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_produces_and_acknowledgements_each_land() {
+        use futures::future::join_all;
+        use mdc_core::contract::queue::fetch_n;
+        use mdc_core::ports::{ConsumerSpec, Topic};
+        use mdc_core::{Channel, Priority};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topics = [
+            Topic::Messages(Channel::Sms, Priority::Normal),
+            Topic::Messages(Channel::Email, Priority::Bulk),
+            Topic::Responses,
+        ];
+        let acknowledged;
+        {
+            let queue = Embedded::open(dir.path(), QueueLayout::default())
+                .expect("open")
+                .queue;
+            join_all((0..600).map(|i| {
+                let queue = queue.clone();
+                async move {
+                    queue
+                        .produce(topics[i % 3], &format!("key-{i}"), vec![i as u8])
+                        .await
+                        .expect("produce")
+                }
+            }))
+            .await;
+            for topic in topics {
+                assert_eq!(queue.depth(topic).expect("depth"), 200, "{topic}");
+            }
+            let spec = ConsumerSpec { index: 0, count: 1 };
+            let sms = queue.consumer(topics[0], spec).await.expect("consumer");
+            let got = fetch_n(&sms, 200).await;
+            let mut offsets: Vec<_> = got.iter().map(|d| (d.partition, d.offset)).collect();
+            offsets.sort_unstable();
+            offsets.dedup();
+            assert_eq!(offsets.len(), 200, "every record has its own offset");
+            // Half acknowledged at once, while more are produced elsewhere.
+            let (acks, more) = tokio::join!(
+                join_all(got.iter().step_by(2).map(|d| sms.ack(d))),
+                join_all((600..700).map(|i| {
+                    let queue = queue.clone();
+                    async move { queue.produce(topics[1], &format!("key-{i}"), vec![1]).await }
+                })),
+            );
+            assert!(acks.iter().chain(more.iter()).all(Result::is_ok));
+            acknowledged = acks.len();
+            assert_eq!(
+                queue.depth(topics[0]).expect("depth"),
+                200 - acknowledged as u64
+            );
+            assert_eq!(queue.depth(topics[1]).expect("depth"), 300);
+        }
+        let reopened = Embedded::open(dir.path(), QueueLayout::default())
+            .expect("reopen")
+            .queue;
+        assert_eq!(acknowledged, 100);
+        assert_eq!(reopened.depth(topics[0]).expect("depth"), 100);
+        assert_eq!(reopened.depth(topics[1]).expect("depth"), 300);
+        assert_eq!(reopened.depth(topics[2]).expect("depth"), 200);
+    }
 }
 
 mod retry {
