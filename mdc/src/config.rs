@@ -502,7 +502,11 @@ mod tests {
 mod example {
     #[test]
     fn the_example_config_is_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mdc.example.toml");
+        // The crate's directory when the test runs (cargo sets it), not where
+        // the binary was built.
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let path = std::path::Path::new(&dir).join("../mdc.example.toml");
         super::load_locked(Some(&path)).expect("mdc.example.toml must load");
     }
 }

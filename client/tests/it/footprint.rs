@@ -5,14 +5,14 @@ use std::process::Command;
 /// The crate names in `cargo tree` for the client with these features.
 fn tree(features: &[&str]) -> Vec<String> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "tree",
-        "-p",
-        "mdc-client",
-        "--prefix",
-        "none",
-        "--locked",
-    ]);
+    // The crate's directory as cargo gives it when the test runs: the one
+    // baked in at build time names wherever the binary was built, which a
+    // shared target directory may reuse from another checkout.
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    command
+        .current_dir(dir)
+        .args(["tree", "-p", "mdc-client", "--prefix", "none", "--locked"]);
     if !features.is_empty() {
         command.args(["--no-default-features", "--features", &features.join(",")]);
     }
