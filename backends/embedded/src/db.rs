@@ -63,6 +63,59 @@ pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
 /// soon deleted or rarely read again (the queue, the simulators' ledger).
 pub const SMALL_CACHE_BYTES: usize = 1024 * 1024;
 
+/// Writes waiting for the one job of the next commit that will apply them
+/// all (the store's and the queue's gathered writes). Each write holds its
+/// caller's answer, so a write dropped unapplied answers "closed".
+pub(crate) type Waiting<T> = Arc<Mutex<Vec<T>>>;
+
+/// The claim of a queued job on the writes [`Waiting`] for it. If the job
+/// is dropped without running (the writer could not begin a transaction,
+/// or stopped), the list is emptied: its writes fail instead of waiting
+/// for ever, and the next write queues a new job rather than joining one
+/// that will never run.
+pub(crate) struct Taker<T> {
+    waiting: Option<Waiting<T>>,
+}
+
+impl<T> Taker<T> {
+    pub(crate) fn new(waiting: &Waiting<T>) -> Self {
+        Self {
+            waiting: Some(waiting.clone()),
+        }
+    }
+
+    /// Every write waiting now; later ones queue the next job.
+    pub(crate) fn take(mut self) -> Vec<T> {
+        self.waiting
+            .take()
+            .map(|waiting| std::mem::take(&mut *lock(&waiting)))
+            .unwrap_or_default()
+    }
+}
+
+impl<T> Drop for Taker<T> {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            lock(&waiting).clear();
+        }
+    }
+}
+
+/// Adds a write to `waiting`; true when it is the first, whose caller
+/// queues the job that will take them.
+pub(crate) fn wait_with<T>(waiting: &Waiting<T>, write: T) -> bool {
+    let mut list = lock(waiting);
+    list.push(write);
+    list.len() == 1
+}
+
+/// A panic while the list was held leaves it as it was: still valid.
+fn lock<T>(waiting: &Waiting<T>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Largest number of writes sharing one transaction.
 const MAX_BATCH: usize = 2048;
 

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update};
@@ -11,7 +11,7 @@ use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTr
 
 use tokio::sync::oneshot;
 
-use crate::db::{Completer, Db, DbError};
+use crate::db::{wait_with, Completer, Db, DbError, Taker, Waiting};
 
 mod codec;
 mod read;
@@ -45,7 +45,7 @@ pub struct EmbeddedStore {
     db: Db,
     /// Writes waiting for the next group commit, applied together there
     /// with the tables opened once (see [`EmbeddedStore::apply`]).
-    pending: Arc<Mutex<Vec<Op>>>,
+    pending: Waiting<Op>,
 }
 
 /// A store write: applied to the open tables, returns what to do with the
@@ -332,22 +332,14 @@ impl EmbeddedStore {
                 let _ = tx.send(commit.and(result));
             })
         });
-        let first = {
-            let mut pending = self.pending.lock().map_err(|_| DbError::Closed)?;
-            pending.push(op);
-            pending.len() == 1
-        };
         // The first write to wait queues the job that takes all waiting
         // when it runs; later ones join it until then.
-        if first {
-            let pending = self.pending.clone();
+        if wait_with(&self.pending, op) {
+            let taker = Taker::new(&self.pending);
             let submitted = self.db.submit(
                 true,
                 Box::new(move |txn| {
-                    let ops = pending
-                        .lock()
-                        .map(|mut p| std::mem::take(&mut *p))
-                        .unwrap_or_default();
+                    let ops = taker.take();
                     let mut completers = Vec::with_capacity(ops.len());
                     let outcome = Tables::open(txn).and_then(|mut tables| {
                         for op in ops {
@@ -363,13 +355,9 @@ impl EmbeddedStore {
                     })
                 }),
             );
-            if let Err(e) = submitted {
-                // Nothing will take them: fail every waiting write.
-                if let Ok(mut pending) = self.pending.lock() {
-                    pending.clear();
-                }
-                return Err(e);
-            }
+            // Not submitted, the job is dropped and every waiting write
+            // fails.
+            submitted?;
         }
         rx.await.map_err(|_| DbError::Closed)?
     }

@@ -111,8 +111,7 @@ mod queue {
 
     /// Produces and acknowledgements made at the same time share commits
     /// (each table opened once per commit): every one of them still lands,
-    /// in a commit of its own kind, and a reopened queue holds exactly the
-    /// records not acknowledged.
+    /// and a reopened queue holds exactly the records not acknowledged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_produces_and_acknowledgements_each_land() {
         use futures::future::join_all;
@@ -368,4 +367,76 @@ async fn status_counts_stay_exact_when_writes_share_commits() {
         .await
         .expect("list");
     assert_eq!(listed.len(), 90);
+}
+
+/// A database writer that stops with gathered writes waiting (here it
+/// panics in a job; a transaction that cannot begin drops its jobs the
+/// same way): those writes fail instead of waiting for ever, and so does
+/// every later one, rather than joining a job that will never run.
+mod a_stopped_writer {
+    use super::*;
+    use std::future::Future;
+    use std::time::Duration;
+
+    use futures::poll;
+    use mdc_core::ports::Topic;
+    use mdc_core::{Channel, Priority};
+    use mdc_embedded::{DbError, EmbeddedQueue, EmbeddedStore};
+
+    /// Queues a job that holds the writer until `release` is sent, then
+    /// panics there, ending the writer thread.
+    async fn stall(db: &Db) -> (std::sync::mpsc::Sender<()>, impl Future + '_) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let mut stalled = Box::pin(db.write(true, move |_| -> Result<(), DbError> {
+            let _ = gate.recv();
+            panic!("the writer stops");
+        }));
+        assert!(poll!(stalled.as_mut()).is_pending(), "queued");
+        (release, stalled)
+    }
+
+    /// Fails (or times out) unless `write` ends with an error.
+    async fn fails<T: std::fmt::Debug>(
+        write: impl Future<Output = Result<T, impl std::fmt::Debug>>,
+    ) {
+        match tokio::time::timeout(Duration::from_secs(10), write).await {
+            Ok(result) => assert!(result.is_err(), "{result:?}"),
+            Err(_) => panic!("the write waits for a job that will never run"),
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_writes_waiting_for_it_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("queue.redb")).expect("open");
+        let queue = EmbeddedQueue::open(db.clone(), QueueLayout::default()).expect("queue");
+        let topic = Topic::Messages(Channel::Sms, Priority::Normal);
+        let (release, _stalled) = stall(&db).await;
+        let mut waiting = Box::pin(queue.produce(topic, "k", vec![1]));
+        assert!(poll!(waiting.as_mut()).is_pending(), "waits for the writer");
+        release.send(()).expect("release");
+        fails(waiting).await;
+        fails(queue.produce(topic, "k", vec![2])).await;
+    }
+
+    #[tokio::test]
+    async fn store_writes_waiting_for_it_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("store.redb")).expect("open");
+        let store = EmbeddedStore::open(db.clone()).expect("store");
+        let record = |to: &str| {
+            mdc_core::MessageRecord::new(
+                mdc_core::contract::sample_message(to),
+                mdc_core::Status::Queued,
+                mdc_core::Event::new("test", "queued"),
+            )
+        };
+        let (first, second) = (record("+14155550123"), record("+14155550124"));
+        let (release, _stalled) = stall(&db).await;
+        let mut waiting = Box::pin(store.create(&first));
+        assert!(poll!(waiting.as_mut()).is_pending(), "waits for the writer");
+        release.send(()).expect("release");
+        fails(waiting).await;
+        fails(store.create(&second)).await;
+    }
 }
