@@ -197,7 +197,10 @@ impl Dispatcher {
         metrics::gauge!("mdc_sends_in_flight").increment(1.0);
         let routed = router.send(message, || held.holds()).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
+        let stopped = routed.lease_lost();
         let outcome = match &routed.result {
+            // No vendor was called: not a vendor's transient error.
+            Err(_) if stopped => "stopped",
             Ok(_) => "sent",
             Err(ProviderError::Permanent { .. }) => "refused",
             Err(ProviderError::Transient { .. }) => "transient",
@@ -205,8 +208,10 @@ impl Dispatcher {
         };
         metrics::counter!("mdc_sends_total", "provider" => routed.provider.clone(), "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
-            .record(started.elapsed().as_secs_f64());
+        if !stopped {
+            metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
         let failover: Vec<String> = routed
             .skipped
             .iter()

@@ -41,6 +41,10 @@ async fn the_lease_covers_a_send_that_waits_for_a_rate_limit_token() {
 
 #[tokio::test(start_paused = true)]
 async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
+    // The test's one thread runs every task: their metrics land here.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     // One send every 20 s: the second message waits far longer than the lease.
     let h = Harness::start(config(), Some((0.05, 1))).await;
     // Whichever takes the one token goes first; the other waits for the next.
@@ -81,6 +85,19 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
         "the first attempt's end is on the trail: {:#?}",
         record.events
     );
+    // Counted as stopped, not as a vendor's transient error.
+    let rendered = metrics.render();
+    let sends = |outcome: &str| {
+        rendered
+            .lines()
+            .filter(|l| {
+                l.starts_with("mdc_sends_total{") && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(sends("stopped"), 1.0, "{rendered}");
+    assert_eq!(sends("transient"), 0.0, "{rendered}");
     h.stop().await;
 }
 
