@@ -86,6 +86,9 @@ pub struct Attempt {
     pub result: Result<Receipt, ProviderError>,
     /// Providers tried before it, with why they were skipped.
     pub skipped: Vec<(String, String)>,
+    /// Providers called before the last word whose call failed
+    /// transiently, one entry per call (the last word's call is not here).
+    pub failed_over: Vec<String>,
 }
 
 impl Attempt {
@@ -180,10 +183,12 @@ impl Router {
         let mut skipped = Vec::new();
         let mut last: Option<(String, ProviderError)> = None;
         let mut rate_limited = Vec::new();
-        let lost = |provider: String, skipped| Attempt {
+        let mut failed_over = Vec::new();
+        let lost = |provider: String, skipped, failed_over| Attempt {
             provider,
             result: Err(ProviderError::transient(LEASE_LOST)),
             skipped,
+            failed_over,
         };
         for index in self.order() {
             let member = &self.members[index];
@@ -193,7 +198,7 @@ impl Router {
                 continue;
             }
             if !held() {
-                return lost(name, skipped);
+                return lost(name, skipped, failed_over);
             }
             if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
                 rate_limited.push(index);
@@ -208,9 +213,13 @@ impl Router {
                             provider: name,
                             result,
                             skipped,
+                            failed_over,
                         }
                     }
-                    None => skipped.push((name, last_reason(&last))),
+                    None => {
+                        failed_over.push(name.clone());
+                        skipped.push((name, last_reason(&last)));
+                    }
                 },
             }
         }
@@ -239,21 +248,30 @@ impl Router {
                             "the deadline passed while waiting for the rate limit",
                         )),
                         skipped,
+                        failed_over,
                     };
                 }
             }
             if !held() {
-                return lost(name, skipped);
+                return lost(name, skipped, failed_over);
             }
             if let Some(result) = self.try_member(member, message).await {
-                if let Some(result) = settle(&name, result, &mut last) {
-                    return Attempt {
-                        provider: name,
-                        result,
-                        skipped,
-                    };
+                match settle(&name, result, &mut last) {
+                    Some(result) => {
+                        return Attempt {
+                            provider: name,
+                            result,
+                            skipped,
+                            failed_over,
+                        }
+                    }
+                    None => failed_over.push(name),
                 }
             }
+        }
+        if last.is_some() {
+            // The last call failed over to nobody: its error is the last word.
+            failed_over.pop();
         }
         let (provider, error) = last.unwrap_or_else(|| {
             // Every breaker is open: come back when the first one lets a probe through.
@@ -278,6 +296,7 @@ impl Router {
             provider,
             result: Err(error),
             skipped,
+            failed_over,
         }
     }
 
@@ -615,6 +634,39 @@ mod tests {
             attempt.skipped,
             vec![("down".to_owned(), "HTTP 503".to_owned())]
         );
+        assert_eq!(attempt.failed_over, vec!["down".to_owned()]);
+
+        // Every call failed: the last one is the last word, the others
+        // failed over.
+        let also_down = Scripted::new("also-down", Err(transient()));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&down, 1, None), member(&also_down, 1, None)],
+            Duration::from_secs(1),
+        );
+        let attempt = router.send(&message(), || true).await;
+        assert_eq!(attempt.provider, "also-down");
+        assert!(attempt.result.is_err());
+        assert_eq!(attempt.failed_over, vec!["down".to_owned()]);
+
+        // The hold lost after a failed call: that call failed over, the
+        // next member is never called.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&down, 1, None), member(&up, 1, None)],
+            Duration::from_secs(1),
+        );
+        let up_before = up.calls();
+        let attempt = router
+            .send(&message(), || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0
+            })
+            .await;
+        assert!(attempt.lease_lost());
+        assert_eq!(attempt.provider, "up");
+        assert_eq!(attempt.failed_over, vec!["down".to_owned()]);
+        assert_eq!(up.calls(), up_before, "not called once the hold was lost");
 
         for outcome in [
             ProviderError::Ambiguous {

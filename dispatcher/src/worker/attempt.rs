@@ -199,7 +199,8 @@ impl Dispatcher {
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();
         let outcome = match &routed.result {
-            // No vendor was called: not a vendor's transient error.
+            // The provider named was not called (calls before it that
+            // failed over are counted below): not a vendor's error.
             Err(_) if stopped => "stopped",
             Ok(_) => "sent",
             Err(ProviderError::Permanent { .. }) => "refused",
@@ -208,6 +209,10 @@ impl Dispatcher {
         };
         metrics::counter!("mdc_sends_total", "provider" => routed.provider.clone(), "outcome" => outcome)
             .increment(1);
+        for provider in &routed.failed_over {
+            metrics::counter!("mdc_sends_total", "provider" => provider.clone(), "outcome" => "transient")
+                .increment(1);
+        }
         if !stopped {
             metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
                 .record(started.elapsed().as_secs_f64());

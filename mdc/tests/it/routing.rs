@@ -195,6 +195,25 @@ async fn fails_over_on_5xx_and_skips_a_provider_whose_breaker_is_open() {
         metrics.contains("mdc_breaker_open{provider=\"primary\"} 1"),
         "{metrics}"
     );
+    // Each vendor call counted once: the 503s that failed over as
+    // transient at the primary, every send at the secondary.
+    let sends = |provider: &str, outcome: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("mdc_sends_total{")
+                    && l.contains(&format!("provider=\"{provider}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(
+        sends("primary", "transient"),
+        (ids.len() - skipped_by_breaker) as f64,
+        "{metrics}"
+    );
+    assert_eq!(sends("secondary", "sent"), ids.len() as f64, "{metrics}");
     // No route uses a simulator: their surface is not mounted.
     let (status, _) = server.get("/v1/simulator/sends").await;
     assert_eq!(status, 404);
