@@ -516,11 +516,7 @@ mod tests {
         assert!(matches!(looked.result, Ok(Lookup::NotFound)));
 
         let waits = Scripted::new("waits", Ok(()));
-        let router = Router::new(
-            Mode::Ordered,
-            vec![member(&unsure, 1, None), member(&waits, 1, None)],
-            Duration::from_secs(1),
-        );
+        let router = in_order(&unsure, &waits);
         let looked = router
             .lookup(
                 Ask::Every {
@@ -545,6 +541,15 @@ mod tests {
 
     fn message() -> Message {
         mdc_core::contract::sample_message("+14155550123")
+    }
+
+    /// `first`, then `second`, neither with a breaker or a rate limit.
+    fn in_order(first: &Arc<Scripted>, second: &Arc<Scripted>) -> Router {
+        Router::new(
+            Mode::Ordered,
+            vec![member(first, 1, None), member(second, 1, None)],
+            Duration::from_secs(1),
+        )
     }
 
     /// A message waiting for a rate limit's token is not sent after its
@@ -622,11 +627,7 @@ mod tests {
     async fn ordered_fails_over_on_transient_but_not_on_ambiguous_or_permanent() {
         let down = Scripted::new("down", Err(transient()));
         let up = Scripted::new("up", Ok(()));
-        let router = Router::new(
-            Mode::Ordered,
-            vec![member(&down, 1, None), member(&up, 1, None)],
-            Duration::from_secs(1),
-        );
+        let router = in_order(&down, &up);
         let attempt = router.send(&message(), || true).await;
         assert_eq!(attempt.provider, "up");
         assert!(attempt.result.is_ok());
@@ -639,11 +640,7 @@ mod tests {
         // Every call failed: the last one is the last word, the others
         // failed over.
         let also_down = Scripted::new("also-down", Err(transient()));
-        let router = Router::new(
-            Mode::Ordered,
-            vec![member(&down, 1, None), member(&also_down, 1, None)],
-            Duration::from_secs(1),
-        );
+        let router = in_order(&down, &also_down);
         let attempt = router.send(&message(), || true).await;
         assert_eq!(attempt.provider, "also-down");
         assert!(attempt.result.is_err());
@@ -652,11 +649,7 @@ mod tests {
         // The hold lost after a failed call: that call failed over, the
         // next member is never called.
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let router = Router::new(
-            Mode::Ordered,
-            vec![member(&down, 1, None), member(&up, 1, None)],
-            Duration::from_secs(1),
-        );
+        let router = in_order(&down, &up);
         let up_before = up.calls();
         let attempt = router
             .send(&message(), || {
@@ -679,11 +672,7 @@ mod tests {
         ] {
             let first = Scripted::new("first", Err(outcome.clone()));
             let second = Scripted::new("second", Ok(()));
-            let router = Router::new(
-                Mode::Ordered,
-                vec![member(&first, 1, None), member(&second, 1, None)],
-                Duration::from_secs(1),
-            );
+            let router = in_order(&first, &second);
             let attempt = router.send(&message(), || true).await;
             assert_eq!(attempt.provider, "first");
             assert_eq!(attempt.result.err(), Some(outcome));
