@@ -89,13 +89,16 @@ pub struct Attempt {
     /// Providers called before the last word whose call failed
     /// transiently, one entry per call (the last word's call is not here).
     pub failed_over: Vec<String>,
+    /// Stopped before calling `provider` because the attempt no longer
+    /// held the message.
+    stopped: bool,
 }
 
 impl Attempt {
     /// Whether it stopped before a provider call because the attempt no
     /// longer held the message: nothing was sent.
     pub fn lease_lost(&self) -> bool {
-        matches!(&self.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST)
+        self.stopped
     }
 }
 
@@ -189,6 +192,7 @@ impl Router {
             result: Err(ProviderError::transient(LEASE_LOST)),
             skipped,
             failed_over,
+            stopped: true,
         };
         for index in self.order() {
             let member = &self.members[index];
@@ -214,6 +218,7 @@ impl Router {
                             result,
                             skipped,
                             failed_over,
+                            stopped: false,
                         }
                     }
                     None => {
@@ -249,6 +254,7 @@ impl Router {
                         )),
                         skipped,
                         failed_over,
+                        stopped: false,
                     };
                 }
             }
@@ -263,6 +269,7 @@ impl Router {
                             result,
                             skipped,
                             failed_over,
+                            stopped: false,
                         }
                     }
                     None => failed_over.push(name),
@@ -297,6 +304,7 @@ impl Router {
             result: Err(error),
             skipped,
             failed_over,
+            stopped: false,
         }
     }
 
@@ -606,7 +614,8 @@ mod tests {
         assert_eq!((down.calls(), up.calls()), (1, 0));
         assert_eq!(attempt.provider, "up");
         assert!(
-            matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST),
+            attempt.lease_lost()
+                && matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST),
             "{:?}",
             attempt.result
         );
@@ -617,9 +626,7 @@ mod tests {
         let attempt = router
             .send(&message(), || tokio::time::Instant::now() < until)
             .await;
-        assert!(
-            matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message == LEASE_LOST)
-        );
+        assert!(attempt.lease_lost());
         assert_eq!(up.calls(), 1, "not sent after the wait");
     }
 
