@@ -630,6 +630,21 @@ mod tests {
         assert_eq!(up.calls(), 1, "not sent after the wait");
     }
 
+    /// A vendor's error is a vendor's error, whatever its words: only the
+    /// router's own stop is a lost lease.
+    #[tokio::test]
+    async fn a_vendor_error_worded_like_a_stop_is_not_one() {
+        let odd = Scripted::new("odd", Err(ProviderError::transient(LEASE_LOST)));
+        let router = Router::new(
+            Mode::Ordered,
+            vec![member(&odd, 1, None)],
+            Duration::from_secs(1),
+        );
+        let attempt = router.send(&message(), || true).await;
+        assert_eq!(odd.calls(), 1);
+        assert!(!attempt.lease_lost());
+    }
+
     #[tokio::test]
     async fn ordered_fails_over_on_transient_but_not_on_ambiguous_or_permanent() {
         let down = Scripted::new("down", Err(transient()));
