@@ -115,9 +115,11 @@ fn settle(
     name: &str,
     result: Result<Receipt, ProviderError>,
     last: &mut Option<(String, ProviderError)>,
+    failed_over: &mut Vec<String>,
 ) -> Option<Result<Receipt, ProviderError>> {
     match result {
         Err(error @ ProviderError::Transient { .. }) => {
+            failed_over.push(name.to_owned());
             *last = Some((name.to_owned(), error));
             None
         }
@@ -187,12 +189,21 @@ impl Router {
         let mut last: Option<(String, ProviderError)> = None;
         let mut rate_limited = Vec::new();
         let mut failed_over = Vec::new();
-        let lost = |provider: String, skipped, failed_over| Attempt {
+        let ended = |provider, result, skipped, failed_over| Attempt {
             provider,
-            result: Err(ProviderError::transient(LEASE_LOST)),
+            result,
             skipped,
             failed_over,
+            stopped: false,
+        };
+        let lost = |provider, skipped, failed_over| Attempt {
             stopped: true,
+            ..ended(
+                provider,
+                Err(ProviderError::transient(LEASE_LOST)),
+                skipped,
+                failed_over,
+            )
         };
         for index in self.order() {
             let member = &self.members[index];
@@ -211,20 +222,9 @@ impl Router {
             }
             match self.try_member(member, message).await {
                 None => skipped.push((name, "circuit breaker open".to_owned())),
-                Some(result) => match settle(&name, result, &mut last) {
-                    Some(result) => {
-                        return Attempt {
-                            provider: name,
-                            result,
-                            skipped,
-                            failed_over,
-                            stopped: false,
-                        }
-                    }
-                    None => {
-                        failed_over.push(name.clone());
-                        skipped.push((name, last_reason(&last)));
-                    }
+                Some(result) => match settle(&name, result, &mut last, &mut failed_over) {
+                    Some(result) => return ended(name, result, skipped, failed_over),
+                    None => skipped.push((name, last_reason(&last))),
                 },
             }
         }
@@ -247,32 +247,22 @@ impl Router {
                     .to_std()
                     .unwrap_or_default();
                 if tokio::time::timeout(left, token).await.is_err() {
-                    return Attempt {
-                        provider: name,
-                        result: Err(ProviderError::transient(
+                    return ended(
+                        name,
+                        Err(ProviderError::transient(
                             "the deadline passed while waiting for the rate limit",
                         )),
                         skipped,
                         failed_over,
-                        stopped: false,
-                    };
+                    );
                 }
             }
             if !held() {
                 return lost(name, skipped, failed_over);
             }
             if let Some(result) = self.try_member(member, message).await {
-                match settle(&name, result, &mut last) {
-                    Some(result) => {
-                        return Attempt {
-                            provider: name,
-                            result,
-                            skipped,
-                            failed_over,
-                            stopped: false,
-                        }
-                    }
-                    None => failed_over.push(name),
+                if let Some(result) = settle(&name, result, &mut last, &mut failed_over) {
+                    return ended(name, result, skipped, failed_over);
                 }
             }
         }
@@ -299,13 +289,7 @@ impl Router {
                 },
             )
         });
-        Attempt {
-            provider,
-            result: Err(error),
-            skipped,
-            failed_over,
-            stopped: false,
-        }
+        ended(provider, Err(error), skipped, failed_over)
     }
 
     /// One send through one member, feeding its breaker and rate limiter;
