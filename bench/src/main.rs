@@ -120,6 +120,21 @@ struct Args {
     /// does (without, the server makes one).
     #[arg(long)]
     keys: bool,
+    /// Distinct SMS recipients, written to in turn (US numbers, at most
+    /// 8,000,000): repeated recipients, as in real traffic, or one per
+    /// message.
+    #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=MAX_RECIPIENTS))]
+    recipients: u64,
+}
+
+/// How many distinct numbers [`sms_recipient`] makes.
+const MAX_RECIPIENTS: u64 = 8_000_000;
+
+/// The `n`th of [`MAX_RECIPIENTS`] valid San Francisco numbers
+/// (+1 415 NXX XXXX; every exchange from 200 on in turn).
+fn sms_recipient(n: u64) -> String {
+    let n = n % MAX_RECIPIENTS;
+    format!("+1415{}{:04}", 200 + n % 800, n / 800)
 }
 
 /// What the webhook receiver saw: receipt times and latencies (µs).
@@ -191,7 +206,7 @@ impl Drop for Spawned {
     }
 }
 
-fn body(channel: &str, i: u64) -> Value {
+fn body(channel: &str, i: u64, recipients: u64) -> Value {
     let channel = match channel {
         "mixed" => ["sms", "email", "push"][(i % 3) as usize],
         other => other,
@@ -204,7 +219,7 @@ fn body(channel: &str, i: u64) -> Value {
             json!({"channel": "push", "to": format!("bench-device-token-{i:08}"), "title": "Benchmark", "body": "Hello from mdc-bench"})
         }
         _ => {
-            json!({"channel": "sms", "to": format!("+1415555{:04}", 1000 + i % 8000), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
+            json!({"channel": "sms", "to": sms_recipient(i % recipients), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
         }
     }
 }
@@ -391,11 +406,12 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let mut poster = post::Poster::new(&url)?;
-        let (next, errors, channel, keys) = (
+        let (next, errors, channel, keys, recipients) = (
             next.clone(),
             errors.clone(),
             args.channel.clone(),
             args.keys,
+            args.recipients,
         );
         workers.push(tokio::spawn(async move {
             let mut histogram =
@@ -408,7 +424,7 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
                 if i >= total {
                     break;
                 }
-                let mut body = body(&channel, i);
+                let mut body = body(&channel, i, recipients);
                 if keys {
                     body["idempotency_key"] = json!(format!("mdc-bench-{run}-{i}"));
                 }
@@ -487,6 +503,9 @@ async fn ingest(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
     println!("accepted (202)         {accepted}");
     println!("errors                 {errors}");
     println!("concurrency            {}", args.concurrency);
+    if args.channel == "sms" || args.channel == "mixed" {
+        println!("SMS recipients         {}", args.recipients);
+    }
     println!(
         "accepted msg/s         {:.0}   (target >= 30000)",
         accepted as f64 / submit_time.as_secs_f64()
@@ -647,7 +666,22 @@ pub(crate) fn print_percentiles(
 
 #[cfg(test)]
 mod tests {
-    use super::trend;
+    use super::{sms_recipient, trend, MAX_RECIPIENTS};
+
+    /// Every number the benchmark sends to is accepted (every exchange
+    /// comes up within the first 800) and they are all different.
+    #[test]
+    fn sms_recipients_are_valid_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for n in (0..800).chain([MAX_RECIPIENTS - 1, 12_345, 4_000_000]) {
+            let to = sms_recipient(n);
+            let (e164, _) = mdc_client::validate::phone_number("to", &to)
+                .unwrap_or_else(|e| panic!("{to}: {e}"));
+            assert_eq!(e164, to);
+            assert!(seen.insert(to));
+        }
+        assert_eq!(sms_recipient(MAX_RECIPIENTS), sms_recipient(0));
+    }
 
     #[test]
     fn the_trend_is_the_fitted_slope() {
