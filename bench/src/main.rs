@@ -121,20 +121,31 @@ struct Args {
     #[arg(long)]
     keys: bool,
     /// Distinct SMS recipients, written to in turn (US numbers, at most
-    /// 8,000,000): repeated recipients, as in real traffic, or one per
+    /// 7,990,000): repeated recipients, as in real traffic, or one per
     /// message.
     #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=MAX_RECIPIENTS))]
     recipients: u64,
 }
 
+/// The exchanges (+1 415 NXX) recipients are spread over: 200 to 999
+/// but 555, whose 01xx lines are the simulators' magic recipients
+/// (`mdc_simulators::Magic`).
+const EXCHANGES: u64 = 799;
+
 /// How many distinct numbers [`sms_recipient`] makes.
-const MAX_RECIPIENTS: u64 = 8_000_000;
+const MAX_RECIPIENTS: u64 = EXCHANGES * 10_000;
 
 /// The `n`th of [`MAX_RECIPIENTS`] valid San Francisco numbers
-/// (+1 415 NXX XXXX; every exchange from 200 on in turn).
+/// (+1 415 NXX XXXX; every exchange in turn).
 fn sms_recipient(n: u64) -> String {
     let n = n % MAX_RECIPIENTS;
-    format!("+1415{}{:04}", 200 + n % 800, n / 800)
+    let exchange = 200 + n % EXCHANGES;
+    let exchange = if exchange >= 555 {
+        exchange + 1
+    } else {
+        exchange
+    };
+    format!("+1415{exchange}{:04}", n / EXCHANGES)
 }
 
 /// What the webhook receiver saw: receipt times and latencies (µs).
@@ -207,9 +218,10 @@ impl Drop for Spawned {
 }
 
 fn body(channel: &str, i: u64, recipients: u64) -> Value {
-    let channel = match channel {
-        "mixed" => ["sms", "email", "push"][(i % 3) as usize],
-        other => other,
+    // `n`: the message's number among those of its channel.
+    let (channel, n) = match channel {
+        "mixed" => (["sms", "email", "push"][(i % 3) as usize], i / 3),
+        other => (other, i),
     };
     match channel {
         "email" => {
@@ -219,7 +231,7 @@ fn body(channel: &str, i: u64, recipients: u64) -> Value {
             json!({"channel": "push", "to": format!("bench-device-token-{i:08}"), "title": "Benchmark", "body": "Hello from mdc-bench"})
         }
         _ => {
-            json!({"channel": "sms", "to": sms_recipient(i % recipients), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
+            json!({"channel": "sms", "to": sms_recipient(n % recipients), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
         }
     }
 }
@@ -666,21 +678,45 @@ pub(crate) fn print_percentiles(
 
 #[cfg(test)]
 mod tests {
-    use super::{sms_recipient, trend, MAX_RECIPIENTS};
+    use mdc_core::Channel;
+    use mdc_simulators::Magic;
 
-    /// Every number the benchmark sends to is accepted (every exchange
-    /// comes up within the first 800) and they are all different.
+    use super::{body, sms_recipient, trend, EXCHANGES, MAX_RECIPIENTS};
+
+    /// Every number the benchmark sends to is valid, none is a magic
+    /// recipient (every exchange comes up within the first 799, each line
+    /// every 799), and they are all different.
     #[test]
-    fn sms_recipients_are_valid_and_distinct() {
+    fn sms_recipients_are_valid_ordinary_and_distinct() {
         let mut seen = std::collections::HashSet::new();
-        for n in (0..800).chain([MAX_RECIPIENTS - 1, 12_345, 4_000_000]) {
+        let lines = [0, 181, 185, 189, 190, 191, 192, 1_000, 9_999];
+        for n in lines
+            .iter()
+            .flat_map(|line| (0..EXCHANGES).map(move |e| line * EXCHANGES + e))
+        {
             let to = sms_recipient(n);
-            let (e164, _) = mdc_client::validate::phone_number("to", &to)
-                .unwrap_or_else(|e| panic!("{to}: {e}"));
-            assert_eq!(e164, to);
-            assert!(seen.insert(to));
+            assert_eq!(Magic::of(Channel::Sms, &to), Magic::Deliver, "{to}");
+            assert!(seen.insert(to.clone()), "{to} twice");
+            if n < EXCHANGES {
+                let (e164, _) = mdc_client::validate::phone_number("to", &to)
+                    .unwrap_or_else(|e| panic!("{to}: {e}"));
+                assert_eq!(e164, to);
+            }
         }
+        assert_eq!(sms_recipient(MAX_RECIPIENTS - 1), "+14159999999");
         assert_eq!(sms_recipient(MAX_RECIPIENTS), sms_recipient(0));
+    }
+
+    /// In a mixed run every third message is an SMS; they still go to
+    /// `recipients` different numbers.
+    #[test]
+    fn mixed_runs_use_every_sms_recipient() {
+        let numbers: std::collections::HashSet<String> = (0..3 * 3_000)
+            .map(|i| body("mixed", i, 3_000))
+            .filter(|b| b["channel"] == "sms")
+            .map(|b| b["to"].as_str().expect("a number").to_owned())
+            .collect();
+        assert_eq!(numbers.len(), 3_000);
     }
 
     #[test]
