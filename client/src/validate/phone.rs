@@ -65,14 +65,8 @@ pub fn phone_number(
             "must be in international format with a country code, e.g. +14155550123",
         ));
     }
-    let known = match KNOWN.get(&international) {
-        Some(known) => known,
-        None => {
-            let known = look_up(field, &international)?;
-            KNOWN.insert(international, known.clone());
-            known
-        }
-    };
+    let known =
+        KNOWN.get_or_insert_with(international.as_str(), || look_up(field, &international))?;
     let warning = known.fixed_line.then(|| {
         Warning::new(
             field,
