@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mdc_core::ports::store::{apply_claim, apply_update};
+use mdc_core::ports::store::{apply_claim, apply_update, claim_event};
 use mdc_core::ports::{
     Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
 };
@@ -14,11 +14,13 @@ use tokio::sync::oneshot;
 use crate::db::{wait_with, Completer, Db, DbError, Taker, Waiting};
 
 mod codec;
+mod prepared;
 mod read;
 mod record;
 mod retention;
+use prepared::Prepared;
 use read::{list, read_record};
-use record::{load, load_message, next_event_seq, stored, State, Stored};
+use record::{load, message_bytes, next_event_seq, stored, State, Stored};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 
 /// id → the message, written when it is created (a record written before
@@ -123,13 +125,15 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
 
 /// Writes a record's state and new trail events and keeps the indexes in
 /// step. `previous` is the stored state (none for a new record),
-/// `first_event_seq` the number of the next trail row.
+/// `first_event_seq` the number of the next trail row; events found in
+/// `prepared` are not encoded again.
 fn save(
     t: &mut Tables<'_>,
     id: &str,
     mut state: State,
     previous: Option<&State>,
     events: Vec<Event>,
+    prepared: &mut Prepared,
     first_event_seq: u32,
 ) -> Result<(), DbError> {
     let created = state.created_at.timestamp_millis();
@@ -145,7 +149,7 @@ fn save(
     for (i, event) in events.into_iter().enumerate() {
         t.events.insert(
             (id, first_event_seq + i as u32),
-            codec::encode(&event)?.as_slice(),
+            prepared.bytes(&event)?.as_slice(),
         )?;
     }
     // Sequence numbers only grow and are renumbered from 0 when the trail
@@ -365,10 +369,12 @@ impl EmbeddedStore {
 
 /// Read-modify-write of one record's state inside the group commit: `f`
 /// gets the record with a stand-in message ([`State::stand_in`]) unless the
-/// record is still stored whole, which this change splits.
+/// record is still stored whole, which this change splits. The events `f`
+/// appends are taken from `prepared` where they were encoded before.
 fn modify<T>(
     t: &mut Tables<'_>,
     id: &MessageId,
+    mut prepared: Prepared,
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<T>, DbError> {
     let key = id.as_str();
@@ -400,6 +406,7 @@ fn modify<T>(
         after,
         Some(&before),
         std::mem::take(&mut record.events),
+        &mut prepared,
         seq,
     )?;
     Ok(Some(out))
@@ -409,6 +416,9 @@ fn modify<T>(
 impl Store for EmbeddedStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
         let mut record = record.clone();
+        // Encoded here, not on the writer's thread.
+        let message = codec::encode(&record.message)?;
+        let mut prepared = Prepared::of(record.events.iter().cloned())?;
         let created = self
             .apply(move |t| {
                 let key = record.message.idempotency_scope();
@@ -435,10 +445,9 @@ impl Store for EmbeddedStore {
                 t.by_created.insert((created, id.as_str()), ())?;
                 t.by_recipient
                     .insert((record.message.to.as_str(), created, id.as_str()), ())?;
-                t.messages
-                    .insert(id.as_str(), codec::encode(&record.message)?.as_slice())?;
+                t.messages.insert(id.as_str(), message.as_slice())?;
                 let events = std::mem::take(&mut record.events);
-                save(t, &id, State::of(&record), None, events, 0)?;
+                save(t, &id, State::of(&record), None, events, &mut prepared, 0)?;
                 Ok(Created::New)
             })
             .await?;
@@ -473,29 +482,38 @@ impl Store for EmbeddedStore {
     ) -> Result<Claim, StoreError> {
         let component = component.to_owned();
         let id = id.clone();
-        let claim = self
+        // A message's first claim, the usual one, appends this event.
+        let prepared = Prepared::of([claim_event(1, now, &component, false)])?;
+        let (claim, message) = self
             .apply(move |t| {
-                let claim = modify(t, &id, |record| {
+                let claim = modify(t, &id, prepared, |record| {
                     apply_claim(record, now, lease_until, &component)
                 })?;
                 Ok(match claim {
-                    // The sender needs the message itself.
-                    Some(Claim::Claimed { mut record, verify }) => {
-                        record.message = load_message(&t.messages, id.as_str())?;
-                        Claim::Claimed { record, verify }
+                    // The sender needs the message itself, decoded below.
+                    Some(claimed @ Claim::Claimed { .. }) => {
+                        let message = message_bytes(&t.messages, id.as_str())?;
+                        (claimed, Some(message))
                     }
-                    Some(other) => other,
-                    None => Claim::NotFound,
+                    Some(other) => (other, None),
+                    None => (Claim::NotFound, None),
                 })
             })
             .await?;
-        Ok(claim)
+        Ok(match (claim, message) {
+            (Claim::Claimed { mut record, verify }, Some(message)) => {
+                record.message = codec::decode(&message)?;
+                Claim::Claimed { record, verify }
+            }
+            (other, _) => other,
+        })
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
         let id = id.clone();
+        let prepared = Prepared::of(update.event_when_applied())?;
         let updated = self
-            .apply(move |t| modify(t, &id, |record| apply_update(record, update)))
+            .apply(move |t| modify(t, &id, prepared, |record| apply_update(record, update)))
             .await?;
         Ok(updated.unwrap_or(Updated::NotFound))
     }

@@ -144,6 +144,13 @@ impl Transition {
     pub fn event(event: Event) -> Self {
         Self::Noted { event }
     }
+
+    /// The event [`apply_update`] appends to the trail when this transition
+    /// applies (none for a lease extension): a backend may prepare its
+    /// stored form before the write.
+    pub fn event_when_applied(&self) -> Option<Event> {
+        Change::from(self.clone()).event
+    }
 }
 
 /// What a [`Transition`] asks of the record, field by field.
@@ -530,19 +537,28 @@ pub fn apply_claim(
     record.next_attempt_at = None;
     record.verify_before_send = verify_first;
     record.updated_at = now;
-    let mut event = Event::new(component, format!("attempt {} started", record.attempts))
-        .status(Status::Sending);
+    record
+        .events
+        .push(claim_event(record.attempts, now, component, verify_first));
+    Claim::Claimed {
+        record: Box::new(record.clone()),
+        verify,
+    }
+}
+
+/// The event a claim appends when it starts attempt `attempt` at `now`
+/// ([`apply_claim`]); `verify_first` when the attempt asks the vendor
+/// before sending.
+pub fn claim_event(attempt: u32, now: Timestamp, component: &str, verify_first: bool) -> Event {
+    let mut event =
+        Event::new(component, format!("attempt {attempt} started")).status(Status::Sending);
     event.at = now;
     if verify_first {
         event
             .details
             .push_str("; an earlier attempt may have reached the vendor, verifying first");
     }
-    record.events.push(event);
-    Claim::Claimed {
-        record: Box::new(record.clone()),
-        verify,
-    }
+    event
 }
 
 /// The update rule, shared by read-modify-write backends.
@@ -663,3 +679,6 @@ fn attempt_in_flight(record: &MessageRecord, event: Option<&Event>) -> bool {
 fn push_event(record: &mut MessageRecord, event: Event) {
     record.events.push(event);
 }
+
+#[cfg(test)]
+mod tests;

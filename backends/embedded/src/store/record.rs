@@ -238,7 +238,7 @@ impl State {
     /// `apply_update`), which read and change only the state and append to
     /// the trail. Its message is a stand-in with only the id and creation
     /// time: a record that leaves the writer gets the real one first
-    /// ([`load_message`]).
+    /// ([`message_bytes`], decoded outside the writer).
     pub fn stand_in(self, id: &MessageId) -> MessageRecord {
         let message = Message {
             id: id.clone(),
@@ -290,10 +290,22 @@ pub(super) fn load_message(
     messages: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Message, DbError> {
-    let bytes = messages
-        .get(id)?
-        .ok_or_else(|| DbError::Storage(format!("state of {id} without its message")))?;
+    let bytes = messages.get(id)?.ok_or_else(|| without_message(id))?;
     codec::decode(bytes.value())
+}
+
+fn without_message(id: &str) -> DbError {
+    DbError::Storage(format!("state of {id} without its message"))
+}
+
+/// The stored form of the message of a record whose state is stored
+/// apart, to decode outside the writer.
+pub(super) fn message_bytes(
+    messages: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Vec<u8>, DbError> {
+    let bytes = messages.get(id)?.ok_or_else(|| without_message(id))?;
+    Ok(bytes.value().to_vec())
 }
 
 /// The record of `id` without its trail.

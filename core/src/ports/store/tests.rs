@@ -1,0 +1,130 @@
+use super::*;
+use crate::{Message, MessageRecord};
+
+fn record(status: Status) -> MessageRecord {
+    let message: Message = serde_json::from_value(serde_json::json!({
+        "id": "msg_01KAAAAAAAAAAAAAAAAAAAAAAA", "priority": "normal", "type": "transactional",
+        "to": "+14155550123", "content": {"channel": "sms", "body": "hi", "encoding": "gsm7", "segments": 1},
+        "idempotency_key": "k", "created_at": "2026-12-01T10:00:00Z", "deadline": "2026-12-02T10:00:00Z"
+    }))
+    .expect("message");
+    let mut record = MessageRecord::new(message, Status::Queued, Event::new("ingest", "queued"));
+    record.status = status;
+    record.attempts = 1;
+    record
+}
+
+/// A backend may store an update's event before the write reaches the
+/// rule: what the transition says it appends must be what the rule
+/// appends, for every kind of transition that carries an event.
+#[test]
+fn an_applied_transition_appends_the_event_it_announces() {
+    let event = || Event::new("dispatcher", "something happened").error("detail");
+    let at = crate::now();
+    let cases = [
+        (
+            Status::Sending,
+            Transition::Sent {
+                attempt: 1,
+                provider: "kaleyra".into(),
+                provider_message_id: "k-1".into(),
+                event: event(),
+            },
+        ),
+        (
+            Status::Sending,
+            Transition::SentUnconfirmed {
+                attempt: 1,
+                provider: "sns".into(),
+                event: event(),
+            },
+        ),
+        (
+            Status::Sending,
+            Transition::AttemptFailed {
+                attempt: 1,
+                provider: "ses".into(),
+                next_attempt_at: at,
+                verify_first: true,
+                event: event(),
+            },
+        ),
+        (
+            Status::Sending,
+            Transition::Ended {
+                attempt: 1,
+                status: Status::Failed,
+                provider: None,
+                event: event(),
+            },
+        ),
+        (
+            Status::Sent,
+            Transition::Reported {
+                status: Status::Delivered,
+                provider: "kaleyra".into(),
+                provider_message_id: "k-1".into(),
+                event: event(),
+            },
+        ),
+        (
+            Status::Sent,
+            Transition::VendorNoted {
+                provider: "kaleyra".into(),
+                provider_message_id: "k-1".into(),
+                event: event(),
+            },
+        ),
+        (Status::Queued, Transition::to(Status::Expired, event())),
+        (Status::Delivered, Transition::event(event())),
+    ];
+    for (status, transition) in cases {
+        let mut record = record(status);
+        record.provider = Some("kaleyra".into());
+        record.provider_message_id = Some("k-1".into());
+        if status == Status::Sending {
+            record.lease_until = Some(at + chrono::Duration::seconds(30));
+        }
+        let announced = transition.event_when_applied();
+        let outcome = apply_update(&mut record, transition.clone());
+        assert!(
+            matches!(outcome, Updated::Applied { .. }),
+            "{transition:?} gave {outcome:?}"
+        );
+        assert_eq!(record.events.last(), announced.as_ref(), "{transition:?}");
+        assert_eq!(record.events.len(), 2, "{transition:?}");
+    }
+    let extend = Transition::LeaseExtended {
+        attempt: 1,
+        until: at,
+    };
+    assert_eq!(extend.event_when_applied(), None);
+}
+
+/// The claim's event is the one [`claim_event`] makes for the attempt it
+/// starts.
+#[test]
+fn a_claim_appends_its_attempts_event() {
+    let now = crate::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let mut fresh = record(Status::Queued);
+    fresh.attempts = 0;
+    assert!(matches!(
+        apply_claim(&mut fresh, now, lease, "dispatcher"),
+        Claim::Claimed { .. }
+    ));
+    assert_eq!(
+        fresh.events.last(),
+        Some(&claim_event(1, now, "dispatcher", false))
+    );
+    // A sender that died mid-attempt: the next one verifies first.
+    let mut taken = record(Status::Sending);
+    taken.lease_until = Some(now - chrono::Duration::seconds(1));
+    assert!(matches!(
+        apply_claim(&mut taken, now, lease, "dispatcher"),
+        Claim::Claimed { .. }
+    ));
+    let event = claim_event(2, now, "dispatcher", true);
+    assert!(event.details.contains("verifying first"));
+    assert_eq!(taken.events.last(), Some(&event));
+}
