@@ -190,17 +190,23 @@ pub async fn publish_current(
 }
 
 /// Publishes the outcome of the move the caller has just stored with
-/// `event` (its status set): the message and its state are read, not its
-/// trail, as the event that moved it is known. When the message has changed
-/// since, publishes the status it is in now ([`publish_current`]).
+/// `event` (its status set): the message and its state (`after`, as the
+/// write handed them out, or read now), not its trail, as the event that
+/// moved it is known. When the message has changed since, publishes the
+/// status it is in now ([`publish_current`]).
 pub async fn publish_moved(
     store: &dyn crate::ports::Store,
     queue: &dyn Queue,
     id: &MessageId,
     event: &Event,
     vendor_at: Option<Timestamp>,
+    after: Option<MessageRecord>,
 ) -> Result<bool, PublishError> {
-    let Some(mut record) = store.get_recent(id, 0).await? else {
+    let after = match after {
+        Some(record) => Some(record),
+        None => store.get_recent(id, 0).await?,
+    };
+    let Some(mut record) = after else {
         return Ok(false);
     };
     // Backends keep times to the millisecond or finer.

@@ -300,7 +300,8 @@ impl ResponseHandler {
         };
         let reported = status;
         let status = status.map_or_else(|| "an event".to_owned(), |s| s.to_string());
-        match self.store.update(&id, update).await? {
+        let (updated, after) = self.store.update_and_read(&id, update).await?;
+        match updated {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");
                 metrics::counter!(
@@ -316,6 +317,7 @@ impl ResponseHandler {
                         &id,
                         moved,
                         report.vendor_at,
+                        after,
                     )
                     .await?;
                 }

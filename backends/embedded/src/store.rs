@@ -4,7 +4,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mdc_core::ports::store::{apply_claim, apply_update, claim_event};
 use mdc_core::ports::{
-    Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
+    Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated, Verify,
 };
 use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
@@ -367,6 +367,15 @@ impl EmbeddedStore {
     }
 }
 
+/// What [`modify`] left: the rule's answer and the record's state after
+/// the change; the message too when the record was stored whole (it was
+/// read whole).
+struct Modified<T> {
+    out: T,
+    state: State,
+    whole: Option<mdc_core::Message>,
+}
+
 /// Read-modify-write of one record's state inside the group commit: `f`
 /// gets the record with a stand-in message ([`State::stand_in`]) unless the
 /// record is still stored whole, which this change splits. The events `f`
@@ -376,7 +385,7 @@ fn modify<T>(
     id: &MessageId,
     mut prepared: Prepared,
     f: impl FnOnce(&mut MessageRecord) -> T,
-) -> Result<Option<T>, DbError> {
+) -> Result<Option<Modified<T>>, DbError> {
     let key = id.as_str();
     let (mut record, whole, next_event) = match stored(&t.messages, &t.states, key)? {
         Some(Stored::Split(state)) => {
@@ -389,27 +398,60 @@ fn modify<T>(
     let before = State::of(&record);
     let out = f(&mut record);
     let after = State::of(&record);
-    if after == before && record.events.is_empty() {
-        return Ok(Some(out));
+    if after != before || !record.events.is_empty() {
+        if whole {
+            t.messages
+                .insert(key, codec::encode(&record.message)?.as_slice())?;
+        }
+        let seq = match next_event {
+            Some(seq) => seq,
+            None => next_event_seq(&t.events, key)?,
+        };
+        save(
+            t,
+            key,
+            after.clone(),
+            Some(&before),
+            std::mem::take(&mut record.events),
+            &mut prepared,
+            seq,
+        )?;
     }
-    if whole {
-        t.messages
-            .insert(key, codec::encode(&record.message)?.as_slice())?;
+    Ok(Some(Modified {
+        out,
+        state: after,
+        whole: whole.then_some(record.message),
+    }))
+}
+
+/// A claim as the writer answers it: claimed, with the message still to
+/// decode, or any other answer.
+enum Claiming {
+    Claimed(Box<MessageRecord>, Verify, Handed),
+    Other(Claim),
+}
+
+/// The message a write hands out: read whole already, or its stored
+/// bytes, decoded once the write is committed, off the writer's thread.
+enum Handed {
+    Message(Box<mdc_core::Message>),
+    Bytes(Vec<u8>),
+}
+
+impl Handed {
+    fn of(t: &Tables<'_>, id: &str, whole: Option<mdc_core::Message>) -> Result<Self, DbError> {
+        Ok(match whole {
+            Some(message) => Self::Message(Box::new(message)),
+            None => Self::Bytes(message_bytes(&t.messages, id)?),
+        })
     }
-    let seq = match next_event {
-        Some(seq) => seq,
-        None => next_event_seq(&t.events, key)?,
-    };
-    save(
-        t,
-        key,
-        after,
-        Some(&before),
-        std::mem::take(&mut record.events),
-        &mut prepared,
-        seq,
-    )?;
-    Ok(Some(out))
+
+    fn message(self) -> Result<mdc_core::Message, DbError> {
+        match self {
+            Self::Message(message) => Ok(*message),
+            Self::Bytes(bytes) => codec::decode(&bytes),
+        }
+    }
 }
 
 #[async_trait]
@@ -484,28 +526,29 @@ impl Store for EmbeddedStore {
         let id = id.clone();
         // A message's first claim, the usual one, appends this event.
         let prepared = Prepared::of([claim_event(1, now, &component, false)])?;
-        let (claim, message) = self
+        let claim = self
             .apply(move |t| {
                 let claim = modify(t, &id, prepared, |record| {
                     apply_claim(record, now, lease_until, &component)
                 })?;
                 Ok(match claim {
                     // The sender needs the message itself, decoded below.
-                    Some(claimed @ Claim::Claimed { .. }) => {
-                        let message = message_bytes(&t.messages, id.as_str())?;
-                        (claimed, Some(message))
-                    }
-                    Some(other) => (other, None),
-                    None => (Claim::NotFound, None),
+                    Some(Modified {
+                        out: Claim::Claimed { record, verify },
+                        whole,
+                        ..
+                    }) => Claiming::Claimed(record, verify, Handed::of(t, id.as_str(), whole)?),
+                    Some(other) => Claiming::Other(other.out),
+                    None => Claiming::Other(Claim::NotFound),
                 })
             })
             .await?;
-        Ok(match (claim, message) {
-            (Claim::Claimed { mut record, verify }, Some(message)) => {
-                record.message = codec::decode(&message)?;
+        Ok(match claim {
+            Claiming::Other(other) => other,
+            Claiming::Claimed(mut record, verify, message) => {
+                record.message = message.message()?;
                 Claim::Claimed { record, verify }
             }
-            (other, _) => other,
         })
     }
 
@@ -513,9 +556,45 @@ impl Store for EmbeddedStore {
         let id = id.clone();
         let prepared = Prepared::of(update.event_when_applied())?;
         let updated = self
-            .apply(move |t| modify(t, &id, prepared, |record| apply_update(record, update)))
+            .apply(move |t| {
+                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
+                Ok(modified.map(|m| m.out))
+            })
             .await?;
         Ok(updated.unwrap_or(Updated::NotFound))
+    }
+
+    /// The record after the update comes from the write itself: its state
+    /// as written and its message, with no read of its own.
+    async fn update_and_read(
+        &self,
+        id: &MessageId,
+        update: Transition,
+    ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
+        let id = id.clone();
+        let prepared = Prepared::of(update.event_when_applied())?;
+        let (updated, after) = self
+            .apply(move |t| {
+                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
+                Ok(match modified {
+                    Some(Modified {
+                        out: applied @ Updated::Applied { .. },
+                        state,
+                        whole,
+                    }) => {
+                        let message = Handed::of(t, id.as_str(), whole)?;
+                        (applied, Some((state, message)))
+                    }
+                    Some(other) => (other.out, None),
+                    None => (Updated::NotFound, None),
+                })
+            })
+            .await?;
+        let after = match after {
+            Some((state, message)) => Some(state.with(message.message()?)),
+            None => None,
+        };
+        Ok((updated, after))
     }
 
     async fn key_holder(

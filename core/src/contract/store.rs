@@ -1413,6 +1413,85 @@ pub async fn recent_events_are_the_last_of_the_trail(store: Arc<dyn Store>) {
         .is_none());
 }
 
+/// An update that applies hands out the record as that write left it
+/// (its message and state, no trail); one that does not, nothing.
+pub async fn an_applied_update_hands_out_the_record_it_left(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550178").await;
+    let id = &record.message.id;
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim-sms".into(),
+        provider_message_id: "vendor-43".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
+    assert_eq!(
+        store.update(id, sent).await.expect("update"),
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+    let report = |provider: &str| Transition::Reported {
+        status: Status::Delivered,
+        provider: provider.into(),
+        provider_message_id: "vendor-43".into(),
+        event: Event::new("response-handler", "delivered (vendor report)"),
+    };
+    let moved = report("sim-sms").event_when_applied().expect("an event");
+    let (updated, after) = store
+        .update_and_read(id, report("sim-sms"))
+        .await
+        .expect("update");
+    assert_eq!(
+        updated,
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let after = after.expect("the record after the write");
+    assert_eq!(after.message, record.message);
+    assert_eq!(after.status, Status::Delivered);
+    assert_eq!(after.provider.as_deref(), Some("sim-sms"));
+    assert_eq!(after.provider_message_id.as_deref(), Some("vendor-43"));
+    // Backends keep times to the millisecond or finer.
+    assert!((after.updated_at - moved.at).num_milliseconds().abs() < 1);
+    assert!(after.events.is_empty());
+    let now = store
+        .get_recent(id, 0)
+        .await
+        .expect("get_recent")
+        .expect("present");
+    assert_eq!(after, now);
+
+    let (again, none) = store
+        .update_and_read(id, report("sim-sms"))
+        .await
+        .expect("update");
+    assert_eq!(
+        again,
+        Updated::Ignored {
+            current: Status::Delivered
+        }
+    );
+    assert_eq!(none, None);
+    let (other, none) = store
+        .update_and_read(id, report("other"))
+        .await
+        .expect("update");
+    assert_eq!(other, Updated::Mismatched);
+    assert_eq!(none, None);
+    let (missing, none) = store
+        .update_and_read(&MessageId::generate(), report("sim-sms"))
+        .await
+        .expect("update");
+    assert_eq!(missing, Updated::NotFound);
+    assert_eq!(none, None);
+}
+
 /// Expands to one test per case of the store contract. `$make` is an
 /// expression yielding a future of a fresh `Arc<dyn Store>`.
 #[macro_export]
@@ -1448,6 +1527,7 @@ macro_rules! store_contract {
                 retention_works_in_bounded_steps,
                 retention_takes_bodies_kept_longer_than_records,
                 recent_events_are_the_last_of_the_trail,
+                an_applied_update_hands_out_the_record_it_left,
             ]
         );
     };

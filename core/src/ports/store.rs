@@ -442,6 +442,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn update(&self, id: &MessageId, transition: Transition) -> Result<Updated, StoreError>;
 
+    /// [`Store::update`], and when the transition applies, the record as
+    /// that write left it, without its trail: what an outcome event is
+    /// made of. The default reads it back after the write (another write
+    /// may have come in between); a store that can hand it out from the
+    /// write itself does.
+    async fn update_and_read(
+        &self,
+        id: &MessageId,
+        transition: Transition,
+    ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
+        let updated = self.update(id, transition).await?;
+        let after = match updated {
+            Updated::Applied { .. } => self.get_recent(id, 0).await?,
+            _ => None,
+        };
+        Ok((updated, after))
+    }
+
     /// Removes the record of `message` if no attempt has started (it is
     /// still `accepted` or `queued`), freeing its idempotency key. For a
     /// submit that could not queue the message: the caller was told it

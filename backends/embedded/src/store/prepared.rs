@@ -1,8 +1,9 @@
-//! Trail events and messages encoded before their write reaches the store
-//! writer. The writer is one thread that applies every write of a group
-//! commit in turn and then waits for the disk; encoding a value (JSON, then
-//! zstd) is a fifth of its time, and the caller's thread can do it while
-//! the writer is busy with the writes before.
+//! Trail events encoded before their write reaches the store writer (a
+//! creation's message is encoded ahead too, by the create itself). The
+//! writer is one thread that applies every write of a group commit in turn
+//! and then waits for the disk; encoding a value (JSON, then zstd) is a
+//! fifth of its time, and the caller's thread can do it while the writer
+//! is busy with the writes before.
 
 use mdc_core::Event;
 

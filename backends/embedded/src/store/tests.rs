@@ -209,11 +209,10 @@ async fn a_status_change_leaves_the_stored_message_alone() {
 /// A data directory written before states were kept apart holds whole
 /// records (compressed, no state row): they are read and listed as they
 /// are, claimed with their message, and split by their first change.
-#[tokio::test]
-async fn records_stored_whole_are_read_and_split_by_their_next_change() {
-    let (_dir, db, store) = fresh();
-    let message = sample_message("+14155550100");
-    let id = message.id.clone();
+/// Writes `message`, queued, as records were stored before states were
+/// kept apart: whole in the messages table; returns its one event.
+fn store_whole(db: &Db, message: &mdc_core::Message) -> Event {
+    let id = &message.id;
     let queued = Event::new("ingest", "queued").status(Status::Queued);
     let mut record = MessageRecord::new(message.clone(), Status::Queued, queued.clone());
     record.events.clear();
@@ -230,7 +229,16 @@ async fn records_stored_whole_are_read_and_split_by_their_next_change() {
         Ok(())
     })
     .expect("store answers");
-    assert_eq!(raw(&db, STATES, &id), None);
+    assert_eq!(raw(db, STATES, id), None);
+    queued
+}
+
+#[tokio::test]
+async fn records_stored_whole_are_read_and_split_by_their_next_change() {
+    let (_dir, db, store) = fresh();
+    let message = sample_message("+14155550100");
+    let id = message.id.clone();
+    let queued = store_whole(&db, &message);
 
     let read = stored(&store, &id).await;
     assert_eq!(read.message, message);
@@ -351,4 +359,35 @@ async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let read = stored(&store, &id).await;
     assert_eq!(read.events.len(), 4);
     assert_eq!(read.events[..2], record.events[..]);
+}
+
+/// The write that splits a record stored whole hands out its message too,
+/// with the state it wrote.
+#[tokio::test]
+async fn an_update_of_a_record_stored_whole_hands_out_the_record() {
+    let (_dir, db, store) = fresh();
+    let message = sample_message("+14155550100");
+    let id = message.id.clone();
+    store_whole(&db, &message);
+    let expired = Transition::to(Status::Expired, Event::new("dispatcher", "deadline passed"));
+    let (updated, after) = store
+        .update_and_read(&id, expired)
+        .await
+        .expect("store answers");
+    assert_eq!(
+        updated,
+        Updated::Applied {
+            status: Status::Expired
+        }
+    );
+    let after = after.expect("the record after the write");
+    assert_eq!(after.message, message);
+    assert_eq!(after.status, Status::Expired);
+    assert!(after.events.is_empty());
+    let now = store
+        .get_recent(&id, 0)
+        .await
+        .expect("store answers")
+        .expect("record present");
+    assert_eq!(after, now);
 }
