@@ -190,10 +190,11 @@ pub async fn publish_current(
 }
 
 /// Publishes the outcome of the move the caller has just stored with
-/// `event` (its status set): the message and its state (`after`, as the
-/// write handed them out, or read now), not its trail, as the event that
-/// moved it is known. When the message has changed since, publishes the
-/// status it is in now ([`publish_current`]).
+/// `event` (its status set), made of `after`, the record as the write
+/// handed it out, or else of the message and its state read now (not its
+/// trail: the event that moved it is known). When that record shows a
+/// later change, publishes the status the message is in now
+/// ([`publish_current`]).
 pub async fn publish_moved(
     store: &dyn crate::ports::Store,
     queue: &dyn Queue,

@@ -300,7 +300,13 @@ impl ResponseHandler {
         };
         let reported = status;
         let status = status.map_or_else(|| "an event".to_owned(), |s| s.to_string());
-        let (updated, after) = self.store.update_and_read(&id, update).await?;
+        // A move publishes an outcome, made of the record as the write left
+        // it; an event alone publishes nothing.
+        let (updated, after) = if moved.is_some() {
+            self.store.update_and_read(&id, update).await?
+        } else {
+            (self.store.update(&id, update).await?, None)
+        };
         match updated {
             Updated::Applied { status } => {
                 tracing::debug!(message_id = %id, %status, "Report applied");

@@ -368,8 +368,9 @@ impl EmbeddedStore {
 }
 
 /// What [`modify`] left: the rule's answer and the record's state after
-/// the change; the message too when the record was stored whole (it was
-/// read whole).
+/// the change (as written, but for the next trail row's number, which a
+/// record does not show); the message too when the record was stored
+/// whole (it was read whole).
 struct Modified<T> {
     out: T,
     state: State,

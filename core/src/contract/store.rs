@@ -1441,11 +1441,9 @@ pub async fn an_applied_update_hands_out_the_record_it_left(store: Arc<dyn Store
         provider_message_id: "vendor-43".into(),
         event: Event::new("response-handler", "delivered (vendor report)"),
     };
-    let moved = report("sim-sms").event_when_applied().expect("an event");
-    let (updated, after) = store
-        .update_and_read(id, report("sim-sms"))
-        .await
-        .expect("update");
+    let delivered = report("sim-sms");
+    let moved = delivered.event_when_applied().expect("an event");
+    let (updated, after) = store.update_and_read(id, delivered).await.expect("update");
     assert_eq!(
         updated,
         Updated::Applied {

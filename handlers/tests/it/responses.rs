@@ -470,3 +470,32 @@ async fn an_applied_report_s_outcome_reads_no_trail() {
     assert_eq!(published[0].reason.as_deref(), Some("number unreachable"));
     assert_eq!(published[1].kind, "message.delivered");
 }
+
+/// A report that only adds an event (a complaint, a delay) moves no status
+/// and publishes no outcome: nothing of the message is read back for it.
+#[tokio::test(start_paused = true)]
+async fn an_event_only_report_reads_nothing_back() {
+    let (store, _outcomes, handler) = with_outcomes().await;
+    let id = sent(&store, "+14155550165").await;
+    let mut complaint: DeliveryReport = serde_json::from_slice(&report(&id)).expect("report");
+    complaint.outcome = ReportOutcome::Noted {
+        details: "complaint (abuse)".into(),
+        suppress: false,
+    };
+    let delivery = mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: "k".into(),
+        payload: serde_json::to_vec(&complaint).expect("encode"),
+    };
+    let reads_before = store.recent_reads();
+    handler.apply(&delivery).await.expect("apply");
+    assert_eq!(store.recent_reads(), reads_before, "nothing read back");
+    let stored = store.get(&id).await.expect("get").expect("stored");
+    assert_eq!(stored.status, Status::Sent);
+    assert!(stored
+        .events
+        .last()
+        .is_some_and(|e| e.details.starts_with("complaint (abuse)")));
+}
