@@ -23,6 +23,17 @@ async fn stored(store: &Arc<dyn Store>, to: &str) -> MessageRecord {
     record
 }
 
+/// A new message stored and claimed for its first attempt (a 30 s lease).
+async fn stored_and_claimed(store: &Arc<dyn Store>, to: &str) -> MessageRecord {
+    let record = stored(store, to).await;
+    let now = crate::now();
+    store
+        .claim(&record.message.id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    record
+}
+
 pub async fn create_then_get_round_trips(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550100").await;
     let got = store
@@ -323,13 +334,8 @@ pub async fn pending_retry_is_claimed_only_when_due(store: Arc<dyn Store>) {
 }
 
 pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
-    let record = stored(&store, "+14155550106").await;
+    let record = stored_and_claimed(&store, "+14155550106").await;
     let id = &record.message.id;
-    let now = crate::now();
-    store
-        .claim(id, now, now + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     let delivered = Transition::to(
         Status::Delivered,
         Event::new("response-handler", "delivered"),
@@ -377,13 +383,8 @@ pub async fn statuses_only_move_forward(store: Arc<dyn Store>) {
 }
 
 pub async fn stale_attempt_outcomes_are_ignored(store: Arc<dyn Store>) {
-    let record = stored(&store, "+14155550107").await;
+    let record = stored_and_claimed(&store, "+14155550107").await;
     let id = &record.message.id;
-    let now = crate::now();
-    store
-        .claim(id, now, now + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     let failed = Transition::Ended {
         attempt: 7,
         status: Status::Failed,
@@ -936,13 +937,8 @@ pub async fn a_report_applies_only_to_its_providers_message(store: Arc<dyn Store
 /// as sent without the vendor's id; that vendor's report (found by the MDC
 /// id it echoes) settles it and brings the id; another vendor's does not.
 pub async fn an_unconfirmed_send_is_settled_by_its_providers_report(store: Arc<dyn Store>) {
-    let record = stored(&store, "+14155550114").await;
+    let record = stored_and_claimed(&store, "+14155550114").await;
     let id = &record.message.id;
-    let now = crate::now();
-    store
-        .claim(id, now, now + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     assert_eq!(
         store
             .update(
@@ -1107,13 +1103,8 @@ pub async fn a_report_settles_a_message_no_attempt_is_sending(store: Arc<dyn Sto
 /// an attempt that asks the vendor first. When no attempt can have
 /// reached a vendor, it does.
 pub async fn only_the_attempt_in_flight_ends_its_message(store: Arc<dyn Store>) {
-    let record = stored(&store, "+14155550117").await;
+    let record = stored_and_claimed(&store, "+14155550117").await;
     let id = &record.message.id;
-    let now = crate::now();
-    store
-        .claim(id, now, now + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     let expire = || Transition::to(Status::Expired, Event::new("dispatcher", "deadline passed"));
     assert_eq!(
         store.update(id, expire()).await.expect("update"),
@@ -1416,13 +1407,8 @@ pub async fn recent_events_are_the_last_of_the_trail(store: Arc<dyn Store>) {
 /// An update that applies hands out the record as that write left it
 /// (its message and state, no trail); one that does not, nothing.
 pub async fn an_applied_update_hands_out_the_record_it_left(store: Arc<dyn Store>) {
-    let record = stored(&store, "+14155550178").await;
+    let record = stored_and_claimed(&store, "+14155550178").await;
     let id = &record.message.id;
-    let now = crate::now();
-    store
-        .claim(id, now, now + Duration::seconds(30), "t")
-        .await
-        .expect("claim");
     let sent = Transition::Sent {
         attempt: 1,
         provider: "sim-sms".into(),
