@@ -369,6 +369,42 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// An update; with `read`, and when it applies, the record as the write
+    /// left it (its state and message, handed out by the write).
+    async fn write_update(
+        &self,
+        id: &MessageId,
+        update: Transition,
+        read: bool,
+    ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
+        let id = id.clone();
+        let prepared = Prepared::of(update.event_when_applied())?;
+        let (updated, after) = self
+            .apply(move |t| {
+                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
+                Ok(match modified {
+                    Some(Modified {
+                        out: applied @ Updated::Applied { .. },
+                        state,
+                        whole,
+                    }) if read => {
+                        let message = Handed::of(t, id.as_str(), whole)?;
+                        (applied, Some((state, message)))
+                    }
+                    Some(other) => (other.out, None),
+                    None => (Updated::NotFound, None),
+                })
+            })
+            .await?;
+        let after = match after {
+            Some((state, message)) => Some(state.with(message.message()?)),
+            None => None,
+        };
+        Ok((updated, after))
+    }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
@@ -468,15 +504,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
-        let id = id.clone();
-        let prepared = Prepared::of(update.event_when_applied())?;
-        let updated = self
-            .apply(move |t| {
-                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
-                Ok(modified.map(|m| m.out))
-            })
-            .await?;
-        Ok(updated.unwrap_or(Updated::NotFound))
+        Ok(self.write_update(id, update, false).await?.0)
     }
 
     /// The record after the update comes from the write itself: its state
@@ -486,30 +514,7 @@ impl Store for EmbeddedStore {
         id: &MessageId,
         update: Transition,
     ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
-        let id = id.clone();
-        let prepared = Prepared::of(update.event_when_applied())?;
-        let (updated, after) = self
-            .apply(move |t| {
-                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
-                Ok(match modified {
-                    Some(Modified {
-                        out: applied @ Updated::Applied { .. },
-                        state,
-                        whole,
-                    }) => {
-                        let message = Handed::of(t, id.as_str(), whole)?;
-                        (applied, Some((state, message)))
-                    }
-                    Some(other) => (other.out, None),
-                    None => (Updated::NotFound, None),
-                })
-            })
-            .await?;
-        let after = match after {
-            Some((state, message)) => Some(state.with(message.message()?)),
-            None => None,
-        };
-        Ok((updated, after))
+        self.write_update(id, update, true).await
     }
 
     async fn key_holder(
