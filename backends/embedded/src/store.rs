@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::db::{wait_with, Completer, Db, DbError, Taker, Waiting};
 
 mod codec;
+mod migrate;
 mod modify;
 mod prepared;
 mod read;
@@ -22,27 +23,34 @@ mod retention;
 use modify::{modify, Claiming, Handed, Modified};
 use prepared::Prepared;
 use read::{list, read_record};
-use record::{load, State};
+use record::{load, status_code, State};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
+
+// Messages are keyed by their id's 128 bits ([`MessageId::bits`]), which
+// sort as the ids do; the tables' names end in `.2` for this layout. A
+// store of the first layout (ids as text) is moved over when it opens
+// ([`migrate`]).
 
 /// id → the message, written when it is created (a record written before
 /// states were kept apart: the whole record without its events).
-const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages.2");
 /// id → the message's changing part ([`State`]).
-const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
+const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("states.2");
 /// (id, sequence) → event: the append-only trail.
-const EVENTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("events");
-const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency_keys");
+const EVENTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("events.2");
+/// idempotency key (in its scope) → id.
+const IDEMPOTENCY: TableDefinition<&str, u128> = TableDefinition::new("idempotency_keys.2");
 /// `provider \x1f provider message id` → id.
-const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider_message_ids");
-const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_created");
-const BY_STATUS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_status");
-const BY_RECIPIENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("by_recipient");
+const PROVIDER_IDS: TableDefinition<&str, u128> = TableDefinition::new("provider_message_ids.2");
+const BY_CREATED: TableDefinition<(i64, u128), ()> = TableDefinition::new("by_created.2");
+/// (status code ([`status_code`]), created ms, id).
+const BY_STATUS: TableDefinition<(u8, i64, u128), ()> = TableDefinition::new("by_status.2");
+const BY_RECIPIENT: TableDefinition<(&str, i64, u128), ()> = TableDefinition::new("by_recipient.2");
 /// status → how many messages are in it, kept with every write so counts
 /// never scan.
 const STATUS_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
 /// (updated ms, id): lists by last change.
-const BY_UPDATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("by_updated");
+const BY_UPDATED: TableDefinition<(i64, u128), ()> = TableDefinition::new("by_updated.2");
 
 /// The message store on the embedded database.
 pub struct EmbeddedStore {
@@ -60,15 +68,15 @@ type Op = Box<dyn FnOnce(&mut Tables<'_>) -> Completer + Send>;
 /// changes, written once at its end.
 struct Tables<'t> {
     txn: &'t WriteTransaction,
-    messages: Table<'t, &'static str, &'static [u8]>,
-    states: Table<'t, &'static str, &'static [u8]>,
-    events: Table<'t, (&'static str, u32), &'static [u8]>,
-    idempotency: Table<'t, &'static str, &'static str>,
-    provider_ids: Table<'t, &'static str, &'static str>,
-    by_created: Table<'t, (i64, &'static str), ()>,
-    by_status: Table<'t, (&'static str, i64, &'static str), ()>,
-    by_recipient: Table<'t, (&'static str, i64, &'static str), ()>,
-    by_updated: Table<'t, (i64, &'static str), ()>,
+    messages: Table<'t, u128, &'static [u8]>,
+    states: Table<'t, u128, &'static [u8]>,
+    events: Table<'t, (u128, u32), &'static [u8]>,
+    idempotency: Table<'t, &'static str, u128>,
+    provider_ids: Table<'t, &'static str, u128>,
+    by_created: Table<'t, (i64, u128), ()>,
+    by_status: Table<'t, (u8, i64, u128), ()>,
+    by_recipient: Table<'t, (&'static str, i64, u128), ()>,
+    by_updated: Table<'t, (i64, u128), ()>,
     counts: HashMap<&'static str, i64>,
 }
 
@@ -131,7 +139,7 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
 /// `prepared` are not encoded again.
 fn save(
     t: &mut Tables<'_>,
-    id: &str,
+    id: u128,
     mut state: State,
     previous: Option<&State>,
     events: Vec<Event>,
@@ -164,11 +172,11 @@ fn save(
     if previous_status != Some(state.status) {
         if let Some(previous) = previous_status {
             t.count(previous, -1);
-            t.by_status.remove((previous.as_str(), created, id))?;
+            t.by_status.remove((status_code(previous)?, created, id))?;
         }
         t.count(state.status, 1);
         t.by_status
-            .insert((state.status.as_str(), created, id), ())?;
+            .insert((status_code(state.status)?, created, id), ())?;
     }
     if let (Some(provider), Some(pmid)) = (&state.provider, &state.provider_message_id) {
         let known = previous.is_some_and(|p| {
@@ -193,23 +201,26 @@ fn with_key(
     key: &str,
 ) -> Result<Option<MessageRecord>, DbError> {
     if let Some(owner) = message.idempotency_key_owner() {
-        if let Some(existing) = t.load(owner.as_str())? {
+        if let Some(existing) = t.load(owner.bits())? {
             if existing.message.idempotency_scope() == key {
                 return Ok(Some(existing));
             }
         }
     }
-    let Some(existing_id) = t.idempotency.get(key)?.map(|v| v.value().to_owned()) else {
+    let Some(existing_id) = t.idempotency.get(key)?.map(|v| v.value()) else {
         return Ok(None);
     };
-    let existing = t.load(&existing_id)?.ok_or_else(|| {
-        DbError::Storage(format!("idempotency key points at missing {existing_id}"))
+    let existing = t.load(existing_id)?.ok_or_else(|| {
+        DbError::Storage(format!(
+            "idempotency key points at missing {}",
+            MessageId::from_bits(existing_id)
+        ))
     })?;
     Ok(Some(existing))
 }
 
 /// Removes every event row of `id`.
-fn clear_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), DbError> {
+fn clear_events(events: &mut Table<(u128, u32), &[u8]>, id: u128) -> Result<(), DbError> {
     let seqs: Vec<u32> = events
         .range((id, 0)..=(id, u32::MAX))?
         .map(|entry| entry.map(|(key, _)| key.value().1))
@@ -222,7 +233,7 @@ fn clear_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<(), 
 
 /// Removes a record, its trail and every index entry of it.
 fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbError> {
-    let id = record.message.id.as_str();
+    let id = record.message.id.bits();
     t.messages.remove(id)?;
     t.states.remove(id)?;
     let created = record.message.created_at.timestamp_millis();
@@ -236,7 +247,8 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
     t.by_created.remove((created, id))?;
     t.by_updated
         .remove((record.updated_at.timestamp_millis(), id))?;
-    t.by_status.remove((record.status.as_str(), created, id))?;
+    t.by_status
+        .remove((status_code(record.status)?, created, id))?;
     t.count(record.status, -1);
     t.by_recipient
         .remove((record.message.to.as_str(), created, id))?;
@@ -255,7 +267,7 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
 
 /// Folds the middle of an over-long trail into a summary and renumbers it;
 /// returns the next row's number.
-fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<u32, DbError> {
+fn compact_events(events: &mut Table<(u128, u32), &[u8]>, id: u128) -> Result<u32, DbError> {
     let mut all = Vec::new();
     let mut next = 0;
     for entry in events.range((id, 0)..=(id, u32::MAX))? {
@@ -276,6 +288,7 @@ fn compact_events(events: &mut Table<(&str, u32), &[u8]>, id: &str) -> Result<u3
 
 impl EmbeddedStore {
     pub fn open(db: Db) -> Result<Self, DbError> {
+        migrate::migrate(&db, migrate::BATCH)?;
         db.write_now(|txn| {
             txn.open_table(MESSAGES)?;
             txn.open_table(STATES)?;
@@ -305,12 +318,12 @@ impl EmbeddedStore {
             if counts.is_empty()? {
                 let by_status = txn.open_table(BY_STATUS)?;
                 for status in Status::ALL {
-                    let name = status.as_str();
+                    let code = status_code(status)?;
                     let n = by_status
-                        .range((name, i64::MIN, "")..=(name, i64::MAX, "\u{10ffff}"))?
+                        .range((code, i64::MIN, 0)..=(code, i64::MAX, u128::MAX))?
                         .count() as u64;
                     if n > 0 {
-                        counts.insert(name, n)?;
+                        counts.insert(status.as_str(), n)?;
                     }
                 }
             }
@@ -389,7 +402,7 @@ impl EmbeddedStore {
                         state,
                         whole,
                     }) if read => {
-                        let message = Handed::of(t, id.as_str(), whole)?;
+                        let message = Handed::of(t, id.bits(), whole)?;
                         (applied, Some((state, message)))
                     }
                     Some(other) => (other.out, None),
@@ -415,11 +428,13 @@ impl Store for EmbeddedStore {
         let created = self
             .apply(move |t| {
                 let key = record.message.idempotency_scope();
-                let id = record.message.id.as_str().to_owned();
-                let duplicate_id = || DbError::Storage(format!("duplicate message id {id}"));
+                let id = record.message.id.bits();
+                let duplicate_id = || {
+                    DbError::Storage(format!("duplicate message id {}", MessageId::from_bits(id)))
+                };
                 if record.message.idempotency_key_owner().as_ref() == Some(&record.message.id) {
                     // Its own key: found through the id, not indexed.
-                    if let Some(existing) = t.load(&id)? {
+                    if let Some(existing) = t.load(id)? {
                         if existing.message.idempotency_scope() != key {
                             return Err(duplicate_id());
                         }
@@ -429,18 +444,18 @@ impl Store for EmbeddedStore {
                     if let Some(existing) = with_key(t, &record.message, &key)? {
                         return Ok(Created::Existing(Box::new(existing)));
                     }
-                    if t.messages.get(id.as_str())?.is_some() {
+                    if t.messages.get(id)?.is_some() {
                         return Err(duplicate_id());
                     }
-                    t.idempotency.insert(key.as_str(), id.as_str())?;
+                    t.idempotency.insert(key.as_str(), id)?;
                 }
                 let created = record.message.created_at.timestamp_millis();
-                t.by_created.insert((created, id.as_str()), ())?;
+                t.by_created.insert((created, id), ())?;
                 t.by_recipient
-                    .insert((record.message.to.as_str(), created, id.as_str()), ())?;
-                t.messages.insert(id.as_str(), message.as_slice())?;
+                    .insert((record.message.to.as_str(), created, id), ())?;
+                t.messages.insert(id, message.as_slice())?;
                 let events = std::mem::take(&mut record.events);
-                save(t, &id, State::of(&record), None, events, &mut prepared, 0)?;
+                save(t, id, State::of(&record), None, events, &mut prepared, 0)?;
                 Ok(Created::New)
             })
             .await?;
@@ -448,10 +463,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
-        let id = message.id.as_str().to_owned();
+        let id = message.id.bits();
         let removed = self
             .apply(move |t| {
-                let Some(record) = t.load(&id)? else {
+                let Some(record) = t.load(id)? else {
                     return Ok(false);
                 };
                 let untouched = matches!(record.status, Status::Accepted | Status::Queued)
@@ -488,7 +503,7 @@ impl Store for EmbeddedStore {
                         out: Claim::Claimed { record, verify },
                         whole,
                         ..
-                    }) => Claiming::Claimed(record, verify, Handed::of(t, id.as_str(), whole)?),
+                    }) => Claiming::Claimed(record, verify, Handed::of(t, id.bits(), whole)?),
                     Some(other) => Claiming::Other(other.out),
                     None => Claiming::Other(Claim::NotFound),
                 })
@@ -550,7 +565,7 @@ impl Store for EmbeddedStore {
         let found = table
             .get(provider_key(provider, provider_message_id).as_str())
             .map_err(DbError::from)?;
-        Ok(found.and_then(|v| v.value().parse().ok()))
+        Ok(found.map(|v| MessageId::from_bits(v.value())))
     }
 
     async fn expire(

@@ -29,7 +29,7 @@ pub(super) fn modify<T>(
     mut prepared: Prepared,
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<Modified<T>>, DbError> {
-    let key = id.as_str();
+    let key = id.bits();
     let (mut record, whole, next_event) = match stored(&t.messages, &t.states, key)? {
         Some(Stored::Split(state)) => {
             let next_event = state.next_event;
@@ -82,7 +82,7 @@ pub(super) enum Handed {
 }
 
 impl Handed {
-    pub fn of(t: &Tables<'_>, id: &str, whole: Option<mdc_core::Message>) -> Result<Self, DbError> {
+    pub fn of(t: &Tables<'_>, id: u128, whole: Option<mdc_core::Message>) -> Result<Self, DbError> {
         Ok(match whole {
             Some(message) => Self::Message(Box::new(message)),
             None => Self::Bytes(message_bytes(&t.messages, id)?),

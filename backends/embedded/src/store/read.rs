@@ -5,8 +5,8 @@ use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
 use super::{
-    codec, load, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, IDEMPOTENCY, MESSAGES,
-    STATES,
+    codec, load, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, IDEMPOTENCY,
+    MESSAGES, STATES,
 };
 use crate::db::{Db, DbError};
 
@@ -32,7 +32,7 @@ pub(super) fn key_holder(
         Err(e) => return Err(e.into()),
     };
     let found = table.get(scope.as_str())?;
-    Ok(found.and_then(|v| v.value().parse().ok()))
+    Ok(found.map(|v| MessageId::from_bits(v.value())))
 }
 
 /// The record with its trail, or only the trail's last `last` events
@@ -49,14 +49,14 @@ pub(super) fn read_record(
         Err(e) => return Err(e.into()),
     };
     let states = txn.open_table(STATES)?;
-    let Some(mut record) = load(&messages, &states, id.as_str())? else {
+    let Some(mut record) = load(&messages, &states, id.bits())? else {
         return Ok(None);
     };
     if last == Some(0) {
         return Ok(Some(record));
     }
     let table = txn.open_table(EVENTS)?;
-    let range = table.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?;
+    let range = table.range((id.bits(), 0)..=(id.bits(), u32::MAX))?;
     let rows: Box<dyn Iterator<Item = _>> = match last {
         Some(n) => Box::new(range.rev().take(n)),
         None => Box::new(range),
@@ -71,13 +71,13 @@ pub(super) fn read_record(
     Ok(Some(record))
 }
 
-type Ids<'a> = Box<dyn Iterator<Item = Result<String, DbError>> + 'a>;
+type Ids<'a> = Box<dyn Iterator<Item = Result<u128, DbError>> + 'a>;
 
 /// The ids of an index range in the list's order.
 fn ordered<'a, K: redb::Key + 'static>(
     range: redb::Range<'a, K, ()>,
     descending: bool,
-    id: impl Fn(&K::SelfType<'_>) -> String + 'a,
+    id: impl Fn(&K::SelfType<'_>) -> u128 + 'a,
 ) -> Ids<'a> {
     let id = std::rc::Rc::new(id);
     let map = move |r: Result<
@@ -124,27 +124,28 @@ pub(super) fn list(db: &Db, filter: &ListFilter) -> Result<Vec<MessageRecord>, D
             Some((at, _)) => (*at, i64::MAX),
             None => (i64::MIN, i64::MAX),
         };
-        let range = table.range((ulo, "")..=(uhi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.1.to_owned())
+        let range = table.range((ulo, 0)..=(uhi, u128::MAX))?;
+        ordered(range, descending, |k| k.1)
     } else if let Some(to) = &filter.to {
         let table = txn.open_table(BY_RECIPIENT)?;
-        let range = table.range((to.as_str(), lo, "")..=(to.as_str(), hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.2.to_owned())
+        let range = table.range((to.as_str(), lo, 0)..=(to.as_str(), hi, u128::MAX))?;
+        ordered(range, descending, |k| k.2)
     } else if let Some(status) = filter.status {
+        let code = status_code(status)?;
         let table = txn.open_table(BY_STATUS)?;
-        let range = table.range((status.as_str(), lo, "")..=(status.as_str(), hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.2.to_owned())
+        let range = table.range((code, lo, 0)..=(code, hi, u128::MAX))?;
+        ordered(range, descending, |k| k.2)
     } else {
         let table = txn.open_table(BY_CREATED)?;
-        let range = table.range((lo, "")..=(hi, "\u{10ffff}"))?;
-        ordered(range, descending, |k| k.1.to_owned())
+        let range = table.range((lo, 0)..=(hi, u128::MAX))?;
+        ordered(range, descending, |k| k.1)
     };
     let mut out = Vec::new();
     while out.len() < filter.limit {
         let Some(id) = ids.next().transpose()? else {
             break;
         };
-        if let Some(record) = load(&messages, &states, &id)? {
+        if let Some(record) = load(&messages, &states, id)? {
             if filter.matches(&record) {
                 out.push(record);
             }

@@ -39,8 +39,8 @@ pub(super) struct State {
 
 /// The number after `id`'s last trail row (0 for none).
 pub(super) fn next_event_seq(
-    events: &impl ReadableTable<(&'static str, u32), &'static [u8]>,
-    id: &str,
+    events: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: u128,
 ) -> Result<u32, DbError> {
     let last = events
         .range((id, 0)..=(id, u32::MAX))?
@@ -65,6 +65,15 @@ const STATUS_CODES: [Status; 9] = [
     Status::Rejected,
     Status::Cancelled,
 ];
+
+/// `status`'s stored code (in states and the status index's keys).
+pub(super) fn status_code(status: Status) -> Result<u8, DbError> {
+    STATUS_CODES
+        .iter()
+        .position(|s| *s == status)
+        .map(|code| code as u8)
+        .ok_or_else(|| DbError::Storage(format!("no stored code for {status}")))
+}
 
 const HAS_LEASE: u8 = 1;
 const HAS_NEXT_ATTEMPT: u8 = 1 << 1;
@@ -124,10 +133,7 @@ impl State {
     /// then what the flags say is there: lease end and next attempt (ns),
     /// provider and its message id (length and UTF-8), the next trail row.
     pub fn encode(&self) -> Result<Vec<u8>, DbError> {
-        let code = STATUS_CODES
-            .iter()
-            .position(|s| *s == self.status)
-            .ok_or_else(|| DbError::Storage(format!("no stored code for {}", self.status)))?;
+        let code = status_code(self.status)?;
         let mut flags = 0;
         for (present, flag) in [
             (self.lease_until.is_some(), HAS_LEASE),
@@ -142,7 +148,7 @@ impl State {
             }
         }
         let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&[STATE_V1, code as u8, flags]);
+        out.extend_from_slice(&[STATE_V1, code, flags]);
         out.extend_from_slice(&nanos(self.updated_at)?);
         out.extend_from_slice(&nanos(self.created_at)?);
         out.extend_from_slice(&self.attempts.to_le_bytes());
@@ -272,9 +278,9 @@ pub(super) enum Stored {
 }
 
 pub(super) fn stored(
-    messages: &impl ReadableTable<&'static str, &'static [u8]>,
-    states: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
+    messages: &impl ReadableTable<u128, &'static [u8]>,
+    states: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
 ) -> Result<Option<Stored>, DbError> {
     if let Some(state) = states.get(id)? {
         return Ok(Some(Stored::Split(State::decode(state.value())?)));
@@ -287,22 +293,25 @@ pub(super) fn stored(
 
 /// The message of a record whose state is stored apart.
 pub(super) fn load_message(
-    messages: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
+    messages: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
 ) -> Result<Message, DbError> {
     let bytes = messages.get(id)?.ok_or_else(|| without_message(id))?;
     codec::decode(bytes.value())
 }
 
-fn without_message(id: &str) -> DbError {
-    DbError::Storage(format!("state of {id} without its message"))
+fn without_message(id: u128) -> DbError {
+    DbError::Storage(format!(
+        "state of {} without its message",
+        MessageId::from_bits(id)
+    ))
 }
 
 /// The stored form of the message of a record whose state is stored
 /// apart, to decode outside the writer.
 pub(super) fn message_bytes(
-    messages: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
+    messages: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
 ) -> Result<Vec<u8>, DbError> {
     let bytes = messages.get(id)?.ok_or_else(|| without_message(id))?;
     Ok(bytes.value().to_vec())
@@ -310,9 +319,9 @@ pub(super) fn message_bytes(
 
 /// The record of `id` without its trail.
 pub(super) fn load(
-    messages: &impl ReadableTable<&'static str, &'static [u8]>,
-    states: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
+    messages: &impl ReadableTable<u128, &'static [u8]>,
+    states: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
 ) -> Result<Option<MessageRecord>, DbError> {
     Ok(match stored(messages, states, id)? {
         Some(Stored::Split(state)) => Some(state.with(load_message(messages, id)?)),
@@ -322,14 +331,14 @@ pub(super) fn load(
 }
 
 impl Tables<'_> {
-    pub(super) fn load(&self, id: &str) -> Result<Option<MessageRecord>, DbError> {
+    pub(super) fn load(&self, id: u128) -> Result<Option<MessageRecord>, DbError> {
         load(&self.messages, &self.states, id)
     }
 
     /// Writes both parts of `record`: after a change to its message, or
     /// to split a record stored whole.
     pub(super) fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {
-        let id = record.message.id.as_str();
+        let id = record.message.id.bits();
         self.messages
             .insert(id, codec::encode(&record.message)?.as_slice())?;
         self.states

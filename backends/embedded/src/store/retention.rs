@@ -28,17 +28,17 @@ pub(super) fn expire(
 ) -> Result<Expired, DbError> {
     let mut done = Expired::default();
     if let Some(before) = records_before {
-        let old: Vec<String> = t
+        let old: Vec<u128> = t
             .by_created
-            .range(..(before, ""))?
+            .range(..(before, 0))?
             .take(scan)
-            .map(|entry| entry.map(|(key, _)| key.value().1.to_owned()))
+            .map(|entry| entry.map(|(key, _)| key.value().1))
             .collect::<Result<_, _>>()?;
         for id in old {
             if done.removed >= limit {
                 break;
             }
-            let Some(record) = t.load(&id)? else {
+            let Some(record) = t.load(id)? else {
                 continue;
             };
             if record.status.is_terminal() {
@@ -56,16 +56,11 @@ pub(super) fn expire(
         // Bodies kept longer than records, or a retention made
         // longer since the last sweep: nothing below `from` is
         // left to clear.
-        let window: Vec<(i64, String)> = if from < before {
+        let window: Vec<(i64, u128)> = if from < before {
             t.by_created
-                .range((from, "")..(before, ""))?
+                .range((from, 0)..(before, 0))?
                 .take(scan)
-                .map(|entry| {
-                    entry.map(|(key, _)| {
-                        let (at, id) = key.value();
-                        (at, id.to_owned())
-                    })
-                })
+                .map(|entry| entry.map(|(key, _)| key.value()))
                 .collect::<Result<_, _>>()?
         } else {
             Vec::new()
@@ -81,7 +76,7 @@ pub(super) fn expire(
                 break;
             }
             reached = reached.max(at);
-            let Some(mut record) = t.load(&id)? else {
+            let Some(mut record) = t.load(id)? else {
                 continue;
             };
             // Unfinished ones are passed over (deadlines end
@@ -92,7 +87,7 @@ pub(super) fn expire(
             let mut changed = record.message.content.redact();
             let trail: Vec<(u32, Event)> = t
                 .events
-                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))?
+                .range((id, 0)..=(id, u32::MAX))?
                 .map(|entry| {
                     let (key, value) = entry?;
                     Ok((key.value().1, codec::decode(value.value())?))
@@ -101,7 +96,7 @@ pub(super) fn expire(
             for (seq, mut event) in trail {
                 if event.raw.take().is_some() {
                     t.events
-                        .insert((id.as_str(), seq), codec::encode(&event)?.as_slice())?;
+                        .insert((id, seq), codec::encode(&event)?.as_slice())?;
                     changed = true;
                 }
             }

@@ -90,7 +90,7 @@ async fn records_written_as_plain_json_are_read_and_updated() {
     let mut record = MessageRecord::new(message, Status::Queued, accepted.clone());
     record.events.clear();
     db.write_now(|txn| {
-        let key = id.as_str();
+        let key = id.bits();
         txn.open_table(MESSAGES)?
             .insert(key, serde_json::to_vec(&record)?.as_slice())?;
         txn.open_table(EVENTS)?
@@ -116,21 +116,21 @@ async fn records_written_as_plain_json_are_read_and_updated() {
     // old event row is left as it was.
     let first_byte = |table, key| -> u8 {
         let txn = db.read().expect("store answers");
-        let table: redb::ReadOnlyTable<(&str, u32), &[u8]> =
+        let table: redb::ReadOnlyTable<(u128, u32), &[u8]> =
             txn.open_table(table).expect("store answers");
         let value = table.get(key).expect("store answers");
         value.expect("row present").value()[0]
     };
     assert_ne!(raw(&db, MESSAGES, &id).expect("message stored")[0], b'{');
-    assert_eq!(first_byte(EVENTS, (id.as_str(), 0)), b'{');
-    assert_ne!(first_byte(EVENTS, (id.as_str(), 1)), b'{');
+    assert_eq!(first_byte(EVENTS, (id.bits(), 0)), b'{');
+    assert_ne!(first_byte(EVENTS, (id.bits(), 1)), b'{');
 }
 
 /// The raw value of `id` in `table`.
-fn raw(db: &Db, table: TableDefinition<&str, &[u8]>, id: &MessageId) -> Option<Vec<u8>> {
+fn raw(db: &Db, table: TableDefinition<u128, &[u8]>, id: &MessageId) -> Option<Vec<u8>> {
     let txn = db.read().expect("store answers");
     let table = txn.open_table(table).expect("store answers");
-    let value = table.get(id.as_str()).expect("store answers");
+    let value = table.get(id.bits()).expect("store answers");
     value.map(|v| v.value().to_vec())
 }
 
@@ -218,14 +218,14 @@ fn store_whole(db: &Db, message: &mdc_core::Message) -> Event {
     record.events.clear();
     let created = message.created_at.timestamp_millis();
     db.write_now(|txn| {
-        let key = id.as_str();
+        let key = id.bits();
         txn.open_table(MESSAGES)?
             .insert(key, codec::encode(&record)?.as_slice())?;
         txn.open_table(EVENTS)?
             .insert((key, 0), codec::encode(&queued)?.as_slice())?;
         txn.open_table(BY_CREATED)?.insert((created, key), ())?;
         txn.open_table(BY_STATUS)?
-            .insert((Status::Queued.as_str(), created, key), ())?;
+            .insert((status_code(Status::Queued)?, created, key), ())?;
         Ok(())
     })
     .expect("store answers");
@@ -276,7 +276,7 @@ fn trail_rows(db: &Db, id: &MessageId) -> Vec<(u32, Event)> {
     let txn = db.read().expect("store answers");
     let table = txn.open_table(EVENTS).expect("store answers");
     table
-        .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+        .range((id.bits(), 0)..=(id.bits(), u32::MAX))
         .expect("store answers")
         .map(|row| {
             let (key, value) = row.expect("store answers");
@@ -343,7 +343,7 @@ async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     state.next_event = None;
     db.write_now(|txn| {
         txn.open_table(STATES)?
-            .insert(id.as_str(), state.encode()?.as_slice())?;
+            .insert(id.bits(), state.encode()?.as_slice())?;
         Ok(())
     })
     .expect("store answers");
