@@ -1,0 +1,147 @@
+//! Creating a record, idempotency keys, and discarding what no attempt touched.
+
+use super::*;
+
+pub async fn create_then_get_round_trips(store: Arc<dyn Store>) {
+    let record = stored(&store, "+14155550100").await;
+    let got = store
+        .get(&record.message.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.message, record.message);
+    assert_eq!(got.status, Status::Queued);
+    assert_eq!(got.events.len(), 1);
+    assert_eq!(got.events[0].details, "accepted");
+    assert!(store
+        .get(&MessageId::generate())
+        .await
+        .expect("get")
+        .is_none());
+}
+
+pub async fn same_idempotency_key_returns_the_existing_message(store: Arc<dyn Store>) {
+    let first = stored(&store, "+14155550101").await;
+    let mut second = record("+14155550101");
+    second.message.idempotency_key = first.message.idempotency_key.clone();
+    match store.create(&second).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, first.message.id),
+        other => panic!("expected the existing message, got {other:?}"),
+    }
+    assert!(store.get(&second.message.id).await.expect("get").is_none());
+}
+
+pub async fn idempotency_keys_are_per_service(store: Arc<dyn Store>) {
+    let mut billing = record("+14155550102");
+    billing.message.service = Some("billing".to_owned());
+    billing.message.idempotency_key = "order-7".to_owned();
+    assert_eq!(store.create(&billing).await.expect("create"), Created::New);
+    let mut shipping = record("+14155550102");
+    shipping.message.service = Some("shipping".to_owned());
+    shipping.message.idempotency_key = "order-7".to_owned();
+    assert_eq!(
+        store.create(&shipping).await.expect("create"),
+        Created::New,
+        "another service's key is its own"
+    );
+    let mut again = record("+14155550102");
+    again.message.service = Some("billing".to_owned());
+    again.message.idempotency_key = "order-7".to_owned();
+    match store.create(&again).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, billing.message.id),
+        other => panic!("expected billing's message, got {other:?}"),
+    }
+    let got = store
+        .get(&shipping.message.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.message.service.as_deref(), Some("shipping"));
+    // Discarding one service's message frees only its key.
+    assert!(store.discard(&shipping.message).await.expect("discard"));
+    let mut billing_again = record("+14155550102");
+    billing_again.message.service = Some("billing".to_owned());
+    billing_again.message.idempotency_key = "order-7".to_owned();
+    assert!(matches!(
+        store.create(&billing_again).await.expect("create"),
+        Created::Existing(_)
+    ));
+}
+
+pub async fn the_key_holder_is_the_message_stored_under_the_key(store: Arc<dyn Store>) {
+    // An own key (made for a message without one) and a caller's.
+    let own = stored(&store, "+14155550103").await;
+    assert_eq!(
+        store.key_holder(&own.message).await.expect("holder"),
+        Some(own.message.id.clone())
+    );
+    let mut callers = record("+14155550103");
+    callers.message.service = Some("billing".to_owned());
+    callers.message.idempotency_key = "order-9".to_owned();
+    assert_eq!(
+        store.key_holder(&callers.message).await.expect("holder"),
+        None,
+        "not stored yet"
+    );
+    assert_eq!(store.create(&callers).await.expect("create"), Created::New);
+    // A later submission under each key: its copy is never stored, the key
+    // is the earlier message's.
+    for earlier in [&own, &callers] {
+        let mut again = record("+14155550103");
+        again.message.service = earlier.message.service.clone();
+        again.message.idempotency_key = earlier.message.idempotency_key.clone();
+        assert_eq!(
+            store.key_holder(&again.message).await.expect("holder"),
+            Some(earlier.message.id.clone())
+        );
+    }
+    let mut other_service = record("+14155550103");
+    other_service.message.service = Some("shipping".to_owned());
+    other_service.message.idempotency_key = "order-9".to_owned();
+    assert_eq!(
+        store
+            .key_holder(&other_service.message)
+            .await
+            .expect("holder"),
+        None,
+        "keys are per service"
+    );
+    assert!(store.discard(&callers.message).await.expect("discard"));
+    assert_eq!(
+        store.key_holder(&callers.message).await.expect("holder"),
+        None,
+        "discarding frees the key"
+    );
+}
+
+pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<dyn Store>) {
+    let unsent = stored(&store, "+14155550111").await;
+    let claimed = stored(&store, "+14155550112").await;
+    let now = crate::now();
+    let claim = store
+        .claim(&claimed.message.id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
+
+    assert!(store.discard(&unsent.message).await.expect("discard"));
+    assert!(!store.discard(&claimed.message).await.expect("discard"));
+    assert!(!store.discard(&unsent.message).await.expect("again"));
+    assert!(store.get(&unsent.message.id).await.expect("get").is_none());
+    assert!(store.get(&claimed.message.id).await.expect("get").is_some());
+    let listed = store
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "only the claimed one is listed");
+    let counts = store.count_by_status().await.expect("count");
+    assert_eq!(counts.get(&Status::Queued), None, "{counts:?}");
+
+    // The idempotency key is free again: a retry makes a new message.
+    let mut retry = record("+14155550111");
+    retry.message.idempotency_key = unsent.message.idempotency_key.clone();
+    assert_eq!(store.create(&retry).await.expect("create"), Created::New);
+}
