@@ -20,11 +20,13 @@ mod prepared;
 mod read;
 mod record;
 mod retention;
+mod trail_rows;
 use modify::{modify, Claiming, Handed, Modified};
 use prepared::Prepared;
 use read::{list, read_record};
 use record::{load, status_code, State};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
+use trail_rows::{clear_events, compact_events};
 
 // Messages are keyed by their id's 128 bits ([`MessageId::bits`]), which
 // sort as the ids do; the tables' names end in `.2` for this layout. A
@@ -219,18 +221,6 @@ fn with_key(
     Ok(Some(existing))
 }
 
-/// Removes every event row of `id`.
-fn clear_events(events: &mut Table<(u128, u32), &[u8]>, id: u128) -> Result<(), DbError> {
-    let seqs: Vec<u32> = events
-        .range((id, 0)..=(id, u32::MAX))?
-        .map(|entry| entry.map(|(key, _)| key.value().1))
-        .collect::<Result<_, _>>()?;
-    for seq in seqs {
-        events.remove((id, seq))?;
-    }
-    Ok(())
-}
-
 /// Removes a record, its trail and every index entry of it.
 fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbError> {
     let id = record.message.id.bits();
@@ -263,27 +253,6 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
         }
     }
     Ok(())
-}
-
-/// Folds the middle of an over-long trail into a summary and renumbers it;
-/// returns the next row's number.
-fn compact_events(events: &mut Table<(u128, u32), &[u8]>, id: u128) -> Result<u32, DbError> {
-    let mut all = Vec::new();
-    let mut next = 0;
-    for entry in events.range((id, 0)..=(id, u32::MAX))? {
-        let (key, value) = entry?;
-        next = key.value().1 + 1;
-        all.push(codec::decode::<Event>(value.value())?);
-    }
-    if all.len() <= trail::MAX_TRAIL {
-        return Ok(next);
-    }
-    clear_events(events, id)?;
-    let compacted = trail::compact(all);
-    for (seq, event) in compacted.iter().enumerate() {
-        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
-    }
-    Ok(compacted.len() as u32)
 }
 
 impl EmbeddedStore {

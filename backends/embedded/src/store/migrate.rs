@@ -519,21 +519,32 @@ mod tests {
         assert_eq!(read, None);
     }
 
-    /// A first-layout state whose key is no message id stops the store from
-    /// opening, with an error naming the table and the key; the commit it
-    /// was in is not made, so its rows stay in the old table.
-    #[test]
-    fn a_state_that_is_no_message_id_stops_the_store_opening() {
+    /// A database holding one accepted message in the first layout and
+    /// whatever `more` writes beside it.
+    fn one_record_and(
+        more: impl FnOnce(&WriteTransaction) -> Result<(), DbError>,
+    ) -> (tempfile::TempDir, Db, MessageRecord) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
         let record = MessageRecord::accepted(sample_message("+14155550100"), "ingest", "accepted");
         db.write_now(|txn| {
             write_first_layout(txn, &record, false)?;
+            more(txn)
+        })
+        .expect("store answers");
+        (dir, db, record)
+    }
+
+    /// A first-layout state whose key is no message id stops the store from
+    /// opening, with an error naming the table and the key; the commit it
+    /// was in is not made, so its rows stay in the old table.
+    #[test]
+    fn a_state_that_is_no_message_id_stops_the_store_opening() {
+        let (_dir, db, _) = one_record_and(|txn| {
             txn.open_table(OLD_STATES)?
                 .insert("msg_garbled", [1u8].as_slice())?;
             Ok(())
-        })
-        .expect("store answers");
+        });
 
         let error = EmbeddedStore::open(db.clone())
             .err()
@@ -552,16 +563,11 @@ mod tests {
     /// store opens, and its message is still there.
     #[tokio::test]
     async fn an_index_entry_that_cannot_be_moved_is_dropped() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = Db::open(&dir.path().join("store.redb")).expect("database opens");
-        let record = MessageRecord::accepted(sample_message("+14155550100"), "ingest", "accepted");
-        db.write_now(|txn| {
-            write_first_layout(txn, &record, false)?;
+        let (_dir, db, record) = one_record_and(|txn| {
             txn.open_table(OLD_BY_RECIPIENT)?
                 .insert(("+14155550100", 0, "msg_garbled"), ())?;
             Ok(())
-        })
-        .expect("store answers");
+        });
 
         let store = EmbeddedStore::open(db.clone()).expect("store opens");
         let read = store.get(&record.message.id).await.expect("store answers");

@@ -1,0 +1,47 @@
+//! The trail's rows: one per event, keyed by (id, number), numbered from 0
+//! and renumbered when an over-long trail is compacted.
+
+use mdc_core::{trail, Event};
+use redb::{ReadableTable, Table};
+
+use super::codec;
+use crate::db::DbError;
+
+/// Removes every event row of `id`.
+pub(super) fn clear_events(
+    events: &mut Table<(u128, u32), &[u8]>,
+    id: u128,
+) -> Result<(), DbError> {
+    let seqs: Vec<u32> = events
+        .range((id, 0)..=(id, u32::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        events.remove((id, seq))?;
+    }
+    Ok(())
+}
+
+/// Folds the middle of an over-long trail into a summary and renumbers it;
+/// returns the next row's number.
+pub(super) fn compact_events(
+    events: &mut Table<(u128, u32), &[u8]>,
+    id: u128,
+) -> Result<u32, DbError> {
+    let mut all = Vec::new();
+    let mut next = 0;
+    for entry in events.range((id, 0)..=(id, u32::MAX))? {
+        let (key, value) = entry?;
+        next = key.value().1 + 1;
+        all.push(codec::decode::<Event>(value.value())?);
+    }
+    if all.len() <= trail::MAX_TRAIL {
+        return Ok(next);
+    }
+    clear_events(events, id)?;
+    let compacted = trail::compact(all);
+    for (seq, event) in compacted.iter().enumerate() {
+        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
+    }
+    Ok(compacted.len() as u32)
+}
