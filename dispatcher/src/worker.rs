@@ -435,7 +435,11 @@ impl Dispatcher {
         let _permit = self.in_flight.acquire().await;
         let now = mdc_core::now();
         let lease_until = later(now, self.config.lease);
-        match self.store.claim(id, now, lease_until, COMPONENT).await? {
+        match self
+            .store
+            .claim_message(message, now, lease_until, COMPONENT)
+            .await?
+        {
             Claim::Claimed { record, verify } => {
                 let attempt = record.attempts;
                 let held = Held::new(lease_until);

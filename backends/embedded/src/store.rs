@@ -2,7 +2,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mdc_core::ports::store::{apply_claim, apply_update, claim_event};
 use mdc_core::ports::{
     Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
 };
@@ -21,12 +20,12 @@ mod read;
 mod record;
 mod retention;
 mod trail_rows;
-use modify::{modify, Claiming, Handed, Modified};
+mod transitions;
 use prepared::Prepared;
 use read::{list, read_record};
 use record::{load, status_code, State};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
-use trail_rows::{clear_events, compact_events};
+use trail_rows::{clear_events, compact_events, rows_of};
 
 // Messages are keyed by their id's 128 bits ([`MessageId::bits`]), which
 // sort as the ids do; the tables' names end in `.2` for this layout. A
@@ -351,42 +350,6 @@ impl EmbeddedStore {
     }
 }
 
-impl EmbeddedStore {
-    /// An update; with `read`, and when it applies, the record as the write
-    /// left it (its state and message, handed out by the write).
-    async fn write_update(
-        &self,
-        id: &MessageId,
-        update: Transition,
-        read: bool,
-    ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
-        let id = id.clone();
-        let prepared = Prepared::of(update.event_when_applied())?;
-        let (updated, after) = self
-            .apply(move |t| {
-                let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;
-                Ok(match modified {
-                    Some(Modified {
-                        out: applied @ Updated::Applied { .. },
-                        state,
-                        whole,
-                    }) if read => {
-                        let message = Handed::of(t, id.bits(), whole)?;
-                        (applied, Some((state, message)))
-                    }
-                    Some(other) => (other.out, None),
-                    None => (Updated::NotFound, None),
-                })
-            })
-            .await?;
-        let after = match after {
-            Some((state, message)) => Some(state.with(message.message()?)),
-            None => None,
-        };
-        Ok((updated, after))
-    }
-}
-
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
@@ -457,34 +420,27 @@ impl Store for EmbeddedStore {
         lease_until: Timestamp,
         component: &str,
     ) -> Result<Claim, StoreError> {
-        let component = component.to_owned();
-        let id = id.clone();
-        // A message's first claim, the usual one, appends this event.
-        let prepared = Prepared::of([claim_event(1, now, &component, false)])?;
-        let claim = self
-            .apply(move |t| {
-                let claim = modify(t, &id, prepared, |record| {
-                    apply_claim(record, now, lease_until, &component)
-                })?;
-                Ok(match claim {
-                    // The sender needs the message itself, decoded below.
-                    Some(Modified {
-                        out: Claim::Claimed { record, verify },
-                        whole,
-                        ..
-                    }) => Claiming::Claimed(record, verify, Handed::of(t, id.bits(), whole)?),
-                    Some(other) => Claiming::Other(other.out),
-                    None => Claiming::Other(Claim::NotFound),
-                })
-            })
-            .await?;
-        Ok(match claim {
-            Claiming::Other(other) => other,
-            Claiming::Claimed(mut record, verify, message) => {
-                record.message = message.message()?;
-                Claim::Claimed { record, verify }
-            }
-        })
+        self.write_claim(id.clone(), None, now, lease_until, component)
+            .await
+    }
+
+    /// The caller's message goes into the record; the stored one is left
+    /// unread and undecoded.
+    async fn claim_message(
+        &self,
+        message: &mdc_core::Message,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        self.write_claim(
+            message.id.clone(),
+            Some(message.clone()),
+            now,
+            lease_until,
+            component,
+        )
+        .await
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {

@@ -432,6 +432,25 @@ pub trait Store: Send + Sync + 'static {
         component: &str,
     ) -> Result<Claim, StoreError>;
 
+    /// [`Store::claim`] for a caller that holds the message already (the
+    /// dispatcher has it from the queue): a claimed record comes with
+    /// `message`, not the stored copy. A message does not change once
+    /// stored, so a store can leave its copy unread and undecoded; the
+    /// default claims as usual and swaps the message.
+    async fn claim_message(
+        &self,
+        message: &crate::Message,
+        now: Timestamp,
+        lease_until: Timestamp,
+        component: &str,
+    ) -> Result<Claim, StoreError> {
+        let mut claim = self.claim(&message.id, now, lease_until, component).await?;
+        if let Claim::Claimed { record, .. } = &mut claim {
+            record.message = message.clone();
+        }
+        Ok(claim)
+    }
+
     /// Tells the store that `id` is a message of `channel` (a message never
     /// changes channel), for a caller that knows it before a claim or an
     /// update: a store that keeps channels apart then looks for `id` only in

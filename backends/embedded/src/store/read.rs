@@ -5,8 +5,8 @@ use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
 use super::{
-    codec, load, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS, IDEMPOTENCY,
-    MESSAGES, STATES,
+    codec, load, rows_of, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS,
+    IDEMPOTENCY, MESSAGES, STATES,
 };
 use crate::db::{Db, DbError};
 
@@ -56,7 +56,7 @@ pub(super) fn read_record(
         return Ok(Some(record));
     }
     let table = txn.open_table(EVENTS)?;
-    let range = table.range((id.bits(), 0)..=(id.bits(), u32::MAX))?;
+    let range = table.range(rows_of(id.bits()))?;
     let rows: Box<dyn Iterator<Item = _>> = match last {
         Some(n) => Box::new(range.rev().take(n)),
         None => Box::new(range),

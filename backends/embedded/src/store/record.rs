@@ -13,7 +13,7 @@ use chrono::DateTime;
 use mdc_core::{Message, MessageId, MessageRecord, Status, Timestamp};
 use redb::ReadableTable;
 
-use super::{codec, Tables};
+use super::{codec, rows_of, Tables};
 use crate::db::DbError;
 
 /// Everything of a record that changes after it is created, stored in a
@@ -42,10 +42,7 @@ pub(super) fn next_event_seq(
     events: &impl ReadableTable<(u128, u32), &'static [u8]>,
     id: u128,
 ) -> Result<u32, DbError> {
-    let last = events
-        .range((id, 0)..=(id, u32::MAX))?
-        .next_back()
-        .transpose()?;
+    let last = events.range(rows_of(id))?.next_back().transpose()?;
     Ok(last.map_or(0, |(key, _)| key.value().1 + 1))
 }
 

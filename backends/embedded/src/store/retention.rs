@@ -6,7 +6,7 @@ use mdc_core::ports::Expired;
 use mdc_core::Event;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{codec, remove_record, Tables};
+use super::{codec, remove_record, rows_of, Tables};
 use crate::db::DbError;
 
 /// Retention's progress: `bodies_before` → creation time (ms) before which
@@ -87,7 +87,7 @@ pub(super) fn expire(
             let mut changed = record.message.content.redact();
             let trail: Vec<(u32, Event)> = t
                 .events
-                .range((id, 0)..=(id, u32::MAX))?
+                .range(rows_of(id))?
                 .map(|entry| {
                     let (key, value) = entry?;
                     Ok((key.value().1, codec::decode(value.value())?))

@@ -276,7 +276,7 @@ fn trail_rows(db: &Db, id: &MessageId) -> Vec<(u32, Event)> {
     let txn = db.read().expect("store answers");
     let table = txn.open_table(EVENTS).expect("store answers");
     table
-        .range((id.bits(), 0)..=(id.bits(), u32::MAX))
+        .range(rows_of(id.bits()))
         .expect("store answers")
         .map(|row| {
             let (key, value) = row.expect("store answers");
@@ -390,4 +390,49 @@ async fn an_update_of_a_record_stored_whole_hands_out_the_record() {
         .expect("store answers")
         .expect("record present");
     assert_eq!(after, now);
+}
+
+/// A claim by a caller holding the message leaves the stored one unread:
+/// with its row damaged, a claim by id fails and a claim by message works.
+#[tokio::test]
+async fn a_claim_by_message_reads_no_stored_message() {
+    let (_dir, db, store) = fresh();
+    let queued = Event::new("ingest", "queued").status(Status::Queued);
+    let first = MessageRecord::new(
+        sample_message("+14155550140"),
+        Status::Queued,
+        queued.clone(),
+    );
+    let second = MessageRecord::new(sample_message("+14155550141"), Status::Queued, queued);
+    for record in [&first, &second] {
+        assert_eq!(
+            store.create(record).await.expect("store answers"),
+            Created::New
+        );
+    }
+    db.write_now(|txn| {
+        let mut messages = txn.open_table(MESSAGES)?;
+        for record in [&first, &second] {
+            messages.insert(record.message.id.bits(), &[0xff_u8, 1, 2][..])?;
+        }
+        Ok(())
+    })
+    .expect("rows damaged");
+    let now = mdc_core::now();
+    let lease = now + chrono::Duration::seconds(30);
+    assert!(store
+        .claim(&first.message.id, now, lease, "dispatcher")
+        .await
+        .is_err());
+    match store
+        .claim_message(&second.message, now, lease, "dispatcher")
+        .await
+        .expect("store answers")
+    {
+        Claim::Claimed { record, .. } => {
+            assert_eq!(record.message, second.message);
+            assert_eq!(record.status, Status::Sending);
+        }
+        other => panic!("expected a claim, got {other:?}"),
+    }
 }

@@ -1,11 +1,18 @@
 //! The trail's rows: one per event, keyed by (id, number), numbered from 0
 //! and renumbered when an over-long trail is compacted.
 
+use std::ops::RangeInclusive;
+
 use mdc_core::{trail, Event};
 use redb::{ReadableTable, Table};
 
 use super::codec;
 use crate::db::DbError;
+
+/// The keys of every trail row of `id`.
+pub(super) fn rows_of(id: u128) -> RangeInclusive<(u128, u32)> {
+    (id, 0)..=(id, u32::MAX)
+}
 
 /// Removes every event row of `id`.
 pub(super) fn clear_events(
@@ -13,7 +20,7 @@ pub(super) fn clear_events(
     id: u128,
 ) -> Result<(), DbError> {
     let seqs: Vec<u32> = events
-        .range((id, 0)..=(id, u32::MAX))?
+        .range(rows_of(id))?
         .map(|entry| entry.map(|(key, _)| key.value().1))
         .collect::<Result<_, _>>()?;
     for seq in seqs {
@@ -30,7 +37,7 @@ pub(super) fn compact_events(
 ) -> Result<u32, DbError> {
     let mut all = Vec::new();
     let mut next = 0;
-    for entry in events.range((id, 0)..=(id, u32::MAX))? {
+    for entry in events.range(rows_of(id))? {
         let (key, value) = entry?;
         next = key.value().1 + 1;
         all.push(codec::decode::<Event>(value.value())?);

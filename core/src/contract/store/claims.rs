@@ -30,6 +30,50 @@ pub async fn concurrent_claims_yield_one_owner(store: Arc<dyn Store>) {
     assert_eq!(claimed, 1);
 }
 
+/// A claim by a caller holding the message (the dispatcher, from the
+/// queue) is a claim like any other, and its record carries the caller's
+/// copy: a store need not read its own.
+pub async fn a_claim_by_message_hands_out_the_callers_message(store: Arc<dyn Store>) {
+    let stored = stored(&store, "+14155550131").await;
+    let mut copy = stored.message.clone();
+    copy.reference = Some("the caller's copy".into());
+    let now = crate::now();
+    let lease = now + Duration::seconds(30);
+    match store
+        .claim_message(&copy, now, lease, "test")
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { record, verify } => {
+            assert_eq!(record.message, copy);
+            assert_eq!(record.status, Status::Sending);
+            assert_eq!(record.attempts, 1);
+            assert_eq!(record.lease_until, Some(lease));
+            assert_eq!(verify, Verify::No);
+        }
+        other => panic!("expected a claim, got {other:?}"),
+    }
+    // Claimed in the store; its own copy is as it was.
+    let got = store.get(&copy.id).await.expect("get").expect("found");
+    assert_eq!(got.status, Status::Sending);
+    assert_eq!(got.message, stored.message);
+    assert!(matches!(
+        store
+            .claim_message(&copy, now, lease, "test")
+            .await
+            .expect("claim"),
+        Claim::Busy { .. }
+    ));
+    let unknown = record("+14155550132").message;
+    assert_eq!(
+        store
+            .claim_message(&unknown, now, lease, "test")
+            .await
+            .expect("claim"),
+        Claim::NotFound
+    );
+}
+
 pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
     let record = stored(&store, "+14155550103").await;
     let id = &record.message.id;

@@ -60,6 +60,7 @@ macro_rules! store_contract {
                 idempotency_keys_are_per_service,
                 the_key_holder_is_the_message_stored_under_the_key,
                 concurrent_claims_yield_one_owner,
+                a_claim_by_message_hands_out_the_callers_message,
                 sent_and_terminal_messages_are_not_claimed,
                 a_message_s_channel_told_in_advance_finds_it,
                 expired_lease_is_taken_over_with_verification,
