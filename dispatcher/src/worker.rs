@@ -435,11 +435,18 @@ impl Dispatcher {
         let _permit = self.in_flight.acquire().await;
         let now = mdc_core::now();
         let lease_until = later(now, self.config.lease);
-        match self
-            .store
-            .claim_message(message, now, lease_until, COMPONENT)
-            .await?
-        {
+        // The queue's copy is the stored message (the claim need not read
+        // it), but for one a service produced directly: a second record of
+        // the same id with other content is not what was stored, so the
+        // store's copy is claimed.
+        let claim = if message.direct {
+            self.store.claim(id, now, lease_until, COMPONENT).await?
+        } else {
+            self.store
+                .claim_message(message, now, lease_until, COMPONENT)
+                .await?
+        };
+        match claim {
             Claim::Claimed { record, verify } => {
                 let attempt = record.attempts;
                 let held = Held::new(lease_until);

@@ -435,7 +435,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::claim`] for a caller that holds the message already (the
     /// dispatcher has it from the queue): a claimed record comes with
     /// `message`, not the stored copy. A message does not change once
-    /// stored, so a store can leave its copy unread and undecoded; the
+    /// stored (retention clears only finished ones, which are not
+    /// claimed), so a store can leave its copy unread and undecoded; the
     /// default claims as usual and swaps the message.
     async fn claim_message(
         &self,

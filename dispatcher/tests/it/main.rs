@@ -413,6 +413,29 @@ async fn a_directly_produced_message_is_recorded_then_sent_once_and_copies_are_d
     h.stop().await;
 }
 
+/// A service that produced one id twice with other content: the record
+/// stored first is what is sent, not the later copy (a directly produced
+/// message is claimed by id, so the store's copy is the one sent).
+#[tokio::test(start_paused = true)]
+async fn a_direct_copy_of_a_stored_id_sends_the_stored_message() {
+    let h = Harness::start(config(), None).await;
+    let first = direct("+14155550190", "order-9");
+    let record = mdc_core::MessageRecord::accepted(
+        first.clone(),
+        "dispatcher",
+        "accepted: produced directly by billing",
+    );
+    h.store.create(&record).await.expect("create");
+    let mut other = first.clone();
+    other.to = "+14155550191".to_owned();
+    h.produce_direct(&other).await;
+    h.wait_for(&first.id, Status::Sent, Duration::from_secs(10))
+        .await;
+    assert_eq!(h.provider.sends("+14155550190"), 1, "the stored message");
+    assert_eq!(h.provider.sends("+14155550191"), 0, "not the later copy");
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_directly_produced_message_to_a_suppressed_recipient_fails_unsent() {
     use mdc_core::ports::{Suppression, SuppressionList};
