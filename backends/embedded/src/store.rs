@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::db::{wait_with, Completer, Db, DbError, Taker, Waiting};
 
 mod codec;
+mod event_codec;
 mod migrate;
 mod modify;
 mod prepared;
@@ -425,7 +426,8 @@ impl Store for EmbeddedStore {
     }
 
     /// The caller's message goes into the record; the stored one is left
-    /// unread and undecoded.
+    /// unread (but for a record still stored whole, from before states
+    /// were kept apart, which is read whole as before).
     async fn claim_message(
         &self,
         message: &mdc_core::Message,

@@ -1,5 +1,6 @@
-//! How the store writes records and trail events: JSON compressed with
-//! zstd and a dictionary built into the binary. A record is a few hundred
+//! How the store writes messages, and trail events with a vendor payload
+//! or an error (the others: `event_codec`): JSON compressed with zstd and
+//! a dictionary built into the binary. A record is a few hundred
 //! bytes of JSON whose keys, statuses and components repeat from message
 //! to message; compressed alone it barely shrinks, with a dictionary of
 //! those repeats it takes a fifth to a third of the space.
@@ -139,7 +140,7 @@ fn decompress(frame: &[u8]) -> Result<Vec<u8>, DbError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use mdc_core::{Event, MessageRecord};
 
@@ -255,7 +256,7 @@ mod tests {
 
     /// Records and trails of every channel, vendor and ending, with varied
     /// recipients, bodies and times, as the pipeline writes them.
-    mod samples {
+    pub(in crate::store) mod samples {
         use chrono::{Duration, TimeZone, Utc};
         use mdc_core::message::{PushTarget, SmsEncoding};
         use mdc_core::{

@@ -1,13 +1,13 @@
 //! Trail events encoded before their write reaches the store writer (a
 //! creation's message is encoded ahead too, by the create itself). The
 //! writer is one thread that applies every write of a group commit in turn
-//! and then waits for the disk; encoding a value (JSON, then zstd) is a
+//! and then waits for the disk; encoding a value (JSON, then zstd) was a
 //! fifth of its time, and the caller's thread can do it while the writer
 //! is busy with the writes before.
 
 use mdc_core::Event;
 
-use super::codec;
+use super::event_codec;
 use crate::db::DbError;
 
 /// Events encoded ahead of a write, as the write expects to append them.
@@ -22,7 +22,7 @@ impl Prepared {
     pub fn of(events: impl IntoIterator<Item = Event>) -> Result<Self, DbError> {
         let mut prepared = Vec::new();
         for event in events {
-            let bytes = codec::encode(&event)?;
+            let bytes = event_codec::encode(&event)?;
             prepared.push((event, bytes));
         }
         Ok(Self(prepared))
@@ -32,7 +32,7 @@ impl Prepared {
     pub fn bytes(&mut self, event: &Event) -> Result<Vec<u8>, DbError> {
         match self.0.iter().position(|(e, _)| e == event) {
             Some(i) => Ok(self.0.swap_remove(i).1),
-            None => codec::encode(event),
+            None => event_codec::encode(event),
         }
     }
 }
@@ -49,15 +49,15 @@ mod tests {
         let mut prepared = Prepared(vec![(sent.clone(), b"prepared".to_vec())]);
         assert_eq!(prepared.bytes(&sent).expect("bytes"), b"prepared");
         let bytes = prepared.bytes(&other).expect("bytes");
-        assert_eq!(codec::decode::<Event>(&bytes).expect("decodes"), other);
+        assert_eq!(event_codec::decode(&bytes).expect("decodes"), other);
         // Taken once: asked again, it is encoded.
         let again = prepared.bytes(&sent).expect("bytes");
-        assert_eq!(codec::decode::<Event>(&again).expect("decodes"), sent);
+        assert_eq!(event_codec::decode(&again).expect("decodes"), sent);
 
         let mut prepared = Prepared::of([sent.clone(), other.clone()]).expect("encodes");
         for event in [other, sent] {
             let bytes = prepared.bytes(&event).expect("bytes");
-            assert_eq!(codec::decode::<Event>(&bytes).expect("decodes"), event);
+            assert_eq!(event_codec::decode(&bytes).expect("decodes"), event);
         }
         assert!(prepared.0.is_empty());
     }

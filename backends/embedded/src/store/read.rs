@@ -5,8 +5,8 @@ use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
 use super::{
-    codec, load, rows_of, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED, EVENTS,
-    IDEMPOTENCY, MESSAGES, STATES,
+    event_codec, load, rows_of, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED,
+    EVENTS, IDEMPOTENCY, MESSAGES, STATES,
 };
 use crate::db::{Db, DbError};
 
@@ -63,7 +63,7 @@ pub(super) fn read_record(
     };
     for entry in rows {
         let (_, value) = entry?;
-        record.events.push(codec::decode(value.value())?);
+        record.events.push(event_codec::decode(value.value())?);
     }
     if last.is_some() {
         record.events.reverse();

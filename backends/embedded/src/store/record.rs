@@ -72,6 +72,14 @@ pub(super) fn status_code(status: Status) -> Result<u8, DbError> {
         .ok_or_else(|| DbError::Storage(format!("no stored code for {status}")))
 }
 
+/// The status stored as `code`.
+pub(super) fn status_of(code: u8) -> Result<Status, DbError> {
+    STATUS_CODES
+        .get(code as usize)
+        .copied()
+        .ok_or_else(|| DbError::Storage(format!("unknown stored status code {code}")))
+}
+
 const HAS_LEASE: u8 = 1;
 const HAS_NEXT_ATTEMPT: u8 = 1 << 1;
 const VERIFY_BEFORE_SEND: u8 = 1 << 2;
@@ -81,47 +89,48 @@ const HAS_PROVIDER_MESSAGE_ID: u8 = 1 << 4;
 /// predate it stop before it.
 const HAS_NEXT_EVENT: u8 = 1 << 5;
 
-fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
+pub(super) fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
     at.timestamp_nanos_opt()
         .map(i64::to_le_bytes)
         .ok_or_else(|| DbError::Storage(format!("time {at} is outside 1677-2262")))
 }
 
-/// Reads a state's fields in order; every read checks the length left.
-struct Reader<'a>(&'a [u8]);
+/// Reads a binary value's fields in order (a state's, a trail event's);
+/// every read checks the length left.
+pub(super) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DbError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DbError> {
         if self.0.len() < n {
-            return Err(DbError::Storage("stored state is cut short".into()));
+            return Err(DbError::Storage("stored value is cut short".into()));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
 
-    fn byte(&mut self) -> Result<u8, DbError> {
+    pub fn byte(&mut self) -> Result<u8, DbError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, DbError> {
+    pub fn u32(&mut self) -> Result<u32, DbError> {
         let mut bytes = [0; 4];
         bytes.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(bytes))
     }
 
-    fn time(&mut self) -> Result<Timestamp, DbError> {
+    pub fn time(&mut self) -> Result<Timestamp, DbError> {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(self.take(8)?);
         Ok(DateTime::from_timestamp_nanos(i64::from_le_bytes(bytes)))
     }
 
-    fn text(&mut self) -> Result<String, DbError> {
+    pub fn text(&mut self) -> Result<String, DbError> {
         let mut len = [0; 2];
         len.copy_from_slice(self.take(2)?);
         let bytes = self.take(u16::from_le_bytes(len) as usize)?;
         String::from_utf8(bytes.to_vec())
-            .map_err(|_| DbError::Storage("stored state holds text that is not UTF-8".into()))
+            .map_err(|_| DbError::Storage("stored value holds text that is not UTF-8".into()))
     }
 }
 
@@ -178,10 +187,7 @@ impl State {
                 "stored state has an unknown layout ({version})"
             )));
         }
-        let code = r.byte()?;
-        let status = *STATUS_CODES
-            .get(code as usize)
-            .ok_or_else(|| DbError::Storage(format!("unknown stored status code {code}")))?;
+        let status = status_of(r.byte()?)?;
         let flags = r.byte()?;
         let has = |flag: u8| flags & flag != 0;
         let updated_at = r.time()?;

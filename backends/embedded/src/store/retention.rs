@@ -6,7 +6,7 @@ use mdc_core::ports::Expired;
 use mdc_core::Event;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{codec, remove_record, rows_of, Tables};
+use super::{event_codec, remove_record, rows_of, Tables};
 use crate::db::DbError;
 
 /// Retention's progress: `bodies_before` → creation time (ms) before which
@@ -90,13 +90,13 @@ pub(super) fn expire(
                 .range(rows_of(id))?
                 .map(|entry| {
                     let (key, value) = entry?;
-                    Ok((key.value().1, codec::decode(value.value())?))
+                    Ok((key.value().1, event_codec::decode(value.value())?))
                 })
                 .collect::<Result<_, DbError>>()?;
             for (seq, mut event) in trail {
                 if event.raw.take().is_some() {
                     t.events
-                        .insert((id, seq), codec::encode(&event)?.as_slice())?;
+                        .insert((id, seq), event_codec::encode(&event)?.as_slice())?;
                     changed = true;
                 }
             }

@@ -3,10 +3,10 @@
 
 use std::ops::RangeInclusive;
 
-use mdc_core::{trail, Event};
+use mdc_core::trail;
 use redb::{ReadableTable, Table};
 
-use super::codec;
+use super::event_codec;
 use crate::db::DbError;
 
 /// The keys of every trail row of `id`.
@@ -40,7 +40,7 @@ pub(super) fn compact_events(
     for entry in events.range(rows_of(id))? {
         let (key, value) = entry?;
         next = key.value().1 + 1;
-        all.push(codec::decode::<Event>(value.value())?);
+        all.push(event_codec::decode(value.value())?);
     }
     if all.len() <= trail::MAX_TRAIL {
         return Ok(next);
@@ -48,7 +48,7 @@ pub(super) fn compact_events(
     clear_events(events, id)?;
     let compacted = trail::compact(all);
     for (seq, event) in compacted.iter().enumerate() {
-        events.insert((id, seq as u32), codec::encode(event)?.as_slice())?;
+        events.insert((id, seq as u32), event_codec::encode(event)?.as_slice())?;
     }
     Ok(compacted.len() as u32)
 }
