@@ -20,6 +20,8 @@ mod prepared;
 mod read;
 mod record;
 mod retention;
+#[cfg(test)]
+mod samples;
 mod trail_rows;
 mod transitions;
 use prepared::Prepared;

@@ -170,7 +170,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::codec::tests::samples;
+    use crate::store::samples;
 
     /// Every channel's and vendor's trails: events without a vendor
     /// payload or an error in the layout, the others compressed, all read
