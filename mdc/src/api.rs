@@ -210,7 +210,10 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
             .configure(|cfg| {
                 // The simulators' surface exists only while a route uses one.
                 if roles.ingest && simulated {
-                    cfg.route("/v1/simulator/sends", web::get().to(simulator_sends));
+                    cfg.route(
+                        "/v1/simulator/sends",
+                        web::get().to(crate::simulator_api::simulator_sends),
+                    );
                 }
             })
             .route("/healthz", web::get().to(healthz))
@@ -814,20 +817,4 @@ async fn stats(caller: Caller, state: web::Data<State>) -> Result<HttpResponse, 
     let counts = state.store.count_by_status().await.map_err(unavailable)?;
     let total: u64 = counts.values().sum();
     Ok(HttpResponse::Ok().json(json!({ "statuses": counts, "total": total })))
-}
-
-/// What the simulated vendors accepted, per message: `accepted` above 1 would
-/// be a duplicate send.
-#[utoipa::path(get, path = "/v1/simulator/sends", tag = "operations", responses((status = 200, description = "The simulated vendors ledger, per message id", body = Object), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn simulator_sends(
-    caller: Caller,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Admin)?;
-    match &state.ledger {
-        Some(ledger) => Ok(HttpResponse::Ok().json(ledger.entries().map_err(unavailable)?)),
-        None => Ok(HttpResponse::NotFound().json(json!({
-            "error": { "message": "no simulator is in use: no route sends through one" }
-        }))),
-    }
 }

@@ -11,6 +11,7 @@ mod devices_api;
 pub(crate) mod keys_api;
 pub mod openapi;
 mod reports_api;
+mod simulator_api;
 mod suppressions_api;
 mod webhooks_api;
 

@@ -362,7 +362,7 @@ impl Modify for Bearer {
         crate::api::get,
         crate::api::cancel,
         crate::api::stats,
-        crate::api::simulator_sends,
+        crate::simulator_api::simulator_sends,
         crate::devices_api::register_device,
         crate::devices_api::get_device,
         crate::devices_api::remove_device,

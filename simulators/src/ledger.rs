@@ -2,7 +2,7 @@
 //! messages it accepted (so a resend shows up as a duplicate and a status
 //! lookup works after MDC restarts) and which reports it still owes.
 
-use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,17 +196,22 @@ impl Ledger {
         }
     }
 
-    /// Every entry, by reference.
-    pub fn entries(&self) -> Result<BTreeMap<String, Entry>, DbError> {
+    /// Up to `limit` entries in reference order, those after `after` (a
+    /// reference; any text bounds the range) or from the first.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Entry)>, DbError> {
         let txn = self.db.read()?;
         let table = txn.open_table(SENDS)?;
-        let mut out = BTreeMap::new();
-        for row in table.iter()? {
+        let from = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for row in table.range::<&str>((from, Bound::Unbounded))?.take(limit) {
             let (key, value) = row?;
-            out.insert(
+            out.push((
                 key.value().to_owned(),
                 serde_json::from_slice(value.value())?,
-            );
+            ));
         }
         Ok(out)
     }

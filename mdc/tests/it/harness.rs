@@ -265,11 +265,27 @@ impl Server {
         }
     }
 
-    /// Accepted sends per message, as the simulated vendors recorded them.
+    /// Accepted sends per message, as the simulated vendors recorded them:
+    /// every page of the ledger, by message id.
     pub async fn vendor_sends(&self) -> Value {
-        let (status, body) = self.get("/v1/simulator/sends").await;
-        assert_eq!(status, 200);
-        body
+        let mut all = serde_json::Map::new();
+        let mut path = "/v1/simulator/sends?limit=2".to_owned();
+        loop {
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "{page:#}");
+            let sends = page["sends"].as_object().expect("sends by id");
+            assert!(sends.len() <= 2, "{page:#}");
+            for (id, entry) in sends {
+                assert!(
+                    all.insert(id.clone(), entry.clone()).is_none(),
+                    "{id} twice"
+                );
+            }
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/simulator/sends?limit=2&cursor={cursor}"),
+                None => return Value::Object(all),
+            }
+        }
     }
 
     pub fn signal(&mut self, signal: &str) {

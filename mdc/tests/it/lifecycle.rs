@@ -133,6 +133,48 @@ async fn the_same_idempotency_key_never_sends_twice() {
     assert_eq!(sends[&first]["accepted"], 1);
 }
 
+/// The ledger comes a page at a time, in id order; a page that is not
+/// full is the last. A limit or cursor it cannot take is a 422 naming it.
+#[tokio::test]
+async fn the_simulators_ledger_is_read_a_page_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path()).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(server.submit(&sms(&format!("+1415555012{n}"))).await);
+    }
+    for id in &ids {
+        server.wait_terminal(id, WITHIN).await;
+    }
+    ids.sort();
+    let (status, first) = server.get("/v1/simulator/sends?limit=3").await;
+    assert_eq!(status, 200);
+    let keys: Vec<&String> = first["sends"].as_object().expect("map").keys().collect();
+    assert_eq!(keys, ids[..3].iter().collect::<Vec<_>>());
+    assert_eq!(first["next_cursor"], ids[2].as_str());
+    let (_, second) = server
+        .get(&format!("/v1/simulator/sends?limit=3&cursor={}", ids[2]))
+        .await;
+    let keys: Vec<&String> = second["sends"].as_object().expect("map").keys().collect();
+    assert_eq!(keys, ids[3..].iter().collect::<Vec<_>>());
+    assert_eq!(second["next_cursor"], Value::Null);
+    // By default one page holds them all.
+    let (_, all) = server.get("/v1/simulator/sends").await;
+    assert_eq!(all["sends"].as_object().expect("map").len(), 5);
+    assert_eq!(all["sends"][&ids[0]]["accepted"], 1);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("limit=many", "limit"),
+        ("cursor=msg_nonsense", "cursor"),
+        ("after=x", "after"),
+    ] {
+        let (status, body) = server.get(&format!("/v1/simulator/sends?{query}")).await;
+        assert_eq!(status, 422, "{query}: {body:#}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body:#}");
+    }
+}
+
 #[tokio::test]
 async fn a_retry_past_the_deadline_expires_instead_of_sending_late() {
     let dir = tempfile::tempdir().expect("tempdir");
