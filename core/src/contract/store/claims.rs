@@ -116,14 +116,7 @@ pub async fn sent_and_terminal_messages_are_not_claimed(store: Arc<dyn Store>) {
 pub async fn a_message_s_channel_told_in_advance_finds_it(store: Arc<dyn Store>) {
     let now = crate::now();
     let lease = now + Duration::seconds(30);
-    let mut email = record("c@example.com");
-    email.message.content = Content::Email {
-        from: "noreply@example.com".into(),
-        subject: "Hi".into(),
-        text: Some("Hello".into()),
-        html: None,
-        attachments: Vec::new(),
-    };
+    let email = email_record("c@example.com");
     let id = &email.message.id;
     // Told before it is stored: not found, and found once it is.
     store.remember_channel(id, Channel::Email);

@@ -29,6 +29,19 @@ fn record(to: &str) -> MessageRecord {
     )
 }
 
+/// A queued email to `to`.
+fn email_record(to: &str) -> MessageRecord {
+    let mut email = record(to);
+    email.message.content = Content::Email {
+        from: "noreply@example.com".into(),
+        subject: "Hi".into(),
+        text: Some("Hello".into()),
+        html: None,
+        attachments: Vec::new(),
+    };
+    email
+}
+
 async fn stored(store: &Arc<dyn Store>, to: &str) -> MessageRecord {
     let record = record(to);
     assert_eq!(store.create(&record).await.expect("create"), Created::New);

@@ -5,14 +5,7 @@ use super::*;
 pub async fn lists_by_filters_newest_first(store: Arc<dyn Store>) {
     let a = stored(&store, "+14155550109").await;
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    let mut email = record("b@example.com");
-    email.message.content = Content::Email {
-        from: "noreply@example.com".into(),
-        subject: "Hi".into(),
-        text: Some("Hello".into()),
-        html: None,
-        attachments: Vec::new(),
-    };
+    let email = email_record("b@example.com");
     store.create(&email).await.expect("create");
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     let c = stored(&store, "+14155550109").await;
