@@ -135,8 +135,13 @@ impl OutcomeEvent {
     }
 
     /// Puts the event on the outcomes topic, keyed by its message (or
-    /// recipient), so one message's events stay in order.
+    /// recipient), so one message's events stay in order; not when the
+    /// queue knows that no reader wants it ([`Queue::wants_outcome`]).
     pub async fn publish(&self, queue: &dyn Queue) -> Result<(), QueueError> {
+        if !queue.wants_outcome(self) {
+            metrics::counter!("mdc_outcome_events_unwritten_total").increment(1);
+            return Ok(());
+        }
         let key = match (&self.message_id, &self.recipient) {
             (Some(id), _) => id.as_str().to_owned(),
             (None, Some(recipient)) => recipient.clone(),
@@ -145,6 +150,13 @@ impl OutcomeEvent {
         let payload = serde_json::to_vec(self).map_err(|e| QueueError::Other(e.into()))?;
         queue.produce(Topic::Outcomes, &key, payload).await
     }
+}
+
+/// Which outcome events a reader of the outcomes topic would act on (MDC's
+/// webhook delivery: those some endpoint subscribed to).
+pub trait OutcomeInterest: Send + Sync {
+    /// False only when the reader is known to drop `event` unused.
+    fn wants(&self, event: &OutcomeEvent) -> bool;
 }
 
 /// Why an outcome could not be published.

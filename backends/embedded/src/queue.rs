@@ -1,9 +1,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mdc_core::outcome::{OutcomeEvent, OutcomeInterest};
+use mdc_core::ports::queue::OUTCOME_WEBHOOKS_GROUP;
 pub use mdc_core::ports::QueueLayout;
 use mdc_core::ports::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, Topic};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
@@ -163,6 +165,9 @@ pub struct EmbeddedQueue {
     topics: HashMap<Topic, Vec<Arc<TopicState>>>,
     /// The outcomes stream of each group.
     groups: HashMap<String, Arc<TopicState>>,
+    /// Which outcomes MDC's webhook delivery would act on, when that is
+    /// the outcomes topic's only group: the others are not written.
+    webhook_interest: Option<RwLock<Option<Arc<dyn OutcomeInterest>>>>,
 }
 
 impl From<DbError> for QueueError {
@@ -187,6 +192,7 @@ impl EmbeddedQueue {
                 streams.push((topic, None, leak_name(format!("queue.{}", topic.name()))));
             }
         }
+        let webhooks_only = layout.outcome_groups == [OUTCOME_WEBHOOKS_GROUP];
         let opened = db.write_now(move |txn| {
             let mut opened = Vec::new();
             for (topic, group, name) in streams {
@@ -229,6 +235,7 @@ impl EmbeddedQueue {
             db,
             topics,
             groups,
+            webhook_interest: webhooks_only.then(|| RwLock::new(None)),
         })
     }
 
@@ -248,6 +255,24 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     async fn lag(&self, topic: Topic) -> Result<Option<u64>, QueueError> {
         self.depth(topic).map(Some)
+    }
+
+    fn wants_outcome(&self, event: &OutcomeEvent) -> bool {
+        let Some(interest) = &self.webhook_interest else {
+            return true;
+        };
+        let interest = interest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        interest.as_ref().is_none_or(|i| i.wants(event))
+    }
+
+    fn set_webhook_interest(&self, interest: Arc<dyn OutcomeInterest>) {
+        if let Some(slot) = &self.webhook_interest {
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(interest);
+        }
     }
 
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::outcome::{OutcomeEvent, OutcomeInterest};
 use crate::{Channel, Priority};
 
 /// A named stream of records: one per channel × priority for messages, one for
@@ -154,6 +155,21 @@ pub trait Queue: Send + Sync + 'static {
     async fn lag(&self, _topic: Topic) -> Result<Option<u64>, QueueError> {
         Ok(None)
     }
+
+    /// Whether an outcome event like `event` would reach a reader of
+    /// [`Topic::Outcomes`]; when not, publishing it is skipped. Yes unless
+    /// the queue knows all its readers: the embedded queue, whose only
+    /// reader by default is MDC's webhook delivery, asks that reader's
+    /// [`OutcomeInterest`] (Kafka's readers include services' own groups).
+    fn wants_outcome(&self, _event: &OutcomeEvent) -> bool {
+        true
+    }
+
+    /// Which outcome events MDC's webhook delivery (the group
+    /// [`OUTCOME_WEBHOOKS_GROUP`]) would act on, for
+    /// [`Queue::wants_outcome`]. Ignored by a queue whose outcomes others
+    /// may read.
+    fn set_webhook_interest(&self, _interest: Arc<dyn OutcomeInterest>) {}
 }
 
 #[async_trait]

@@ -18,16 +18,18 @@
 
 pub mod address;
 mod config;
+mod endpoints;
 pub mod sign;
 
 pub use config::FeedbackConfig;
+use endpoints::{wants, Endpoints};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
-use mdc_core::outcome::OutcomeEvent;
+use mdc_core::outcome::{OutcomeEvent, OutcomeInterest};
 use mdc_core::ports::queue::OUTCOME_WEBHOOKS_GROUP;
 use mdc_core::ports::{
     ConsumerSpec, Delivery, Disabled, PendingDelivery, Queue, QueueConsumer, RetryItem,
@@ -61,8 +63,8 @@ pub struct Feedback {
     timers: Arc<dyn RetryScheduler>,
     http: reqwest::Client,
     config: FeedbackConfig,
-    /// The endpoints, reloaded when older than a second or invalidated.
-    endpoints: Mutex<Option<(Instant, Arc<Vec<WebhookEndpoint>>)>>,
+    /// The endpoints, read again when older than a second or invalidated.
+    endpoints: Endpoints,
     in_flight: Semaphore,
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -81,14 +83,14 @@ impl Feedback {
             webhooks,
             timers,
             config,
-            endpoints: Mutex::new(None),
+            endpoints: Endpoints::default(),
             per_endpoint: Mutex::new(HashMap::new()),
         }
     }
 
     /// Makes the next event see endpoint changes at once.
     pub fn invalidate(&self) {
-        *lock(&self.endpoints) = None;
+        self.endpoints.invalidate();
     }
 
     pub fn config(&self) -> &FeedbackConfig {
@@ -173,14 +175,7 @@ impl Feedback {
     }
 
     async fn endpoints(&self) -> Result<Arc<Vec<WebhookEndpoint>>, StoreError> {
-        if let Some((at, endpoints)) = &*lock(&self.endpoints) {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Ok(endpoints.clone());
-            }
-        }
-        let endpoints = Arc::new(self.webhooks.list().await?);
-        *lock(&self.endpoints) = Some((Instant::now(), endpoints.clone()));
-        Ok(endpoints)
+        self.endpoints.get(self.webhooks.list()).await
     }
 
     async fn handle_event(&self, payload: &[u8]) -> Result<(), StoreError> {
@@ -370,7 +365,7 @@ impl Feedback {
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
             .filter_map(|s| sign::sign(&s.secret, event_id, timestamp, body))
             .collect();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let mut record = WebhookAttempt {
             endpoint_id: endpoint.id.clone(),
             event_id: event_id.to_owned(),
@@ -570,15 +565,12 @@ impl Feedback {
 /// Whether `endpoint` takes `event`: a service's endpoint gets only its
 /// own messages' events (and suppressions, which apply to every service);
 /// one created without a service gets every event.
-fn wants(endpoint: &WebhookEndpoint, event: &OutcomeEvent) -> bool {
-    let owned = match (&endpoint.service, &event.message_id) {
-        (Some(service), Some(_)) => event.service.as_ref() == Some(service),
-        _ => true,
-    };
-    owned
-        && endpoint.disabled.is_none()
-        && (endpoint.events.is_empty() || endpoint.events.contains(&event.kind))
-        && (endpoint.channels.is_empty() || endpoint.channels.contains(&event.channel))
+/// Which outcome events some endpoint wants, as last read: publishers
+/// skip the rest when webhook delivery is the outcomes topic's only reader.
+impl OutcomeInterest for Feedback {
+    fn wants(&self, event: &OutcomeEvent) -> bool {
+        self.endpoints.want(event)
+    }
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

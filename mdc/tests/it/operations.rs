@@ -9,7 +9,7 @@ use crate::harness::{email, free_port, sms, Server, TEST_CONFIG};
 
 /// The samples of `/metrics`, parsed by a Prometheus text parser:
 /// (name, labels) → value.
-async fn scrape(server: &Server) -> prometheus_parse::Scrape {
+pub(crate) async fn scrape(server: &Server) -> prometheus_parse::Scrape {
     let response = server
         .http
         .get(format!("{}/metrics", server.base))
@@ -29,7 +29,7 @@ async fn scrape(server: &Server) -> prometheus_parse::Scrape {
 }
 
 /// The sum of a counter's (or gauge's) samples whose labels include `with`.
-fn sum(scrape: &prometheus_parse::Scrape, name: &str, with: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(scrape: &prometheus_parse::Scrape, name: &str, with: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()

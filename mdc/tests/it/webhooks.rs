@@ -346,6 +346,49 @@ async fn every_outcome_reaches_each_subscribed_endpoint_once_signed_and_filtered
     );
 }
 
+/// On the embedded queue, where webhook delivery is the outcomes' only
+/// reader, events no endpoint wants are not written; an endpoint created
+/// later gets every event from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_no_endpoint_wants_are_unwritten_until_one_does() {
+    use crate::operations::{scrape, sum};
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &config("")).await;
+    let unwritten =
+        |scrape: prometheus_parse::Scrape| sum(&scrape, "mdc_outcome_events_unwritten_total", &[]);
+    // Every event is written until webhook delivery has read the endpoints
+    // (at its first event); from then on, with none, none is.
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let id = server.submit(&sms("+14155550100")).await;
+        server.wait_status(&id, "delivered", WITHIN).await;
+        if unwritten(scrape(&server).await) > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every outcome event was written, with no endpoint to want it"
+        );
+    }
+
+    subscribe(&server, &receiver, "all", Mode::Ok, json!({})).await;
+    let before = unwritten(scrape(&server).await);
+    let id = server.submit(&sms("+14155550100")).await;
+    receiver
+        .wait("all", |r| {
+            ["sent", "delivered"]
+                .iter()
+                .all(|s| r.iter().any(|d| kind(d) == format!("{id} message.{s}")))
+        })
+        .await;
+    assert_eq!(
+        unwritten(scrape(&server).await),
+        before,
+        "an endpoint that wants every event leaves none unwritten"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
     let receiver = Receiver::start();

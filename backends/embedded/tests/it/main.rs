@@ -109,6 +109,83 @@ mod queue {
         );
     }
 
+    /// Webhook delivery that only wants `delivered` events.
+    struct DeliveredOnly;
+
+    impl mdc_core::outcome::OutcomeInterest for DeliveredOnly {
+        fn wants(&self, event: &mdc_core::outcome::OutcomeEvent) -> bool {
+            event.kind == "message.delivered"
+        }
+    }
+
+    fn outcome(kind: &str) -> mdc_core::outcome::OutcomeEvent {
+        let id = mdc_core::MessageId::generate();
+        mdc_core::outcome::OutcomeEvent {
+            schema: mdc_core::outcome::SCHEMA.to_owned(),
+            event_id: format!("evt_{id}_{kind}"),
+            kind: kind.to_owned(),
+            message_id: Some(id),
+            reference: None,
+            metadata: None,
+            service: None,
+            status: None,
+            channel: mdc_core::Channel::Sms,
+            provider: None,
+            reason: None,
+            recipient: None,
+            vendor_at: None,
+            at: mdc_core::now(),
+        }
+    }
+
+    /// With MDC's webhook delivery the only reader of outcomes (the default
+    /// layout), an event no endpoint wants is not written; with another
+    /// group in the layout, or before the delivery says what it wants,
+    /// every event is.
+    #[tokio::test]
+    async fn outcomes_no_reader_wants_are_not_written() {
+        use mdc_core::ports::Topic;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Embedded::open(dir.path(), QueueLayout::default())
+            .expect("open")
+            .queue;
+        let depth = || queue.depth(Topic::Outcomes).expect("depth");
+        outcome("message.sent")
+            .publish(&*queue)
+            .await
+            .expect("published");
+        assert_eq!(depth(), 1, "written while the interest is unknown");
+
+        queue.set_webhook_interest(Arc::new(DeliveredOnly));
+        outcome("message.sent")
+            .publish(&*queue)
+            .await
+            .expect("published");
+        assert_eq!(depth(), 1, "an event no endpoint wants is skipped");
+        outcome("message.delivered")
+            .publish(&*queue)
+            .await
+            .expect("published");
+        assert_eq!(depth(), 2, "a wanted event is written");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = QueueLayout {
+            outcome_groups: vec!["webhooks".into(), "billing".into()],
+            ..QueueLayout::default()
+        };
+        let queue = Embedded::open(dir.path(), layout).expect("open").queue;
+        queue.set_webhook_interest(Arc::new(DeliveredOnly));
+        outcome("message.sent")
+            .publish(&*queue)
+            .await
+            .expect("published");
+        assert_eq!(
+            queue.depth(Topic::Outcomes).expect("depth"),
+            2,
+            "another group reads every event: one copy per group"
+        );
+    }
+
     /// Produces and acknowledgements made at the same time share commits
     /// (each table opened once per commit): every one of them still lands,
     /// and a reopened queue holds exactly the records not acknowledged.

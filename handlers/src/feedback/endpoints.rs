@@ -1,0 +1,206 @@
+//! The webhook endpoints as the feedback handler last read them, and what
+//! they tell the publishers of outcome events: which events some endpoint
+//! wants ([`OutcomeInterest`]). On the embedded queue, where webhook
+//! delivery is the only reader of outcomes, the rest are not written.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mdc_core::outcome::OutcomeEvent;
+use mdc_core::ports::{StoreError, WebhookEndpoint};
+use tokio::time::Instant;
+
+/// How long a read of the endpoints is used before the next.
+const FRESH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct Endpoints {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bumped by every change ([`Endpoints::invalidate`]): a read begun
+    /// before a change is not kept after it.
+    generation: u64,
+    read: Option<(Instant, Arc<Vec<WebhookEndpoint>>)>,
+}
+
+impl Endpoints {
+    /// The endpoints, read with `load` again when the last read is older
+    /// than [`FRESH`] or an endpoint changed since.
+    pub(super) async fn get(
+        &self,
+        load: impl Future<Output = Result<Vec<WebhookEndpoint>, StoreError>>,
+    ) -> Result<Arc<Vec<WebhookEndpoint>>, StoreError> {
+        let generation = {
+            let state = self.lock();
+            if let Some((at, endpoints)) = &state.read {
+                if at.elapsed() < FRESH {
+                    return Ok(endpoints.clone());
+                }
+            }
+            state.generation
+        };
+        let endpoints = Arc::new(load.await?);
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.read = Some((Instant::now(), endpoints.clone()));
+        }
+        Ok(endpoints)
+    }
+
+    /// An endpoint changed: the next event reads them again, and until
+    /// then every event is wanted.
+    pub(super) fn invalidate(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.read = None;
+    }
+
+    /// False only when the endpoints, read less than [`FRESH`] ago and
+    /// unchanged since, include none that wants `event`.
+    pub(super) fn want(&self, event: &OutcomeEvent) -> bool {
+        let endpoints = match &self.lock().read {
+            Some((at, endpoints)) if at.elapsed() < FRESH => endpoints.clone(),
+            _ => return true,
+        };
+        endpoints.iter().any(|endpoint| wants(endpoint, event))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Whether `endpoint` gets `event`: its service's messages (or any event
+/// not about a message), enabled, and matching its filters.
+pub(super) fn wants(endpoint: &WebhookEndpoint, event: &OutcomeEvent) -> bool {
+    let owned = match (&endpoint.service, &event.message_id) {
+        (Some(service), Some(_)) => event.service.as_ref() == Some(service),
+        _ => true,
+    };
+    owned
+        && endpoint.disabled.is_none()
+        && (endpoint.events.is_empty() || endpoint.events.contains(&event.kind))
+        && (endpoint.channels.is_empty() || endpoint.channels.contains(&event.channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdc_core::ports::Disabled;
+    use mdc_core::{Channel, MessageId};
+
+    fn endpoint(service: Option<&str>, events: &[&str], channels: &[Channel]) -> WebhookEndpoint {
+        WebhookEndpoint {
+            id: "wh_1".into(),
+            service: service.map(str::to_owned),
+            url: "https://hooks.example.com/mdc".into(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            channels: channels.to_vec(),
+            description: String::new(),
+            secrets: Vec::new(),
+            disabled: None,
+            failing_since: None,
+            created_at: mdc_core::now(),
+            updated_at: mdc_core::now(),
+        }
+    }
+
+    fn event(kind: &str, channel: Channel, service: Option<&str>) -> OutcomeEvent {
+        OutcomeEvent {
+            schema: mdc_core::outcome::SCHEMA.to_owned(),
+            event_id: format!("evt_{kind}"),
+            kind: kind.to_owned(),
+            message_id: Some(MessageId::generate()),
+            reference: None,
+            metadata: None,
+            service: service.map(str::to_owned),
+            status: None,
+            channel,
+            provider: None,
+            reason: None,
+            recipient: None,
+            vendor_at: None,
+            at: mdc_core::now(),
+        }
+    }
+
+    async fn read(endpoints: &Endpoints, list: Vec<WebhookEndpoint>) {
+        endpoints.get(async { Ok(list) }).await.expect("read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_wanted_until_the_endpoints_are_read() {
+        let endpoints = Endpoints::default();
+        let sent = event("message.sent", Channel::Sms, None);
+        assert!(endpoints.want(&sent), "unknown endpoints: every event");
+        read(&endpoints, Vec::new()).await;
+        assert!(!endpoints.want(&sent), "no endpoint: no event");
+        tokio::time::advance(FRESH).await;
+        assert!(endpoints.want(&sent), "a stale read decides nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_is_wanted_when_one_endpoint_takes_it() {
+        let endpoints = Endpoints::default();
+        let mut disabled = endpoint(None, &[], &[]);
+        disabled.disabled = Some(Disabled {
+            reason: "410".into(),
+            at: mdc_core::now(),
+        });
+        read(
+            &endpoints,
+            vec![
+                endpoint(None, &["message.delivered"], &[Channel::Email]),
+                endpoint(Some("billing"), &[], &[]),
+                disabled,
+            ],
+        )
+        .await;
+        assert!(endpoints.want(&event("message.delivered", Channel::Email, None)));
+        assert!(endpoints.want(&event("message.sent", Channel::Sms, Some("billing"))));
+        assert!(!endpoints.want(&event("message.delivered", Channel::Sms, None)));
+        assert!(!endpoints.want(&event("message.sent", Channel::Email, Some("shop"))));
+    }
+
+    /// A change makes every event wanted at once, and a read begun before
+    /// it (which may miss a new endpoint) is not kept.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_outdates_reads_begun_before_it() {
+        let endpoints = Arc::new(Endpoints::default());
+        let sent = event("message.sent", Channel::Sms, None);
+        read(&endpoints, Vec::new()).await;
+        assert!(!endpoints.want(&sent));
+
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tokio::time::advance(FRESH).await;
+        let reading = tokio::spawn({
+            let endpoints = endpoints.clone();
+            async move {
+                endpoints
+                    .get(async {
+                        released.await.expect("released");
+                        Ok(Vec::new())
+                    })
+                    .await
+                    .expect("read")
+            }
+        });
+        tokio::task::yield_now().await;
+        endpoints.invalidate();
+        assert!(endpoints.want(&sent), "a change: every event");
+        release.send(()).expect("reader waits");
+        assert!(reading.await.expect("read").is_empty());
+        assert!(
+            endpoints.want(&sent),
+            "the read begun before the change is not kept"
+        );
+        read(&endpoints, Vec::new()).await;
+        assert!(!endpoints.want(&sent), "a read after it is");
+    }
+}
