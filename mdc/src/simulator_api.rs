@@ -36,22 +36,19 @@ pub(crate) async fn simulator_sends(
             format!("1 to {MAX_PAGE}; page on with next_cursor"),
         ));
     }
-    let cursor = query.get("cursor").map(String::as_str);
-    if let Some(cursor) = cursor {
-        if cursor.parse::<MessageId>().is_err() {
-            return Err(unprocessable(
-                "cursor",
-                "cursor",
-                "not a cursor this list handed out",
-            ));
-        }
-    }
+    let cursor =
+        match query.get("cursor") {
+            Some(cursor) => Some(cursor.parse::<MessageId>().map_err(|_| {
+                unprocessable("cursor", "cursor", "not a cursor this list handed out")
+            })?),
+            None => None,
+        };
     let Some(ledger) = &state.ledger else {
         return Ok(HttpResponse::NotFound().json(json!({
             "error": { "message": "no simulator is in use: no route sends through one" }
         })));
     };
-    let page = ledger.page(cursor, limit).map_err(unavailable)?;
+    let page = ledger.page(cursor.as_ref(), limit).map_err(unavailable)?;
     // A full page may have more after it.
     let next = (page.len() == limit)
         .then(|| page.last().map(|(id, _)| id.clone()))

@@ -116,3 +116,66 @@ async fn the_ledger_is_trimmed_every_interval() {
     shutdown.cancel();
     trimming.await.expect("stops");
 }
+
+/// A ledger written by the first layout (ids as text, entries as JSON) is
+/// moved over when it opens: every entry reads back, reports owed are
+/// still owed, and the old table is gone.
+#[tokio::test]
+async fn a_ledger_of_the_first_layout_is_moved_over() {
+    use redb::{ReadableDatabase, TableDefinition, TableHandle};
+    const OLD: TableDefinition<&str, &[u8]> = TableDefinition::new("simulator_sends");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owed = id_aged(chrono::Duration::minutes(1));
+    let done = id_aged(chrono::Duration::minutes(1));
+    let owed_entry = Entry {
+        provider: "sim-email".into(),
+        calls: 2,
+        accepted: 1,
+        provider_message_id: Some("sim-42".into()),
+        report: Some(mdc_core::ReportOutcome::Failed {
+            reason: "mailbox full".into(),
+            suppress: true,
+        }),
+        report_pending: true,
+    };
+    let done_entry = Entry {
+        provider: "sim-sms".into(),
+        calls: 1,
+        accepted: 1,
+        provider_message_id: Some("sim-43".into()),
+        report: Some(mdc_core::ReportOutcome::Delivered),
+        report_pending: false,
+    };
+    {
+        let db =
+            redb::Database::create(dir.path().join(mdc_simulators::LEDGER_FILE)).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(OLD).expect("table");
+            for (id, entry) in [(&owed, &owed_entry), (&done, &done_entry)] {
+                let json = serde_json::to_vec(entry).expect("json");
+                table.insert(id.as_str(), json.as_slice()).expect("insert");
+            }
+            table.insert("not-an-id", b"{}".as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    let ledger = Ledger::open(dir.path()).expect("open");
+    assert_eq!(ledger.get(&owed).expect("get"), Some(owed_entry.clone()));
+    assert_eq!(ledger.get(&done).expect("get"), Some(done_entry));
+    assert_eq!(
+        ledger.owed().expect("owed"),
+        vec![(owed.as_str().to_owned(), owed_entry)]
+    );
+    assert_eq!(ledger.page(None, 10).expect("page").len(), 2);
+    drop(ledger);
+    let db = redb::Database::open(dir.path().join(mdc_simulators::LEDGER_FILE)).expect("open");
+    let txn = db.begin_read().expect("read");
+    let names: Vec<String> = txn
+        .list_tables()
+        .expect("tables")
+        .map(|t| t.name().to_owned())
+        .collect();
+    assert!(!names.contains(&"simulator_sends".to_owned()), "{names:?}");
+}

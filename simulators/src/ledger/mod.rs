@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use mdc_core::{MessageId, Timestamp};
 use mdc_embedded::{Db, DbError};
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// reference (MDC message id) → entry (JSON).
-const SENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("simulator_sends");
+mod layout;
+use layout::{decode, encode, migrate, SENDS};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -46,10 +46,14 @@ impl Ledger {
         // Each entry is written at a send and read back at its report, within
         // seconds: a small cache holds those.
         let db = Db::with_cache(&dir.join(LEDGER_FILE), mdc_embedded::SMALL_CACHE_BYTES)?;
-        db.write_now(|txn| {
+        let moved = db.write_now(|txn| {
+            let moved = migrate(txn)?;
             txn.open_table(SENDS)?;
-            Ok(())
+            Ok(moved)
         })?;
+        if moved > 0 {
+            tracing::info!(moved, "Moved the simulator ledger to its binary layout");
+        }
         Ok(Self { db })
     }
 
@@ -59,16 +63,16 @@ impl Ledger {
         reference: &MessageId,
         f: impl FnOnce(&mut Entry) -> T + Send + 'static,
     ) -> Result<T, DbError> {
-        let key = reference.as_str().to_owned();
+        let key = reference.bits();
         self.db
             .write(true, move |txn| {
                 let mut table = txn.open_table(SENDS)?;
-                let mut entry: Entry = match table.get(key.as_str())? {
-                    Some(v) => serde_json::from_slice(v.value())?,
+                let mut entry: Entry = match table.get(key)? {
+                    Some(v) => decode(v.value())?,
                     None => Entry::default(),
                 };
                 let out = f(&mut entry);
-                table.insert(key.as_str(), serde_json::to_vec(&entry)?.as_slice())?;
+                table.insert(key, encode(&entry)?.as_slice())?;
                 Ok(out)
             })
             .await
@@ -77,17 +81,17 @@ impl Ledger {
     /// Marks the report as sent. Not fsynced: a lost mark means the report is
     /// sent again after a restart, and duplicate reports are harmless.
     pub async fn report_sent(&self, reference: &MessageId) -> Result<(), DbError> {
-        let key = reference.as_str().to_owned();
+        let key = reference.bits();
         self.db
             .write(false, move |txn| {
                 let mut table = txn.open_table(SENDS)?;
-                let entry: Option<Entry> = match table.get(key.as_str())? {
-                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                let entry: Option<Entry> = match table.get(key)? {
+                    Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
                 if let Some(mut entry) = entry {
                     entry.report_pending = false;
-                    table.insert(key.as_str(), serde_json::to_vec(&entry)?.as_slice())?;
+                    table.insert(key, encode(&entry)?.as_slice())?;
                 }
                 Ok(())
             })
@@ -105,23 +109,22 @@ impl Ledger {
             return Ok(0);
         }
         // The smallest id of that millisecond: every older id sorts before it.
-        let bound = format!("msg_{}", ulid::Ulid::from_parts(ms, 0));
+        let bound = ulid::Ulid::from_parts(ms, 0).0;
         self.db
             .write(false, move |txn| {
                 let mut table = txn.open_table(SENDS)?;
                 let mut old = Vec::new();
-                for row in table.range(..bound.as_str())? {
+                for row in table.range(..bound)? {
                     let (key, value) = row?;
-                    let entry: Entry = serde_json::from_slice(value.value())?;
-                    if !entry.report_pending {
-                        old.push(key.value().to_owned());
+                    if !decode(value.value())?.report_pending {
+                        old.push(key.value());
                         if old.len() == limit {
                             break;
                         }
                     }
                 }
                 for key in &old {
-                    table.remove(key.as_str())?;
+                    table.remove(key)?;
                 }
                 Ok(old.len())
             })
@@ -179,9 +182,9 @@ impl Ledger {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (key, value) = row?;
-            let entry: Entry = serde_json::from_slice(value.value())?;
+            let entry = decode(value.value())?;
             if entry.report_pending {
-                out.push((key.value().to_owned(), entry));
+                out.push((MessageId::from_bits(key.value()).as_str().to_owned(), entry));
             }
         }
         Ok(out)
@@ -190,27 +193,31 @@ impl Ledger {
     pub fn get(&self, reference: &MessageId) -> Result<Option<Entry>, DbError> {
         let txn = self.db.read()?;
         let table = txn.open_table(SENDS)?;
-        match table.get(reference.as_str())? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        match table.get(reference.bits())? {
+            Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
     }
 
-    /// Up to `limit` entries in reference order, those after `after` (a
-    /// reference; any text bounds the range) or from the first.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Entry)>, DbError> {
+    /// Up to `limit` entries in reference order, those after `after` or
+    /// from the first.
+    pub fn page(
+        &self,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<(String, Entry)>, DbError> {
         let txn = self.db.read()?;
         let table = txn.open_table(SENDS)?;
         let from = match after {
-            Some(after) => Bound::Excluded(after),
+            Some(after) => Bound::Excluded(after.bits()),
             None => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for row in table.range::<&str>((from, Bound::Unbounded))?.take(limit) {
+        for row in table.range::<u128>((from, Bound::Unbounded))?.take(limit) {
             let (key, value) = row?;
             out.push((
-                key.value().to_owned(),
-                serde_json::from_slice(value.value())?,
+                MessageId::from_bits(key.value()).as_str().to_owned(),
+                decode(value.value())?,
             ));
         }
         Ok(out)
