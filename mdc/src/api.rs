@@ -197,6 +197,8 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
     let simulated = state.ledger.is_some();
     let state = web::Data::new(state);
     Ok(HttpServer::new(move || {
+        // Called on each HTTP worker's thread as it starts.
+        crate::idle::release_periodically();
         let intakes = state.intakes.clone();
         App::new()
             .configure(|cfg| {

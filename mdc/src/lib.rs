@@ -8,6 +8,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 mod devices_api;
+pub mod idle;
 pub(crate) mod keys_api;
 pub mod openapi;
 mod reports_api;

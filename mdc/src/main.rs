@@ -13,10 +13,23 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Hands the calling thread's jemalloc cache of freed blocks back to the
+/// shared arenas, whose unused pages the background thread then returns to
+/// the system ([`mdc::idle`]). Turning a thread's cache off flushes and
+/// drops it; turned on again, it starts empty.
+fn release_thread_cache() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    let enabled = b"thread.tcache.enabled\0".name();
+    if enabled.write(false).is_ok() {
+        let _ = enabled.write(true);
+    }
+}
+
 fn main() -> ExitCode {
     // Freed memory goes back to the system after jemalloc's decay time
     // (10 s) also while the server idles, not only on its next allocations.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    mdc::idle::set_release(release_thread_cache);
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,actix_server=warn".into());
@@ -29,7 +42,11 @@ fn main() -> ExitCode {
         }
         _ => logs.init(),
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(mdc::idle::release_now_and_then)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

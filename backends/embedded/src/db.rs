@@ -119,6 +119,34 @@ fn lock<T>(waiting: &Waiting<T>) -> std::sync::MutexGuard<'_, Vec<T>> {
 /// Largest number of writes sharing one transaction.
 const MAX_BATCH: usize = 2048;
 
+/// How long a writer waits with nothing to write before it runs the idle
+/// hook ([`on_writer_idle`]).
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+static WRITER_IDLE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what a database writer thread runs once it has had nothing to
+/// write for a second (the server hands its allocator's thread cache
+/// back); the first call wins.
+pub fn on_writer_idle(hook: fn()) {
+    let _ = WRITER_IDLE.set(hook);
+}
+
+/// The next request; after [`IDLE_AFTER`] without one, runs the idle hook
+/// once and waits on. None when every sender is gone.
+fn next_request(receiver: &mpsc::Receiver<Request>) -> Option<Request> {
+    match receiver.recv_timeout(IDLE_AFTER) {
+        Ok(request) => Some(request),
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            if let Some(hook) = WRITER_IDLE.get() {
+                hook();
+            }
+            receiver.recv().ok()
+        }
+    }
+}
+
 /// A redb database with one writer thread that commits concurrent writes
 /// together (group commit). Cheap to clone.
 #[derive(Clone)]
@@ -226,7 +254,7 @@ impl Drop for Inner {
 }
 
 fn write_loop(database: &Database, receiver: &mpsc::Receiver<Request>) {
-    while let Ok(first) = receiver.recv() {
+    while let Some(first) = next_request(receiver) {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
@@ -255,5 +283,48 @@ fn write_loop(database: &Database, receiver: &mpsc::Receiver<Request>) {
         for completer in completers {
             completer(outcome.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableTableMetadata, TableDefinition};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static IDLE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn idle() {
+        IDLE_RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A writer with nothing to write runs the idle hook, once, then goes
+    /// on writing.
+    #[tokio::test]
+    async fn an_idle_writer_runs_the_idle_hook_once() {
+        const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+        on_writer_idle(idle);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.redb")).expect("open");
+        let before = IDLE_RUNS.load(Ordering::SeqCst);
+        db.write(true, |txn| {
+            txn.open_table(T)?.insert(1, 1)?;
+            Ok(())
+        })
+        .await
+        .expect("write");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while IDLE_RUNS.load(Ordering::SeqCst) == before {
+            assert!(std::time::Instant::now() < deadline, "the hook never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        db.write(true, |txn| {
+            txn.open_table(T)?.insert(2, 2)?;
+            Ok(())
+        })
+        .await
+        .expect("a write after the idle hook");
+        let txn = db.read().expect("read");
+        assert_eq!(txn.open_table(T).expect("table").len().expect("len"), 2);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use cache::{MemoryCache, NoCache};
 pub use checkpoint::EmbeddedCheckpoints;
-pub use db::{Db, DbError, CACHE_BYTES, SMALL_CACHE_BYTES};
+pub use db::{on_writer_idle, Db, DbError, CACHE_BYTES, SMALL_CACHE_BYTES};
 pub use devices::EmbeddedDevices;
 pub use keys::EmbeddedKeys;
 pub use queue::{EmbeddedQueue, QueueLayout};
