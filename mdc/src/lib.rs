@@ -160,7 +160,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     if roles.handlers {
         // Outcomes that no endpoint wants are not written where webhook
         // delivery is their only reader (the embedded queue).
-        ports.queue.set_webhook_interest(feedback.clone());
+        ports.queue.set_webhook_interest(feedback.interest());
         let pullable = vendors
             .adapters
             .by_name

@@ -165,12 +165,14 @@ async fn create(
         updated_at: now,
     };
     apply(request, &mut endpoint, &state).await?;
+    // Outcomes are all written from before the store write until the
+    // endpoints are read again after it, so the new one misses none.
+    let _changing = state.feedback.changing();
     state
         .webhooks
         .create(&endpoint)
         .await
         .map_err(unavailable)?;
-    state.feedback.invalidate();
     let mut body = shown(&endpoint);
     body["secret"] = json!(secret);
     Ok(HttpResponse::Created().json(body))
@@ -226,6 +228,8 @@ async fn update(
     let request = parse(&req, payload, &state).await?;
     apply(request, &mut endpoint, &state).await?;
     endpoint.updated_at = mdc_core::now();
+    // A change may widen what the endpoint wants (or enable it again).
+    let _changing = state.feedback.changing();
     if !state
         .webhooks
         .update(&endpoint)
@@ -234,7 +238,6 @@ async fn update(
     {
         return Err(not_found("no webhook with that id"));
     }
-    state.feedback.invalidate();
     Ok(HttpResponse::Ok().json(shown(&endpoint)))
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mdc_core::outcome::OutcomeEvent;
+use mdc_core::outcome::{OutcomeEvent, OutcomeInterest};
 use mdc_core::ports::{StoreError, WebhookEndpoint};
 use tokio::time::Instant;
 
@@ -21,10 +21,28 @@ pub(super) struct Endpoints {
 
 #[derive(Default)]
 struct State {
-    /// Bumped by every change ([`Endpoints::invalidate`]): a read begun
-    /// before a change is not kept after it.
+    /// Bumped by every change ([`Endpoints::invalidate`]) and by the start
+    /// and end of each [`Endpoints::changing`]: a read begun before one is
+    /// not kept after it.
     generation: u64,
+    /// Changes under way: until they end, every event is wanted.
+    changing: usize,
     read: Option<(Instant, Arc<Vec<WebhookEndpoint>>)>,
+}
+
+/// A change to the endpoints under way ([`Endpoints::changing`]); ends
+/// when dropped.
+pub struct Changing {
+    endpoints: Arc<Endpoints>,
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        let mut state = self.endpoints.lock();
+        state.changing -= 1;
+        state.generation += 1;
+        state.read = None;
+    }
 }
 
 impl Endpoints {
@@ -59,12 +77,30 @@ impl Endpoints {
         state.read = None;
     }
 
+    /// Begins a change to the endpoints (made by the caller while it holds
+    /// the guard): from now until it ends, every event is wanted, and no
+    /// read begun meanwhile (which may or may not see the change) is kept.
+    pub(super) fn changing(self: &Arc<Self>) -> Changing {
+        let mut state = self.lock();
+        state.changing += 1;
+        state.generation += 1;
+        state.read = None;
+        Changing {
+            endpoints: self.clone(),
+        }
+    }
+
     /// False only when the endpoints, read less than [`FRESH`] ago and
     /// unchanged since, include none that wants `event`.
     pub(super) fn want(&self, event: &OutcomeEvent) -> bool {
-        let endpoints = match &self.lock().read {
-            Some((at, endpoints)) if at.elapsed() < FRESH => endpoints.clone(),
-            _ => return true,
+        let endpoints = {
+            let state = self.lock();
+            match &state.read {
+                Some((at, endpoints)) if state.changing == 0 && at.elapsed() < FRESH => {
+                    endpoints.clone()
+                }
+                _ => return true,
+            }
         };
         endpoints.iter().any(|endpoint| wants(endpoint, event))
     }
@@ -73,6 +109,15 @@ impl Endpoints {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The interest a queue asks before it writes an outcome
+/// ([`mdc_core::ports::Queue::set_webhook_interest`]). The view of the
+/// endpoints, not the handler: the queue keeping it holds no port.
+impl OutcomeInterest for Endpoints {
+    fn wants(&self, event: &OutcomeEvent) -> bool {
+        self.want(event)
     }
 }
 
@@ -143,6 +188,27 @@ mod tests {
         assert!(!endpoints.want(&sent), "no endpoint: no event");
         tokio::time::advance(FRESH).await;
         assert!(endpoints.want(&sent), "a stale read decides nothing");
+    }
+
+    /// While an endpoint is being changed every event is wanted, and a read
+    /// made meanwhile (before or after the store write) is not kept.
+    #[tokio::test(start_paused = true)]
+    async fn events_are_wanted_while_an_endpoint_changes() {
+        let endpoints = Arc::new(Endpoints::default());
+        let sent = event("message.sent", Channel::Sms, None);
+        read(&endpoints, Vec::new()).await;
+        assert!(!endpoints.want(&sent));
+        let change = endpoints.changing();
+        assert!(endpoints.want(&sent), "a change under way: every event");
+        read(&endpoints, Vec::new()).await;
+        assert!(
+            endpoints.want(&sent),
+            "a read during the change decides nothing"
+        );
+        drop(change);
+        assert!(endpoints.want(&sent), "nor after it");
+        read(&endpoints, Vec::new()).await;
+        assert!(!endpoints.want(&sent), "a read after the change does");
     }
 
     #[tokio::test(start_paused = true)]

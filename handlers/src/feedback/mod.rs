@@ -22,6 +22,7 @@ mod endpoints;
 pub mod sign;
 
 pub use config::FeedbackConfig;
+pub use endpoints::Changing;
 use endpoints::{wants, Endpoints};
 
 use std::collections::HashMap;
@@ -64,7 +65,7 @@ pub struct Feedback {
     http: reqwest::Client,
     config: FeedbackConfig,
     /// The endpoints, read again when older than a second or invalidated.
-    endpoints: Endpoints,
+    endpoints: Arc<Endpoints>,
     in_flight: Semaphore,
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -83,7 +84,7 @@ impl Feedback {
             webhooks,
             timers,
             config,
-            endpoints: Endpoints::default(),
+            endpoints: Arc::default(),
             per_endpoint: Mutex::new(HashMap::new()),
         }
     }
@@ -91,6 +92,20 @@ impl Feedback {
     /// Makes the next event see endpoint changes at once.
     pub fn invalidate(&self) {
         self.endpoints.invalidate();
+    }
+
+    /// Begins a change to the endpoints, made while the guard is held:
+    /// until it is dropped every outcome is written, and the next event
+    /// reads the endpoints again.
+    pub fn changing(&self) -> Changing {
+        self.endpoints.changing()
+    }
+
+    /// Which outcome events some endpoint wants, as last read, for a queue
+    /// that can leave the rest unwritten. Holds the endpoints' view only,
+    /// not the handler (which holds the queue).
+    pub fn interest(&self) -> Arc<dyn OutcomeInterest> {
+        self.endpoints.clone()
     }
 
     pub fn config(&self) -> &FeedbackConfig {
@@ -565,14 +580,6 @@ impl Feedback {
 /// Whether `endpoint` takes `event`: a service's endpoint gets only its
 /// own messages' events (and suppressions, which apply to every service);
 /// one created without a service gets every event.
-/// Which outcome events some endpoint wants, as last read: publishers
-/// skip the rest when webhook delivery is the outcomes topic's only reader.
-impl OutcomeInterest for Feedback {
-    fn wants(&self, event: &OutcomeEvent) -> bool {
-        self.endpoints.want(event)
-    }
-}
-
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get("retry-after")?.to_str().ok()?;
     value

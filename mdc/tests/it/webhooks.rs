@@ -389,6 +389,48 @@ async fn outcomes_no_endpoint_wants_are_unwritten_until_one_does() {
     );
 }
 
+/// A clean stop keeps every acknowledgement: after SIGTERM and a restart,
+/// no event delivered before is delivered again. (The queue's
+/// acknowledgements are made durable when its database closes; a handler
+/// and a queue holding each other kept it from closing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_delivers_nothing_again() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with(dir.path(), &config("")).await;
+    subscribe(&server, &receiver, "all", Mode::Ok, json!({})).await;
+    let first = server.submit(&sms("+14155550100")).await;
+    let delivered = |id: String| {
+        move |r: &[Received]| {
+            r.iter()
+                .any(|d| kind(d) == format!("{id} message.delivered"))
+        }
+    };
+    receiver.wait("all", delivered(first.clone())).await;
+    server.signal("TERM");
+    assert!(server.wait_exit(WITHIN), "a clean exit");
+
+    // Records left unacknowledged are redelivered in the first fetch after
+    // the start, before a new message can reach `delivered`.
+    let server = Server::start_with(dir.path(), &config("")).await;
+    let second = server.submit(&sms("+14155550100")).await;
+    receiver.wait("all", delivered(second)).await;
+    let before: Vec<Received> = receiver
+        .received("all")
+        .into_iter()
+        .filter(|d| kind(d).starts_with(&first))
+        .collect();
+    assert_eq!(before.len(), 2, "sent and delivered once each");
+    for delivery in &before {
+        assert_eq!(
+            receiver.calls("all", &delivery.id),
+            1,
+            "{} delivered again after a clean stop",
+            kind(delivery)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
     let receiver = Receiver::start();
