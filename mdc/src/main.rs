@@ -20,7 +20,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn release_thread_cache() {
     use tikv_jemalloc_ctl::{Access, AsName};
     let enabled = b"thread.tcache.enabled\0".name();
-    if enabled.write(false).is_ok() {
+    // A cache turned off (`MALLOC_CONF=tcache:false`) stays off.
+    if enabled.read() == Ok(true) && enabled.write(false).is_ok() {
         let _ = enabled.write(true);
     }
 }

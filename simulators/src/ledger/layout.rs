@@ -118,8 +118,8 @@ fn damaged(why: &str) -> DbError {
 }
 
 /// Moves the entries of a ledger of the first layout over, and drops its
-/// table; entries whose key is no message id are left out. Returns how
-/// many moved.
+/// table; entries whose key is no message id, or whose value cannot be
+/// read, are left out with a warning. Returns how many moved.
 pub(super) fn migrate(txn: &WriteTransaction) -> Result<usize, DbError> {
     let old_exists = txn
         .list_tables()?
@@ -141,7 +141,13 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<usize, DbError> {
                     );
                     continue;
                 };
-                let entry = decode(value.value())?;
+                let entry = match decode(value.value()) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "Left out a damaged simulator ledger entry");
+                        continue;
+                    }
+                };
                 new.insert(id.bits(), encode(&entry)?.as_slice())?;
                 moved += 1;
             }

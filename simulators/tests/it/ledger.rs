@@ -157,6 +157,10 @@ async fn a_ledger_of_the_first_layout_is_moved_over() {
                 table.insert(id.as_str(), json.as_slice()).expect("insert");
             }
             table.insert("not-an-id", b"{}".as_slice()).expect("insert");
+            let damaged = id_aged(chrono::Duration::minutes(1));
+            table
+                .insert(damaged.as_str(), b"{\"provider\":".as_slice())
+                .expect("insert");
         }
         txn.commit().expect("commit");
     }
