@@ -11,6 +11,8 @@ mod harness;
 mod kafka;
 mod lifecycle;
 mod operations;
+mod outcomes;
+mod receiver;
 mod routing;
 mod ses;
 mod sns_sms;
