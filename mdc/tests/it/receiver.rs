@@ -202,23 +202,6 @@ pub(crate) async fn receive(
         .body("thanks")
 }
 
-pub(crate) async fn api(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = server
-        .http
-        .request(method, format!("{}{path}", server.base));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Creates an endpoint for a receiver path and hands its secret to it.
 pub(crate) async fn subscribe(
     server: &Server,
@@ -232,7 +215,9 @@ pub(crate) async fn subscribe(
     if let (Some(body), Some(filters)) = (body.as_object_mut(), filters.as_object()) {
         body.extend(filters.clone());
     }
-    let (status, created) = api(server, reqwest::Method::POST, "/v1/webhooks", Some(body)).await;
+    let (status, created) = server
+        .request(reqwest::Method::POST, "/v1/webhooks", Some(body))
+        .await;
     assert_eq!(status, 201, "{created}");
     receiver.set_secret(name, created["secret"].as_str().expect("secret"));
     created["id"].as_str().expect("id").to_owned()

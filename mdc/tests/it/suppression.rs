@@ -1,28 +1,11 @@
 //! The suppression list: fed by the vendor's permanent bounce, kept by
 //! hand, and checked at submit.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::{email, sms, Server};
 
 const WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-async fn request(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut builder = server
-        .http
-        .request(method, format!("{}{path}", server.base));
-    if let Some(body) = body {
-        builder = builder.json(&body);
-    }
-    let response = builder.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn a_permanent_bounce_suppresses_the_address_until_it_is_removed() {
@@ -58,21 +41,21 @@ async fn a_permanent_bounce_suppresses_the_address_until_it_is_removed() {
     assert_eq!(answer["error"]["field"], "to");
     assert_eq!(answer["error"]["rule"], "suppressed");
 
-    let (status, _) = request(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("/v1/suppressions/email/{bounced}"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/suppressions/email/{bounced}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = request(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("/v1/suppressions/email/{bounced}"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/suppressions/email/{bounced}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 404, "already removed");
     server.submit(&email(bounced)).await;
 }
@@ -82,23 +65,19 @@ async fn suppressions_added_by_hand_match_any_spelling_of_the_number() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path()).await;
     let body = json!({"channel": "sms", "to": "+1 415 555 0177", "reason": "asked us to stop"});
-    let (status, entry) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/suppressions",
-        Some(body.clone()),
-    )
-    .await;
+    let (status, entry) = server
+        .request(
+            reqwest::Method::POST,
+            "/v1/suppressions",
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(status, 201, "{entry}");
     assert_eq!(entry["recipient"], "+14155550177", "normalised");
     assert_eq!(entry["source"], "manual");
-    let (status, _) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/suppressions",
-        Some(body),
-    )
-    .await;
+    let (status, _) = server
+        .request(reqwest::Method::POST, "/v1/suppressions", Some(body))
+        .await;
     assert_eq!(status, 200, "already there");
 
     let (status, answer) = server.post(&sms("+14155550177")).await;
@@ -118,13 +97,13 @@ async fn suppressions_added_by_hand_match_any_spelling_of_the_number() {
         (json!({"channel": "sms"}), "to"),
         (json!({"channel": "sms", "to": "12"}), "to"),
     ] {
-        let (status, answer) = request(
-            &server,
-            reqwest::Method::POST,
-            "/v1/suppressions",
-            Some(body.clone()),
-        )
-        .await;
+        let (status, answer) = server
+            .request(
+                reqwest::Method::POST,
+                "/v1/suppressions",
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(status, 422, "{body}: {answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{email, free_port, push, sms, Server};
-use crate::receiver::{api, config, kind, subscribe, verify, Mode, Receiver, WITHIN};
+use crate::receiver::{config, kind, subscribe, verify, Mode, Receiver, WITHIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_reaches_each_subscribed_endpoint_once_signed_and_filtered() {
@@ -183,13 +183,13 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         assert!(Instant::now() < deadline, "the third try was never logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, attempts) = api(
-        &server,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{flaky}/attempts"),
-        None,
-    )
-    .await;
+    let (_, attempts) = server
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{flaky}/attempts"),
+            None,
+        )
+        .await;
     let statuses: Vec<Value> = attempts["attempts"]
         .as_array()
         .expect("attempts")
@@ -208,13 +208,9 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         async move {
             let deadline = Instant::now() + WITHIN;
             loop {
-                let (_, endpoint) = api(
-                    server,
-                    reqwest::Method::GET,
-                    &format!("/v1/webhooks/{id}"),
-                    None,
-                )
-                .await;
+                let (_, endpoint) = server
+                    .request(reqwest::Method::GET, &format!("/v1/webhooks/{id}"), None)
+                    .await;
                 if endpoint["enabled"] == false {
                     return endpoint;
                 }
@@ -229,13 +225,13 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         .expect("reason")
         .contains("410"));
     assert_eq!(receiver.total_calls("gone"), 1);
-    let (_, attempts) = api(
-        &server,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{gone}/attempts"),
-        None,
-    )
-    .await;
+    let (_, attempts) = server
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{gone}/attempts"),
+            None,
+        )
+        .await;
     assert!(
         attempts["attempts"][0]["error"]
             .as_str()
@@ -255,13 +251,13 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
     // healthy one without waiting for it.
     let deadline = Instant::now() + WITHIN;
     loop {
-        let (_, endpoint) = api(
-            &server,
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{hanging}"),
-            None,
-        )
-        .await;
+        let (_, endpoint) = server
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/webhooks/{hanging}"),
+                None,
+            )
+            .await;
         if !endpoint["failing_since"].is_null() {
             break;
         }
@@ -299,35 +295,37 @@ async fn webhook_urls_that_could_reach_inside_are_refused() {
         "https://localhost:8443/x",
         "https://[::1]/x",
     ] {
-        let (status, answer) = api(
-            &server,
-            reqwest::Method::POST,
-            "/v1/webhooks",
-            Some(json!({"url": url})),
-        )
-        .await;
+        let (status, answer) = server
+            .request(
+                reqwest::Method::POST,
+                "/v1/webhooks",
+                Some(json!({"url": url})),
+            )
+            .await;
         assert_eq!(status, 422, "{url}: {answer}");
         assert_eq!(answer["error"]["field"], "url", "{url}");
     }
-    let (status, answer) = api(
-        &server,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        Some(json!({"url": "https://8.8.8.8/x", "events": ["message.teleported"]})),
-    )
-    .await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": "https://8.8.8.8/x", "events": ["message.teleported"]})),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "events");
-    let (status, answer) = api(
-        &server,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        Some(json!({"events": []})),
-    )
-    .await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({"events": []})),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "url");
-    let (_, list) = api(&server, reqwest::Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = server
+        .request(reqwest::Method::GET, "/v1/webhooks", None)
+        .await;
     assert_eq!(list["webhooks"], json!([]), "nothing was created");
 }
 
@@ -464,13 +462,13 @@ async fn recover_delivers_again_what_failed() {
     // The first try and the one retry of the schedule, both failed.
     let deadline = Instant::now() + WITHIN;
     let event_id = loop {
-        let (_, attempts) = api(
-            &server,
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/attempts"),
-            None,
-        )
-        .await;
+        let (_, attempts) = server
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/webhooks/{id}/attempts"),
+                None,
+            )
+            .await;
         let list = attempts["attempts"].as_array().cloned().unwrap_or_default();
         if list.len() >= 2 {
             break list[0]["event_id"].as_str().expect("event id").to_owned();
@@ -482,28 +480,28 @@ async fn recover_delivers_again_what_failed() {
     assert!(receiver.received("down").is_empty());
 
     receiver.set_mode("down", Mode::Ok);
-    let (status, answer) = api(
-        &server,
-        reqwest::Method::POST,
-        &format!(
-            "/v1/webhooks/{id}/recover?since={}",
-            since.to_rfc3339().replace('+', "%2B")
-        ),
-        None,
-    )
-    .await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            &format!(
+                "/v1/webhooks/{id}/recover?since={}",
+                since.to_rfc3339().replace('+', "%2B")
+            ),
+            None,
+        )
+        .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["recovering"], 1);
     let got = receiver.wait("down", |r| r.len() == 1).await;
     assert_eq!(got[0].id, event_id, "the same webhook-id");
     assert!(got[0].verified);
-    let (status, answer) = api(
-        &server,
-        reqwest::Method::POST,
-        &format!("/v1/webhooks/{id}/recover?since=yesterday"),
-        None,
-    )
-    .await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/{id}/recover?since=yesterday"),
+            None,
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "since");
 }
@@ -533,14 +531,14 @@ async fn old_attempts_are_pruned() {
 }
 
 async fn attempt_count(server: &Server, id: &str) -> usize {
-    api(
-        server,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{id}/attempts"),
-        None,
-    )
-    .await
-    .1["attempts"]
+    server
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{id}/attempts"),
+            None,
+        )
+        .await
+        .1["attempts"]
         .as_array()
         .map_or(0, Vec::len)
 }
