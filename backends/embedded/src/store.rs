@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use mdc_core::ports::{
     Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
 };
-use mdc_core::{trail, Event, MessageId, MessageRecord, Status, Timestamp};
+use mdc_core::{Event, MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
 use tokio::sync::oneshot;
@@ -28,7 +28,7 @@ use prepared::Prepared;
 use read::{list, read_record};
 use record::{load, status_code, State};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
-use trail_rows::{clear_events, compact_events, rows_of};
+use trail_rows::{clear_events, rows_of, Trail};
 
 // Messages are keyed by their id's 128 bits ([`MessageId::bits`]), which
 // sort as the ids do; the tables' names end in `.2` for this layout. A
@@ -138,9 +138,9 @@ fn provider_key(provider: &str, provider_message_id: &str) -> String {
 }
 
 /// Writes a record's state and new trail events and keeps the indexes in
-/// step. `previous` is the stored state (none for a new record),
-/// `first_event_seq` the number of the next trail row; events found in
-/// `prepared` are not encoded again.
+/// step. `previous` is the stored state (none for a new record), `trail`
+/// the stored trail (empty for a new record); events found in `prepared`
+/// are not encoded again.
 fn save(
     t: &mut Tables<'_>,
     id: u128,
@@ -148,7 +148,7 @@ fn save(
     previous: Option<&State>,
     events: Vec<Event>,
     prepared: &mut Prepared,
-    first_event_seq: u32,
+    trail: Trail,
 ) -> Result<(), DbError> {
     let created = state.created_at.timestamp_millis();
     let updated = state.updated_at.timestamp_millis();
@@ -159,19 +159,11 @@ fn save(
         }
         t.by_updated.insert((updated, id), ())?;
     }
-    let added = events.len() as u32;
-    for (i, event) in events.into_iter().enumerate() {
-        t.events.insert(
-            (id, first_event_seq + i as u32),
-            prepared.bytes(&event)?.as_slice(),
-        )?;
-    }
-    // Sequence numbers only grow and are renumbered from 0 when the trail
-    // is compacted, so the next one bounds the trail's length.
-    let mut next = first_event_seq + added;
-    if next as usize > trail::MAX_TRAIL {
-        next = compact_events(&mut t.events, id)?;
-    }
+    let added = events
+        .iter()
+        .map(|event| prepared.bytes(event))
+        .collect::<Result<_, _>>()?;
+    let trail = trail.append(&mut t.events, id, added)?;
     let previous_status = previous.map(|p| p.status);
     if previous_status != Some(state.status) {
         if let Some(previous) = previous_status {
@@ -191,7 +183,8 @@ fn save(
                 .insert(provider_key(provider, pmid).as_str(), id)?;
         }
     }
-    state.next_event = Some(next);
+    state.next_event = Some(trail.next_row);
+    state.trail = trail.in_state;
     t.states.insert(id, state.encode()?.as_slice())?;
     Ok(())
 }
@@ -390,7 +383,16 @@ impl Store for EmbeddedStore {
                     .insert((record.message.to.as_str(), created, id), ())?;
                 t.messages.insert(id, message.as_slice())?;
                 let events = std::mem::take(&mut record.events);
-                save(t, id, State::of(&record), None, events, &mut prepared, 0)?;
+                let trail = Trail::default();
+                save(
+                    t,
+                    id,
+                    State::of(&record),
+                    None,
+                    events,
+                    &mut prepared,
+                    trail,
+                )?;
                 Ok(Created::New)
             })
             .await?;

@@ -6,7 +6,7 @@ use mdc_core::ports::{Claim, Verify};
 use mdc_core::{MessageId, MessageRecord};
 
 use super::record::{message_bytes, next_event_seq, stored, State, Stored};
-use super::{codec, save, Prepared, Tables};
+use super::{codec, save, Prepared, Tables, Trail};
 use crate::db::DbError;
 
 /// What [`modify`] left: the rule's answer and the record's state after
@@ -30,12 +30,13 @@ pub(super) fn modify<T>(
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<Modified<T>>, DbError> {
     let key = id.bits();
-    let (mut record, whole, next_event) = match stored(&t.messages, &t.states, key)? {
-        Some(Stored::Split(state)) => {
+    let (mut record, whole, next_event, in_state) = match stored(&t.messages, &t.states, key)? {
+        Some(Stored::Split(mut state)) => {
             let next_event = state.next_event;
-            (state.stand_in(id), false, next_event)
+            let in_state = std::mem::take(&mut state.trail);
+            (state.stand_in(id), false, next_event, in_state)
         }
-        Some(Stored::Whole(record)) => (*record, true, None),
+        Some(Stored::Whole(record)) => (*record, true, None, Vec::new()),
         None => return Ok(None),
     };
     let before = State::of(&record);
@@ -46,7 +47,7 @@ pub(super) fn modify<T>(
             t.messages
                 .insert(key, codec::encode(&record.message)?.as_slice())?;
         }
-        let seq = match next_event {
+        let next_row = match next_event {
             Some(seq) => seq,
             None => next_event_seq(&t.events, key)?,
         };
@@ -57,7 +58,7 @@ pub(super) fn modify<T>(
             Some(&before),
             std::mem::take(&mut record.events),
             &mut prepared,
-            seq,
+            Trail { next_row, in_state },
         )?;
     }
     Ok(Some(Modified {

@@ -4,6 +4,7 @@
 use mdc_core::ports::ListFilter;
 use mdc_core::{MessageId, MessageRecord};
 
+use super::record::{load_message, stored, Stored};
 use super::{
     event_codec, load, rows_of, status_code, BY_CREATED, BY_RECIPIENT, BY_STATUS, BY_UPDATED,
     EVENTS, IDEMPOTENCY, MESSAGES, STATES,
@@ -49,24 +50,38 @@ pub(super) fn read_record(
         Err(e) => return Err(e.into()),
     };
     let states = txn.open_table(STATES)?;
-    let Some(mut record) = load(&messages, &states, id.bits())? else {
-        return Ok(None);
+    let (mut record, in_state) = match stored(&messages, &states, id.bits())? {
+        Some(Stored::Split(mut state)) => {
+            let in_state = std::mem::take(&mut state.trail);
+            (state.with(load_message(&messages, id.bits())?), in_state)
+        }
+        Some(Stored::Whole(record)) => (*record, Vec::new()),
+        None => return Ok(None),
     };
-    if last == Some(0) {
+    // The trail: its rows, then the newest events, kept in the state.
+    let wanted = last.unwrap_or(usize::MAX);
+    if wanted == 0 {
         return Ok(Some(record));
     }
-    let table = txn.open_table(EVENTS)?;
-    let range = table.range(rows_of(id.bits()))?;
-    let rows: Box<dyn Iterator<Item = _>> = match last {
-        Some(n) => Box::new(range.rev().take(n)),
-        None => Box::new(range),
-    };
-    for entry in rows {
-        let (_, value) = entry?;
-        record.events.push(event_codec::decode(value.value())?);
+    let from_state = in_state.len().min(wanted);
+    let from_rows = wanted - from_state;
+    if from_rows > 0 {
+        let table = txn.open_table(EVENTS)?;
+        let range = table.range(rows_of(id.bits()))?;
+        let rows: Box<dyn Iterator<Item = _>> = match last {
+            Some(_) => Box::new(range.rev().take(from_rows)),
+            None => Box::new(range),
+        };
+        for entry in rows {
+            let (_, value) = entry?;
+            record.events.push(event_codec::decode(value.value())?);
+        }
+        if last.is_some() {
+            record.events.reverse();
+        }
     }
-    if last.is_some() {
-        record.events.reverse();
+    for event in &in_state[in_state.len() - from_state..] {
+        record.events.push(event_codec::decode(event)?);
     }
     Ok(Some(record))
 }

@@ -35,6 +35,11 @@ pub(super) struct State {
     /// kept (and by [`Tables::put_parts`]), then it is looked up
     /// ([`next_event_seq`]).
     pub next_event: Option<u32>,
+    /// The trail's newest events, stored form ([`event_codec`]), after its
+    /// rows: a message's usual few events are kept here rather than a row
+    /// each, as writing a row cost the store writer about as much as the
+    /// state itself ([`super::trail_rows::Trail`] says when they move).
+    pub trail: Vec<Vec<u8>>,
 }
 
 /// The number after `id`'s last trail row (0 for none).
@@ -48,6 +53,10 @@ pub(super) fn next_event_seq(
 
 /// The layout's version, its first byte.
 const STATE_V1: u8 = 1;
+/// The layout of a state that keeps trail events: the same fields, then
+/// the events. A reader that knows only the first layout refuses it
+/// rather than rewriting the state without them.
+const STATE_V2: u8 = 2;
 
 /// Statuses by their stored code (the index). Fixed: codes on disk keep
 /// their meaning; a new status takes the next code.
@@ -88,6 +97,9 @@ const HAS_PROVIDER_MESSAGE_ID: u8 = 1 << 4;
 /// The next trail row's number follows the texts (u32). Readers that
 /// predate it stop before it.
 const HAS_NEXT_EVENT: u8 = 1 << 5;
+/// Trail events follow the next row's number (layout 2): their count
+/// (u16), then each as its length (u32) and its stored form.
+const HAS_TRAIL: u8 = 1 << 6;
 
 pub(super) fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
     at.timestamp_nanos_opt()
@@ -148,13 +160,20 @@ impl State {
             (self.provider.is_some(), HAS_PROVIDER),
             (self.provider_message_id.is_some(), HAS_PROVIDER_MESSAGE_ID),
             (self.next_event.is_some(), HAS_NEXT_EVENT),
+            (!self.trail.is_empty(), HAS_TRAIL),
         ] {
             if present {
                 flags |= flag;
             }
         }
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&[STATE_V1, code, flags]);
+        let trail_bytes: usize = self.trail.iter().map(|e| 4 + e.len()).sum();
+        let mut out = Vec::with_capacity(64 + trail_bytes);
+        let version = if self.trail.is_empty() {
+            STATE_V1
+        } else {
+            STATE_V2
+        };
+        out.extend_from_slice(&[version, code, flags]);
         out.extend_from_slice(&nanos(self.updated_at)?);
         out.extend_from_slice(&nanos(self.created_at)?);
         out.extend_from_slice(&self.attempts.to_le_bytes());
@@ -176,13 +195,29 @@ impl State {
         if let Some(next) = self.next_event {
             out.extend_from_slice(&next.to_le_bytes());
         }
+        if !self.trail.is_empty() {
+            if self.next_event.is_none() {
+                return Err(DbError::Storage(
+                    "a state keeping trail events needs its next row's number".into(),
+                ));
+            }
+            let count = u16::try_from(self.trail.len())
+                .map_err(|_| DbError::Storage(format!("{} events in a state", self.trail.len())))?;
+            out.extend_from_slice(&count.to_le_bytes());
+            for event in &self.trail {
+                let len = u32::try_from(event.len())
+                    .map_err(|_| DbError::Storage(format!("{} bytes of event", event.len())))?;
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(event);
+            }
+        }
         Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DbError> {
         let mut r = Reader(bytes);
         let version = r.byte()?;
-        if version != STATE_V1 {
+        if version != STATE_V1 && version != STATE_V2 {
             return Err(DbError::Storage(format!(
                 "stored state has an unknown layout ({version})"
             )));
@@ -190,6 +225,11 @@ impl State {
         let status = status_of(r.byte()?)?;
         let flags = r.byte()?;
         let has = |flag: u8| flags & flag != 0;
+        if has(HAS_TRAIL) != (version == STATE_V2) || (has(HAS_TRAIL) && !has(HAS_NEXT_EVENT)) {
+            return Err(DbError::Storage(format!(
+                "stored state of layout {version} has flags {flags:#x}"
+            )));
+        }
         let updated_at = r.time()?;
         let created_at = r.time()?;
         let attempts = r.u32()?;
@@ -198,6 +238,18 @@ impl State {
         let provider = has(HAS_PROVIDER).then(|| r.text()).transpose()?;
         let provider_message_id = has(HAS_PROVIDER_MESSAGE_ID).then(|| r.text()).transpose()?;
         let next_event = has(HAS_NEXT_EVENT).then(|| r.u32()).transpose()?;
+        let mut trail = Vec::new();
+        if has(HAS_TRAIL) {
+            let mut count = [0; 2];
+            count.copy_from_slice(r.take(2)?);
+            for _ in 0..u16::from_le_bytes(count) {
+                let len = r.u32()? as usize;
+                trail.push(r.take(len)?.to_vec());
+            }
+            if trail.is_empty() {
+                return Err(DbError::Storage("stored state has an empty trail".into()));
+            }
+        }
         Ok(Self {
             status,
             updated_at,
@@ -209,6 +261,7 @@ impl State {
             provider,
             provider_message_id,
             next_event,
+            trail,
         })
     }
 
@@ -224,6 +277,7 @@ impl State {
             provider: record.provider.clone(),
             provider_message_id: record.provider_message_id.clone(),
             next_event: None,
+            trail: Vec::new(),
         }
     }
 
@@ -338,8 +392,8 @@ impl Tables<'_> {
         load(&self.messages, &self.states, id)
     }
 
-    /// Writes both parts of `record`: after a change to its message, or
-    /// to split a record stored whole.
+    /// Writes both parts of a record stored whole, splitting it (its trail
+    /// stays in its rows).
     pub(super) fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {
         let id = record.message.id.bits();
         self.messages
@@ -367,6 +421,7 @@ mod tests {
             provider: None,
             provider_message_id: None,
             next_event: None,
+            trail: Vec::new(),
         }
     }
 
@@ -384,6 +439,9 @@ mod tests {
             s.provider = (i > 2).then(|| "kaleyra".to_owned());
             s.provider_message_id = (i > 3).then(|| format!("ñ-{}", "x".repeat(i * 300)));
             s.next_event = (i % 2 == 1).then_some(u32::MAX - i as u32);
+            if i % 4 == 1 {
+                s.trail = (0..i).map(|n| vec![n as u8; n * 40]).collect();
+            }
             cases.push(s);
         }
         for s in cases {
@@ -440,6 +498,46 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(State::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
+        s.trail = vec![b"event".to_vec(), Vec::new(), vec![7; 300]];
+        let bytes = s.encode().expect("encodes");
+        assert_eq!(bytes[0], STATE_V2);
+        for len in 0..bytes.len() {
+            assert!(State::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        // The layout and the flag disagree, or the trail is empty.
+        let mut first_layout = bytes.clone();
+        first_layout[0] = STATE_V1;
+        let mut unflagged = bytes.clone();
+        unflagged[2] &= !HAS_TRAIL;
+        let mut empty = s.clone();
+        empty.trail = vec![Vec::new()];
+        let mut empty = empty.encode().expect("encodes");
+        let count = empty.len() - 6;
+        empty[count..count + 2].copy_from_slice(&0u16.to_le_bytes());
+        for broken in [first_layout, unflagged, empty] {
+            assert!(State::decode(&broken).is_err(), "{broken:?}");
+        }
+        // Trail events need the next row's number, which they follow.
+        s.next_event = None;
+        assert!(s.encode().is_err());
+    }
+
+    /// A state without trail events is written in the first layout, so a
+    /// reader that knows only it reads what it can; with them, in the
+    /// second, after the same fields.
+    #[test]
+    fn a_state_keeps_its_first_layout_until_it_keeps_events() {
+        let mut s = state();
+        s.next_event = Some(0);
+        let without = s.encode().expect("encodes");
+        assert_eq!(without[0], STATE_V1);
+        s.trail = vec![b"queued".to_vec()];
+        let with = s.encode().expect("encodes");
+        assert_eq!(with[0], STATE_V2);
+        assert_eq!(with[2], without[2] | HAS_TRAIL);
+        assert_eq!(with[3..without.len()], without[3..]);
+        assert_eq!(with.len(), without.len() + 2 + 4 + 6);
+        assert_eq!(State::decode(&with).expect("decodes"), s);
     }
 
     /// The next trail row's number is added after everything else, behind

@@ -6,7 +6,8 @@ use mdc_core::ports::Expired;
 use mdc_core::Event;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{event_codec, remove_record, rows_of, Tables};
+use super::record::{load_message, stored, Stored};
+use super::{codec, event_codec, remove_record, rows_of, Tables};
 use crate::db::DbError;
 
 /// Retention's progress: `bodies_before` → creation time (ms) before which
@@ -76,8 +77,13 @@ pub(super) fn expire(
                 break;
             }
             reached = reached.max(at);
-            let Some(mut record) = t.load(id)? else {
-                continue;
+            let (mut record, mut state) = match stored(&t.messages, &t.states, id)? {
+                Some(Stored::Split(state)) => (
+                    state.clone().with(load_message(&t.messages, id)?),
+                    Some(state),
+                ),
+                Some(Stored::Whole(record)) => (*record, None),
+                None => continue,
             };
             // Unfinished ones are passed over (deadlines end
             // long before any sensible retention).
@@ -85,6 +91,13 @@ pub(super) fn expire(
                 continue;
             }
             let mut changed = record.message.content.redact();
+            for stored in state.iter_mut().flat_map(|s| s.trail.iter_mut()) {
+                let mut event = event_codec::decode(stored)?;
+                if event.raw.take().is_some() {
+                    *stored = event_codec::encode(&event)?;
+                    changed = true;
+                }
+            }
             let trail: Vec<(u32, Event)> = t
                 .events
                 .range(rows_of(id))?
@@ -101,7 +114,15 @@ pub(super) fn expire(
                 }
             }
             if changed {
-                t.put_parts(&record)?;
+                match state {
+                    // The state as it was but for its events' payloads.
+                    Some(state) => {
+                        t.messages
+                            .insert(id, codec::encode(&record.message)?.as_slice())?;
+                        t.states.insert(id, state.encode()?.as_slice())?;
+                    }
+                    None => t.put_parts(&record)?,
+                }
                 done.redacted += 1;
             }
         }

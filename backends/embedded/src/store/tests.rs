@@ -112,18 +112,20 @@ async fn records_written_as_plain_json_are_read_and_updated() {
     assert_eq!(read.status, Status::Cancelled);
     assert_eq!(read.events, vec![accepted, cancelled]);
 
-    // The changed record is stored compressed and the new event in the
-    // current layout; the old event row is left as it was.
-    let first_byte = |table, key| -> u8 {
-        let txn = db.read().expect("store answers");
-        let table: redb::ReadOnlyTable<(u128, u32), &[u8]> =
-            txn.open_table(table).expect("store answers");
-        let value = table.get(key).expect("store answers");
-        value.expect("row present").value()[0]
-    };
+    // The changed record is stored compressed and the new event, kept in
+    // its state, in the current layout; the old event row is left as it
+    // was.
     assert_ne!(raw(&db, MESSAGES, &id).expect("message stored")[0], b'{');
-    assert_eq!(first_byte(EVENTS, (id.bits(), 0)), b'{');
-    assert_ne!(first_byte(EVENTS, (id.bits(), 1)), b'{');
+    let rows = trail_rows(&db, &id);
+    assert_eq!(rows.len(), 1);
+    let txn = db.read().expect("store answers");
+    let table = txn.open_table(EVENTS).expect("store answers");
+    let row = table.get((id.bits(), 0)).expect("store answers");
+    assert_eq!(row.expect("row present").value()[0], b'{');
+    let state = state_of(&db, &id);
+    assert_eq!(state.next_event, Some(1));
+    assert_eq!(state.trail.len(), 1);
+    assert_ne!(state.trail[0][0], b'{');
 }
 
 /// The raw value of `id` in `table`.
@@ -292,45 +294,120 @@ fn state_of(db: &Db, id: &MessageId) -> State {
     State::decode(&raw(db, STATES, id).expect("state stored")).expect("a state")
 }
 
-/// The state knows the next trail row's number, each write's events go
-/// after the last row, and reads of the last few events take them from
-/// the end.
+/// Reads of the whole trail and of its last `n` events, for every `n`,
+/// agree with `expected`.
+async fn trail_reads_as(store: &EmbeddedStore, id: &MessageId, expected: &[Event]) {
+    assert_eq!(stored(store, id).await.events, expected);
+    for n in 0..=expected.len() + 2 {
+        let recent = store
+            .get_recent(id, n)
+            .await
+            .expect("store answers")
+            .expect("record present")
+            .events;
+        assert_eq!(
+            recent,
+            expected[expected.len().saturating_sub(n)..],
+            "last {n}"
+        );
+    }
+}
+
+/// A message's usual way (created, claimed, sent, delivered) writes no
+/// trail row: its events are kept in its state, in order.
 #[tokio::test]
-async fn the_state_knows_where_the_trail_ends() {
+async fn a_usual_trail_is_kept_in_the_state() {
     let (_dir, db, store) = fresh();
     let message = sample_message("+14155550100");
     let id = message.id.clone();
     let record = MessageRecord::accepted(message, "ingest", "accepted");
     store.create(&record).await.expect("store answers");
-    assert_eq!(state_of(&db, &id).next_event, Some(2));
+    assert_eq!(state_of(&db, &id).next_event, Some(0));
+    assert_eq!(state_of(&db, &id).trail.len(), 2);
 
     let sending = claim_now(&store, &id).await.events;
     assert_eq!(sending.len(), 1, "the claim's own event");
-    assert_eq!(state_of(&db, &id).next_event, Some(3));
     store.update(&id, sent(1)).await.expect("store answers");
-    assert_eq!(state_of(&db, &id).next_event, Some(4));
+    let delivered = Event::new("response-handler", "delivered")
+        .status(Status::Delivered)
+        .raw(serde_json::json!({"status": "DELIVRD", "id": "kal-1"}));
+    store
+        .update(&id, Transition::to(Status::Delivered, delivered))
+        .await
+        .expect("store answers");
+    assert!(trail_rows(&db, &id).is_empty());
+    let state = state_of(&db, &id);
+    assert_eq!((state.next_event, state.trail.len()), (Some(0), 5));
+    let all = stored(&store, &id).await.events;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[..2], record.events[..]);
+    assert_eq!(all[2], sending[0]);
+    assert_eq!(all[3].status, Some(Status::Sent));
+    assert_eq!(all[4].status, Some(Status::Delivered));
+    trail_reads_as(&store, &id, &all).await;
+}
+
+/// Past what a state keeps (by count or by bytes), its events move to
+/// rows after the rows before, and the next ones are kept in the state
+/// again: the trail reads in the order it was written.
+#[tokio::test]
+async fn events_past_what_a_state_keeps_move_to_rows_in_order() {
+    let (_dir, db, store) = fresh();
+    let message = sample_message("+14155550100");
+    let id = message.id.clone();
+    let record = MessageRecord::accepted(message, "ingest", "accepted");
+    store.create(&record).await.expect("store answers");
+    let mut expected = record.events.clone();
+    for i in 0..trail_rows::STATE_EVENTS + 3 {
+        let note = Event::new("support", format!("note {i}"));
+        store
+            .update(&id, Transition::event(note.clone()))
+            .await
+            .expect("store answers");
+        expected.push(note);
+        let state = state_of(&db, &id);
+        let rows = trail_rows(&db, &id);
+        assert_eq!(
+            rows.len() + state.trail.len(),
+            expected.len(),
+            "after note {i}"
+        );
+        assert!(state.trail.len() <= trail_rows::STATE_EVENTS);
+        assert_eq!(state.next_event, Some(rows.len() as u32));
+    }
+    // The first STATE_EVENTS + 1 went to rows together; the rest wait in
+    // the state.
     let rows = trail_rows(&db, &id);
     assert_eq!(
         rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
+        (0..=trail_rows::STATE_EVENTS as u32).collect::<Vec<_>>()
     );
-    assert_eq!(rows[2].1, sending[0]);
-    let all = stored(&store, &id).await.events;
-    assert_eq!(all[..2], record.events[..]);
-    for n in 0..=5 {
-        let recent = store
-            .get_recent(&id, n)
-            .await
-            .expect("store answers")
-            .expect("record present")
-            .events;
-        assert_eq!(recent, all[all.len().saturating_sub(n)..], "last {n}");
-    }
+    assert_eq!(state_of(&db, &id).trail.len(), 4);
+    trail_reads_as(&store, &id, &expected).await;
+
+    // An event larger than a state keeps goes to rows with those before
+    // (a payload that does not compress: hex of a pseudo-random walk).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let text: String = (0..trail_rows::STATE_EVENT_BYTES)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            format!("{:02x}", (x >> 56) as u8)
+        })
+        .collect();
+    let big = Event::new("response-handler", "report").raw(serde_json::json!({ "text": text }));
+    store
+        .update(&id, Transition::event(big.clone()))
+        .await
+        .expect("store answers");
+    expected.push(big);
+    assert!(state_of(&db, &id).trail.is_empty());
+    assert_eq!(trail_rows(&db, &id).len(), expected.len());
+    trail_reads_as(&store, &id, &expected).await;
 }
 
 /// A state written before it kept the next trail row's number (or
-/// rewritten without it): the next events go after the last row, none is
-/// overwritten.
+/// rewritten without it) keeps no events: the next ones go after the
+/// last row, none is overwritten.
 #[tokio::test]
 async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let (_dir, db, store) = fresh();
@@ -339,9 +416,15 @@ async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let record = MessageRecord::accepted(message, "ingest", "accepted");
     store.create(&record).await.expect("store answers");
     claim_now(&store, &id).await;
+    // As such a state's record was stored: its events in rows.
     let mut state = state_of(&db, &id);
+    let kept = std::mem::take(&mut state.trail);
     state.next_event = None;
     db.write_now(|txn| {
+        let mut events = txn.open_table(EVENTS)?;
+        for (seq, event) in kept.iter().enumerate() {
+            events.insert((id.bits(), seq as u32), event.as_slice())?;
+        }
         txn.open_table(STATES)?
             .insert(id.bits(), state.encode()?.as_slice())?;
         Ok(())
@@ -352,13 +435,15 @@ async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let rows = trail_rows(&db, &id);
     assert_eq!(
         rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
+        [0, 1, 2]
     );
-    assert_eq!(rows[3].1.status, Some(Status::Sent));
-    assert_eq!(state_of(&db, &id).next_event, Some(4));
+    let state = state_of(&db, &id);
+    assert_eq!((state.next_event, state.trail.len()), (Some(3), 1));
     let read = stored(&store, &id).await;
     assert_eq!(read.events.len(), 4);
     assert_eq!(read.events[..2], record.events[..]);
+    assert_eq!(read.events[3].status, Some(Status::Sent));
+    trail_reads_as(&store, &id, &read.events).await;
 }
 
 /// The write that splits a record stored whole hands out its message too,
