@@ -10,9 +10,9 @@ use super::{codec, save, Prepared, Tables, Trail};
 use crate::db::DbError;
 
 /// What [`modify`] left: the rule's answer and the record's state after
-/// the change (as written, but for the next trail row's number, which a
-/// record does not show); the message too when the record was stored
-/// whole (it was read whole).
+/// the change (as written, but for the next trail row's number and the
+/// events kept in it, which a record does not show); the message too
+/// when the record was stored whole (it was read whole).
 pub(super) struct Modified<T> {
     pub out: T,
     pub state: State,

@@ -17,7 +17,8 @@ use super::{codec, rows_of, Tables};
 use crate::db::DbError;
 
 /// Everything of a record that changes after it is created, stored in a
-/// fixed binary layout ([`State::encode`]): a few dozen bytes, no parsing.
+/// binary layout ([`State::encode`]): a few dozen bytes and the trail's
+/// newest events (at most about 1 KiB), no parsing.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct State {
     pub status: Status,

@@ -395,6 +395,7 @@ async fn events_past_what_a_state_keeps_move_to_rows_in_order() {
         })
         .collect();
     let big = Event::new("response-handler", "report").raw(serde_json::json!({ "text": text }));
+    assert!(event_codec::encode(&big).expect("encodes").len() > trail_rows::STATE_EVENT_BYTES);
     store
         .update(&id, Transition::event(big.clone()))
         .await

@@ -13,9 +13,9 @@ use crate::db::DbError;
 /// At most this many events are kept in a state; a message's usual way
 /// (accepted, queued, sending, sent, delivered) has five.
 pub(super) const STATE_EVENTS: usize = 8;
-/// At most this many bytes of events are kept in a state (a vendor's
-/// report with its payload takes a few hundred), so states stay small
-/// beside the others in their pages.
+/// At most this many bytes of events, each with its 4-byte length, are
+/// kept in a state (a vendor's report with its payload takes a few
+/// hundred), so states stay small beside the others in their pages.
 pub(super) const STATE_EVENT_BYTES: usize = 1024;
 
 /// A record's trail as stored: `next_row` rows, then the events of
@@ -38,7 +38,7 @@ impl Trail {
         added: Vec<Vec<u8>>,
     ) -> Result<Self, DbError> {
         self.in_state.extend(added);
-        let bytes: usize = self.in_state.iter().map(Vec::len).sum();
+        let bytes: usize = self.in_state.iter().map(|e| 4 + e.len()).sum();
         let total = self.next_row as usize + self.in_state.len();
         if self.in_state.len() <= STATE_EVENTS
             && bytes <= STATE_EVENT_BYTES
