@@ -79,8 +79,13 @@ impl Submitter {
             }
         }
         let record = MessageRecord::accepted(message.clone(), COMPONENT, "accepted");
-        // Stored and queued at the same time (see above).
-        let (created, queued) = tokio::join!(self.store.create(&record), self.produce(&message));
+        // Stored and queued at the same time (see above), from one JSON
+        // encoding of the message.
+        let json = message.encode();
+        let (created, queued) = tokio::join!(
+            self.store.create_encoded(&record, &json),
+            self.produce_encoded(&message, json.clone())
+        );
         let created = created?;
         if let Err(e) = queued {
             if created == Created::New {
@@ -133,10 +138,17 @@ impl Submitter {
 
     /// Produces `message` to its lane.
     async fn produce(&self, message: &Message) -> Result<(), mdc_core::ports::QueueError> {
+        self.produce_encoded(message, message.encode()).await
+    }
+
+    /// Produces `message`, encoded as `json`, to its lane.
+    async fn produce_encoded(
+        &self,
+        message: &Message,
+        json: Vec<u8>,
+    ) -> Result<(), mdc_core::ports::QueueError> {
         let topic = Topic::Messages(message.channel(), message.priority);
-        self.queue
-            .produce(topic, &message.to, message.encode())
-            .await
+        self.queue.produce(topic, &message.to, json).await
     }
 
     /// Produces a stored `message`; when that fails, [`Submitter::unqueued`].

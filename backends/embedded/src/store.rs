@@ -344,14 +344,14 @@ impl EmbeddedStore {
         }
         rx.await.map_err(|_| DbError::Closed)?
     }
-}
 
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
+    /// Stores a new message whose stored form is `message`.
+    async fn create_stored(
+        &self,
+        record: &MessageRecord,
+        message: Vec<u8>,
+    ) -> Result<Created, StoreError> {
         let mut record = record.clone();
-        // Encoded here, not on the writer's thread.
-        let message = codec::encode(&record.message)?;
         let mut prepared = Prepared::of(record.events.iter().cloned())?;
         let created = self
             .apply(move |t| {
@@ -361,8 +361,14 @@ impl Store for EmbeddedStore {
                     DbError::Storage(format!("duplicate message id {}", MessageId::from_bits(id)))
                 };
                 if record.message.idempotency_key_owner().as_ref() == Some(&record.message.id) {
-                    // Its own key: found through the id, not indexed.
-                    if let Some(existing) = t.load(id)? {
+                    // Its own key: found through the id, not indexed. Every
+                    // record has a message row, so a new id (the usual
+                    // case) costs one lookup, not one for each part.
+                    let existing = match t.messages.get(id)? {
+                        Some(_) => t.load(id)?,
+                        None => None,
+                    };
+                    if let Some(existing) = existing {
                         if existing.message.idempotency_scope() != key {
                             return Err(duplicate_id());
                         }
@@ -397,6 +403,29 @@ impl Store for EmbeddedStore {
             })
             .await?;
         Ok(created)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
+        // Encoded here, not on the writer's thread.
+        let message = codec::encode(&record.message)?;
+        self.create_stored(record, message).await
+    }
+
+    /// The message's JSON is only compressed, not made again.
+    async fn create_encoded(
+        &self,
+        record: &MessageRecord,
+        message_json: &[u8],
+    ) -> Result<Created, StoreError> {
+        let message = if message_json.is_empty() {
+            codec::encode(&record.message)?
+        } else {
+            codec::compress(message_json)?
+        };
+        self.create_stored(record, message).await
     }
 
     async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {

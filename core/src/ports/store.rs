@@ -422,6 +422,20 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new message; unique on id and on idempotency key.
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError>;
 
+    /// [`Store::create`] for a caller that holds the message's JSON
+    /// ([`crate::Message::encode`]) already: the accept path, which queues
+    /// those bytes too. A store that keeps the message as JSON takes them
+    /// instead of encoding the message again; `message_json` must be the
+    /// encoding of `record.message`.
+    async fn create_encoded(
+        &self,
+        record: &MessageRecord,
+        message_json: &[u8],
+    ) -> Result<Created, StoreError> {
+        let _ = message_json;
+        self.create(record).await
+    }
+
     /// Claims the message for one send attempt (see [`Claim`]); atomic, so two
     /// dispatchers never both get `Claimed` for the same attempt.
     async fn claim(

@@ -63,7 +63,11 @@ fn io_error(what: &str, e: std::io::Error) -> DbError {
 
 /// The stored form of `value`.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
-    let json = serde_json::to_vec(value)?;
+    compress(&serde_json::to_vec(value)?)
+}
+
+/// The stored form of a value whose JSON is `json`.
+pub(crate) fn compress(json: &[u8]) -> Result<Vec<u8>, DbError> {
     COMPRESSOR.with_borrow_mut(|slot| {
         let compressor = match slot {
             Some(c) => c,
@@ -80,7 +84,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
         // number is cut off and the tag takes the place of its last byte.
         let mut out = vec![0; 4 + zstd::zstd_safe::compress_bound(json.len())];
         let written = compressor
-            .compress_to_buffer(json.as_slice(), &mut out[1..])
+            .compress_to_buffer(json, &mut out[1..])
             .map_err(|e| io_error("cannot compress a record", e))?;
         if out[1..5] != MAGIC {
             return Err(DbError::Storage(

@@ -69,6 +69,7 @@ macro_rules! store_contract {
             $make,
             [
                 create_then_get_round_trips,
+                a_message_created_from_its_json_reads_back_whole,
                 same_idempotency_key_returns_the_existing_message,
                 idempotency_keys_are_per_service,
                 the_key_holder_is_the_message_stored_under_the_key,
