@@ -166,3 +166,35 @@ async fn signals(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikv_jemalloc_ctl::{Access, AsName};
+
+    fn cache_enabled() -> bool {
+        b"thread.tcache.enabled\0"
+            .name()
+            .read()
+            .expect("jemalloc answers")
+    }
+
+    /// The release turns a thread's cache off and on again; a cache the
+    /// operator turned off stays off.
+    #[test]
+    fn the_release_leaves_a_thread_cache_as_it_found_it() {
+        std::thread::spawn(|| {
+            assert!(cache_enabled(), "a thread starts with its cache on");
+            release_thread_cache();
+            assert!(cache_enabled());
+            b"thread.tcache.enabled\0"
+                .name()
+                .write(false)
+                .expect("jemalloc answers");
+            release_thread_cache();
+            assert!(!cache_enabled(), "a cache turned off was turned on");
+        })
+        .join()
+        .expect("thread");
+    }
+}
