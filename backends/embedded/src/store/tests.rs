@@ -294,6 +294,14 @@ fn state_of(db: &Db, id: &MessageId) -> State {
     State::decode(&raw(db, STATES, id).expect("state stored")).expect("a state")
 }
 
+/// A new message, accepted and queued, as the accept path stores it.
+async fn accepted(store: &EmbeddedStore) -> (MessageId, MessageRecord) {
+    let message = sample_message("+14155550100");
+    let record = MessageRecord::accepted(message, "ingest", "accepted");
+    store.create(&record).await.expect("store answers");
+    (record.message.id.clone(), record)
+}
+
 /// Reads of the whole trail and of its last `n` events, for every `n`,
 /// agree with `expected`.
 async fn trail_reads_as(store: &EmbeddedStore, id: &MessageId, expected: &[Event]) {
@@ -318,10 +326,7 @@ async fn trail_reads_as(store: &EmbeddedStore, id: &MessageId, expected: &[Event
 #[tokio::test]
 async fn a_usual_trail_is_kept_in_the_state() {
     let (_dir, db, store) = fresh();
-    let message = sample_message("+14155550100");
-    let id = message.id.clone();
-    let record = MessageRecord::accepted(message, "ingest", "accepted");
-    store.create(&record).await.expect("store answers");
+    let (id, record) = accepted(&store).await;
     assert_eq!(state_of(&db, &id).next_event, Some(0));
     assert_eq!(state_of(&db, &id).trail.len(), 2);
 
@@ -353,10 +358,7 @@ async fn a_usual_trail_is_kept_in_the_state() {
 #[tokio::test]
 async fn events_past_what_a_state_keeps_move_to_rows_in_order() {
     let (_dir, db, store) = fresh();
-    let message = sample_message("+14155550100");
-    let id = message.id.clone();
-    let record = MessageRecord::accepted(message, "ingest", "accepted");
-    store.create(&record).await.expect("store answers");
+    let (id, record) = accepted(&store).await;
     let mut expected = record.events.clone();
     for i in 0..trail_rows::STATE_EVENTS + 3 {
         let note = Event::new("support", format!("note {i}"));
@@ -412,10 +414,7 @@ async fn events_past_what_a_state_keeps_move_to_rows_in_order() {
 #[tokio::test]
 async fn a_state_without_the_next_event_number_appends_after_the_last_row() {
     let (_dir, db, store) = fresh();
-    let message = sample_message("+14155550100");
-    let id = message.id.clone();
-    let record = MessageRecord::accepted(message, "ingest", "accepted");
-    store.create(&record).await.expect("store answers");
+    let (id, record) = accepted(&store).await;
     claim_now(&store, &id).await;
     // As such a state's record was stored: its events in rows.
     let mut state = state_of(&db, &id);
