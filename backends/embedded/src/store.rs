@@ -420,6 +420,7 @@ impl Store for EmbeddedStore {
         record: &MessageRecord,
         message_json: &[u8],
     ) -> Result<Created, StoreError> {
+        debug_assert_eq!(message_json, record.message.encode().as_slice());
         let message = if message_json.is_empty() {
             codec::encode(&record.message)?
         } else {

@@ -21,10 +21,16 @@ pub async fn create_then_get_round_trips(store: Arc<dyn Store>) {
 }
 
 /// A message created from its JSON (the accept path) is stored as
-/// [`Store::create`] stores it: an email's and an SMS's read back whole,
-/// and its key still finds it.
+/// [`Store::create`] stores it: an email's and an SMS's, with their own
+/// key or a caller's, read back whole, and the key still finds them.
 pub async fn a_message_created_from_its_json_reads_back_whole(store: Arc<dyn Store>) {
-    for record in [record("+14155550109"), email_record("ana@example.com")] {
+    let mut keyed = record("+14155550108");
+    keyed.message.idempotency_key = "order-json".into();
+    for record in [
+        keyed,
+        record("+14155550109"),
+        email_record("ana@example.com"),
+    ] {
         let json = record.message.encode();
         assert_eq!(
             store.create_encoded(&record, &json).await.expect("create"),
