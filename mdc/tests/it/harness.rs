@@ -180,14 +180,16 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("get");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// A JSON body posted to `path` (any but `/v1/messages`: [`Server::post`]).
+    pub async fn post_to(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, None).await
     }
 
     pub async fn get_text(&self, path: &str) -> String {

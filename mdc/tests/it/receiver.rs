@@ -215,9 +215,7 @@ pub(crate) async fn subscribe(
     if let (Some(body), Some(filters)) = (body.as_object_mut(), filters.as_object()) {
         body.extend(filters.clone());
     }
-    let (status, created) = server
-        .request(reqwest::Method::POST, "/v1/webhooks", Some(body))
-        .await;
+    let (status, created) = server.post_to("/v1/webhooks", body).await;
     assert_eq!(status, 201, "{created}");
     receiver.set_secret(name, created["secret"].as_str().expect("secret"));
     created["id"].as_str().expect("id").to_owned()

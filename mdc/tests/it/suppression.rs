@@ -42,19 +42,11 @@ async fn a_permanent_bounce_suppresses_the_address_until_it_is_removed() {
     assert_eq!(answer["error"]["rule"], "suppressed");
 
     let (status, _) = server
-        .request(
-            reqwest::Method::DELETE,
-            &format!("/v1/suppressions/email/{bounced}"),
-            None,
-        )
+        .delete(&format!("/v1/suppressions/email/{bounced}"))
         .await;
     assert_eq!(status, 204);
     let (status, _) = server
-        .request(
-            reqwest::Method::DELETE,
-            &format!("/v1/suppressions/email/{bounced}"),
-            None,
-        )
+        .delete(&format!("/v1/suppressions/email/{bounced}"))
         .await;
     assert_eq!(status, 404, "already removed");
     server.submit(&email(bounced)).await;
@@ -65,19 +57,11 @@ async fn suppressions_added_by_hand_match_any_spelling_of_the_number() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path()).await;
     let body = json!({"channel": "sms", "to": "+1 415 555 0177", "reason": "asked us to stop"});
-    let (status, entry) = server
-        .request(
-            reqwest::Method::POST,
-            "/v1/suppressions",
-            Some(body.clone()),
-        )
-        .await;
+    let (status, entry) = server.post_to("/v1/suppressions", body.clone()).await;
     assert_eq!(status, 201, "{entry}");
     assert_eq!(entry["recipient"], "+14155550177", "normalised");
     assert_eq!(entry["source"], "manual");
-    let (status, _) = server
-        .request(reqwest::Method::POST, "/v1/suppressions", Some(body))
-        .await;
+    let (status, _) = server.post_to("/v1/suppressions", body).await;
     assert_eq!(status, 200, "already there");
 
     let (status, answer) = server.post(&sms("+14155550177")).await;
@@ -97,13 +81,7 @@ async fn suppressions_added_by_hand_match_any_spelling_of_the_number() {
         (json!({"channel": "sms"}), "to"),
         (json!({"channel": "sms", "to": "12"}), "to"),
     ] {
-        let (status, answer) = server
-            .request(
-                reqwest::Method::POST,
-                "/v1/suppressions",
-                Some(body.clone()),
-            )
-            .await;
+        let (status, answer) = server.post_to("/v1/suppressions", body.clone()).await;
         assert_eq!(status, 422, "{body}: {answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }

@@ -183,13 +183,7 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         assert!(Instant::now() < deadline, "the third try was never logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, attempts) = server
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{flaky}/attempts"),
-            None,
-        )
-        .await;
+    let (_, attempts) = server.get(&format!("/v1/webhooks/{flaky}/attempts")).await;
     let statuses: Vec<Value> = attempts["attempts"]
         .as_array()
         .expect("attempts")
@@ -208,9 +202,7 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         async move {
             let deadline = Instant::now() + WITHIN;
             loop {
-                let (_, endpoint) = server
-                    .request(reqwest::Method::GET, &format!("/v1/webhooks/{id}"), None)
-                    .await;
+                let (_, endpoint) = server.get(&format!("/v1/webhooks/{id}")).await;
                 if endpoint["enabled"] == false {
                     return endpoint;
                 }
@@ -225,13 +217,7 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
         .expect("reason")
         .contains("410"));
     assert_eq!(receiver.total_calls("gone"), 1);
-    let (_, attempts) = server
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{gone}/attempts"),
-            None,
-        )
-        .await;
+    let (_, attempts) = server.get(&format!("/v1/webhooks/{gone}/attempts")).await;
     assert!(
         attempts["attempts"][0]["error"]
             .as_str()
@@ -251,13 +237,7 @@ async fn failing_endpoints_are_retried_disabled_and_delay_no_one() {
     // healthy one without waiting for it.
     let deadline = Instant::now() + WITHIN;
     loop {
-        let (_, endpoint) = server
-            .request(
-                reqwest::Method::GET,
-                &format!("/v1/webhooks/{hanging}"),
-                None,
-            )
-            .await;
+        let (_, endpoint) = server.get(&format!("/v1/webhooks/{hanging}")).await;
         if !endpoint["failing_since"].is_null() {
             break;
         }
@@ -295,37 +275,22 @@ async fn webhook_urls_that_could_reach_inside_are_refused() {
         "https://localhost:8443/x",
         "https://[::1]/x",
     ] {
-        let (status, answer) = server
-            .request(
-                reqwest::Method::POST,
-                "/v1/webhooks",
-                Some(json!({"url": url})),
-            )
-            .await;
+        let (status, answer) = server.post_to("/v1/webhooks", json!({"url": url})).await;
         assert_eq!(status, 422, "{url}: {answer}");
         assert_eq!(answer["error"]["field"], "url", "{url}");
     }
     let (status, answer) = server
-        .request(
-            reqwest::Method::POST,
+        .post_to(
             "/v1/webhooks",
-            Some(json!({"url": "https://8.8.8.8/x", "events": ["message.teleported"]})),
+            json!({"url": "https://8.8.8.8/x", "events": ["message.teleported"]}),
         )
         .await;
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "events");
-    let (status, answer) = server
-        .request(
-            reqwest::Method::POST,
-            "/v1/webhooks",
-            Some(json!({"events": []})),
-        )
-        .await;
+    let (status, answer) = server.post_to("/v1/webhooks", json!({"events": []})).await;
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["field"], "url");
-    let (_, list) = server
-        .request(reqwest::Method::GET, "/v1/webhooks", None)
-        .await;
+    let (_, list) = server.get("/v1/webhooks").await;
     assert_eq!(list["webhooks"], json!([]), "nothing was created");
 }
 
@@ -462,13 +427,7 @@ async fn recover_delivers_again_what_failed() {
     // The first try and the one retry of the schedule, both failed.
     let deadline = Instant::now() + WITHIN;
     let event_id = loop {
-        let (_, attempts) = server
-            .request(
-                reqwest::Method::GET,
-                &format!("/v1/webhooks/{id}/attempts"),
-                None,
-            )
-            .await;
+        let (_, attempts) = server.get(&format!("/v1/webhooks/{id}/attempts")).await;
         let list = attempts["attempts"].as_array().cloned().unwrap_or_default();
         if list.len() >= 2 {
             break list[0]["event_id"].as_str().expect("event id").to_owned();
@@ -531,14 +490,7 @@ async fn old_attempts_are_pruned() {
 }
 
 async fn attempt_count(server: &Server, id: &str) -> usize {
-    server
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/attempts"),
-            None,
-        )
-        .await
-        .1["attempts"]
+    server.get(&format!("/v1/webhooks/{id}/attempts")).await.1["attempts"]
         .as_array()
         .map_or(0, Vec::len)
 }
