@@ -50,12 +50,18 @@ pub(super) fn read_record(
         Err(e) => return Err(e.into()),
     };
     let states = txn.open_table(STATES)?;
-    let (mut record, in_state) = match stored(&messages, &states, id.bits())? {
+    // A state that knows its trail has no rows spares the rows' lookup.
+    let (mut record, in_state, no_rows) = match stored(&messages, &states, id.bits())? {
         Some(Stored::Split(mut state)) => {
             let in_state = std::mem::take(&mut state.trail);
-            (state.with(load_message(&messages, id.bits())?), in_state)
+            let no_rows = state.next_event == Some(0);
+            (
+                state.with(load_message(&messages, id.bits())?),
+                in_state,
+                no_rows,
+            )
         }
-        Some(Stored::Whole(record)) => (*record, Vec::new()),
+        Some(Stored::Whole(record)) => (*record, Vec::new(), false),
         None => return Ok(None),
     };
     // The trail: its rows, then the newest events, kept in the state.
@@ -65,7 +71,7 @@ pub(super) fn read_record(
     }
     let from_state = in_state.len().min(wanted);
     let from_rows = wanted - from_state;
-    if from_rows > 0 {
+    if from_rows > 0 && !no_rows {
         let table = txn.open_table(EVENTS)?;
         let range = table.range(rows_of(id.bits()))?;
         let rows: Box<dyn Iterator<Item = _>> = match last {
