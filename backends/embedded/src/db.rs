@@ -132,13 +132,32 @@ pub fn on_writer_idle(hook: fn()) {
     let _ = WRITER_IDLE.set(hook);
 }
 
-/// The next request; after [`IDLE_AFTER`] without one, runs the idle hook
-/// once and waits on. None when every sender is gone.
-fn next_request(receiver: &mpsc::Receiver<Request>) -> Option<Request> {
+/// A database's own work for a writer with nothing else to write
+/// ([`Db::when_idle`]): a job to commit (without an fsync of its own), if
+/// there is one now.
+pub(crate) type IdleWork = Box<dyn Fn() -> Option<Job> + Send>;
+
+type IdleSlot = Arc<Mutex<Option<IdleWork>>>;
+
+/// The next request; after [`IDLE_AFTER`] without one, the database's idle
+/// work if it has some, else the idle hook, run once before waiting on.
+/// None when every sender is gone.
+fn next_request(receiver: &mpsc::Receiver<Request>, idle: &IdleSlot) -> Option<Request> {
     match receiver.recv_timeout(IDLE_AFTER) {
         Ok(request) => Some(request),
         Err(mpsc::RecvTimeoutError::Disconnected) => None,
         Err(mpsc::RecvTimeoutError::Timeout) => {
+            let work = idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .and_then(|work| work());
+            if let Some(job) = work {
+                return Some(Request {
+                    job,
+                    durable: false,
+                });
+            }
             if let Some(hook) = WRITER_IDLE.get() {
                 hook();
             }
@@ -158,6 +177,7 @@ struct Inner {
     database: Arc<Database>,
     sender: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    idle: IdleSlot,
 }
 
 impl Db {
@@ -177,6 +197,8 @@ impl Db {
         let database = Arc::new(database);
         let (sender, receiver) = mpsc::channel::<Request>();
         let writer_db = database.clone();
+        let idle = IdleSlot::default();
+        let writer_idle = idle.clone();
         let writer = std::thread::Builder::new()
             // Named after its file, so per-thread profiles tell them apart.
             .name(format!(
@@ -185,13 +207,14 @@ impl Db {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ))
-            .spawn(move || write_loop(&writer_db, &receiver))
+            .spawn(move || write_loop(&writer_db, &receiver, &writer_idle))
             .map_err(|e| DbError::Open(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 database,
                 sender: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
+                idle,
             }),
         })
     }
@@ -206,6 +229,18 @@ impl Db {
         let out = f(&txn)?;
         txn.commit()?;
         Ok(out)
+    }
+
+    /// Sets what the writer does once it has had nothing to write for a
+    /// second: `work` is asked for a job each time, and the writer waits
+    /// on when it has none. `work` must not hold this `Db` (the writer
+    /// would then never stop).
+    pub(crate) fn when_idle(&self, work: IdleWork) {
+        *self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(work);
     }
 
     pub fn read(&self) -> Result<ReadTransaction, DbError> {
@@ -253,8 +288,8 @@ impl Drop for Inner {
     }
 }
 
-fn write_loop(database: &Database, receiver: &mpsc::Receiver<Request>) {
-    while let Some(first) = next_request(receiver) {
+fn write_loop(database: &Database, receiver: &mpsc::Receiver<Request>, idle: &IdleSlot) {
+    while let Some(first) = next_request(receiver, idle) {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {

@@ -14,6 +14,7 @@ use crate::db::{wait_with, Completer, Db, DbError, Taker, Waiting};
 
 mod codec;
 mod event_codec;
+mod index_moves;
 mod migrate;
 mod modify;
 mod prepared;
@@ -24,6 +25,7 @@ mod retention;
 mod samples;
 mod trail_rows;
 mod transitions;
+use index_moves::{Held, Indexes, Place};
 use prepared::Prepared;
 use read::{list, read_record};
 use record::{load, status_code, State};
@@ -47,13 +49,14 @@ const IDEMPOTENCY: TableDefinition<&str, u128> = TableDefinition::new("idempoten
 /// `provider \x1f provider message id` → id.
 const PROVIDER_IDS: TableDefinition<&str, u128> = TableDefinition::new("provider_message_ids.2");
 const BY_CREATED: TableDefinition<(i64, u128), ()> = TableDefinition::new("by_created.2");
-/// (status code ([`status_code`]), created ms, id).
+/// (status code ([`status_code`]), created ms, id). Moved a while after a
+/// change, with [`BY_UPDATED`] ([`index_moves`]).
 const BY_STATUS: TableDefinition<(u8, i64, u128), ()> = TableDefinition::new("by_status.2");
 const BY_RECIPIENT: TableDefinition<(&str, i64, u128), ()> = TableDefinition::new("by_recipient.2");
 /// status → how many messages are in it, kept with every write so counts
 /// never scan.
 const STATUS_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
-/// (updated ms, id): lists by last change.
+/// (updated ms, id): lists by last change. Moved with [`BY_STATUS`].
 const BY_UPDATED: TableDefinition<(i64, u128), ()> = TableDefinition::new("by_updated.2");
 
 /// The message store on the embedded database.
@@ -62,14 +65,17 @@ pub struct EmbeddedStore {
     /// Writes waiting for the next group commit, applied together there
     /// with the tables opened once (see [`EmbeddedStore::apply`]).
     pending: Waiting<Op>,
+    /// Messages whose status and update-time index entries are yet to
+    /// move; taken by the writer only, and to see whether lists must wait.
+    held: Arc<std::sync::Mutex<Held>>,
 }
 
 /// A store write: applied to the open tables, returns what to do with the
 /// commit's outcome.
 type Op = Box<dyn FnOnce(&mut Tables<'_>) -> Completer + Send>;
 
-/// The store's tables, open for one group commit, and the status counts'
-/// changes, written once at its end.
+/// The store's tables, open for one group commit, the status counts'
+/// changes, written once at its end, and the held index moves.
 struct Tables<'t> {
     txn: &'t WriteTransaction,
     messages: Table<'t, u128, &'static [u8]>,
@@ -82,10 +88,13 @@ struct Tables<'t> {
     by_recipient: Table<'t, (&'static str, i64, u128), ()>,
     by_updated: Table<'t, (i64, u128), ()>,
     counts: HashMap<&'static str, i64>,
+    held: &'t mut Held,
+    /// Move every held index entry at the end (for a list).
+    move_all: bool,
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, DbError> {
+    fn open(txn: &'t WriteTransaction, held: &'t mut Held) -> Result<Self, DbError> {
         Ok(Self {
             txn,
             messages: txn.open_table(MESSAGES)?,
@@ -98,15 +107,32 @@ impl<'t> Tables<'t> {
             by_recipient: txn.open_table(BY_RECIPIENT)?,
             by_updated: txn.open_table(BY_UPDATED)?,
             counts: HashMap::new(),
+            held,
+            move_all: false,
         })
+    }
+
+    fn indexes(&mut self) -> Indexes<'_, 't> {
+        Indexes {
+            by_status: &mut self.by_status,
+            by_updated: &mut self.by_updated,
+        }
     }
 
     fn count(&mut self, status: Status, by: i64) {
         *self.counts.entry(status.as_str()).or_default() += by;
     }
 
-    /// Writes the status counts' net changes.
-    fn finish(self) -> Result<(), DbError> {
+    /// Writes the status counts' net changes and moves the index entries
+    /// held long enough.
+    fn finish(mut self) -> Result<(), DbError> {
+        let all = self.move_all;
+        let txn = self.txn;
+        let mut indexes = Indexes {
+            by_status: &mut self.by_status,
+            by_updated: &mut self.by_updated,
+        };
+        self.held.finish(txn, &mut indexes, all)?;
         let mut counts = self.txn.open_table(STATUS_COUNTS)?;
         for (status, by) in self.counts {
             if by == 0 {
@@ -151,14 +177,8 @@ fn save(
     trail: Trail,
 ) -> Result<(), DbError> {
     let created = state.created_at.timestamp_millis();
-    let updated = state.updated_at.timestamp_millis();
-    let previous_updated = previous.map(|p| p.updated_at.timestamp_millis());
-    if previous_updated != Some(updated) {
-        if let Some(at) = previous_updated {
-            t.by_updated.remove((at, id))?;
-        }
-        t.by_updated.insert((updated, id), ())?;
-    }
+    let place = Place::of(&state)?;
+    let previous_place = previous.map(Place::of).transpose()?;
     let added = events
         .iter()
         .map(|event| prepared.bytes(event))
@@ -168,11 +188,8 @@ fn save(
     if previous_status != Some(state.status) {
         if let Some(previous) = previous_status {
             t.count(previous, -1);
-            t.by_status.remove((status_code(previous)?, created, id))?;
         }
         t.count(state.status, 1);
-        t.by_status
-            .insert((status_code(state.status)?, created, id), ())?;
     }
     if let (Some(provider), Some(pmid)) = (&state.provider, &state.provider_message_id) {
         let known = previous.is_some_and(|p| {
@@ -186,6 +203,9 @@ fn save(
     state.next_event = Some(trail.next_row);
     state.trail = trail.in_state;
     t.states.insert(id, state.encode()?.as_slice())?;
+    if previous_place != Some(place) {
+        t.held.note(id, created, previous_place, place);
+    }
     Ok(())
 }
 
@@ -230,10 +250,15 @@ fn remove_record(t: &mut Tables<'_>, record: &MessageRecord) -> Result<(), DbErr
         t.idempotency.remove(key)?;
     }
     t.by_created.remove((created, id))?;
-    t.by_updated
-        .remove((record.updated_at.timestamp_millis(), id))?;
-    t.by_status
-        .remove((status_code(record.status)?, created, id))?;
+    // Where its entries are: where it was when first held, if it is.
+    let indexed = match t.held.forget(id) {
+        Some(indexed) => indexed,
+        None => Some(Place {
+            code: status_code(record.status)?,
+            updated: record.updated_at.timestamp_millis(),
+        }),
+    };
+    t.indexes().place(id, created, indexed, None)?;
     t.count(record.status, -1);
     t.by_recipient
         .remove((record.message.to.as_str(), created, id))?;
@@ -254,6 +279,14 @@ impl EmbeddedStore {
     pub fn open(db: Db) -> Result<Self, DbError> {
         migrate::migrate(&db, migrate::BATCH)?;
         db.write_now(|txn| {
+            // Index moves held when the store last stopped.
+            let moved = index_moves::recover(txn)?;
+            if moved > 0 {
+                tracing::info!(
+                    messages = moved,
+                    "Moved the index entries of messages changed just before the store stopped"
+                );
+            }
             txn.open_table(MESSAGES)?;
             txn.open_table(STATES)?;
             txn.open_table(EVENTS)?;
@@ -293,9 +326,12 @@ impl EmbeddedStore {
             }
             Ok(())
         })?;
+        let held = Arc::default();
+        db.when_idle(index_moves::idle_work(Arc::clone(&held)));
         Ok(Self {
             db,
             pending: Arc::default(),
+            held,
         })
     }
 
@@ -319,19 +355,24 @@ impl EmbeddedStore {
         // when it runs; later ones join it until then.
         if wait_with(&self.pending, op) {
             let taker = Taker::new(&self.pending);
+            let held = self.held.clone();
             let submitted = self.db.submit(
                 true,
                 Box::new(move |txn| {
                     let ops = taker.take();
                     let mut completers = Vec::with_capacity(ops.len());
-                    let outcome = Tables::open(txn).and_then(|mut tables| {
+                    let mut holding = index_moves::lock(&held);
+                    let outcome = holding.refresh(txn).and_then(|()| {
+                        let mut tables = Tables::open(txn, &mut holding)?;
                         for op in ops {
                             completers.push(op(&mut tables));
                         }
                         tables.finish()
                     });
+                    drop(holding);
                     Box::new(move |commit: Result<(), DbError>| {
                         let commit = commit.and(outcome);
+                        index_moves::after_commit(&held, commit.clone());
                         for completer in completers {
                             completer(commit.clone());
                         }
@@ -559,6 +600,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        // Every change made before the list shows in it.
+        let holding = !index_moves::lock(&self.held).is_empty();
+        if holding {
+            self.apply(|t| {
+                t.move_all = true;
+                Ok(())
+            })
+            .await?;
+        }
         let filter = filter.clone();
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || list(&db, &filter))

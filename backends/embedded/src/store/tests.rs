@@ -521,3 +521,5 @@ async fn a_claim_by_message_reads_no_stored_message() {
         other => panic!("expected a claim, got {other:?}"),
     }
 }
+
+mod held;
