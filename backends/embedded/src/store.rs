@@ -280,7 +280,7 @@ impl EmbeddedStore {
         migrate::migrate(&db, migrate::BATCH)?;
         db.write_now(|txn| {
             // Index moves held when the store last stopped.
-            let moved = index_moves::recover(txn)?;
+            let moved = index_moves::recover(txn, Vec::new())?;
             if moved > 0 {
                 tracing::info!(
                     messages = moved,
@@ -601,7 +601,13 @@ impl Store for EmbeddedStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
         // Every change made before the list shows in it.
-        let holding = !index_moves::lock(&self.held).is_empty();
+        // Not waiting on the writer, which holds it through a commit's
+        // writes: then it is holding something.
+        let holding = match self.held.try_lock() {
+            Ok(held) => !held.is_empty(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+            Err(std::sync::TryLockError::Poisoned(held)) => !held.into_inner().is_empty(),
+        };
         if holding {
             self.apply(|t| {
                 t.move_all = true;

@@ -97,9 +97,20 @@ impl Held {
         self.hold = hold;
     }
 
-    /// Nothing held, and no row left to delete.
+    /// Nothing held, no row left to delete, and no failed commit whose
+    /// rows are still to be moved.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.batches.is_empty()
+        self.entries.is_empty() && self.batches.is_empty() && !self.stale
+    }
+
+    /// Whether the oldest held batch has been held long enough, or a
+    /// failed commit left rows to move.
+    fn due(&self) -> bool {
+        self.stale
+            || self
+                .batches
+                .front()
+                .is_some_and(|batch| batch.at.elapsed() >= self.hold)
     }
 
     /// The commit that took this memory's changes failed.
@@ -231,23 +242,32 @@ impl Held {
         Ok(())
     }
 
-    /// Before a group commit's writes: after a failed commit, forgets what
-    /// it held and moves what the rows name ([`recover`]).
+    /// Before a group commit's writes: after a failed commit, moves what
+    /// the rows and this memory name to where each message is stored now
+    /// ([`recover`]; a change noted but lost is then no move), and starts
+    /// afresh.
     pub fn refresh(&mut self, txn: &WriteTransaction) -> Result<(), DbError> {
         if self.stale {
+            // Where a held message's entries are is known here even when
+            // the row naming it was not stored.
+            let known = self
+                .entries
+                .iter()
+                .map(|(id, entry)| (*id, entry.created, entry.indexed))
+                .collect();
+            recover(txn, known)?;
             *self = Self::holding_for(self.hold);
-            recover(txn)?;
         }
         Ok(())
     }
 }
 
-/// The store writer's work when it has nothing else to write: moves
-/// everything held, so that a store left idle holds nothing (and gives
-/// its memory back).
+/// The store writer's work when it has nothing else to write: moves what
+/// has been held long enough, so that a store left idle holds nothing
+/// (and gives its memory back).
 pub(super) fn idle_work(held: Arc<Mutex<Held>>) -> IdleWork {
     Box::new(move || {
-        if lock(&held).is_empty() {
+        if !lock(&held).due() {
             return None;
         }
         let held = held.clone();
@@ -260,7 +280,7 @@ pub(super) fn idle_work(held: Arc<Mutex<Held>>) -> IdleWork {
                     by_status: &mut by_status,
                     by_updated: &mut by_updated,
                 };
-                holding.finish(txn, &mut indexes, true)
+                holding.finish(txn, &mut indexes, false)
             });
             drop(holding);
             Box::new(move |commit: Result<(), DbError>| after_commit(&held, commit.and(outcome)))
@@ -288,7 +308,7 @@ pub(super) fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
 const ROW_ENTRY: usize = 16 + 8 + 1 + 8;
 const NOT_INDEXED: u8 = u8::MAX;
 
-fn encode(row: &mut Vec<u8>, id: u128, created: i64, indexed: Option<Place>) {
+pub(super) fn encode(row: &mut Vec<u8>, id: u128, created: i64, indexed: Option<Place>) {
     row.extend_from_slice(&id.to_le_bytes());
     row.extend_from_slice(&created.to_le_bytes());
     let (code, updated) = indexed.map_or((NOT_INDEXED, 0), |p| (p.code, p.updated));
@@ -316,17 +336,24 @@ fn decode(row: &[u8]) -> Result<Vec<(u128, i64, Option<Place>)>, DbError> {
         .collect())
 }
 
-/// Moves the entries of every message the rows name to where the message
-/// is now (none, for one since removed), and deletes the rows: for a store
-/// that stopped while holding some. Returns how many it moved.
-pub(super) fn recover(txn: &WriteTransaction) -> Result<usize, DbError> {
+/// Moves the entries of every message the rows (and `known`, held in
+/// memory) name to where the message is stored now (none, for one since
+/// removed), and deletes the rows: for a store that stopped, or a commit
+/// that failed, while holding some. Entries are first taken from where
+/// each says they are, then put once where the message is, with its
+/// stored creation time. A message whose state cannot be read keeps no
+/// entry, with a warning (a list checks each message's status anyway).
+/// Returns how many messages it placed.
+pub(super) fn recover(
+    txn: &WriteTransaction,
+    known: Vec<(u128, i64, Option<Place>)>,
+) -> Result<usize, DbError> {
     let mut rows = txn.open_table(INDEX_MOVES)?;
-    let mut named = Vec::new();
+    let mut named = known;
     for row in rows.iter()? {
         let (commit, value) = row?;
         // Like an index entry that cannot be moved when a store's layout
-        // changes: left out with a warning, as a list checks each
-        // message's status anyway.
+        // changes: left out with a warning.
         match decode(value.value()) {
             Ok(held) => named.extend(held),
             Err(e) => {
@@ -342,20 +369,28 @@ pub(super) fn recover(txn: &WriteTransaction) -> Result<usize, DbError> {
         by_status: &mut by_status,
         by_updated: &mut by_updated,
     };
-    let mut moved = 0;
+    let mut ids = Vec::with_capacity(named.len());
     for (id, created, indexed) in named {
-        let now = match stored(&messages, &states, id)? {
-            Some(Stored::Split(state)) => Some(Place::of(&state)?),
-            Some(Stored::Whole(record)) => Some(Place::of(&State::of(&record))?),
-            None => None,
+        indexes.place(id, created, indexed, None)?;
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut placed = 0;
+    for id in ids {
+        let state = match stored(&messages, &states, id) {
+            Ok(Some(Stored::Split(state))) => state,
+            Ok(Some(Stored::Whole(record))) => State::of(&record),
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(message_id = %mdc_core::MessageId::from_bits(id), error = %e, "Left a message whose state cannot be read out of the status indexes");
+                continue;
+            }
         };
-        // An id named twice (removed and made again) is placed twice;
-        // inserting an entry that is there leaves it as it is.
-        if indexed != now {
-            moved += 1;
-        }
-        indexes.place(id, created, indexed, now)?;
+        let created = state.created_at.timestamp_millis();
+        indexes.place(id, created, None, Some(Place::of(&state)?))?;
+        placed += 1;
     }
     rows.retain(|_, _| false)?;
-    Ok(moved)
+    Ok(placed)
 }
