@@ -8,13 +8,21 @@ use index_moves::INDEX_MOVES;
 
 /// A store holding index moves for an hour, so a test sees them held.
 fn holding() -> (tempfile::TempDir, Db, EmbeddedStore) {
-    let (dir, db, store) = fresh();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (db, store) = open_holding(&dir.path().join("store.redb"));
+    (dir, db, store)
+}
+
+/// The store at `path`, opened (again) holding index moves for an hour.
+fn open_holding(path: &std::path::Path) -> (Db, EmbeddedStore) {
+    let db = Db::open(path).expect("database opens");
+    let store = EmbeddedStore::open(db.clone()).expect("store opens");
     store
         .held
         .lock()
         .expect("held")
         .set_hold(Duration::from_secs(3600));
-    (dir, db, store)
+    (db, store)
 }
 
 /// Entries of both indexes: (status, created, id) and (updated, id).
@@ -94,6 +102,16 @@ async fn delivered(store: &EmbeddedStore, id: &MessageId) {
     ));
 }
 
+/// Retention removing every finished message: how many it removed.
+async fn expire_all(store: &EmbeddedStore) -> usize {
+    let future = mdc_core::now() + chrono::Duration::days(1);
+    let expired = store
+        .expire(Some(future), None, 10)
+        .await
+        .expect("store answers");
+    expired.removed
+}
+
 /// A message that goes its whole way while held writes no index entry on
 /// the way: its entries are written once, where it ended, when a list
 /// (or the hold running out) moves them. The list sees every change.
@@ -143,13 +161,7 @@ async fn held_moves_are_made_when_the_store_opens_again() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("store.redb");
     let (moved, created, removed) = {
-        let db = Db::open(&path).expect("database opens");
-        let store = EmbeddedStore::open(db.clone()).expect("store opens");
-        store
-            .held
-            .lock()
-            .expect("held")
-            .set_hold(Duration::from_secs(3600));
+        let (db, store) = open_holding(&path);
         let (moved, _) = accepted(&store).await;
         let (removed, _) = accepted(&store).await;
         // Indexed as queued, then held.
@@ -159,18 +171,12 @@ async fn held_moves_are_made_when_the_store_opens_again() {
         delivered(&store, &removed).await;
         let (created, _) = accepted(&store).await;
         // Removes the one finished message.
-        let future = mdc_core::now() + chrono::Duration::days(1);
-        let expired = store
-            .expire(Some(future), None, 10)
-            .await
-            .expect("store answers");
-        assert_eq!(expired.removed, 1);
+        assert_eq!(expire_all(&store).await, 1);
         assert!(held_rows(&db) > 0);
         (moved, created, removed)
     };
     // The first store and its database are gone without moving anything.
-    let db = Db::open(&path).expect("database opens");
-    let store = EmbeddedStore::open(db.clone()).expect("store opens");
+    let (db, store) = open_holding(&path);
     assert_eq!(held_rows(&db), 0);
     let (by_status, by_updated) = entries(&db);
     let mut expected = (vec![], vec![]);
@@ -204,12 +210,7 @@ async fn a_message_removed_while_held_leaves_no_entries() {
     delivered(&store, &indexed).await;
     let (fresh, record) = accepted(&store).await;
     assert!(store.discard(&record.message).await.expect("store answers"));
-    let future = mdc_core::now() + chrono::Duration::days(1);
-    let expired = store
-        .expire(Some(future), None, 10)
-        .await
-        .expect("store answers");
-    assert_eq!(expired.removed, 1);
+    assert_eq!(expire_all(&store).await, 1);
     assert_eq!(entries(&db), (vec![], vec![]));
     assert_eq!(listed(&store, Status::Delivered).await, vec![]);
     assert_eq!(entries(&db), (vec![], vec![]));
@@ -311,13 +312,7 @@ async fn a_damaged_row_of_held_moves_is_left_out() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("store.redb");
     let id = {
-        let db = Db::open(&path).expect("database opens");
-        let store = EmbeddedStore::open(db.clone()).expect("store opens");
-        store
-            .held
-            .lock()
-            .expect("held")
-            .set_hold(Duration::from_secs(3600));
+        let (db, store) = open_holding(&path);
         let (id, _) = accepted(&store).await;
         let mut wrong = Vec::new();
         let place = Place {
@@ -335,8 +330,7 @@ async fn a_damaged_row_of_held_moves_is_left_out() {
         assert_eq!(held_rows(&db), 3);
         id
     };
-    let db = Db::open(&path).expect("database opens");
-    let store = EmbeddedStore::open(db.clone()).expect("store opens");
+    let (db, store) = open_holding(&path);
     assert_eq!(held_rows(&db), 0);
     assert_eq!(entries(&db), only(&stored(&store, &id).await));
 }
