@@ -52,8 +52,10 @@ async fn outcomes_no_endpoint_wants_are_unwritten_until_one_does() {
 
 /// A clean stop keeps every acknowledgement: after SIGTERM and a restart,
 /// no event delivered before is delivered again. (The queue's
-/// acknowledgements are made durable when its database closes; a handler
-/// and a queue holding each other kept it from closing.)
+/// acknowledgements are made durable when its consumers close, and when
+/// its database closes; a handler and a queue holding each other kept it
+/// from closing, and an HTTP worker thread still holding the queue as the
+/// process exited did, now and then, under load.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_delivers_nothing_again() {
     let receiver = Receiver::start();

@@ -313,6 +313,45 @@ mod durability {
         assert!(Embedded::open(dir.path(), QueueLayout::default()).is_err());
     }
 
+    /// Closing a consumer makes its acknowledgements durable, so a stop
+    /// that never closes the queue's file (another thread still holding
+    /// the queue as the process exits) redelivers nothing. What a crash
+    /// would leave is read from a copy of the file taken while it is open.
+    #[tokio::test]
+    async fn a_closed_consumers_acknowledgements_survive_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::Responses;
+        let queue = mdc_embedded::open_queue(dir.path(), QueueLayout::default()).expect("open");
+        queue
+            .produce(topic, "k", b"done".to_vec())
+            .await
+            .expect("produce");
+        let consumer = queue
+            .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+            .await
+            .expect("consumer");
+        let got = fetch_n(&consumer, 1).await;
+        consumer.ack(&got[0]).await.expect("ack");
+        assert_eq!(queue.depth(topic).expect("depth"), 0);
+        assert_eq!(
+            depth_after_a_crash(dir.path(), topic),
+            1,
+            "before the close, a crash redelivers it"
+        );
+        consumer.close().await.expect("close");
+        assert_eq!(depth_after_a_crash(dir.path(), topic), 0);
+    }
+
+    /// Records left in `topic` of the queue in `dir` as a crash now would
+    /// leave them: those of its last durable commit.
+    fn depth_after_a_crash(dir: &std::path::Path, topic: Topic) -> u64 {
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.join("queue.redb"), copy.path().join("queue.redb")).expect("copy");
+        let queue =
+            mdc_embedded::open_queue(copy.path(), QueueLayout::default()).expect("the copy opens");
+        queue.depth(topic).expect("depth")
+    }
+
     #[tokio::test]
     async fn shrinking_a_topic_with_records_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
