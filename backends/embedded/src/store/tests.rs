@@ -3,6 +3,7 @@
 
 use super::*;
 use mdc_core::contract::sample_message;
+use mdc_core::Event;
 
 fn fresh() -> (tempfile::TempDir, Db, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("temporary directory");

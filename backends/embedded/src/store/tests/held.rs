@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use index_moves::INDEX_MOVES;
+use index_moves::{Place, INDEX_MOVES};
 
 /// A store holding index moves for an hour, so a test sees them held.
 fn holding() -> (tempfile::TempDir, Db, EmbeddedStore) {
