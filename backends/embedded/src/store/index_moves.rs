@@ -193,6 +193,14 @@ impl Held {
         indexes: &mut Indexes<'_, '_>,
         all: bool,
     ) -> Result<(), DbError> {
+        // Most commits of a busy store have a row to write; an idle one's
+        // often nothing at all, and opens no table.
+        let any_due = self.batches.front().is_some_and(|batch| {
+            all || batch.at.elapsed() >= self.hold || self.entries.len() > MOST_HELD
+        });
+        if self.fresh.is_empty() && !any_due {
+            return Ok(());
+        }
         let mut rows = txn.open_table(INDEX_MOVES)?;
         if !self.fresh.is_empty() {
             let ids = std::mem::take(&mut self.fresh);
