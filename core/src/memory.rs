@@ -292,6 +292,8 @@ struct QueueState {
     arrived: Notify,
     produced: AtomicU64,
     down: AtomicBool,
+    /// No reader wants outcome events ([`Queue::wants_outcomes`]).
+    outcomes_unwanted: AtomicBool,
 }
 
 impl QueueState {
@@ -309,6 +311,14 @@ impl MemoryQueue {
         self.inner.down.store(down, Ordering::SeqCst);
     }
 
+    /// Whether it tells publishers that no reader wants outcome events
+    /// (as the embedded queue does when no webhook endpoint exists).
+    pub fn set_outcomes_unwanted(&self, unwanted: bool) {
+        self.inner
+            .outcomes_unwanted
+            .store(unwanted, Ordering::SeqCst);
+    }
+
     /// Records on `topic` not yet acknowledged.
     pub fn pending(&self, topic: Topic) -> usize {
         lock(&self.inner.topics)
@@ -319,6 +329,14 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
+    fn wants_outcome(&self, _event: &crate::outcome::OutcomeEvent) -> bool {
+        self.wants_outcomes()
+    }
+
+    fn wants_outcomes(&self) -> bool {
+        !self.inner.outcomes_unwanted.load(Ordering::SeqCst)
+    }
+
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         self.inner.check()?;
         {

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{Queue, QueueError, Suppression, Topic};
+use crate::ports::{Brief, Queue, QueueError, Suppression, Topic};
 use crate::{Channel, Event, MessageId, MessageRecord, Status, Timestamp};
 
 /// The version of the event's JSON shape; fields are only ever added.
@@ -157,6 +157,11 @@ impl OutcomeEvent {
 pub trait OutcomeInterest: Send + Sync {
     /// False only when the reader is known to drop `event` unused.
     fn wants(&self, event: &OutcomeEvent) -> bool;
+
+    /// False only when the reader is known to drop every event unused.
+    fn wants_any(&self) -> bool {
+        true
+    }
 }
 
 /// Why an outcome could not be published.
@@ -234,28 +239,72 @@ pub async fn publish_moved(
 
 /// Publishes the outcome of `record`, if its status makes one: `record`
 /// is the message as stored now, with at least the events up to the one
-/// that moved it to its status.
+/// that moved it to its status. When no reader wants any outcome
+/// ([`Queue::wants_outcomes`]) the event is not made; it is counted all
+/// the same.
 pub async fn publish_record(
     queue: &dyn Queue,
     record: &MessageRecord,
     vendor_at: Option<Timestamp>,
 ) -> Result<bool, PublishError> {
-    match OutcomeEvent::of_message(record, vendor_at) {
-        Some(event) => {
+    if !is_outcome(record.status) {
+        return Ok(false);
+    }
+    if queue.wants_outcomes() {
+        if let Some(event) = OutcomeEvent::of_message(record, vendor_at) {
             event.publish(queue).await?;
-            let channel = record.message.channel().as_str();
-            metrics::counter!("mdc_outcomes_total", "channel" => channel, "status" => record.status.as_str())
-                .increment(1);
-            if record.status == Status::Delivered {
-                let took = (record.updated_at - record.message.created_at)
-                    .to_std()
-                    .unwrap_or_default();
-                metrics::histogram!("mdc_time_to_delivered_seconds", "channel" => channel)
-                    .record(took.as_secs_f64());
-            }
-            Ok(true)
         }
-        None => Ok(false),
+    } else {
+        metrics::counter!("mdc_outcome_events_unwritten_total").increment(1);
+    }
+    count(&Brief::of(record));
+    Ok(true)
+}
+
+/// [`publish_moved`] when no reader wants any outcome
+/// ([`Queue::wants_outcomes`]): counts the outcome of the move the caller
+/// has just stored with an event of `status` at `at`, from `brief`, what
+/// the write left ([`crate::ports::Store::update_and_brief`]). When that
+/// shows a later change, publishes (counts) the status the message is in
+/// now ([`publish_current`]).
+pub async fn count_moved(
+    store: &dyn crate::ports::Store,
+    queue: &dyn Queue,
+    id: &MessageId,
+    status: Status,
+    at: Timestamp,
+    vendor_at: Option<Timestamp>,
+    brief: Option<Brief>,
+) -> Result<bool, PublishError> {
+    let Some(brief) = brief else {
+        return Ok(false);
+    };
+    // As in publish_moved.
+    let unchanged =
+        brief.status == status && brief.updated_at.timestamp_millis() == at.timestamp_millis();
+    if !unchanged {
+        return publish_current(store, queue, id, vendor_at).await;
+    }
+    if !is_outcome(status) {
+        return Ok(false);
+    }
+    metrics::counter!("mdc_outcome_events_unwritten_total").increment(1);
+    count(&brief);
+    Ok(true)
+}
+
+/// The metrics of an outcome: by channel and status, and a delivered
+/// message's time from its creation.
+fn count(brief: &Brief) {
+    let channel = brief.channel.as_str();
+    metrics::counter!("mdc_outcomes_total", "channel" => channel, "status" => brief.status.as_str())
+        .increment(1);
+    if brief.status == Status::Delivered {
+        let took = (brief.updated_at - brief.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("mdc_time_to_delivered_seconds", "channel" => channel)
+            .record(took.as_secs_f64());
     }
 }
 

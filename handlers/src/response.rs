@@ -2,12 +2,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
+use mdc_core::outcome;
 use mdc_core::ports::{
     ConsumerSpec, Delivery, MessageCache, Queue, QueueConsumer, Store, StoreError, Suppression,
     SuppressionList, Topic, Transition, Updated,
 };
 use mdc_core::supervise::TaskHealth;
-use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
+use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 const COMPONENT: &str = "response-handler";
@@ -37,6 +38,18 @@ pub enum Unapplied {
     /// The store took the report; its outcome event could not be published.
     #[error("could not publish the outcome: {0}")]
     Outcome(#[from] mdc_core::outcome::PublishError),
+}
+
+/// What a report that moves a message makes of its outcome.
+enum Outcome {
+    /// Its event, published: made of the record the write left and the
+    /// event that moved it.
+    Published(Event),
+    /// Only its metrics, counted from the brief of the record the write
+    /// left: no reader wants outcome events ([`Queue::wants_outcomes`]).
+    Counted { status: Status, at: Timestamp },
+    /// A report that moves nothing makes none.
+    Nothing,
 }
 
 /// Consumes the responses topic and moves messages to `delivered` or `failed`.
@@ -283,8 +296,17 @@ impl ResponseHandler {
                 .details
                 .push_str(&format!("; at the vendor {}", vendor_at.to_rfc3339()));
         }
-        // The event as the store keeps it, when it moves the message.
-        let moved = status.map(|status| event.clone().status(status));
+        let outcome = match status {
+            // The event as the store keeps it, when it moves the message.
+            Some(status) if self.queue.wants_outcomes() => {
+                Outcome::Published(event.clone().status(status))
+            }
+            Some(status) => Outcome::Counted {
+                status,
+                at: event.at,
+            },
+            None => Outcome::Nothing,
+        };
         let update = match status {
             Some(status) => Transition::Reported {
                 status,
@@ -301,11 +323,18 @@ impl ResponseHandler {
         let reported = status;
         let status = status.map_or_else(|| "an event".to_owned(), |s| s.to_string());
         // A move publishes an outcome, made of the record as the write left
-        // it; an event alone publishes nothing.
-        let (updated, after) = if moved.is_some() {
-            self.store.update_and_read(&id, update).await?
-        } else {
-            (self.store.update(&id, update).await?, None)
+        // it (or counts it, from the record's brief); an event alone
+        // publishes nothing.
+        let (updated, after, brief) = match &outcome {
+            Outcome::Published(_) => {
+                let (updated, after) = self.store.update_and_read(&id, update).await?;
+                (updated, after, None)
+            }
+            Outcome::Counted { .. } => {
+                let (updated, brief) = self.store.update_and_brief(&id, update).await?;
+                (updated, None, brief)
+            }
+            Outcome::Nothing => (self.store.update(&id, update).await?, None, None),
         };
         match updated {
             Updated::Applied { status } => {
@@ -316,16 +345,16 @@ impl ResponseHandler {
                     "status" => reported.map_or("event", |s| s.as_str()),
                 )
                 .increment(1);
-                if let Some(moved) = &moved {
-                    mdc_core::outcome::publish_moved(
-                        &*self.store,
-                        &*self.queue,
-                        &id,
-                        moved,
-                        report.vendor_at,
-                        after,
-                    )
-                    .await?;
+                let (store, queue, vendor_at) = (&*self.store, &*self.queue, report.vendor_at);
+                match outcome {
+                    Outcome::Published(moved) => {
+                        outcome::publish_moved(store, queue, &id, &moved, vendor_at, after).await?;
+                    }
+                    Outcome::Counted { status, at } => {
+                        outcome::count_moved(store, queue, &id, status, at, vendor_at, brief)
+                            .await?;
+                    }
+                    Outcome::Nothing => {}
                 }
                 self.suppress_if_asked(&id, &report).await?;
             }

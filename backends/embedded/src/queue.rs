@@ -239,6 +239,18 @@ impl EmbeddedQueue {
         })
     }
 
+    /// What the webhook delivery's interest says, when it is the only
+    /// reader of outcomes and has told it; otherwise every event is wanted.
+    fn webhook_wants(&self, ask: impl FnOnce(&dyn OutcomeInterest) -> bool) -> bool {
+        let Some(interest) = &self.webhook_interest else {
+            return true;
+        };
+        let interest = interest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        interest.as_deref().is_none_or(ask)
+    }
+
     /// Records waiting in `topic` (produced and not yet acknowledged).
     pub fn depth(&self, topic: Topic) -> Result<u64, QueueError> {
         let txn = self.db.read()?;
@@ -258,13 +270,11 @@ impl Queue for EmbeddedQueue {
     }
 
     fn wants_outcome(&self, event: &OutcomeEvent) -> bool {
-        let Some(interest) = &self.webhook_interest else {
-            return true;
-        };
-        let interest = interest
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        interest.as_ref().is_none_or(|i| i.wants(event))
+        self.webhook_wants(|interest| interest.wants(event))
+    }
+
+    fn wants_outcomes(&self) -> bool {
+        self.webhook_wants(|interest| interest.wants_any())
     }
 
     fn set_webhook_interest(&self, interest: Arc<dyn OutcomeInterest>) {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mdc_core::ports::{
-    Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
+    Brief, Claim, Created, Expired, ListFilter, Store, StoreError, Transition, Updated,
 };
 use mdc_core::{MessageId, MessageRecord, Status, Timestamp};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
@@ -32,6 +32,7 @@ use read::{list, read_record};
 use record::{load, status_code, State};
 use retention::{RETENTION, RETENTION_SCAN_FACTOR};
 use trail_rows::{rows_of, Trail};
+use transitions::Hand;
 use write::{provider_key, remove_record, save, with_key};
 
 // Messages are keyed by their id's 128 bits ([`MessageId::bits`]), which
@@ -407,7 +408,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn update(&self, id: &MessageId, update: Transition) -> Result<Updated, StoreError> {
-        Ok(self.write_update(id, update, false).await?.0)
+        Ok(self.write_update(id, update, Hand::Nothing).await?.0)
     }
 
     /// The record after the update comes from the write itself: its state
@@ -417,7 +418,19 @@ impl Store for EmbeddedStore {
         id: &MessageId,
         update: Transition,
     ) -> Result<(Updated, Option<MessageRecord>), StoreError> {
-        self.write_update(id, update, true).await
+        let (updated, after) = self.write_update(id, update, Hand::Record).await?;
+        Ok((updated, transitions::record_of(after)?))
+    }
+
+    /// The brief comes from the write itself, its channel from the state
+    /// (from the message only in a state written before it was kept).
+    async fn update_and_brief(
+        &self,
+        id: &MessageId,
+        update: Transition,
+    ) -> Result<(Updated, Option<Brief>), StoreError> {
+        let (updated, after) = self.write_update(id, update, Hand::Brief).await?;
+        Ok((updated, transitions::brief_of(after)?))
     }
 
     async fn key_holder(

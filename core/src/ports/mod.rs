@@ -24,7 +24,8 @@ pub use provider::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
 pub use queue::{ConsumerSpec, Delivery, Queue, QueueConsumer, QueueError, QueueLayout, Topic};
 pub use retry::{RetryError, RetryItem, RetryScheduler};
 pub use store::{
-    Claim, Created, Expired, ListFilter, SortOrder, Store, StoreError, Transition, Updated, Verify,
+    Brief, Claim, Created, Expired, ListFilter, SortOrder, Store, StoreError, Transition, Updated,
+    Verify,
 };
 pub use suppression::{Suppression, SuppressionList};
 pub use webhooks::{

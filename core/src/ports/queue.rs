@@ -165,6 +165,14 @@ pub trait Queue: Send + Sync + 'static {
         true
     }
 
+    /// Whether any outcome event at all would reach a reader of
+    /// [`Topic::Outcomes`]: false only when [`Queue::wants_outcome`] would
+    /// be false for every event, so a publisher need not make them (their
+    /// metrics are still counted).
+    fn wants_outcomes(&self) -> bool {
+        true
+    }
+
     /// Which outcome events MDC's webhook delivery (the group
     /// [`OUTCOME_WEBHOOKS_GROUP`]) would act on, for
     /// [`Queue::wants_outcome`]. Ignored by a queue whose outcomes others

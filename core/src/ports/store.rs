@@ -278,6 +278,28 @@ impl From<Transition> for Change {
     }
 }
 
+/// What an outcome's metrics need of the message a write moved
+/// ([`Store::update_and_brief`]): less than its record, so a store can
+/// hand it out without reading and decoding the message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Brief {
+    pub channel: Channel,
+    pub status: Status,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Brief {
+    pub fn of(record: &MessageRecord) -> Self {
+        Self {
+            channel: record.message.channel(),
+            status: record.status,
+            created_at: record.message.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
 /// The result of [`Store::update`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Updated {
@@ -492,6 +514,20 @@ pub trait Store: Send + Sync + 'static {
             _ => None,
         };
         Ok((updated, after))
+    }
+
+    /// [`Store::update_and_read`], handing out only the [`Brief`] of the
+    /// record the write left: for a move whose outcome no reader wants
+    /// (its metrics are still counted). The default takes it from the
+    /// record; a store that keeps the message's channel with its state
+    /// hands it out without decoding the message.
+    async fn update_and_brief(
+        &self,
+        id: &MessageId,
+        transition: Transition,
+    ) -> Result<(Updated, Option<Brief>), StoreError> {
+        let (updated, after) = self.update_and_read(id, transition).await?;
+        Ok((updated, after.as_ref().map(Brief::of)))
     }
 
     /// Removes the record of `message` if no attempt has started (it is

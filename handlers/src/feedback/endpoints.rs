@@ -93,16 +93,27 @@ impl Endpoints {
     /// False only when the endpoints, read less than [`FRESH`] ago and
     /// unchanged since, include none that wants `event`.
     pub(super) fn want(&self, event: &OutcomeEvent) -> bool {
-        let endpoints = {
-            let state = self.lock();
-            match &state.read {
-                Some((at, endpoints)) if state.changing == 0 && at.elapsed() < FRESH => {
-                    endpoints.clone()
-                }
-                _ => return true,
+        self.fresh()
+            .is_none_or(|endpoints| endpoints.iter().any(|endpoint| wants(endpoint, event)))
+    }
+
+    /// False only when the endpoints, read less than [`FRESH`] ago and
+    /// unchanged since, include none enabled: none wants any event.
+    pub(super) fn want_any(&self) -> bool {
+        self.fresh()
+            .is_none_or(|endpoints| endpoints.iter().any(|endpoint| endpoint.disabled.is_none()))
+    }
+
+    /// The endpoints as last read, when that read is fresh and no change
+    /// came or is under way since.
+    fn fresh(&self) -> Option<Arc<Vec<WebhookEndpoint>>> {
+        let state = self.lock();
+        match &state.read {
+            Some((at, endpoints)) if state.changing == 0 && at.elapsed() < FRESH => {
+                Some(endpoints.clone())
             }
-        };
-        endpoints.iter().any(|endpoint| wants(endpoint, event))
+            _ => None,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -118,6 +129,10 @@ impl Endpoints {
 impl OutcomeInterest for Endpoints {
     fn wants(&self, event: &OutcomeEvent) -> bool {
         self.want(event)
+    }
+
+    fn wants_any(&self) -> bool {
+        self.want_any()
     }
 }
 
@@ -184,10 +199,13 @@ mod tests {
         let endpoints = Endpoints::default();
         let sent = event("message.sent", Channel::Sms, None);
         assert!(endpoints.want(&sent), "unknown endpoints: every event");
+        assert!(endpoints.want_any());
         read(&endpoints, Vec::new()).await;
         assert!(!endpoints.want(&sent), "no endpoint: no event");
+        assert!(!endpoints.want_any());
         tokio::time::advance(FRESH).await;
         assert!(endpoints.want(&sent), "a stale read decides nothing");
+        assert!(endpoints.want_any());
     }
 
     /// While an endpoint is being changed every event is wanted, and a read
@@ -198,8 +216,10 @@ mod tests {
         let sent = event("message.sent", Channel::Sms, None);
         read(&endpoints, Vec::new()).await;
         assert!(!endpoints.want(&sent));
+        assert!(!endpoints.want_any());
         let change = endpoints.changing();
         assert!(endpoints.want(&sent), "a change under way: every event");
+        assert!(endpoints.want_any());
         read(&endpoints, Vec::new()).await;
         assert!(
             endpoints.want(&sent),
@@ -232,6 +252,30 @@ mod tests {
         assert!(endpoints.want(&event("message.sent", Channel::Sms, Some("billing"))));
         assert!(!endpoints.want(&event("message.delivered", Channel::Sms, None)));
         assert!(!endpoints.want(&event("message.sent", Channel::Email, Some("shop"))));
+    }
+
+    /// Some event is wanted while one endpoint is enabled, whatever its
+    /// filters; disabled endpoints want none.
+    #[tokio::test(start_paused = true)]
+    async fn some_event_is_wanted_while_an_endpoint_is_enabled() {
+        let endpoints = Endpoints::default();
+        let mut disabled = endpoint(None, &[], &[]);
+        disabled.disabled = Some(Disabled {
+            reason: "410".into(),
+            at: mdc_core::now(),
+        });
+        read(&endpoints, vec![disabled.clone()]).await;
+        assert!(!endpoints.want_any(), "only a disabled endpoint");
+        endpoints.invalidate();
+        read(
+            &endpoints,
+            vec![
+                disabled,
+                endpoint(Some("billing"), &["message.failed"], &[Channel::Push]),
+            ],
+        )
+        .await;
+        assert!(endpoints.want_any(), "an enabled endpoint, however narrow");
     }
 
     /// A change makes every event wanted at once, and a read begun before

@@ -499,3 +499,107 @@ async fn an_event_only_report_reads_nothing_back() {
         .last()
         .is_some_and(|e| e.details.starts_with("complaint (abuse)")));
 }
+
+/// A metric's labels, sorted.
+type Labels = Vec<(String, String)>;
+/// A metric series: its name, its labels and its counter's count or its
+/// histogram's number of values.
+type Series = (String, Labels, u64);
+
+/// The series of a snapshot named `name`: each one's labels, sorted, and
+/// its counter's count or its histogram's number of values.
+fn series(snapshot: &[Series], name: &str) -> Vec<(Labels, u64)> {
+    let mut found: Vec<_> = snapshot
+        .iter()
+        .filter(|(n, ..)| n == name)
+        .map(|(_, labels, n)| (labels.clone(), *n))
+        .collect();
+    found.sort();
+    found
+}
+
+/// What `snapshotter` holds (taken once: a snapshot drains histograms).
+fn snapshot(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<Series> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let mut labels: Labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            let n = match value {
+                DebugValue::Counter(n) => n,
+                DebugValue::Histogram(values) => values.len() as u64,
+                DebugValue::Gauge(_) => 0,
+            };
+            (key.key().name().to_owned(), labels, n)
+        })
+        .collect()
+}
+
+/// A report that moves a message counts its outcome the same whether a
+/// reader wants the outcome event (published, made of the record the
+/// write left) or none does (not made; counted from the write's brief).
+#[test]
+fn an_outcome_is_counted_whether_or_not_its_event_is_wanted() {
+    let by_channel = |status: &str| {
+        vec![
+            ("channel".to_owned(), "sms".to_owned()),
+            ("status".to_owned(), status.to_owned()),
+        ]
+    };
+    for unwanted in [false, true] {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store = Arc::new(MemoryStore::default());
+        let queue = Arc::new(MemoryQueue::default());
+        queue.set_outcomes_unwanted(unwanted);
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let id = sent(&store, "+14155550150").await;
+                let handler = ResponseHandler::new(
+                    queue.clone(),
+                    store.clone(),
+                    Arc::new(mdc_embedded::MemoryCache::default()),
+                );
+                let delivery = mdc_core::ports::Delivery {
+                    topic: Topic::Responses,
+                    partition: 0,
+                    offset: 0,
+                    key: id.to_string(),
+                    payload: report(&id),
+                };
+                handler.apply(&delivery).await.expect("applied");
+                assert_eq!(status(&store, &id).await, Status::Delivered);
+            })
+        });
+        let snapshot = snapshot(&snapshotter);
+        assert_eq!(
+            series(&snapshot, "mdc_outcomes_total"),
+            [(by_channel("delivered"), 1)],
+            "unwanted: {unwanted}"
+        );
+        assert_eq!(
+            series(&snapshot, "mdc_time_to_delivered_seconds"),
+            [(vec![("channel".to_owned(), "sms".to_owned())], 1)],
+            "unwanted: {unwanted}"
+        );
+        let (written, unwritten) = if unwanted { (0, 1) } else { (1, 0) };
+        assert_eq!(queue.pending(Topic::Outcomes), written);
+        assert_eq!(
+            series(&snapshot, "mdc_outcome_events_unwritten_total")
+                .first()
+                .map_or(0, |(_, n)| *n),
+            unwritten
+        );
+    }
+}

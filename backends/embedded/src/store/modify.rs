@@ -30,18 +30,29 @@ pub(super) fn modify<T>(
     f: impl FnOnce(&mut MessageRecord) -> T,
 ) -> Result<Option<Modified<T>>, DbError> {
     let key = id.bits();
-    let (mut record, whole, next_event, in_state) = match stored(&t.messages, &t.states, key)? {
-        Some(Stored::Split(mut state)) => {
-            let next_event = state.next_event;
-            let in_state = std::mem::take(&mut state.trail);
-            (state.stand_in(id), false, next_event, in_state)
-        }
-        Some(Stored::Whole(record)) => (*record, true, None, Vec::new()),
-        None => return Ok(None),
+    let (mut record, whole, next_event, in_state, channel) =
+        match stored(&t.messages, &t.states, key)? {
+            Some(Stored::Split(mut state)) => {
+                let next_event = state.next_event;
+                let in_state = std::mem::take(&mut state.trail);
+                let channel = state.channel;
+                (state.stand_in(id), false, next_event, in_state, channel)
+            }
+            Some(Stored::Whole(record)) => {
+                let channel = Some(record.message.channel());
+                (*record, true, None, Vec::new(), channel)
+            }
+            None => return Ok(None),
+        };
+    // The stand-in's content is not the message's: the channel is the one
+    // the state keeps (none in a state written before it was kept).
+    let state_of = |record: &MessageRecord| State {
+        channel,
+        ..State::of(record)
     };
-    let before = State::of(&record);
+    let before = state_of(&record);
     let out = f(&mut record);
-    let after = State::of(&record);
+    let after = state_of(&record);
     if after != before || !record.events.is_empty() {
         if whole {
             t.messages

@@ -10,7 +10,7 @@
 //! its next change.
 
 use chrono::DateTime;
-use mdc_core::{Message, MessageId, MessageRecord, Status, Timestamp};
+use mdc_core::{Channel, Message, MessageId, MessageRecord, Status, Timestamp};
 use redb::ReadableTable;
 
 use super::{codec, rows_of, Tables};
@@ -41,6 +41,10 @@ pub(super) struct State {
     /// each, as writing a row cost the store writer about as much as the
     /// state itself ([`super::trail_rows::Trail`] says when they move).
     pub trail: Vec<Vec<u8>>,
+    /// The message's channel, so that what a change hands out for an
+    /// outcome's metrics ([`mdc_core::ports::Brief`]) needs no decoding of
+    /// the message; none in states written before it was kept.
+    pub channel: Option<Channel>,
 }
 
 /// The number after `id`'s last trail row (0 for none).
@@ -101,6 +105,12 @@ const HAS_NEXT_EVENT: u8 = 1 << 5;
 /// Trail events follow the next row's number (layout 2): their count
 /// (u16), then each as its length (u32) and its stored form.
 const HAS_TRAIL: u8 = 1 << 6;
+/// The message's channel, a byte ([`CHANNEL_CODES`]), last, after the
+/// trail: readers that predate it stop before it.
+const HAS_CHANNEL: u8 = 1 << 7;
+
+/// Channels by their stored code. Fixed, as [`STATUS_CODES`].
+const CHANNEL_CODES: [Channel; 3] = [Channel::Sms, Channel::Email, Channel::Push];
 
 pub(super) fn nanos(at: Timestamp) -> Result<[u8; 8], DbError> {
     at.timestamp_nanos_opt()
@@ -162,6 +172,7 @@ impl State {
             (self.provider_message_id.is_some(), HAS_PROVIDER_MESSAGE_ID),
             (self.next_event.is_some(), HAS_NEXT_EVENT),
             (!self.trail.is_empty(), HAS_TRAIL),
+            (self.channel.is_some(), HAS_CHANNEL),
         ] {
             if present {
                 flags |= flag;
@@ -212,6 +223,13 @@ impl State {
                 out.extend_from_slice(event);
             }
         }
+        if let Some(channel) = self.channel {
+            let code = CHANNEL_CODES
+                .iter()
+                .position(|c| *c == channel)
+                .ok_or_else(|| DbError::Storage(format!("no stored code for {channel}")))?;
+            out.push(code as u8);
+        }
         Ok(out)
     }
 
@@ -251,6 +269,16 @@ impl State {
                 return Err(DbError::Storage("stored state has an empty trail".into()));
             }
         }
+        let channel = match has(HAS_CHANNEL) {
+            true => {
+                let code = r.byte()?;
+                let channel = CHANNEL_CODES.get(code as usize).copied().ok_or_else(|| {
+                    DbError::Storage(format!("unknown stored channel code {code}"))
+                })?;
+                Some(channel)
+            }
+            false => None,
+        };
         Ok(Self {
             status,
             updated_at,
@@ -263,6 +291,7 @@ impl State {
             provider_message_id,
             next_event,
             trail,
+            channel,
         })
     }
 
@@ -279,6 +308,7 @@ impl State {
             provider_message_id: record.provider_message_id.clone(),
             next_event: None,
             trail: Vec::new(),
+            channel: Some(record.message.channel()),
         }
     }
 
@@ -423,6 +453,7 @@ mod tests {
             provider_message_id: None,
             next_event: None,
             trail: Vec::new(),
+            channel: None,
         }
     }
 
@@ -443,6 +474,7 @@ mod tests {
             if i % 4 == 1 {
                 s.trail = (0..i).map(|n| vec![n as u8; n * 40]).collect();
             }
+            s.channel = (i % 4).checked_sub(1).map(|c| Channel::ALL[c % 3]);
             cases.push(s);
         }
         for s in cases {
@@ -472,6 +504,36 @@ mod tests {
         for status in Status::ALL {
             assert!(STATUS_CODES.contains(&status), "{status} has no code");
         }
+    }
+
+    /// Channel codes on disk keep their meaning, and every channel has one.
+    #[test]
+    fn channel_codes_are_fixed() {
+        let names: Vec<&str> = CHANNEL_CODES.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, ["sms", "email", "push"]);
+        for channel in Channel::ALL {
+            assert!(CHANNEL_CODES.contains(channel), "{channel} has no code");
+        }
+    }
+
+    /// The channel is the last byte, so a reader that predates it reads the
+    /// rest as it was; a cut or unknown channel is an error.
+    #[test]
+    fn a_states_channel_comes_last() {
+        let mut s = state();
+        s.next_event = Some(2);
+        s.trail = vec![b"event".to_vec()];
+        let without = s.encode().expect("encodes");
+        s.channel = Some(Channel::Push);
+        let with = s.encode().expect("encodes");
+        assert_eq!(with.len(), without.len() + 1);
+        assert_eq!(with[2] & !HAS_CHANNEL, without[2]);
+        assert_eq!(with[3..with.len() - 1], without[3..]);
+        assert!(State::decode(&with[..with.len() - 1]).is_err());
+        let mut unknown = with.clone();
+        let last = unknown.len() - 1;
+        unknown[last] = 3;
+        assert!(State::decode(&unknown).is_err());
     }
 
     #[test]

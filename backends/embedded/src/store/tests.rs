@@ -523,4 +523,5 @@ async fn a_claim_by_message_reads_no_stored_message() {
     }
 }
 
+mod brief;
 mod held;

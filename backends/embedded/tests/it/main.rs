@@ -118,6 +118,19 @@ mod queue {
         }
     }
 
+    /// Webhook delivery with no endpoint: it wants no event at all.
+    struct NoEndpoint;
+
+    impl mdc_core::outcome::OutcomeInterest for NoEndpoint {
+        fn wants(&self, _event: &mdc_core::outcome::OutcomeEvent) -> bool {
+            false
+        }
+
+        fn wants_any(&self) -> bool {
+            false
+        }
+    }
+
     fn outcome(kind: &str) -> mdc_core::outcome::OutcomeEvent {
         let id = mdc_core::MessageId::generate();
         mdc_core::outcome::OutcomeEvent {
@@ -155,8 +168,10 @@ mod queue {
             .await
             .expect("published");
         assert_eq!(depth(), 1, "written while the interest is unknown");
+        assert!(queue.wants_outcomes());
 
         queue.set_webhook_interest(Arc::new(DeliveredOnly));
+        assert!(queue.wants_outcomes(), "some event is wanted");
         outcome("message.sent")
             .publish(&*queue)
             .await
@@ -167,6 +182,8 @@ mod queue {
             .await
             .expect("published");
         assert_eq!(depth(), 2, "a wanted event is written");
+        queue.set_webhook_interest(Arc::new(NoEndpoint));
+        assert!(!queue.wants_outcomes(), "no event is wanted");
 
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = QueueLayout {
@@ -174,7 +191,8 @@ mod queue {
             ..QueueLayout::default()
         };
         let queue = Embedded::open(dir.path(), layout).expect("open").queue;
-        queue.set_webhook_interest(Arc::new(DeliveredOnly));
+        queue.set_webhook_interest(Arc::new(NoEndpoint));
+        assert!(queue.wants_outcomes(), "another group reads every event");
         outcome("message.sent")
             .publish(&*queue)
             .await

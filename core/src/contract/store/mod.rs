@@ -6,7 +6,7 @@ use chrono::Duration;
 
 use super::sample_message;
 use crate::message::Content;
-use crate::ports::store::{Claim, Created, ListFilter, Store, Transition, Updated, Verify};
+use crate::ports::store::{Brief, Claim, Created, ListFilter, Store, Transition, Updated, Verify};
 use crate::{Channel, Event, MessageId, MessageRecord, Status};
 
 mod claims;
@@ -97,6 +97,7 @@ macro_rules! store_contract {
                 retention_takes_bodies_kept_longer_than_records,
                 recent_events_are_the_last_of_the_trail,
                 an_applied_update_hands_out_the_record_it_left,
+                an_applied_update_hands_out_the_brief_it_left,
             ]
         );
     };

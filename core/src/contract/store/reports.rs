@@ -397,3 +397,92 @@ pub async fn an_applied_update_hands_out_the_record_it_left(store: Arc<dyn Store
     assert_eq!(missing, Updated::NotFound);
     assert_eq!(none, None);
 }
+
+/// An update that applies hands out the brief of the record it left (what
+/// an outcome's metrics need); one that does not, nothing.
+pub async fn an_applied_update_hands_out_the_brief_it_left(store: Arc<dyn Store>) {
+    let record = email_record("ada@example.com");
+    let id = &record.message.id;
+    assert_eq!(store.create(&record).await.expect("create"), Created::New);
+    let now = crate::now();
+    store
+        .claim(id, now, now + Duration::seconds(30), "t")
+        .await
+        .expect("claim");
+    let sent = Transition::Sent {
+        attempt: 1,
+        provider: "sim-email".into(),
+        provider_message_id: "vendor-44".into(),
+        event: Event::new("dispatcher", "sent"),
+    };
+    let (updated, brief) = store.update_and_brief(id, sent).await.expect("update");
+    assert_eq!(
+        updated,
+        Updated::Applied {
+            status: Status::Sent
+        }
+    );
+    let brief = brief.expect("the brief after the write");
+    assert_eq!(
+        (brief.channel, brief.status),
+        (Channel::Email, Status::Sent)
+    );
+    let delivered = |provider: &str| Transition::Reported {
+        status: Status::Delivered,
+        provider: provider.into(),
+        provider_message_id: "vendor-44".into(),
+        event: Event::new("response-handler", "delivered (vendor report)"),
+    };
+    let report = delivered("sim-email");
+    let moved = report.event_when_applied().expect("an event");
+    let (updated, brief) = store.update_and_brief(id, report).await.expect("update");
+    assert_eq!(
+        updated,
+        Updated::Applied {
+            status: Status::Delivered
+        }
+    );
+    let brief = brief.expect("the brief after the write");
+    assert_eq!(
+        (brief.channel, brief.status),
+        (Channel::Email, Status::Delivered)
+    );
+    // Backends keep times to the millisecond or finer.
+    assert!((brief.updated_at - moved.at).num_milliseconds().abs() < 1);
+    assert!(
+        (brief.created_at - record.message.created_at)
+            .num_milliseconds()
+            .abs()
+            < 1
+    );
+    let now = store
+        .get_recent(id, 0)
+        .await
+        .expect("get_recent")
+        .expect("present");
+    assert_eq!(brief, Brief::of(&now));
+
+    let (ignored, none) = store
+        .update_and_brief(id, delivered("sim-email"))
+        .await
+        .expect("update");
+    assert_eq!(
+        ignored,
+        Updated::Ignored {
+            current: Status::Delivered
+        }
+    );
+    assert_eq!(none, None);
+    let (other, none) = store
+        .update_and_brief(id, delivered("other"))
+        .await
+        .expect("update");
+    assert_eq!(other, Updated::Mismatched);
+    assert_eq!(none, None);
+    let (missing, none) = store
+        .update_and_brief(&MessageId::generate(), delivered("sim-email"))
+        .await
+        .expect("update");
+    assert_eq!(missing, Updated::NotFound);
+    assert_eq!(none, None);
+}
