@@ -265,8 +265,8 @@ pub async fn publish_record(
 /// ([`Queue::wants_outcomes`]): counts the outcome of the move the caller
 /// has just stored with an event of `status` at `at`, from `brief`, what
 /// the write left ([`crate::ports::Store::update_and_brief`]). When that
-/// shows a later change, publishes (counts) the status the message is in
-/// now ([`publish_current`]).
+/// shows a later change, or a reader wants outcomes by now, publishes the
+/// status the message is in now ([`publish_current`]).
 pub async fn count_moved(
     store: &dyn crate::ports::Store,
     queue: &dyn Queue,
@@ -279,10 +279,12 @@ pub async fn count_moved(
     let Some(brief) = brief else {
         return Ok(false);
     };
-    // As in publish_moved.
+    // As in publish_moved; and a reader that came to want outcomes while
+    // the write was under way (an endpoint created meanwhile) gets this
+    // move's event, made of the record as stored now.
     let unchanged =
         brief.status == status && brief.updated_at.timestamp_millis() == at.timestamp_millis();
-    if !unchanged {
+    if !unchanged || queue.wants_outcomes() {
         return publish_current(store, queue, id, vendor_at).await;
     }
     if !is_outcome(status) {

@@ -46,7 +46,9 @@ enum Outcome {
     /// event that moved it.
     Published(Event),
     /// Only its metrics, counted from the brief of the record the write
-    /// left: no reader wants outcome events ([`Queue::wants_outcomes`]).
+    /// left: no reader wanted outcome events ([`Queue::wants_outcomes`])
+    /// when the report was taken (one that does by the end of the write
+    /// still gets the event: [`outcome::count_moved`]).
     Counted { status: Status, at: Timestamp },
     /// A report that moves nothing makes none.
     Nothing,

@@ -603,3 +603,37 @@ fn an_outcome_is_counted_whether_or_not_its_event_is_wanted() {
         );
     }
 }
+
+/// A reader that comes to want outcomes while a report's write is under
+/// way (an endpoint created meanwhile) gets the event of that move, though
+/// none was wanted when the report was taken.
+#[tokio::test]
+async fn an_outcome_wanted_once_the_write_is_under_way_is_published() {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let id = sent(&store, "+14155550151").await;
+    queue.set_outcomes_unwanted(true);
+    // The write of the report is where the endpoint appears.
+    let wanting = queue.clone();
+    store.fail_updates(usize::MAX, move |t| {
+        if matches!(t, Transition::Reported { .. }) {
+            wanting.set_outcomes_unwanted(false);
+        }
+        false
+    });
+    let handler = ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    );
+    let delivery = mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: id.to_string(),
+        payload: report(&id),
+    };
+    handler.apply(&delivery).await.expect("applied");
+    assert_eq!(status(&store, &id).await, Status::Delivered);
+    assert_eq!(queue.pending(Topic::Outcomes), 1, "the delivered event");
+}
