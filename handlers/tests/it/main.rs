@@ -1,6 +1,7 @@
-//! The reconciler on the embedded backends; the response handler on
-//! in-memory ports with paused time.
+//! The reconciler on the embedded backends; the response handler (and the
+//! outcomes it makes) on in-memory ports with paused time.
 
+mod outcomes;
 mod responses;
 
 use std::collections::HashSet;
