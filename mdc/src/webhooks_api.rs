@@ -167,15 +167,43 @@ async fn create(
     apply(request, &mut endpoint, &state).await?;
     // Outcomes are all written from before the store write until the
     // endpoints are read again after it, so the new one misses none.
-    let _changing = state.feedback.changing();
-    state
-        .webhooks
-        .create(&endpoint)
-        .await
-        .map_err(unavailable)?;
+    let (webhooks, stored) = (state.webhooks.clone(), endpoint.clone());
+    to_the_end(state.feedback.changing(), async move {
+        webhooks.create(&stored).await
+    })
+    .await?
+    .map_err(unavailable)?;
     let mut body = shown(&endpoint);
     body["secret"] = json!(secret);
     Ok(HttpResponse::Created().json(body))
+}
+
+/// Runs `write` on a task of its own, holding `guard` until it ends, and
+/// waits for it. A request dropped meanwhile (its client hung up) would
+/// otherwise end the guard (a change to the endpoints under way, during
+/// which every outcome is written) before the store write it covers,
+/// which goes on without it.
+async fn to_the_end<G, T>(
+    guard: G,
+    write: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    G: Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(async move {
+        let done = write.await;
+        drop(guard);
+        done
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "A webhook endpoint's write failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the webhook endpoint's write failed; read it back before retrying",
+        )
+    })
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "The endpoints", body = crate::openapi::Webhooks), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
@@ -229,13 +257,13 @@ async fn update(
     apply(request, &mut endpoint, &state).await?;
     endpoint.updated_at = mdc_core::now();
     // A change may widen what the endpoint wants (or enable it again).
-    let _changing = state.feedback.changing();
-    if !state
-        .webhooks
-        .update(&endpoint)
-        .await
-        .map_err(unavailable)?
-    {
+    let (webhooks, stored) = (state.webhooks.clone(), endpoint.clone());
+    let updated = to_the_end(state.feedback.changing(), async move {
+        webhooks.update(&stored).await
+    })
+    .await?
+    .map_err(unavailable)?;
+    if !updated {
         return Err(not_found("no webhook with that id"));
     }
     Ok(HttpResponse::Ok().json(shown(&endpoint)))
@@ -362,4 +390,52 @@ async fn recover(
         .await
         .map_err(unavailable)?;
     Ok(HttpResponse::Accepted().json(json!({ "recovering": queued })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::to_the_end;
+
+    /// Sets its flag when dropped.
+    struct Guard(Arc<AtomicBool>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A request dropped while its write is under way (a client that hung
+    /// up) leaves the guard held until the write ends, and no longer.
+    #[tokio::test]
+    async fn a_dropped_request_holds_its_guard_until_its_write_ends() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let (began, has_begun) = tokio::sync::oneshot::channel::<()>();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let request = to_the_end(Guard(ended.clone()), async move {
+            let _ = began.send(());
+            let _ = finished.await;
+        });
+        tokio::select! {
+            _ = request => panic!("the write cannot have ended"),
+            _ = has_begun => {}
+        }
+        // The request is dropped; its write goes on.
+        tokio::task::yield_now().await;
+        assert!(!ended.load(Ordering::SeqCst), "the guard is held");
+        finish.send(()).expect("the write is waiting");
+        for _ in 0..100 {
+            if ended.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the guard ends with the write"
+        );
+    }
 }
