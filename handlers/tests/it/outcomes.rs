@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use mdc_core::memory::{MemoryQueue, MemoryStore};
 use mdc_core::ports::{Store, Topic, Transition};
-use mdc_core::{DeliveryReport, Event, ReportOutcome, Status};
+use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status};
 use mdc_handlers::ResponseHandler;
 
 use super::responses::{failure_report, report, sent, status, with_outcomes};
@@ -145,6 +145,25 @@ fn snapshot(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<Series> {
         .collect()
 }
 
+/// A response handler on `store` and `queue` applies a `delivered` report
+/// for `id` (sent), which moves it.
+async fn delivered_by_report(store: &Arc<MemoryStore>, queue: &Arc<MemoryQueue>, id: &MessageId) {
+    let handler = ResponseHandler::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(mdc_embedded::MemoryCache::default()),
+    );
+    let delivery = mdc_core::ports::Delivery {
+        topic: Topic::Responses,
+        partition: 0,
+        offset: 0,
+        key: id.to_string(),
+        payload: report(id),
+    };
+    handler.apply(&delivery).await.expect("applied");
+    assert_eq!(status(store, id).await, Status::Delivered);
+}
+
 /// A report that moves a message counts its outcome the same whether a
 /// reader wants the outcome event (published, made of the record the
 /// write left) or none does (not made; counted from the write's brief).
@@ -169,20 +188,7 @@ fn an_outcome_is_counted_whether_or_not_its_event_is_wanted() {
         metrics::with_local_recorder(&recorder, || {
             runtime.block_on(async {
                 let id = sent(&store, "+14155550150").await;
-                let handler = ResponseHandler::new(
-                    queue.clone(),
-                    store.clone(),
-                    Arc::new(mdc_embedded::MemoryCache::default()),
-                );
-                let delivery = mdc_core::ports::Delivery {
-                    topic: Topic::Responses,
-                    partition: 0,
-                    offset: 0,
-                    key: id.to_string(),
-                    payload: report(&id),
-                };
-                handler.apply(&delivery).await.expect("applied");
-                assert_eq!(status(&store, &id).await, Status::Delivered);
+                delivered_by_report(&store, &queue, &id).await;
             })
         });
         let snapshot = snapshot(&snapshotter);
@@ -224,19 +230,6 @@ async fn an_outcome_wanted_once_the_write_is_under_way_is_published() {
         }
         false
     });
-    let handler = ResponseHandler::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(mdc_embedded::MemoryCache::default()),
-    );
-    let delivery = mdc_core::ports::Delivery {
-        topic: Topic::Responses,
-        partition: 0,
-        offset: 0,
-        key: id.to_string(),
-        payload: report(&id),
-    };
-    handler.apply(&delivery).await.expect("applied");
-    assert_eq!(status(&store, &id).await, Status::Delivered);
+    delivered_by_report(&store, &queue, &id).await;
     assert_eq!(queue.pending(Topic::Outcomes), 1, "the delivered event");
 }
