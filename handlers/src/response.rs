@@ -1,3 +1,4 @@
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,10 +10,15 @@ use mdc_core::ports::{
 };
 use mdc_core::supervise::TaskHealth;
 use mdc_core::{DeliveryReport, Event, MessageId, ReportOutcome, Status, Timestamp};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 const COMPONENT: &str = "response-handler";
 const BATCH: usize = 256;
+
+mod catch_up;
+use catch_up::{lock, Behind, MAX_CATCHING_UP};
 
 /// Tries to apply a report before it is parked, and the first pause
 /// between tries (doubling each time: about 3 s in all).
@@ -24,6 +30,14 @@ const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// before it is parked.
 const MAX_CATCH_UP_TRIES: u32 = 8;
 const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits `pause`; true when `shutdown` came first.
+async fn stopped_during(pause: std::time::Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(pause) => false,
+    }
+}
 
 /// Why a report was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +79,10 @@ pub struct ResponseHandler {
     /// Reports that named a message not sent through their provider.
     mismatched: AtomicU64,
     health: Arc<TaskHealth>,
+    /// Room for reports waiting for their message's `sent` write.
+    catching_up: Arc<Semaphore>,
+    /// Reports that came before their message's `sent` was stored.
+    overtaken: AtomicU64,
 }
 
 impl ResponseHandler {
@@ -77,6 +95,8 @@ impl ResponseHandler {
             suppressions: None,
             mismatched: AtomicU64::new(0),
             health: Arc::default(),
+            catching_up: Arc::new(Semaphore::new(MAX_CATCHING_UP)),
+            overtaken: AtomicU64::new(0),
         }
     }
 
@@ -94,7 +114,9 @@ impl ResponseHandler {
     }
 
     /// Runs `consumers` members of the group until `shutdown`; in-flight
-    /// reports are finished first. A consumer that panics is logged, counted
+    /// reports are finished first, except those waiting to be tried again
+    /// (for their message's `sent` write, or through a store outage),
+    /// which stay unacknowledged for the next run. A consumer that panics is logged, counted
     /// and started again; its unacknowledged reports come back to it.
     pub async fn run(
         self: Arc<Self>,
@@ -138,53 +160,135 @@ impl ResponseHandler {
         }
     }
 
-    async fn consume(&self, consumer: Arc<dyn QueueConsumer>, shutdown: CancellationToken) {
+    async fn consume(
+        self: &Arc<Self>,
+        consumer: Arc<dyn QueueConsumer>,
+        shutdown: CancellationToken,
+    ) {
+        // Reports waiting for their message's `sent` write, each on a task
+        // of its own, and per key the reports that came behind them.
+        let mut aside = JoinSet::new();
+        let behind: Behind = Arc::default();
         loop {
+            while let Some(done) = aside.try_join_next() {
+                // Its panic is this consumer's: it is started again, and
+                // what it had not acknowledged is handed out again.
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
             let batch = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 batch = consumer.fetch(BATCH) => batch,
             };
-            match batch {
-                Ok(batch) => {
-                    join_all(
-                        batch
-                            .iter()
-                            .map(|delivery| self.process(&consumer, delivery)),
-                    )
-                    .await;
-                }
+            let batch = match batch {
+                Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "Fetching reports failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
                 }
+            };
+            // One report of a key at a time, so a message's reports apply
+            // in order: a later one of the same key waits for the next
+            // round, or goes behind one set aside, untried.
+            let mut pending = batch;
+            while !pending.is_empty() {
+                let mut now = Vec::with_capacity(pending.len());
+                let mut later = Vec::new();
+                {
+                    let mut waiting = lock(&behind);
+                    let mut keys = HashSet::with_capacity(pending.len());
+                    for delivery in pending {
+                        if let Some(queue) = waiting.get_mut(&delivery.key) {
+                            queue.push_back(delivery);
+                        } else if keys.insert(delivery.key.clone()) {
+                            now.push(delivery);
+                        } else {
+                            later.push(delivery);
+                        }
+                    }
+                }
+                let tried = join_all(now.into_iter().map(|delivery| async move {
+                    let first = self.apply(&delivery).await;
+                    (delivery, first)
+                }))
+                .await;
+                let mut rest = Vec::with_capacity(tried.len());
+                for (delivery, first) in tried {
+                    if matches!(first, Err(Unapplied::NotSentYet)) {
+                        self.overtaken.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(room) = self.catching_up.clone().try_acquire_owned() {
+                            lock(&behind).insert(delivery.key.clone(), VecDeque::new());
+                            aside.spawn(self.clone().catch_up(
+                                consumer.clone(),
+                                delivery,
+                                first,
+                                behind.clone(),
+                                shutdown.clone(),
+                                room,
+                            ));
+                            continue;
+                        }
+                    }
+                    rest.push((delivery, first));
+                }
+                join_all(
+                    rest.into_iter().map(|(delivery, first)| {
+                        self.process(&consumer, delivery, first, &shutdown)
+                    }),
+                )
+                .await;
+                pending = later;
             }
         }
+        // Each stops at its next pause, or once its report is kept, leaving
+        // the rest unacknowledged.
+        while aside.join_next().await.is_some() {}
         if let Err(e) = consumer.close().await {
             tracing::warn!(error = %e, "Leaving the reports consumer group failed");
         }
     }
 
-    /// Applies one report, trying again while the store refuses it, and for
-    /// as long as the store answers nothing at all. A report that still
-    /// cannot be applied after [`MAX_TRIES`] while the store answers (a
-    /// document the database will not grow, say) or cannot be read at all
-    /// is parked
-    /// on the parked-reports topic, counted and logged, and the partition
-    /// moves on. Only a report that is kept (applied or parked) is
-    /// acknowledged, so none is lost.
-    async fn process(&self, consumer: &Arc<dyn QueueConsumer>, delivery: &Delivery) {
+    /// Applies one report (`first`: how its first try went), trying again
+    /// while the store refuses it, and for as long as the store answers
+    /// nothing at all. A report that still cannot be applied after
+    /// [`MAX_TRIES`] while the store answers (a document the database will
+    /// not grow, say) or cannot be read at all is parked on the
+    /// parked-reports topic, counted and logged, and the partition moves
+    /// on. Only a report that is kept (applied or parked) is acknowledged,
+    /// so none is lost. False when `shutdown` came during a pause: the
+    /// report is left unacknowledged, to be handed out again.
+    async fn process(
+        &self,
+        consumer: &Arc<dyn QueueConsumer>,
+        delivery: Delivery,
+        first: Result<(), Unapplied>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let delivery = &delivery;
         let mut pause = FIRST_PAUSE;
         let mut tries = 0;
         let mut catch_up = 0;
+        let mut first = Some(first);
         loop {
-            let error = match self.apply(delivery).await {
+            let tried = match first.take() {
+                Some(tried) => tried,
+                None => self.apply(delivery).await,
+            };
+            let error = match tried {
                 Ok(()) => break,
                 Err(Unapplied::Unreadable(e)) => format!("unreadable: {e}"),
                 Err(Unapplied::NotSentYet) => {
                     catch_up += 1;
                     if catch_up < MAX_CATCH_UP_TRIES {
                         tracing::debug!(tries = catch_up, "A report overtook its message's sent outcome; applying it once that is stored");
-                        tokio::time::sleep(pause).await;
+                        if stopped_during(pause, shutdown).await {
+                            return false;
+                        }
                         pause = (pause * 2).min(MAX_PAUSE);
                         continue;
                     }
@@ -201,7 +305,9 @@ impl ResponseHandler {
                         || matches!(e, Unapplied::Store(_)) && !self.store_answers().await
                     {
                         tracing::warn!(error = %e, tries, "Could not apply a report; retrying");
-                        tokio::time::sleep(pause).await;
+                        if stopped_during(pause, shutdown).await {
+                            return false;
+                        }
                         pause = (pause * 2).min(MAX_PAUSE);
                         continue;
                     }
@@ -211,11 +317,14 @@ impl ResponseHandler {
             if self.park(delivery, &error).await {
                 break;
             }
-            tokio::time::sleep(pause).await;
+            if stopped_during(pause, shutdown).await {
+                return false;
+            }
         }
         if let Err(e) = consumer.ack(delivery).await {
             tracing::warn!(error = %e, "Could not acknowledge a report; it will be applied again");
         }
+        true
     }
 
     /// Whether the store answers a read (of a message that does not exist:
@@ -255,6 +364,13 @@ impl ResponseHandler {
     /// under their id (ignored).
     pub fn mismatched(&self) -> u64 {
         self.mismatched.load(Ordering::Relaxed)
+    }
+
+    /// How many reports came before their message's `sent` was stored
+    /// (and waited for it) since it started; not counting those that
+    /// then waited behind another report of their message.
+    pub fn overtaken(&self) -> u64 {
+        self.overtaken.load(Ordering::Relaxed)
     }
 
     /// How many reports this handler parked since it started.

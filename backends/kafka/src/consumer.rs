@@ -1,8 +1,15 @@
 //! One member of a topic's consumer group.
 //!
 //! librdkafka's consumer is polled on the blocking thread pool (`fetch`), so
-//! rebalance callbacks run there, between batches: the workers consume a
-//! batch completely (acknowledging every record) before they fetch again.
+//! rebalance callbacks run there, between batches. The dispatcher's
+//! workers consume a batch completely (acknowledging every record) before
+//! they fetch again; the response handler may still hold reports waiting
+//! for their message's `sent` write. A partition's committed offset stops
+//! at its oldest record not acknowledged, so after a revoke the partition's
+//! next owner (this member again, or another) gets such a record and those
+//! after it again; a late acknowledgement of the earlier copy is ignored or
+//! counts for the new one, which is harmless either way (a report applied
+//! twice moves nothing the second time).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,8 +88,9 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
-            // Nothing is in flight here (see the module doc); the stored
-            // offsets are committed by librdkafka before it lets go.
+            // Records still in flight (see the module doc) are handed out
+            // again by the new owner; the stored offsets are committed by
+            // librdkafka before it lets go.
             let mut tracker = self.tracker();
             let mut revoked = Vec::new();
             for element in partitions.elements() {
