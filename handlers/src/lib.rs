@@ -4,6 +4,7 @@
 //! retry timer was lost; retention clears and removes old finished messages.
 
 pub mod feedback;
+pub mod parked;
 mod reconcile;
 mod response;
 mod retention;

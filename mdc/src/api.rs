@@ -259,6 +259,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
                         )
                         .configure(crate::webhooks_api::routes)
                         .configure(crate::keys_api::routes)
+                        .configure(crate::parked_api::routes)
                         .configure(crate::reports_api::routes);
                 }
             })

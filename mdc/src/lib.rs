@@ -11,6 +11,7 @@ mod devices_api;
 pub mod idle;
 pub(crate) mod keys_api;
 pub mod openapi;
+pub(crate) mod parked_api;
 mod reports_api;
 mod simulator_api;
 mod suppressions_api;

@@ -182,6 +182,11 @@ pub struct Attempts {
 }
 
 #[derive(ToSchema)]
+pub struct Redriven {
+    pub redriven: u64,
+}
+
+#[derive(ToSchema)]
 pub struct Recovering {
     pub recovering: u64,
 }
@@ -382,6 +387,7 @@ impl Modify for Bearer {
         crate::keys_api::create,
         crate::keys_api::list,
         crate::keys_api::revoke,
+        crate::parked_api::redrive,
         openapi_json,
     ),
     components(schemas(CallbackAnswer)),

@@ -98,6 +98,21 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
         (422, Some("colour"))
     );
 
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=100001", "limit"),
+        ("limit=some", "limit"),
+        ("colour=red", "colour"),
+    ] {
+        let path = format!("/v1/parked-reports/redrive?{query}");
+        let (status, answer) = server.post_to(&path, json!({})).await;
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{path}: {answer}"
+        );
+    }
+
     // Still serving after all of that.
     let id = server.submit(&sms("+14155550123")).await;
     assert!(id.starts_with("msg_"));

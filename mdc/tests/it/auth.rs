@@ -168,6 +168,12 @@ async fn every_endpoint_wants_a_key_with_its_scope() {
         ("GET", "/v1/keys".into(), None, "admin"),
         ("POST", "/v1/keys".into(), Some(&key_body), "admin"),
         ("DELETE", "/v1/keys/key_unknown".into(), None, "admin"),
+        (
+            "POST",
+            "/v1/parked-reports/redrive?limit=1".into(),
+            None,
+            "admin",
+        ),
     ];
     for (method, path, body, scope) in &endpoints {
         let what = format!("{method} {path}");

@@ -231,6 +231,7 @@ async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
         ("/v1/webhooks/{id}/recover", "post"),
         ("/v1/keys", "post"),
         ("/v1/keys/{id}", "delete"),
+        ("/v1/parked-reports/redrive", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
