@@ -1,8 +1,11 @@
-//! The reconciler on the embedded backends; the response handler (and the
-//! outcomes it makes) on in-memory ports with paused time.
+//! The reconciler on the embedded backends; the response handler (the
+//! outcomes it makes, the reports that wait for their `sent`, the redrive
+//! of parked ones) on in-memory ports with paused time.
 
 mod outcomes;
+mod parked;
 mod responses;
+mod waiting;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -52,7 +52,7 @@ pub(crate) fn report(id: &MessageId) -> Vec<u8> {
 
 /// A response handler on `store` and `queue`, running until the token is
 /// cancelled.
-fn running(
+pub(crate) fn running(
     store: &Arc<MemoryStore>,
     queue: &Arc<MemoryQueue>,
 ) -> (
@@ -76,7 +76,7 @@ pub(crate) async fn status(store: &MemoryStore, id: &MessageId) -> Status {
 
 /// Waits until `id` is delivered, failing with `why` once `limit` has
 /// passed since `started`.
-async fn delivered_by(
+pub(crate) async fn delivered_by(
     store: &MemoryStore,
     id: &MessageId,
     started: tokio::time::Instant,
@@ -263,7 +263,7 @@ async fn reports_apply_only_to_their_providers_message_once_it_is_sent() {
 }
 
 /// A message claimed and not yet recorded as sent.
-async fn claimed(store: &MemoryStore, to: &str) -> MessageId {
+pub(crate) async fn claimed(store: &MemoryStore, to: &str) -> MessageId {
     let message = mdc_core::contract::sample_message(to);
     let id = message.id.clone();
     store
@@ -283,7 +283,7 @@ async fn claimed(store: &MemoryStore, to: &str) -> MessageId {
 }
 
 /// Records `id` as sent through sim-sms, as its reports name it.
-async fn now_sent(store: &MemoryStore, id: &MessageId) {
+pub(crate) async fn now_sent(store: &MemoryStore, id: &MessageId) {
     store
         .update(
             id,
@@ -296,257 +296,6 @@ async fn now_sent(store: &MemoryStore, id: &MessageId) {
         )
         .await
         .expect("sent");
-}
-
-/// Waits until the handler has seen `n` reports overtake their `sent`.
-async fn overtaken(handler: &ResponseHandler, n: u64) {
-    let started = tokio::time::Instant::now();
-    while handler.overtaken() < n {
-        assert!(started.elapsed() < Duration::from_secs(1), "not fetched");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// A report waiting for its message's `sent` write holds up no report
-/// behind it: the next one is applied at once, not after the first one's
-/// wait (up to 22 s) ends; the waiting one is applied once `sent` lands.
-#[tokio::test(start_paused = true)]
-async fn a_report_waiting_for_its_sent_holds_up_no_report_behind_it() {
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let (handler, shutdown, task) = running(&store, &queue);
-
-    let early = claimed(&store, "+14155550161").await;
-    queue
-        .produce(Topic::Responses, "e", report(&early))
-        .await
-        .expect("produce");
-    overtaken(&handler, 1).await;
-
-    let later = sent(&store, "+14155550162").await;
-    queue
-        .produce(Topic::Responses, "l", report(&later))
-        .await
-        .expect("produce");
-    let started = tokio::time::Instant::now();
-    delivered_by(
-        &store,
-        &later,
-        started,
-        Duration::from_secs(1),
-        "held up behind the waiting report",
-    )
-    .await;
-    assert_eq!(status(&store, &early).await, Status::Sending);
-    assert_eq!(handler.parked(), 0);
-
-    now_sent(&store, &early).await;
-    delivered_by(
-        &store,
-        &early,
-        started,
-        Duration::from_secs(30),
-        "never applied",
-    )
-    .await;
-    assert_eq!(handler.parked(), 0);
-    assert_eq!(queue.pending(Topic::Responses), 0, "both acknowledged");
-    shutdown.cancel();
-    task.await.expect("join").expect("run");
-}
-
-/// A report of the same message (its key) that comes behind one waiting
-/// for `sent` waits behind it: the first report decides, as it would
-/// have in order.
-#[tokio::test(start_paused = true)]
-async fn a_report_behind_a_waiting_one_of_its_message_waits_its_turn() {
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let (handler, shutdown, task) = running(&store, &queue);
-
-    let id = claimed(&store, "+14155550163").await;
-    let failed = failure_report(&id, "unknown subscriber", false);
-    queue
-        .produce(Topic::Responses, "m", failed.payload)
-        .await
-        .expect("produce");
-    overtaken(&handler, 1).await;
-    let started = tokio::time::Instant::now();
-    // The first is tried again at about 0.2, 0.6 and 1.4 s. The second
-    // comes at 0.7 s and `sent` at 1 s: tried on its own, the second
-    // would be applied first, at about 1.3 s.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    queue
-        .produce(Topic::Responses, "m", report(&id))
-        .await
-        .expect("produce");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(handler.overtaken(), 1, "held behind the first, untried");
-    now_sent(&store, &id).await;
-    while queue.pending(Topic::Responses) > 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "not applied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        status(&store, &id).await,
-        Status::Failed,
-        "the first decides"
-    );
-    assert_eq!(handler.parked(), 0);
-    shutdown.cancel();
-    task.await.expect("join").expect("run");
-}
-
-/// A stop while reports wait (one for its `sent`, one behind it) ends
-/// at once and leaves both unacknowledged, to be handed out again.
-#[tokio::test(start_paused = true)]
-async fn a_stop_leaves_waiting_reports_for_the_next_run() {
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let (handler, shutdown, task) = running(&store, &queue);
-
-    let id = claimed(&store, "+14155550164").await;
-    queue
-        .produce(Topic::Responses, "w", report(&id))
-        .await
-        .expect("produce");
-    overtaken(&handler, 1).await;
-    queue
-        .produce(Topic::Responses, "w", report(&id))
-        .await
-        .expect("produce");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let stopping = tokio::time::Instant::now();
-    shutdown.cancel();
-    task.await.expect("join").expect("run");
-    assert!(
-        stopping.elapsed() < Duration::from_millis(100),
-        "the stop waited for the reports"
-    );
-    assert_eq!(queue.pending(Topic::Responses), 2, "left for the next run");
-    assert_eq!(status(&store, &id).await, Status::Sending);
-    assert_eq!(handler.parked(), 0);
-}
-
-/// Parked reports go back onto the responses topic, at most `limit` at a
-/// time and oldest first, and are applied; none is left behind or moved
-/// twice, and an empty parked topic answers 0 once its patience is out.
-#[tokio::test(start_paused = true)]
-async fn parked_reports_go_back_to_be_applied_again() {
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let ids = [
-        sent(&store, "+14155550165").await,
-        sent(&store, "+14155550166").await,
-        sent(&store, "+14155550167").await,
-    ];
-    for id in &ids {
-        queue
-            .produce(Topic::ParkedReports, &format!("v-{id}"), report(id))
-            .await
-            .expect("park");
-    }
-    let patience = Duration::from_secs(5);
-
-    let moved = mdc_handlers::parked::redrive(queue.as_ref(), 2, patience)
-        .await
-        .expect("redrive");
-    assert_eq!(moved, 2);
-    assert_eq!(queue.pending(Topic::ParkedReports), 1);
-    assert_eq!(queue.pending(Topic::Responses), 2);
-
-    let (_handler, shutdown, task) = running(&store, &queue);
-    let started = tokio::time::Instant::now();
-    for id in &ids[..2] {
-        delivered_by(&store, id, started, Duration::from_secs(5), "not applied").await;
-    }
-    assert_eq!(status(&store, &ids[2]).await, Status::Sent, "still parked");
-
-    let moved = mdc_handlers::parked::redrive(queue.as_ref(), 10, patience)
-        .await
-        .expect("redrive");
-    assert_eq!(moved, 1);
-    delivered_by(
-        &store,
-        &ids[2],
-        started,
-        Duration::from_secs(10),
-        "not applied",
-    )
-    .await;
-
-    let asked = tokio::time::Instant::now();
-    let moved = mdc_handlers::parked::redrive(queue.as_ref(), 10, patience)
-        .await
-        .expect("redrive");
-    assert_eq!(moved, 0);
-    assert!(asked.elapsed() >= patience, "gave up before its patience");
-    assert_eq!(queue.pending(Topic::ParkedReports), 0);
-    shutdown.cancel();
-    task.await.expect("join").expect("run");
-}
-
-/// A redrive that meets a failing queue says so and leaves the reports
-/// parked, to be moved by the next one.
-#[tokio::test(start_paused = true)]
-async fn a_redrive_on_a_failing_queue_leaves_the_reports_parked() {
-    let store = Arc::new(MemoryStore::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let id = sent(&store, "+14155550168").await;
-    queue
-        .produce(Topic::ParkedReports, "p", report(&id))
-        .await
-        .expect("park");
-    queue.set_down(true);
-    let unfinished = mdc_handlers::parked::redrive(queue.as_ref(), 10, Duration::from_secs(5))
-        .await
-        .expect_err("the queue is down");
-    assert_eq!(unfinished.moved, 0);
-    queue.set_down(false);
-    assert_eq!(queue.pending(Topic::ParkedReports), 1, "still parked");
-    assert_eq!(queue.pending(Topic::Responses), 0);
-    let moved = mdc_handlers::parked::redrive(queue.as_ref(), 10, Duration::from_secs(5))
-        .await
-        .expect("redrive");
-    assert_eq!(moved, 1);
-}
-
-/// On the embedded queue, which knows how many reports are parked, a
-/// redrive moves exactly those and answers at once when none are, however
-/// long its patience.
-#[tokio::test]
-async fn an_embedded_redrive_moves_what_is_parked_and_no_more() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = mdc_embedded::open_queue(dir.path(), mdc_embedded::QueueLayout::default())
-        .expect("queue opens");
-    let long = Duration::from_secs(3600);
-    let at_once = Duration::from_secs(10);
-    for n in 0..3 {
-        let id = MessageId::generate();
-        queue
-            .produce(Topic::ParkedReports, &format!("p{n}"), report(&id))
-            .await
-            .expect("park");
-    }
-    let moved = tokio::time::timeout(
-        at_once,
-        mdc_handlers::parked::redrive(queue.as_ref(), 10, long),
-    )
-    .await
-    .expect("answers without waiting out its patience")
-    .expect("redrive");
-    assert_eq!(moved, 3);
-    assert_eq!(queue.lag(Topic::ParkedReports).await.expect("lag"), Some(0));
-    assert_eq!(queue.lag(Topic::Responses).await.expect("lag"), Some(3));
-    let moved = tokio::time::timeout(
-        at_once,
-        mdc_handlers::parked::redrive(queue.as_ref(), 10, long),
-    )
-    .await
-    .expect("answers at once when nothing is parked")
-    .expect("redrive");
-    assert_eq!(moved, 0);
 }
 
 /// A complaint moves no status: a delivered message stays delivered, the
