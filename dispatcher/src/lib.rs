@@ -6,6 +6,7 @@
 //! one record's path in order.
 
 mod config;
+pub mod fleet;
 mod lanes;
 pub mod retry;
 pub mod routing;

@@ -51,7 +51,8 @@ pub struct State {
     pub auth: Arc<crate::auth::Auth>,
     pub retry: Arc<dyn mdc_core::ports::RetryScheduler>,
     pub cache: Arc<dyn mdc_core::ports::MessageCache>,
-    /// The routes, for their breaker state and rate on `/metrics`.
+    /// The routes this process sends through (none without the dispatcher
+    /// role), for their breaker state and rate on `/metrics`.
     pub routes: HashMap<Channel, Arc<mdc_dispatcher::routing::Router>>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mdc_core::ports::{
-    ApiKeys, Checkpoints, DeviceRegistry, MessageCache, Queue, QueueLayout, RetryScheduler, Store,
-    SuppressionList, Webhooks,
+    ApiKeys, Checkpoints, DeviceRegistry, Fleet, MessageCache, Queue, QueueLayout, RetryScheduler,
+    Store, SuppressionList, Webhooks,
 };
 use mdc_core::InvalidSetting;
 use serde::{Deserialize, Serialize};
@@ -170,6 +170,9 @@ pub struct Connected {
     pub retry: Arc<dyn RetryScheduler>,
     /// API keys, beside the messages.
     pub keys: Arc<dyn ApiKeys>,
+    /// The dispatchers alive, who share the routes' rate limits: on the
+    /// retry backend's Redis, else the cache's, else in this process.
+    pub fleet: Arc<dyn Fleet>,
 }
 
 /// What lives in the store's database.
@@ -308,7 +311,21 @@ pub async fn connect(
                 .context("backends.cache: cannot use Redis")?,
         ),
     };
+    let fleet: Arc<dyn Fleet> = match (&backends.retry, &backends.cache) {
+        (RetryBackend::Redis { url, prefix, .. }, _) => Arc::new(
+            mdc_redis::RedisFleet::connect(url, prefix)
+                .await
+                .context("backends.retry: cannot use Redis")?,
+        ),
+        (_, CacheBackend::Redis { url, prefix }) => Arc::new(
+            mdc_redis::RedisFleet::connect(url, prefix)
+                .await
+                .context("backends.cache: cannot use Redis")?,
+        ),
+        _ => Arc::new(mdc_embedded::LocalFleet::default()),
+    };
     Ok(Connected {
+        fleet,
         queue,
         cache,
         store,

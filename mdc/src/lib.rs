@@ -25,6 +25,7 @@ use anyhow::Context;
 use mdc_core::ports::{Provider, ReportSink};
 use mdc_core::supervise::{supervise, TaskHealth};
 use mdc_core::Channel;
+use mdc_dispatcher::fleet::FleetShare;
 use mdc_dispatcher::routing::Router;
 use mdc_dispatcher::Dispatcher;
 use mdc_handlers::{Feedback, Reconciler, ResponseHandler, Retention, RetryHandler};
@@ -120,7 +121,7 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
     .await?;
     let workers = CancellationToken::new();
     let health = Arc::new(TaskHealth::default());
-    let vendors = Vendors::build(&config, &ports, workers.clone()).await?;
+    let mut vendors = Vendors::build(&config, &ports, workers.clone()).await?;
 
     let intakes = build_intakes(&config, &ports, &vendors).await?;
     let feedback = Arc::new(Feedback::new(
@@ -157,6 +158,9 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             &workers,
             &mut tasks,
         );
+    } else {
+        // A process that sends nothing shows no breaker or rate on /metrics.
+        vendors.routes.clear();
     }
     if roles.handlers {
         // Outcomes that no endpoint wants are not written where webhook
@@ -345,6 +349,14 @@ fn spawn_dispatcher(
     workers: &CancellationToken,
     tasks: &mut Workers,
 ) {
+    let routes_shared: Vec<Arc<Router>> = routes.values().cloned().collect();
+    let counted_on_redis = matches!(config.backends.retry, backends::RetryBackend::Redis { .. })
+        || matches!(config.backends.cache, backends::CacheBackend::Redis { .. });
+    if !counted_on_redis && matches!(config.backends.queue, backends::QueueBackend::Kafka(_)) {
+        tracing::info!(
+            "No Redis to count the dispatchers on: this process takes each route's whole rate limit (run one dispatcher process, or configure Redis)"
+        );
+    }
     let dispatcher = Dispatcher::new(
         ports.queue.clone(),
         ports.store.clone(),
@@ -355,7 +367,25 @@ fn spawn_dispatcher(
     )
     .with_health(health.clone())
     .with_suppressions(ports.suppressions.clone());
-    tasks.spawn(Arc::new(dispatcher).run(workers.clone()));
+    let mut share = FleetShare::new(ports.fleet.clone(), routes_shared);
+    let token = workers.clone();
+    tasks.spawn(async move {
+        // Counted before the first send (when the count answers), so it
+        // does not start with the whole of a rate it shares.
+        share.beat().await;
+        let stop_sharing = CancellationToken::new();
+        let sharing = tokio::spawn(share.run(stop_sharing.clone()));
+        let sharing = tokio::spawn(async move {
+            if let Err(e) = sharing.await {
+                tracing::error!(error = %e, "The count of dispatchers stopped; the last share stands");
+            }
+        });
+        let dispatched = Arc::new(dispatcher).run(token).await;
+        // Counted until its sends have drained.
+        stop_sharing.cancel();
+        let _ = sharing.await;
+        dispatched
+    });
 }
 
 /// The handlers role: vendor reports, due retries, the reconciler and

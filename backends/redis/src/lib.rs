@@ -1,5 +1,5 @@
-//! Redis backends: durable retry timing and the message cache (vendor
-//! message id → message, with a TTL).
+//! Redis backends: durable retry timing, the message cache (vendor
+//! message id → message, with a TTL) and the count of dispatchers alive.
 //!
 //! Retry timing follows the design: each pending retry is a key with a TTL
 //! whose `expired` keyspace event triggers the next attempt promptly, and a
@@ -10,7 +10,9 @@
 //! due set to the in-flight set, so each retry fires once.
 
 mod cache;
+mod fleet;
 mod retry;
 
 pub use cache::RedisCache;
+pub use fleet::RedisFleet;
 pub use retry::{RedisRetry, RedisRetryConfig};

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod devices;
+pub mod fleet;
 pub mod keys;
 pub mod queue;
 pub mod retry;

@@ -149,6 +149,13 @@ impl Router {
         &self.members
     }
 
+    /// Shares every member's rate limit among `dispatchers` processes.
+    pub fn set_share(&self, dispatchers: usize) {
+        for limiter in self.members.iter().filter_map(|m| m.limiter.as_ref()) {
+            limiter.set_share(dispatchers);
+        }
+    }
+
     /// The order to try members in for one send.
     fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.members.len()).collect();

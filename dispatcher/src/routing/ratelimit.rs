@@ -3,6 +3,10 @@
 //! each success wins back 5 % until the configured rate is reached again
 //! (additive increase, multiplicative decrease). `governor` and friends keep
 //! a fixed quota, which is why this is hand-rolled.
+//!
+//! The configured rate is the whole deployment's: with `n` dispatchers
+//! alive ([`RateLimiter::set_share`]), each takes an `n`th of the rate and
+//! of the burst.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,9 +23,13 @@ pub struct RateLimiter {
 }
 
 struct Bucket {
-    rate: f64,
+    /// The adaptive part of the rate: 1 at the configured rate, down to a
+    /// tenth after throttling.
+    level: f64,
     tokens: f64,
     refilled: Instant,
+    /// How many dispatchers share the configured rate.
+    share: f64,
 }
 
 impl RateLimiter {
@@ -32,9 +40,10 @@ impl RateLimiter {
             configured: per_second,
             burst,
             inner: Mutex::new(Bucket {
-                rate: per_second,
+                level: 1.0,
                 tokens: burst,
                 refilled: Instant::now(),
+                share: 1.0,
             }),
             free_turn: tokio::sync::Mutex::new(()),
         }
@@ -46,9 +55,13 @@ impl RateLimiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The current rate, per second.
+    /// This process's current rate, per second.
     pub fn rate(&self) -> f64 {
-        self.lock().rate
+        self.rate_of(&self.lock())
+    }
+
+    fn rate_of(&self, bucket: &Bucket) -> f64 {
+        self.configured * bucket.level / bucket.share
     }
 
     /// Refills the bucket and takes a token if there is one.
@@ -73,7 +86,7 @@ impl RateLimiter {
             if bucket.tokens >= 0.0 {
                 return;
             }
-            Duration::from_secs_f64(-bucket.tokens / bucket.rate)
+            Duration::from_secs_f64(-bucket.tokens / self.rate_of(&bucket))
         };
         tokio::time::sleep(wait).await;
     }
@@ -93,7 +106,7 @@ impl RateLimiter {
                     bucket.tokens -= 1.0;
                     return;
                 }
-                Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.rate)
+                Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate_of(&bucket))
             };
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
@@ -102,19 +115,38 @@ impl RateLimiter {
     fn refill(&self, bucket: &mut Bucket) {
         let now = Instant::now();
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * bucket.rate).min(self.burst);
+        bucket.tokens = (bucket.tokens + elapsed * self.rate_of(bucket)).min(self.burst_of(bucket));
         bucket.refilled = now;
+    }
+
+    /// This process's part of the burst: at least one send.
+    fn burst_of(&self, bucket: &Bucket) -> f64 {
+        (self.burst / bucket.share).max(1.0)
+    }
+
+    /// Shares the configured rate among `dispatchers` processes (at least
+    /// one): this one's rate, the adaptive one included, and its burst
+    /// become that part of the whole (a burst of at least one send).
+    pub fn set_share(&self, dispatchers: usize) {
+        let share = dispatchers.max(1) as f64;
+        let mut bucket = self.lock();
+        if bucket.share == share {
+            return;
+        }
+        self.refill(&mut bucket);
+        bucket.share = share;
+        bucket.tokens = bucket.tokens.min(self.burst_of(&bucket));
     }
 
     pub fn throttled(&self) {
         let mut bucket = self.lock();
-        bucket.rate = (bucket.rate / 2.0).max(self.configured / 10.0);
+        bucket.level = (bucket.level / 2.0).max(0.1);
         bucket.tokens = bucket.tokens.min(0.0);
     }
 
     pub fn succeeded(&self) {
         let mut bucket = self.lock();
-        bucket.rate = (bucket.rate + self.configured * 0.05).min(self.configured);
+        bucket.level = (bucket.level + 0.05).min(1.0);
     }
 }
 
@@ -135,6 +167,40 @@ mod tests {
             limiter.succeeded();
         }
         assert_eq!(limiter.rate(), 100.0, "never above the configured rate");
+    }
+
+    /// Two dispatchers alive: each sends half the configured rate, with
+    /// half the burst; alone again, the whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_rate_gives_each_dispatcher_its_part() {
+        let limiter = RateLimiter::new(10.0, 10);
+        limiter.set_share(2);
+        assert_eq!(limiter.rate(), 5.0);
+        let taken = (0..10).filter(|_| limiter.try_acquire()).count();
+        assert_eq!(taken, 5, "half the burst");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let taken = (0..10).filter(|_| limiter.try_acquire()).count();
+        assert_eq!(taken, 5, "half the rate for a second");
+
+        limiter.throttled();
+        assert_eq!(limiter.rate(), 2.5, "throttling halves this share");
+        limiter.set_share(1);
+        assert_eq!(limiter.rate(), 5.0, "still halved, of the whole");
+        limiter.set_share(3);
+        limiter.set_share(2);
+        assert_eq!(limiter.rate(), 2.5, "no drift from the changes");
+        for _ in 0..100 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 5.0, "never above this share");
+
+        limiter.set_share(1);
+        assert_eq!(limiter.rate(), 10.0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let taken = (0..20).filter(|_| limiter.try_acquire()).count();
+        assert_eq!(taken, 10, "the whole burst again");
+        limiter.set_share(0);
+        assert_eq!(limiter.rate(), 10.0, "no fewer than one dispatcher");
     }
 
     #[tokio::test(start_paused = true)]

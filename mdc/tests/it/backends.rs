@@ -269,3 +269,59 @@ async fn a_redis_outage_delays_retries_and_they_resume_by_themselves() {
     let _ = redis.kill();
     let _ = redis.wait();
 }
+
+/// A route's rate limit is the deployment's: with another dispatcher
+/// counted on Redis, this one sends half of it, and the whole once the
+/// other leaves.
+#[tokio::test]
+async fn dispatchers_counted_on_redis_share_a_route_rate_limit() {
+    use mdc_core::ports::Fleet;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("fleet{}", ulid::Ulid::new());
+    let redis = env("MDC_TEST_REDIS_URL");
+    let other = mdc_redis::RedisFleet::connect(&redis, &prefix)
+        .await
+        .expect("connect");
+    other
+        .beat("another-dispatcher", Duration::from_secs(60))
+        .await
+        .expect("beat");
+    let config = format!(
+        "{TEST_CONFIG}\n[backends.retry]\nkind = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n\n[routes.sms]\nmembers = [{{ provider = \"sim-sms\", rate_per_second = 100 }}]\n"
+    );
+    let server = Server::start_with(dir.path(), &config).await;
+    assert_eq!(
+        fleet_metrics_reach(&server, (2.0, 50.0)).await,
+        (2.0, 50.0),
+        "(dispatchers, sim-sms's rate)"
+    );
+    other.leave("another-dispatcher").await.expect("leave");
+    assert_eq!(
+        fleet_metrics_reach(&server, (1.0, 100.0)).await,
+        (1.0, 100.0),
+        "the whole rate back within three beats"
+    );
+}
+
+/// `mdc_dispatchers_alive` and sim-sms's `mdc_provider_rate_per_second`
+/// once they read `want`, or as they stand after about 15 s.
+async fn fleet_metrics_reach(server: &Server, want: (f64, f64)) -> (f64, f64) {
+    let mut seen = (0.0, 0.0);
+    for _ in 0..150 {
+        let metrics = crate::operations::scrape(server).await;
+        seen = (
+            crate::operations::sum(&metrics, "mdc_dispatchers_alive", &[]),
+            crate::operations::sum(
+                &metrics,
+                "mdc_provider_rate_per_second",
+                &[("provider", "sim-sms")],
+            ),
+        );
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}

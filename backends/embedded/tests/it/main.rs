@@ -25,6 +25,16 @@ mod cache {
     });
 }
 
+/// The embedded backends run one process: its dispatchers are counted in
+/// memory.
+mod fleet {
+    use super::*;
+    use mdc_core::ports::Fleet;
+    mdc_core::fleet_contract!(async {
+        Arc::new(mdc_embedded::LocalFleet::default()) as Arc<dyn Fleet>
+    });
+}
+
 mod devices {
     use super::*;
     use mdc_core::ports::DeviceRegistry;

@@ -45,6 +45,19 @@ mod cache {
     });
 }
 
+mod fleet {
+    use super::*;
+    use mdc_core::ports::Fleet;
+    mdc_core::fleet_contract!(async {
+        let prefix = format!("mdc-test-{}", ulid::Ulid::new());
+        Arc::new(
+            mdc_redis::RedisFleet::connect(&url(), &prefix)
+                .await
+                .expect("connect"),
+        ) as Arc<dyn Fleet>
+    });
+}
+
 mod contract {
     use super::*;
     mdc_core::retry_contract!(async { reopenable(config()) });
