@@ -9,30 +9,10 @@ use mdc_core::{DeliveryReport, Event, MessageId, MessageRecord, ReportOutcome, S
 use mdc_handlers::ResponseHandler;
 use tokio_util::sync::CancellationToken;
 
+/// A message claimed and recorded as sent through sim-sms.
 pub(crate) async fn sent(store: &MemoryStore, to: &str) -> MessageId {
-    let message = mdc_core::contract::sample_message(to);
-    let id = message.id.clone();
-    store
-        .create(&MessageRecord::new(
-            message,
-            Status::Queued,
-            Event::new("test", "queued"),
-        ))
-        .await
-        .expect("create");
-    let now = mdc_core::now();
-    let lease = now + chrono::Duration::seconds(30);
-    assert!(matches!(
-        store.claim(&id, now, lease, "test").await.expect("claim"),
-        Claim::Claimed { .. }
-    ));
-    let sent = Transition::Sent {
-        attempt: 1,
-        provider: "sim-sms".into(),
-        provider_message_id: format!("v-{id}"),
-        event: Event::new("test", "sent"),
-    };
-    store.update(&id, sent).await.expect("sent");
+    let id = claimed(store, to).await;
+    now_sent(store, &id).await;
     id
 }
 
@@ -275,10 +255,11 @@ pub(crate) async fn claimed(store: &MemoryStore, to: &str) -> MessageId {
         .await
         .expect("create");
     let now = mdc_core::now();
-    store
-        .claim(&id, now, now + chrono::Duration::seconds(30), "test")
-        .await
-        .expect("claim");
+    let lease = now + chrono::Duration::seconds(30);
+    assert!(matches!(
+        store.claim(&id, now, lease, "test").await.expect("claim"),
+        Claim::Claimed { .. }
+    ));
     id
 }
 
