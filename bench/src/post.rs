@@ -39,9 +39,10 @@ impl Poster {
         })
     }
 
-    /// POSTs a JSON body to `path` and reads the whole answer; its status.
-    /// A failed or timed-out connection is opened again on the next call.
-    pub async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<u16> {
+    /// POSTs a JSON body to `path` and reads the whole answer; its status
+    /// and body. A failed or timed-out connection is opened again on the
+    /// next call.
+    pub async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let result = match tokio::time::timeout(TIMEOUT, self.try_post(path, body)).await {
             Ok(result) => result,
             Err(_) => Err(anyhow::anyhow!("no answer within {TIMEOUT:?}")),
@@ -52,7 +53,7 @@ impl Poster {
         result
     }
 
-    async fn try_post(&mut self, path: &str, body: Bytes) -> anyhow::Result<u16> {
+    async fn try_post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let sender = match &mut self.sender {
             Some(sender) => sender,
             None => {
@@ -71,7 +72,7 @@ impl Poster {
             .body(Full::new(body))?;
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
-        response.into_body().collect().await?;
-        Ok(status)
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
 }

@@ -15,7 +15,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use futures::StreamExt;
-use mdc_client::{SubmitError, SubmitRequest};
 
 use crate::accept::Submitter;
 use mdc_core::ports::{
@@ -225,7 +224,11 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
             .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
             .configure(|cfg| {
                 if roles.ingest {
-                    cfg.route("/v1/messages", web::post().to(submit))
+                    cfg.route("/v1/messages", web::post().to(crate::submit_api::submit))
+                        .route(
+                            "/v1/messages/batch",
+                            web::post().to(crate::submit_api::submit_batch),
+                        )
                         .route("/v1/messages", web::get().to(list))
                         .route(
                             "/v1/messages/export.csv",
@@ -312,6 +315,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What goes under `"error"`: `message`, and `field` and `rule` when
+    /// known.
+    pub(crate) fn body(&self) -> Value {
+        let mut body = json!({ "message": self.message });
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        if let Some(rule) = &self.rule {
+            body["rule"] = json!(rule);
+        }
+        body
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -324,13 +347,6 @@ impl actix_web::ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({ "message": self.message });
-        if let Some(field) = &self.field {
-            body["field"] = json!(field);
-        }
-        if let Some(rule) = &self.rule {
-            body["rule"] = json!(rule);
-        }
         let mut response = HttpResponse::build(self.status);
         let retry_after = self
             .retry_after
@@ -341,7 +357,7 @@ impl actix_web::ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(json!({ "error": body }))
+        response.json(json!({ "error": self.body() }))
     }
 }
 
@@ -428,76 +444,6 @@ pub(crate) fn only_known(query: &HashMap<String, String>, known: &[&str]) -> Res
         )),
         None => Ok(()),
     }
-}
-
-#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = crate::openapi::SubmitBody, responses((status = 202, description = "Accepted: durable and queued", body = crate::openapi::Submitted), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "The idempotency key was used for another message", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
-async fn submit(
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Send)?;
-    state.auth.check_rate(caller.service.as_deref())?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the body must be a JSON object",
-        )
-        .rule("json_object"));
-    }
-    let request: SubmitRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // An unknown field is named in the message, not the path.
-        let field = if path == "." {
-            inner.split('`').nth(1).unwrap_or("").to_owned()
-        } else {
-            path
-        };
-        unprocessable(&field, "type", inner)
-    })?;
-    let started = std::time::Instant::now();
-    let answer = match state
-        .submitter
-        .submit_as(&request, caller.service.as_deref())
-        .await
-    {
-        Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
-        Err(SubmitError::Invalid(e)) => {
-            // Labels only from values that validate: no unbounded series.
-            let channel = request
-                .channel
-                .as_deref()
-                .and_then(|c| c.parse::<Channel>().ok());
-            let priority = request
-                .priority
-                .as_deref()
-                .map_or(
-                    Ok(mdc_core::Priority::Normal),
-                    str::parse::<mdc_core::Priority>,
-                )
-                .ok();
-            metrics::counter!(
-                "mdc_messages_rejected_total",
-                "channel" => channel.map_or("unknown", Channel::as_str),
-                "priority" => priority.map_or("unknown", mdc_core::Priority::as_str),
-                "rule" => e.rule.clone(),
-            )
-            .increment(1);
-            Err(unprocessable(&e.field, e.rule, e.message))
-        }
-        Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)
-            .field(&e.field)
-            .rule(e.rule)),
-        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Refused { .. })) => Err(unavailable(e)),
-    };
-    metrics::histogram!("mdc_submit_seconds").record(started.elapsed().as_secs_f64());
-    answer
 }
 
 /// What stands for a body that is not shown.

@@ -14,6 +14,7 @@ pub mod openapi;
 pub(crate) mod parked_api;
 mod reports_api;
 mod simulator_api;
+mod submit_api;
 mod suppressions_api;
 mod webhooks_api;
 

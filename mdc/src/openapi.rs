@@ -72,6 +72,31 @@ pub struct Submitted {
     pub duplicate: Option<bool>,
 }
 
+/// Messages to send at once (`POST /v1/messages/batch`).
+#[derive(ToSchema)]
+pub struct BatchBody {
+    /// 1 to 500 messages, each as `POST /v1/messages` takes it.
+    pub messages: Vec<SubmitBody>,
+}
+
+/// The answer to a batch: one result per message, in the request's order.
+#[derive(ToSchema)]
+pub struct BatchAnswer {
+    pub results: Vec<BatchResult>,
+}
+
+/// What became of one message of a batch.
+#[derive(ToSchema)]
+pub struct BatchResult {
+    /// The status a single submit of this message would have answered:
+    /// 202, or 409, 422 or 503.
+    pub status: u16,
+    /// With 202.
+    pub accepted: Option<Submitted>,
+    /// With any other status.
+    pub error: Option<ErrorDetail>,
+}
+
 /// A message as support sees it.
 #[derive(ToSchema)]
 pub struct MessageView {
@@ -362,7 +387,8 @@ impl Modify for Bearer {
         crate::api::healthz,
         crate::api::readyz,
         crate::api::metrics,
-        crate::api::submit,
+        crate::submit_api::submit,
+        crate::submit_api::submit_batch,
         crate::api::list,
         crate::api::get,
         crate::api::cancel,

@@ -119,8 +119,10 @@ async fn every_endpoint_wants_a_key_with_its_scope() {
     let webhook = json!({"url": "https://127.0.0.1:9/other"});
     let key_body = json!({"service": "x", "scopes": ["read"]});
     let message = email("bob@example.com");
+    let messages = json!({"messages": [email("bob@example.com")]});
     let endpoints: Vec<(&str, String, Option<&Value>, &str)> = vec![
         ("POST", "/v1/messages".into(), Some(&message), "send"),
+        ("POST", "/v1/messages/batch".into(), Some(&messages), "send"),
         ("GET", "/v1/messages".into(), None, "read"),
         ("GET", format!("/v1/messages/{id}"), None, "read"),
         ("POST", format!("/v1/messages/{id}/cancel"), None, "send"),
@@ -587,4 +589,51 @@ async fn a_service_over_its_rate_gets_429_with_retry_after() {
         let (status, _) = submit_as(&server, &other, &email("gina@example.com")).await;
         assert_eq!(status, 202);
     }
+}
+
+#[tokio::test]
+async fn a_batch_takes_one_of_the_service_rate_for_each_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, admin) = create_key_direct(dir.path(), "ops", "admin");
+    let config = format!("{TEST_CONFIG}\n[services.billing]\nrate_per_second = 1\nburst = 3\n");
+    let server = Server::start_with(dir.path(), &config).await;
+    let billing = create_key(&server, &admin, "billing", &["send"]).await;
+    let batch = |n: usize| json!({"messages": vec![email("hana@example.com"); n]});
+    // More than the burst can never pass.
+    let (status, answer, _) = call(
+        &server,
+        "POST",
+        "/v1/messages/batch",
+        Some(&billing),
+        Some(&batch(4)),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "messages", "{answer}");
+    assert_eq!(answer["error"]["rule"], "over_burst", "{answer}");
+    let (status, answer, _) = call(
+        &server,
+        "POST",
+        "/v1/messages/batch",
+        Some(&billing),
+        Some(&batch(2)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // One left of the burst: two more are refused whole, one passes.
+    let (status, answer, _) = call(
+        &server,
+        "POST",
+        "/v1/messages/batch",
+        Some(&billing),
+        Some(&batch(2)),
+    )
+    .await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["error"]["rule"], "rate_limited", "{answer}");
+    let (status, answer) = submit_as(&server, &billing, &email("hana@example.com")).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, page, _) = call(&server, "GET", "/v1/messages", Some(&admin), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{page}");
 }

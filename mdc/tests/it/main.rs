@@ -5,6 +5,7 @@ mod accept;
 mod api;
 mod auth;
 mod backends;
+mod batch;
 mod crash;
 mod devices;
 mod harness;

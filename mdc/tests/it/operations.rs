@@ -215,6 +215,7 @@ async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
     let paths = document["paths"].as_object().expect("paths");
     for (path, method) in [
         ("/v1/messages", "post"),
+        ("/v1/messages/batch", "post"),
         ("/v1/messages", "get"),
         ("/v1/messages/{id}", "get"),
         ("/v1/messages/{id}/cancel", "post"),
