@@ -329,6 +329,75 @@ impl Client {
         }
     }
 
+    /// Sends several messages at once: one result per message, in order,
+    /// each as [`Client::send`] would answer it. Each is validated here
+    /// first (an invalid one fails with its field named and is not sent);
+    /// over `http` the rest go in as few requests as MDC takes
+    /// (`POST /v1/messages/batch`, up to 500 messages each), which costs
+    /// MDC far less per message than one request each; over `direct` they
+    /// are produced together. A message without an idempotency key gets
+    /// one, so retries never make a second message.
+    pub async fn send_batch<M: Into<SubmitRequest>>(
+        &self,
+        messages: impl IntoIterator<Item = M>,
+    ) -> Vec<Result<Sent, SubmitError>> {
+        let mut results = Vec::new();
+        // (index in `results`, request, its enriched message).
+        let mut valid = Vec::new();
+        for message in messages {
+            let mut request = message.into();
+            if request.idempotency_key.is_none() {
+                request.idempotency_key = Some(format!("client:{}", ulid::Ulid::new()));
+            }
+            match enrich(&request, &self.config.rules) {
+                Ok((message, warnings)) => {
+                    valid.push((results.len(), request, message, warnings));
+                    results.push(Err(SubmitError::Unavailable("not sent".into())));
+                }
+                Err(e) => results.push(Err(e.into())),
+            }
+        }
+        match &self.inner {
+            #[cfg(feature = "http")]
+            Inner::Http => {
+                let Some(http) = self.http.as_ref() else {
+                    for (i, ..) in valid {
+                        results[i] = Err(SubmitError::Unavailable(
+                            "the http transport has no api_url".into(),
+                        ));
+                    }
+                    return results;
+                };
+                let (slots, requests): (Vec<usize>, Vec<SubmitRequest>) = valid
+                    .into_iter()
+                    .map(|(i, request, ..)| (i, request))
+                    .unzip();
+                for (i, result) in slots.into_iter().zip(http.submit_batch(&requests).await) {
+                    results[i] = result;
+                }
+            }
+            #[cfg(feature = "direct")]
+            Inner::Direct(direct) => {
+                let produced = valid
+                    .into_iter()
+                    .map(|(i, _, mut message, warnings)| async move {
+                        message.service.clone_from(&self.config.service);
+                        message.direct = true;
+                        let result = direct.produce(&message).await.map(|()| Sent {
+                            id: message.id,
+                            warnings,
+                            duplicate: false,
+                        });
+                        (i, result.map_err(SubmitError::from))
+                    });
+                for (i, result) in futures::future::join_all(produced).await {
+                    results[i] = result;
+                }
+            }
+        }
+        results
+    }
+
     /// The message and its timeline (`GET /v1/messages/{id}`), or `None`
     /// when MDC has no such message (yet: a message sent directly is
     /// recorded when a dispatcher takes it, usually within milliseconds).

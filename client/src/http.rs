@@ -1,4 +1,5 @@
-//! The http transport: `POST /v1/messages` with the service's API key.
+//! The http transport: `POST /v1/messages` (and `/batch`) with the
+//! service's API key.
 
 use std::time::Duration;
 
@@ -15,6 +16,14 @@ use crate::{MessageStatus, SubmitRequest};
 /// The first pause between tries; it doubles up to `max_backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The most messages MDC takes in one batch.
+const BATCH_MESSAGES: usize = 500;
+
+/// A batch's body is kept under this, below MDC's default `max_body_bytes`
+/// (256 KiB); a batch MDC still finds too large (413) is sent one message
+/// at a time.
+const BATCH_BYTES: usize = 192 * 1024;
+
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
@@ -28,13 +37,48 @@ struct ErrorEnvelope {
     error: ErrorBody,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct ErrorBody {
     #[serde(default)]
     field: Option<String>,
     #[serde(default)]
     rule: Option<String>,
     message: String,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    status: u16,
+    #[serde(default)]
+    accepted: Option<Submitted>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+/// A submit's result, from MDC's answer for it.
+fn outcome(
+    status: StatusCode,
+    submitted: Option<Submitted>,
+    error: ErrorBody,
+) -> Result<Sent, SubmitError> {
+    match (status, submitted) {
+        (status, Some(submitted)) if status.is_success() => Ok(Sent {
+            id: submitted.id,
+            warnings: submitted.warnings,
+            duplicate: submitted.duplicate,
+        }),
+        (StatusCode::UNPROCESSABLE_ENTITY, _) => Err(SubmitError::Invalid(validation_error(error))),
+        (StatusCode::CONFLICT, _) => Err(SubmitError::Conflict(validation_error(error))),
+        (status, _) => Err(SubmitError::Refused {
+            status: status.as_u16(),
+            message: error.message,
+        }),
+    }
 }
 
 /// The `{"error": {…}}` of an answer, or its status text when the body is
@@ -155,22 +199,183 @@ impl Http {
                 }
                 Ok(response) => {
                     let status = response.status();
-                    let body = error_body(response).await;
-                    return Err(match status {
-                        StatusCode::UNPROCESSABLE_ENTITY => {
-                            SubmitError::Invalid(validation_error(body))
-                        }
-                        StatusCode::CONFLICT => SubmitError::Conflict(validation_error(body)),
-                        _ => SubmitError::Refused {
-                            status: status.as_u16(),
-                            message: body.message,
-                        },
-                    });
+                    return outcome(status, None, error_body(response).await);
                 }
             };
             tokio::time::sleep(asked.unwrap_or(backoff).min(self.max_backoff)).await;
             backoff = (backoff * 2).min(self.max_backoff);
         }
+    }
+
+    /// Posts `requests` to `/v1/messages/batch`, as many per request as MDC
+    /// takes; one result per request, in order. Connection errors, timeouts,
+    /// 503 and 429 for a whole batch, and 503 for single messages of it,
+    /// are tried again (the same messages under the same idempotency keys)
+    /// as [`Http::submit`] does.
+    pub(crate) async fn submit_batch(
+        &self,
+        requests: &[SubmitRequest],
+    ) -> Vec<Result<Sent, SubmitError>> {
+        let mut results: Vec<Option<Result<Sent, SubmitError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut encoded = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            match serde_json::to_vec(request) {
+                Ok(json) => encoded.push((i, json)),
+                Err(e) => {
+                    results[i] = Some(Err(SubmitError::Refused {
+                        status: 0,
+                        message: format!("the message could not be encoded: {e}"),
+                    }));
+                }
+            }
+        }
+        // Cut into batches of at most BATCH_MESSAGES and about BATCH_BYTES.
+        let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        let mut batches = Vec::new();
+        for (i, json) in encoded {
+            if !batch.is_empty()
+                && (batch.len() == BATCH_MESSAGES || bytes + json.len() > BATCH_BYTES)
+            {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes += json.len() + 1;
+            batch.push((i, json));
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        for batch in batches {
+            for (i, result) in self.post_batch(batch, requests).await {
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(SubmitError::Unavailable("not sent".into()))))
+            .collect()
+    }
+
+    /// One batch, `(index, JSON)` of each message, until each has its
+    /// result or the tries are used up.
+    async fn post_batch(
+        &self,
+        mut pending: Vec<(usize, Vec<u8>)>,
+        requests: &[SubmitRequest],
+    ) -> Vec<(usize, Result<Sent, SubmitError>)> {
+        let url = format!("{}/v1/messages/batch", self.base);
+        let mut done = Vec::with_capacity(pending.len());
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let last = attempt >= self.attempts;
+            let mut body =
+                Vec::with_capacity(pending.iter().map(|(_, j)| j.len() + 1).sum::<usize>() + 16);
+            body.extend_from_slice(b"{\"messages\":[");
+            for (n, (_, json)) in pending.iter().enumerate() {
+                if n > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(json);
+            }
+            body.extend_from_slice(b"]}");
+            let unavailable = |why: String| {
+                move |(i, _): (usize, Vec<u8>)| {
+                    (i, Err(SubmitError::Unavailable(why.clone().into())))
+                }
+            };
+            let asked = match self
+                .authorized(self.client.post(&url))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Err(e) if last => {
+                    let why = format!("no answer from MDC after {attempt} tries: {e}");
+                    done.extend(pending.drain(..).map(unavailable(why)));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, "No answer from MDC; trying again");
+                    None
+                }
+                Ok(response) if response.status() == StatusCode::OK => {
+                    let answer = match response.json::<BatchAnswer>().await {
+                        Ok(answer) if answer.results.len() == pending.len() => answer,
+                        Ok(_) | Err(_) => {
+                            let why = "MDC's answer to a batch could not be read".to_owned();
+                            done.extend(pending.drain(..).map(unavailable(why)));
+                            break;
+                        }
+                    };
+                    let mut again = Vec::new();
+                    for ((i, json), result) in pending.drain(..).zip(answer.results) {
+                        let status =
+                            StatusCode::from_u16(result.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        let error = result.error.unwrap_or(ErrorBody {
+                            field: None,
+                            rule: None,
+                            message: status.to_string(),
+                        });
+                        if retryable(status) && !last {
+                            again.push((i, json));
+                        } else if retryable(status) {
+                            let why =
+                                format!("MDC answered {status} {attempt} times: {}", error.message);
+                            done.push((i, Err(SubmitError::Unavailable(why.into()))));
+                        } else {
+                            done.push((i, outcome(status, result.accepted, error)));
+                        }
+                    }
+                    pending = again;
+                    if pending.is_empty() {
+                        break;
+                    }
+                    tracing::debug!(
+                        attempt,
+                        pending = pending.len(),
+                        "MDC could not take some messages of a batch now; trying them again"
+                    );
+                    None
+                }
+                Ok(response) if response.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    // Over this MDC's max_body_bytes: one at a time.
+                    for (i, _) in pending.drain(..) {
+                        done.push((i, self.submit(&requests[i]).await));
+                    }
+                    break;
+                }
+                Ok(response) if retryable(response.status()) => {
+                    let status = response.status();
+                    let wait = retry_after(&response);
+                    if last {
+                        let body = error_body(response).await;
+                        let why =
+                            format!("MDC answered {status} {attempt} times: {}", body.message);
+                        done.extend(pending.drain(..).map(unavailable(why)));
+                        break;
+                    }
+                    tracing::debug!(attempt, %status, ?wait, "MDC cannot take the batch now; trying again");
+                    wait
+                }
+                Ok(response) => {
+                    // The batch as a whole was refused: each message with it.
+                    let status = response.status();
+                    let body = error_body(response).await;
+                    for (i, _) in pending.drain(..) {
+                        done.push((i, outcome(status, None, body.clone())));
+                    }
+                    break;
+                }
+            };
+            tokio::time::sleep(asked.unwrap_or(backoff).min(self.max_backoff)).await;
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+        done
     }
 
     pub(crate) async fn status(

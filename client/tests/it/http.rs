@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const KEY: &str = "mdc_sk_01JTESTKEY00000000000000_secret";
+pub(crate) const KEY: &str = "mdc_sk_01JTESTKEY00000000000000_secret";
 
-async fn client(server: &MockServer) -> Client {
+pub(crate) async fn client(server: &MockServer) -> Client {
     let mut config = Config::http(server.uri(), Some(KEY.to_owned()));
     config.attempts = 4;
     Client::new(config).await.expect("client")

@@ -125,6 +125,30 @@ async fn send_all_until_delivered(client: &Client, mdc: &Mdc) -> Vec<mdc_client:
         let sent = client.send(message).await.expect("sent");
         ids.push(sent.id);
     }
+    wait_delivered(client, mdc, ids).await
+}
+
+/// Sends the messages, and one invalid here, in one batch; waits until
+/// MDC reports the valid ones delivered.
+async fn send_batch_until_delivered(client: &Client, mdc: &Mdc) -> Vec<mdc_client::MessageStatus> {
+    let mut batch = messages();
+    batch.insert(1, Sms::to("12345").body("invalid here").into());
+    let mut results = client.send_batch(batch).await;
+    assert_eq!(results.len(), 4);
+    match results.remove(1) {
+        Err(SubmitError::Invalid(e)) => assert_eq!(e.field, "to", "{e}"),
+        other => panic!("expected a local refusal naming to, got {other:?}"),
+    }
+    let ids = results.into_iter().map(|r| r.expect("sent").id).collect();
+    wait_delivered(client, mdc, ids).await
+}
+
+/// Waits until MDC reports each of `ids` delivered.
+async fn wait_delivered(
+    client: &Client,
+    mdc: &Mdc,
+    ids: Vec<mdc_client::MessageId>,
+) -> Vec<mdc_client::MessageStatus> {
     let mut delivered = Vec::new();
     for id in ids {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -203,8 +227,11 @@ async fn over_http_sms_email_and_push_reach_delivered() {
         .await
         .expect("client");
     invalid_fails_locally(&client).await;
-    let delivered = send_all_until_delivered(&client, &mdc).await;
+    let mut delivered = send_all_until_delivered(&client, &mdc).await;
     assert_eq!(delivered[1].reference.as_deref(), Some("order-7"));
+    let batch = send_batch_until_delivered(&client, &mdc).await;
+    assert_eq!(batch[1].reference.as_deref(), Some("order-7"));
+    delivered.extend(batch);
     assert_eq!(stored_ids(&mdc).await, sorted_ids(&delivered));
 }
 
@@ -227,7 +254,8 @@ async fn directly_on_kafka_sms_email_and_push_reach_delivered_as_the_service() {
     config.api_url = Some(mdc.base.clone());
     let client = Client::new(config).await.expect("client");
     invalid_fails_locally(&client).await;
-    let delivered = send_all_until_delivered(&client, &mdc).await;
+    let mut delivered = send_all_until_delivered(&client, &mdc).await;
+    delivered.extend(send_batch_until_delivered(&client, &mdc).await);
     for status in &delivered {
         assert_eq!(status.service.as_deref(), Some("billing"), "{status:#?}");
         assert!(
