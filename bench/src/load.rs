@@ -242,7 +242,7 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
                 let sent = Instant::now();
                 let accepted = match poster.post(path, body).await {
                     Ok((202, _)) if batch == 1 => 1,
-                    Ok((200, answer)) if batch > 1 => accepted_in(&answer),
+                    Ok((200, answer)) if batch > 1 => accepted_in(&answer).min(count),
                     _ => 0,
                 };
                 if accepted > 0 {

@@ -378,6 +378,7 @@ impl Client {
             }
             #[cfg(feature = "direct")]
             Inner::Direct(direct) => {
+                use futures::StreamExt as _;
                 let produced = valid
                     .into_iter()
                     .map(|(i, _, mut message, warnings)| async move {
@@ -390,7 +391,13 @@ impl Client {
                         });
                         (i, result.map_err(SubmitError::from))
                     });
-                for (i, result) in futures::future::join_all(produced).await {
+                // At most this many produces awaited at once; the
+                // producer batches them on the wire.
+                let produced: Vec<_> = futures::stream::iter(produced)
+                    .buffer_unordered(256)
+                    .collect()
+                    .await;
+                for (i, result) in produced {
                     results[i] = result;
                 }
             }

@@ -60,6 +60,38 @@ struct BatchResult {
     error: Option<ErrorBody>,
 }
 
+impl From<StatusCode> for ErrorBody {
+    fn from(status: StatusCode) -> Self {
+        ErrorBody {
+            field: None,
+            rule: None,
+            message: status.to_string(),
+        }
+    }
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// `{"messages": [...]}` of the messages' JSON.
+fn batch_body(messages: &[(usize, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(
+        messages
+            .iter()
+            .map(|(_, json)| json.len() + 1)
+            .sum::<usize>()
+            + 16,
+    );
+    body.extend_from_slice(b"{\"messages\":[");
+    for (n, (_, json)) in messages.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(json);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// A submit's result, from MDC's answer for it.
 fn outcome(
     status: StatusCode,
@@ -259,123 +291,137 @@ impl Http {
     }
 
     /// One batch, `(index, JSON)` of each message, until each has its
-    /// result or the tries are used up.
-    async fn post_batch(
-        &self,
+    /// result or the tries are used up. Boxed: a batch over MDC's body
+    /// limit is cut in two, each half posted the same way.
+    fn post_batch<'a>(
+        &'a self,
         mut pending: Vec<(usize, Vec<u8>)>,
-        requests: &[SubmitRequest],
-    ) -> Vec<(usize, Result<Sent, SubmitError>)> {
-        let url = format!("{}/v1/messages/batch", self.base);
-        let mut done = Vec::with_capacity(pending.len());
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            attempt += 1;
-            let last = attempt >= self.attempts;
-            let mut body =
-                Vec::with_capacity(pending.iter().map(|(_, j)| j.len() + 1).sum::<usize>() + 16);
-            body.extend_from_slice(b"{\"messages\":[");
-            for (n, (_, json)) in pending.iter().enumerate() {
-                if n > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(json);
-            }
-            body.extend_from_slice(b"]}");
-            let unavailable = |why: String| {
-                move |(i, _): (usize, Vec<u8>)| {
-                    (i, Err(SubmitError::Unavailable(why.clone().into())))
-                }
-            };
-            let asked = match self
-                .authorized(self.client.post(&url))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Err(e) if last => {
-                    let why = format!("no answer from MDC after {attempt} tries: {e}");
-                    done.extend(pending.drain(..).map(unavailable(why)));
+        requests: &'a [SubmitRequest],
+    ) -> BoxFuture<'a, Vec<(usize, Result<Sent, SubmitError>)>> {
+        Box::pin(async move {
+            let url = format!("{}/v1/messages/batch", self.base);
+            let mut done = Vec::with_capacity(pending.len());
+            let mut backoff = FIRST_BACKOFF;
+            let mut attempt = 0;
+            // Why the last try failed, for the messages left when they run out.
+            let mut failure = String::new();
+            while !pending.is_empty() {
+                if attempt >= self.attempts {
+                    let why = format!("MDC could not take it after {attempt} tries: {failure}");
+                    done.extend(
+                        pending
+                            .drain(..)
+                            .map(|(i, _)| (i, Err(SubmitError::Unavailable(why.clone().into())))),
+                    );
                     break;
                 }
-                Err(e) => {
-                    tracing::debug!(attempt, error = %e, "No answer from MDC; trying again");
-                    None
+                if attempt > 0 {
+                    tokio::time::sleep(backoff.min(self.max_backoff)).await;
+                    backoff = (backoff * 2).min(self.max_backoff);
                 }
-                Ok(response) if response.status() == StatusCode::OK => {
+                attempt += 1;
+                let response = match self
+                    .authorized(self.client.post(&url))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(batch_body(&pending))
+                    .send()
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(e) => {
+                        tracing::debug!(attempt, error = %e, "No answer from MDC; trying again");
+                        failure = format!("no answer: {e}");
+                        continue;
+                    }
+                };
+                let status = response.status();
+                if status == StatusCode::OK {
                     let answer = match response.json::<BatchAnswer>().await {
                         Ok(answer) if answer.results.len() == pending.len() => answer,
-                        Ok(_) | Err(_) => {
-                            let why = "MDC's answer to a batch could not be read".to_owned();
-                            done.extend(pending.drain(..).map(unavailable(why)));
-                            break;
+                        Ok(answer) => {
+                            tracing::error!(sent = pending.len(), results = answer.results.len(), "MDC answered a batch with another number of results; sending it again");
+                            failure = "an answer that did not match the batch".to_owned();
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(attempt, error = %e, "MDC's answer to a batch could not be read; sending it again");
+                            failure = format!("an answer that could not be read: {e}");
+                            continue;
                         }
                     };
+                    // What MDC could not take now goes again, under its key.
                     let mut again = Vec::new();
                     for ((i, json), result) in pending.drain(..).zip(answer.results) {
                         let status =
                             StatusCode::from_u16(result.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                        let error = result.error.unwrap_or(ErrorBody {
-                            field: None,
-                            rule: None,
-                            message: status.to_string(),
-                        });
-                        if retryable(status) && !last {
-                            again.push((i, json));
-                        } else if retryable(status) {
-                            let why =
-                                format!("MDC answered {status} {attempt} times: {}", error.message);
-                            done.push((i, Err(SubmitError::Unavailable(why.into()))));
-                        } else {
+                        let accepted = status.is_success() && result.accepted.is_some();
+                        if accepted || !(retryable(status) || status.is_success()) {
+                            let error = result.error.unwrap_or_else(|| ErrorBody::from(status));
                             done.push((i, outcome(status, result.accepted, error)));
+                        } else {
+                            if let Some(error) = result.error {
+                                failure = format!("{status}: {}", error.message);
+                            }
+                            again.push((i, json));
                         }
                     }
                     pending = again;
-                    if pending.is_empty() {
-                        break;
+                    if !pending.is_empty() {
+                        tracing::debug!(
+                            attempt,
+                            pending = pending.len(),
+                            "MDC could not take some messages of a batch now; trying them again"
+                        );
                     }
-                    tracing::debug!(
-                        attempt,
-                        pending = pending.len(),
-                        "MDC could not take some messages of a batch now; trying them again"
-                    );
-                    None
+                    continue;
                 }
-                Ok(response) if response.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    // Over this MDC's max_body_bytes: one at a time.
+                if retryable(status) {
+                    let wait = retry_after(&response);
+                    failure = format!("{status}: {}", error_body(response).await.message);
+                    tracing::debug!(attempt, %status, ?wait, "MDC cannot take the batch now; trying again");
+                    if let Some(wait) = wait {
+                        backoff = wait;
+                    }
+                    continue;
+                }
+                if status == StatusCode::PAYLOAD_TOO_LARGE && pending.len() > 1 {
+                    // Over this MDC's max_body_bytes: each half on its own.
+                    let second = pending.split_off(pending.len() / 2);
+                    done.extend(self.post_batch(pending, requests).await);
+                    done.extend(self.post_batch(second, requests).await);
+                    break;
+                }
+                if matches!(
+                    status,
+                    StatusCode::PAYLOAD_TOO_LARGE
+                        | StatusCode::NOT_FOUND
+                        | StatusCode::METHOD_NOT_ALLOWED
+                ) {
+                    // One message too large for a batch, or an MDC without
+                    // batches: one at a time.
+                    if status != StatusCode::PAYLOAD_TOO_LARGE {
+                        tracing::warn!(%status, "MDC does not take batches at {url}; sending one message at a time");
+                    }
                     for (i, _) in pending.drain(..) {
                         done.push((i, self.submit(&requests[i]).await));
                     }
                     break;
                 }
-                Ok(response) if retryable(response.status()) => {
-                    let status = response.status();
-                    let wait = retry_after(&response);
-                    if last {
-                        let body = error_body(response).await;
-                        let why =
-                            format!("MDC answered {status} {attempt} times: {}", body.message);
-                        done.extend(pending.drain(..).map(unavailable(why)));
-                        break;
-                    }
-                    tracing::debug!(attempt, %status, ?wait, "MDC cannot take the batch now; trying again");
-                    wait
+                // The batch as a whole was refused (a key without `send`):
+                // each message with it, as MDC's own refusal.
+                let body = error_body(response).await;
+                for (i, _) in pending.drain(..) {
+                    done.push((
+                        i,
+                        Err(SubmitError::Refused {
+                            status: status.as_u16(),
+                            message: body.message.clone(),
+                        }),
+                    ));
                 }
-                Ok(response) => {
-                    // The batch as a whole was refused: each message with it.
-                    let status = response.status();
-                    let body = error_body(response).await;
-                    for (i, _) in pending.drain(..) {
-                        done.push((i, outcome(status, None, body.clone())));
-                    }
-                    break;
-                }
-            };
-            tokio::time::sleep(asked.unwrap_or(backoff).min(self.max_backoff)).await;
-            backoff = (backoff * 2).min(self.max_backoff);
-        }
-        done
+            }
+            done
+        })
     }
 
     pub(crate) async fn status(

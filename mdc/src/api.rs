@@ -278,7 +278,7 @@ pub fn server(state: State, listen: SocketAddr, roles: crate::Roles) -> std::io:
 }
 
 /// An error answer: `{"error": {"field", "rule", "message"}}`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     field: Option<String>,
@@ -365,6 +365,11 @@ impl actix_web::ResponseError for ApiError {
 /// driver internals), which go to the log.
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %e, "A backend is unavailable; answering 503");
+    unavailable_quietly()
+}
+
+/// [`unavailable`] for a caller that logs the backend's words itself.
+pub(crate) fn unavailable_quietly() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily unavailable: nothing was changed; retry shortly (with the same idempotency key)",

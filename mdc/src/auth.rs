@@ -343,37 +343,22 @@ impl Auth {
     /// 429 with `Retry-After` when `service` submits faster than its
     /// configured rate.
     pub fn check_rate(&self, service: Option<&str>) -> Result<(), ApiError> {
-        self.check_rate_n(service, NonZeroU32::MIN)
-    }
-
-    /// As [`Auth::check_rate`], for `n` messages at once: all of them
-    /// within the rate, or none (429). More than the service's burst can
-    /// never pass: 422 on `messages`.
-    pub fn check_rate_n(&self, service: Option<&str>, n: NonZeroU32) -> Result<(), ApiError> {
         let Some(limiter) = service.and_then(|s| self.limits.get(s)) else {
             return Ok(());
         };
-        let service = service.unwrap_or_default();
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("service {service} is over its submit rate; retry in {seconds} s"),
-                )
-                .rule("rate_limited")
-                .retry_after(seconds.max(1)))
-            }
-            Err(governor::InsufficientCapacity(burst)) => Err(crate::api::unprocessable(
-                "messages",
-                "over_burst",
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "{n} messages are more than service {service}'s burst of {burst}; send at most {burst} at a time"
+                    "service {} is over its submit rate; retry in {seconds} s",
+                    service.unwrap_or_default()
                 ),
-            )),
-        }
+            )
+            .rule("rate_limited")
+            .retry_after(seconds.max(1))
+        })
     }
 }
 

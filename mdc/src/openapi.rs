@@ -76,6 +76,7 @@ pub struct Submitted {
 #[derive(ToSchema)]
 pub struct BatchBody {
     /// 1 to 500 messages, each as `POST /v1/messages` takes it.
+    #[schema(min_items = 1, max_items = 500)]
     pub messages: Vec<SubmitBody>,
 }
 
@@ -89,7 +90,7 @@ pub struct BatchAnswer {
 #[derive(ToSchema)]
 pub struct BatchResult {
     /// The status a single submit of this message would have answered:
-    /// 202, or 409, 422 or 503.
+    /// 202, or 409, 422, 429 or 503.
     pub status: u16,
     /// With 202.
     pub accepted: Option<Submitted>,

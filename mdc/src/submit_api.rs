@@ -5,13 +5,13 @@
 //! own, at the same time; the answer (200) carries one result per message,
 //! in the request's order: `{"status": 202, "accepted": {…}}` with what a
 //! single submit answers, or `{"status": 4xx|503, "error": {…}}` with its
-//! error. One bad message turns none of the others away. The request as a
-//! whole fails (and nothing of it is kept) only when it cannot be read:
-//! malformed JSON, over `max_body_bytes`, no key or scope, over the
-//! service's rate, or a `messages` that is not a list of 1 to
-//! [`MAX_BATCH`] messages.
-
-use std::num::NonZeroU32;
+//! error. One bad message turns none of the others away. Each message takes
+//! one of the service's rate, in order; those past it get 429. The request
+//! as a whole fails (and nothing of it is kept) when it cannot be read
+//! (malformed JSON, over `max_body_bytes`, no key or scope, a `messages`
+//! that is not a list of 1 to [`MAX_BATCH`] messages), and when every
+//! message got the same 429 or 503, so that it reads as a single submit's
+//! would.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -20,11 +20,17 @@ use mdc_core::ports::Scope;
 use mdc_core::Channel;
 use serde_json::{json, Value};
 
-use crate::api::{read_body, unavailable, unprocessable, ApiError, State};
+use futures::StreamExt;
+
+use crate::api::{read_body, unavailable_quietly, unprocessable, ApiError, State};
 use crate::auth::Caller;
 
 /// The most messages one batch may carry.
 pub const MAX_BATCH: usize = 500;
+
+/// How many messages of one batch are taken at the same time: enough for
+/// the store's and the queue's writers to gather them into few commits.
+const BATCH_CONCURRENCY: usize = 64;
 
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = crate::openapi::SubmitBody, responses((status = 202, description = "Accepted: durable and queued", body = crate::openapi::Submitted), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "The idempotency key was used for another message", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn submit(
@@ -37,11 +43,18 @@ pub(crate) async fn submit(
     state.auth.check_rate(caller.service.as_deref())?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let value: Value = serde_json::from_slice(&body).map_err(malformed)?;
-    let submitted = accept(&state, caller.service.as_deref(), value).await?;
-    Ok(HttpResponse::Accepted().json(submitted))
+    match accept(&state, caller.service.as_deref(), value).await {
+        Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
+        Err(Refusal { error, cause }) => {
+            if let Some(cause) = cause {
+                tracing::warn!(error = %cause, "A backend is unavailable; answering 503");
+            }
+            Err(error)
+        }
+    }
 }
 
-#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages", request_body = crate::openapi::BatchBody, responses((status = 200, description = "One result per message, in order: 202 with what a single submit answers, or the error that message got", body = crate::openapi::BatchAnswer), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "`messages` is not a list of 1 to 500 messages, or more than the service's burst", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "The API keys cannot be read; nothing was taken, retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages", request_body = crate::openapi::BatchBody, responses((status = 200, description = "One result per message, in order: 202 with what a single submit answers, or the error that message got", body = crate::openapi::BatchAnswer), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "`messages` is not a list of 1 to 500 messages", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate for every message; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "No message could be taken (a backend is unavailable); nothing was kept, retry", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn submit_batch(
     caller: Caller,
     req: HttpRequest,
@@ -52,24 +65,82 @@ pub(crate) async fn submit_batch(
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let value: Value = serde_json::from_slice(&body).map_err(malformed)?;
     let messages = batch_messages(value)?;
-    let n = NonZeroU32::new(u32::try_from(messages.len()).unwrap_or(u32::MAX))
-        .unwrap_or(NonZeroU32::MIN);
-    state.auth.check_rate_n(caller.service.as_deref(), n)?;
     let service = caller.service.as_deref();
-    let results = futures::future::join_all(
-        messages
-            .into_iter()
-            .map(|message| accept(&state, service, message)),
-    )
-    .await;
+    // Each message takes one of the service's rate, in order: those past
+    // it are refused (429), the others go on.
+    let mut keys = std::collections::HashSet::new();
+    let admitted: Vec<Result<Value, ApiError>> = messages
+        .into_iter()
+        .map(|message| {
+            if let Some(key) = message.get("idempotency_key").and_then(Value::as_str) {
+                if !keys.insert(key.to_owned()) {
+                    return Err(unprocessable(
+                        "idempotency_key",
+                        "repeated_in_batch",
+                        "an earlier message of this batch has this idempotency key; give each message its own",
+                    ));
+                }
+            }
+            state.auth.check_rate(service)?;
+            Ok(message)
+        })
+        .collect();
+    let results: Vec<Result<Submitted, Refusal>> = futures::stream::iter(admitted)
+        .map(|admitted| async {
+            match admitted {
+                Ok(message) => accept(&state, service, message).await,
+                Err(error) => Err(Refusal { error, cause: None }),
+            }
+        })
+        .buffered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
+    let unavailable = results
+        .iter()
+        .filter_map(|r| r.as_ref().err()?.cause.as_deref())
+        .collect::<Vec<_>>();
+    if let Some(first) = unavailable.first() {
+        tracing::warn!(messages = unavailable.len(), of = results.len(), error = %first, "A backend is unavailable; answering 503 for those messages of a batch");
+    }
+    if let Some(whole) = refused_whole(&results) {
+        return Err(whole);
+    }
     let results: Vec<Value> = results
         .into_iter()
         .map(|result| match result {
             Ok(submitted) => json!({"status": 202, "accepted": submitted}),
-            Err(e) => json!({"status": e.status().as_u16(), "error": e.body()}),
+            Err(Refusal { error, .. }) => {
+                json!({"status": error.status().as_u16(), "error": error.body()})
+            }
         })
         .collect();
+    metrics::counter!("mdc_batches_total").increment(1);
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+/// When every message of a batch was refused for the same passing reason
+/// (the rate, or a backend down), that answer for the whole request, so
+/// that retries and monitoring see it as they would for a single submit.
+fn refused_whole(results: &[Result<Submitted, Refusal>]) -> Option<ApiError> {
+    let mut errors = results.iter().map(|r| r.as_ref().err());
+    let first = errors.next()??;
+    let status = first.error.status();
+    let passing = [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ];
+    if !passing.contains(&status) || !errors.all(|e| e.is_some_and(|e| e.error.status() == status))
+    {
+        return None;
+    }
+    Some(first.error.clone())
+}
+
+/// A message not accepted: its error and, for a backend that could not
+/// take it, what the backend said (for the log, not the caller).
+struct Refusal {
+    error: ApiError,
+    cause: Option<String>,
 }
 
 fn malformed(e: serde_json::Error) -> ApiError {
@@ -125,13 +196,16 @@ fn batch_messages(value: Value) -> Result<Vec<Value>, ApiError> {
 
 /// One message, as JSON: validated, then recorded and queued for
 /// `service`. The error is what a single submit of it answers.
-async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Submitted, ApiError> {
+async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Submitted, Refusal> {
+    let refused = |error| Refusal { error, cause: None };
     if !value.is_object() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the body must be a JSON object",
-        )
-        .rule("json_object"));
+        return Err(refused(
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object",
+            )
+            .rule("json_object"),
+        ));
     }
     let request: SubmitRequest = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -142,7 +216,7 @@ async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Su
         } else {
             path
         };
-        unprocessable(&field, "type", inner)
+        refused(unprocessable(&field, "type", inner))
     })?;
     let started = std::time::Instant::now();
     let answer = match state.submitter.submit_as(&request, service).await {
@@ -168,13 +242,59 @@ async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Su
                 "rule" => e.rule.clone(),
             )
             .increment(1);
-            Err(unprocessable(&e.field, e.rule, e.message))
+            Err(refused(unprocessable(&e.field, e.rule, e.message)))
         }
-        Err(SubmitError::Conflict(e)) => Err(ApiError::new(StatusCode::CONFLICT, e.message)
-            .field(&e.field)
-            .rule(e.rule)),
-        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Refused { .. })) => Err(unavailable(e)),
+        Err(SubmitError::Conflict(e)) => Err(refused(
+            ApiError::new(StatusCode::CONFLICT, e.message)
+                .field(&e.field)
+                .rule(e.rule),
+        )),
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Refused { .. })) => Err(Refusal {
+            error: unavailable_quietly(),
+            cause: Some(e.to_string()),
+        }),
     };
     metrics::histogram!("mdc_submit_seconds").record(started.elapsed().as_secs_f64());
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use mdc_core::{MessageId, Status};
+
+    use super::*;
+
+    fn accepted() -> Result<Submitted, Refusal> {
+        Ok(Submitted {
+            id: MessageId::generate(),
+            status: Status::Queued,
+            warnings: Vec::new(),
+            duplicate: false,
+        })
+    }
+
+    fn refused(status: StatusCode) -> Result<Submitted, Refusal> {
+        Err(Refusal {
+            error: ApiError::new(status, "no"),
+            cause: None,
+        })
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_only_when_every_message_got_the_same_passing_refusal() {
+        let whole = |results: &[Result<Submitted, Refusal>]| {
+            refused_whole(results).map(|e| e.status().as_u16())
+        };
+        let busy = StatusCode::SERVICE_UNAVAILABLE;
+        let limited = StatusCode::TOO_MANY_REQUESTS;
+        let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+        assert_eq!(whole(&[refused(busy), refused(busy)]), Some(503));
+        assert_eq!(whole(&[refused(limited)]), Some(429));
+        // One accepted, or refusals that differ or would not pass: per message.
+        assert_eq!(whole(&[refused(busy), accepted()]), None);
+        assert_eq!(whole(&[accepted(), refused(busy)]), None);
+        assert_eq!(whole(&[refused(busy), refused(limited)]), None);
+        assert_eq!(whole(&[refused(invalid), refused(invalid)]), None);
+        assert_eq!(whole(&[]), None);
+    }
 }

@@ -34,6 +34,27 @@ async fn batches(server: &MockServer, at: &str) -> Vec<Vec<Value>> {
 #[tokio::test]
 async fn a_batch_is_one_request_and_only_what_mdc_could_not_take_goes_again() {
     let server = MockServer::start().await;
+    // Not taken at all, then an answer that does not match the batch:
+    // both times the same messages again.
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("Retry-After", "0")
+                .set_body_json(json!({"error": {"message": "temporarily unavailable"}})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"results": [accepted("msg_01JZ0000000000000000000009")]})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1/messages/batch"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
@@ -83,47 +104,154 @@ async fn a_batch_is_one_request_and_only_what_mdc_could_not_take_goes_again() {
         other => panic!("{other:?}"),
     }
     let sent = batches(&server, "/v1/messages/batch").await;
-    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent.len(), 4, "{sent:#?}");
     // The locally invalid one never left; the others went together.
     assert_eq!(sent[0].len(), 3, "{sent:#?}");
     assert_eq!(sent[0][1]["channel"], "email");
+    assert_eq!(sent[1], sent[0]);
+    assert_eq!(sent[2], sent[0]);
     // Only the one MDC could not take went again, under its key.
-    assert_eq!(sent[1], vec![sent[0][1].clone()]);
+    assert_eq!(sent[3], vec![sent[0][1].clone()]);
     assert!(sent[0].iter().all(|m| m["idempotency_key"].is_string()));
 }
 
+/// Answers a batch with a 202 for each of its messages.
+fn accept_all(request: &wiremock::Request) -> ResponseTemplate {
+    let body: Value = serde_json::from_slice(&request.body).expect("json");
+    let n = body["messages"].as_array().map_or(0, Vec::len);
+    let results: Vec<Value> = (0..n)
+        .map(|_| accepted("msg_01JZ0000000000000000000004"))
+        .collect();
+    ResponseTemplate::new(200).set_body_json(json!({ "results": results }))
+}
+
+fn too_large() -> ResponseTemplate {
+    ResponseTemplate::new(413)
+        .set_body_json(json!({"error": {"message": "request body exceeds 1024 bytes"}}))
+}
+
+fn two_sms() -> [Sms; 2] {
+    [
+        Sms::to("+14155550123").body("one"),
+        Sms::to("+14155550124").body("two"),
+    ]
+}
+
 #[tokio::test]
-async fn a_batch_over_mdcs_body_limit_goes_one_message_at_a_time() {
+async fn a_batch_over_mdcs_body_limit_is_cut_in_two() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/messages/batch"))
-        .respond_with(
-            ResponseTemplate::new(413)
-                .set_body_json(json!({"error": {"message": "request body exceeds 1024 bytes"}})),
-        )
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&request.body).expect("json");
+            match body["messages"].as_array().map_or(0, Vec::len) {
+                1 => accept_all(request),
+                _ => too_large(),
+            }
+        })
         .mount(&server)
         .await;
+    let client = client(&server).await;
+    let results = client.send_batch(two_sms()).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let sent = batches(&server, "/v1/messages/batch").await;
+    assert_eq!(sent.len(), 3, "{sent:#?}");
+    assert_eq!(sent[1][0], sent[0][0]);
+    assert_eq!(sent[2][0], sent[0][1]);
+}
+
+#[tokio::test]
+async fn an_mdc_without_batches_or_a_message_too_large_for_one_gets_single_submits() {
+    for refusal in [too_large(), ResponseTemplate::new(404)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages/batch"))
+            .respond_with(refusal)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(202).set_body_json(
+                json!({"id": "msg_01JZ0000000000000000000003", "status": "queued", "warnings": []}),
+            ))
+            .mount(&server)
+            .await;
+        let client = client(&server).await;
+        let results = client.send_batch(two_sms()).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let singles = batches(&server, "/v1/messages").await;
+        assert_eq!(singles.len(), 2);
+        // Each message went alone under the key it had in the batch (a
+        // 413 first cuts the batch down to single messages).
+        let mut batched: Vec<String> = batches(&server, "/v1/messages/batch")
+            .await
+            .into_iter()
+            .flatten()
+            .map(|m| m.to_string())
+            .collect();
+        batched.sort();
+        batched.dedup();
+        let mut alone: Vec<String> = singles.iter().map(|m| m[0].to_string()).collect();
+        alone.sort();
+        assert_eq!(batched, alone);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_batch_is_each_messages_refusal_not_an_invalid_message() {
+    let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(202).set_body_json(
-            json!({"id": "msg_01JZ0000000000000000000003", "status": "queued", "warnings": []}),
+        .and(path("/v1/messages/batch"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"rule": "scope", "message": "this key lacks the send scope"}}),
         ))
         .mount(&server)
         .await;
     let client = client(&server).await;
+    for result in client.send_batch(two_sms()).await {
+        match result {
+            Err(SubmitError::Refused {
+                status: 403,
+                message,
+            }) => {
+                assert_eq!(message, "this key lacks the send scope")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
+}
+
+#[tokio::test]
+async fn large_messages_are_cut_into_batches_under_the_body_limit() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(accept_all)
+        .mount(&server)
+        .await;
+    let client = client(&server).await;
+    let body = "x".repeat(20 * 1024);
     let results = client
-        .send_batch([
-            Sms::to("+14155550123").body("one"),
-            Sms::to("+14155550124").body("two"),
-        ])
+        .send_batch((0..30).map(|i| {
+            Email::to(format!("user{i}@example.com"))
+                .from("shop@example.com")
+                .subject("Large")
+                .body(body.clone())
+        }))
         .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let batch = batches(&server, "/v1/messages/batch").await;
-    let singles = batches(&server, "/v1/messages").await;
-    assert_eq!(batch.len(), 1);
-    assert_eq!(singles.len(), 2);
-    assert_eq!(singles[0][0], batch[0][0]);
-    assert_eq!(singles[1][0], batch[0][1]);
+    let requests = server.received_requests().await.expect("recorded");
+    assert!(requests.len() >= 4, "{}", requests.len());
+    for request in &requests {
+        assert!(request.body.len() <= 192 * 1024, "{}", request.body.len());
+    }
+    let sent: usize = batches(&server, "/v1/messages/batch")
+        .await
+        .iter()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(sent, 30);
 }
 
 #[tokio::test]
@@ -131,14 +259,7 @@ async fn more_than_mdc_takes_at_once_is_cut_into_batches() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/messages/batch"))
-        .respond_with(move |request: &wiremock::Request| {
-            let body: Value = serde_json::from_slice(&request.body).expect("json");
-            let n = body["messages"].as_array().map_or(0, Vec::len);
-            let results: Vec<Value> = (0..n)
-                .map(|_| accepted("msg_01JZ0000000000000000000004"))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({ "results": results }))
-        })
+        .respond_with(accept_all)
         .mount(&server)
         .await;
     let client = client(&server).await;

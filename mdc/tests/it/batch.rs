@@ -9,7 +9,9 @@ use crate::harness::{email, sms, Server};
 
 /// A batch of `messages`: (status, answer).
 async fn batch(server: &Server, messages: Value) -> (u16, Value) {
-    server.remember_private(messages.to_string().as_bytes());
+    for message in messages.as_array().into_iter().flatten() {
+        server.remember_private(message.to_string().as_bytes());
+    }
     server
         .post_to("/v1/messages/batch", json!({ "messages": messages }))
         .await
@@ -30,8 +32,13 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
     let mut reused = email("erin@example.com");
     reused["idempotency_key"] = json!("batch-key-2");
     let (_, first) = server.post(&reused).await;
+    let mut held = sms("+14155550127");
+    held["idempotency_key"] = json!("batch-key-3");
+    server.submit(&held).await;
     let mut conflict = sms("+14155550124");
-    conflict["idempotency_key"] = json!("batch-key-2");
+    conflict["idempotency_key"] = json!("batch-key-3");
+    let mut repeated = sms("+14155550126");
+    repeated["idempotency_key"] = json!("batch-key-1");
     let (status, answer) = batch(
         &server,
         json!([
@@ -42,6 +49,7 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
             conflict,
             "not a message",
             reused,
+            repeated,
         ]),
     )
     .await;
@@ -50,12 +58,19 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
         .iter()
         .map(|r| r["status"].as_u64().expect("status"))
         .collect();
-    assert_eq!(statuses, [202, 422, 202, 422, 409, 422, 202], "{answer}");
+    assert_eq!(
+        statuses,
+        [202, 422, 202, 422, 409, 422, 202, 422],
+        "{answer}"
+    );
     assert_eq!(results[1]["error"]["field"], "to", "{answer}");
     assert_eq!(results[3]["error"]["field"], "colour", "{answer}");
     assert_eq!(results[4]["error"]["field"], "idempotency_key", "{answer}");
     assert_eq!(results[4]["error"]["rule"], "reused", "{answer}");
     assert_eq!(results[5]["error"]["rule"], "json_object", "{answer}");
+    // A key twice in one batch: the first holds it, the second is refused.
+    assert_eq!(results[7]["error"]["field"], "idempotency_key", "{answer}");
+    assert_eq!(results[7]["error"]["rule"], "repeated_in_batch", "{answer}");
     // The same key and message as an earlier submit: that message again.
     assert_eq!(results[6]["accepted"]["id"], first["id"], "{answer}");
     assert_eq!(results[6]["accepted"]["duplicate"], true, "{answer}");
@@ -78,10 +93,10 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
     }
     assert_eq!(ids[0].1["to"], "+14155550123");
     assert_eq!(ids[1].1["to"], "frank@example.com");
-    // The refused ones left nothing: the two accepted and the earlier one.
+    // The refused ones left nothing: the two accepted and the earlier two.
     let (status, page) = server.get("/v1/messages").await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(4), "{page}");
     // The key submitted in the batch holds like a single submit's.
     let mut again = sms("+14155550123");
     again["idempotency_key"] = json!("batch-key-1");
