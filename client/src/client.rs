@@ -336,7 +336,8 @@ impl Client {
     /// (`POST /v1/messages/batch`, up to 500 messages each), which costs
     /// MDC far less per message than one request each; over `direct` they
     /// are produced together. A message without an idempotency key gets
-    /// one, so retries never make a second message.
+    /// one, so retries never make a second message; a key an earlier
+    /// message of the call has is refused (`repeated_in_batch`).
     pub async fn send_batch<M: Into<SubmitRequest>>(
         &self,
         messages: impl IntoIterator<Item = M>,
@@ -344,10 +345,20 @@ impl Client {
         let mut results = Vec::new();
         // (index in `results`, request, its enriched message).
         let mut valid = Vec::new();
+        let mut keys = std::collections::HashSet::new();
         for message in messages {
-            let mut request = message.into();
-            if request.idempotency_key.is_none() {
-                request.idempotency_key = Some(format!("client:{}", ulid::Ulid::new()));
+            let mut request: SubmitRequest = message.into();
+            match &request.idempotency_key {
+                None => request.idempotency_key = Some(format!("client:{}", ulid::Ulid::new())),
+                Some(key) if !keys.insert(key.clone()) => {
+                    results.push(Err(SubmitError::Invalid(crate::ValidationError::new(
+                        "idempotency_key",
+                        "repeated_in_batch",
+                        "an earlier message of this batch has this idempotency key; give each message its own",
+                    ))));
+                    continue;
+                }
+                Some(_) => {}
             }
             match enrich(&request, &self.config.rules) {
                 Ok((message, warnings)) => {

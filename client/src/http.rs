@@ -20,8 +20,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const BATCH_MESSAGES: usize = 500;
 
 /// A batch's body is kept under this, below MDC's default `max_body_bytes`
-/// (256 KiB); a batch MDC still finds too large (413) is sent one message
-/// at a time.
+/// (256 KiB); a batch MDC still finds too large (413) is cut in two.
 const BATCH_BYTES: usize = 192 * 1024;
 
 pub(crate) struct Http {
@@ -58,6 +57,9 @@ struct BatchResult {
     accepted: Option<Submitted>,
     #[serde(default)]
     error: Option<ErrorBody>,
+    /// Seconds to wait before this message is sent again (with 429).
+    #[serde(default)]
+    retry_after: Option<u64>,
 }
 
 impl From<StatusCode> for ErrorBody {
@@ -240,10 +242,11 @@ impl Http {
     }
 
     /// Posts `requests` to `/v1/messages/batch`, as many per request as MDC
-    /// takes; one result per request, in order. Connection errors, timeouts,
-    /// 503 and 429 for a whole batch, and 503 for single messages of it,
-    /// are tried again (the same messages under the same idempotency keys)
-    /// as [`Http::submit`] does.
+    /// takes; one result per request, in order. What MDC did not take is
+    /// tried again, the same messages under the same idempotency keys, up
+    /// to `attempts` tries as [`Http::submit`] does: no answer, an answer
+    /// that cannot be read or does not match the batch, and 503, 429, 502
+    /// or 504 for the batch or for single messages of it.
     pub(crate) async fn submit_batch(
         &self,
         requests: &[SubmitRequest],
@@ -263,15 +266,17 @@ impl Http {
             }
         }
         // Cut into batches of at most BATCH_MESSAGES and about BATCH_BYTES.
+        // `{"messages":[` and `]}`.
+        const WRAPPER: usize = 15;
         let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut bytes = 0;
+        let mut bytes = WRAPPER;
         let mut batches = Vec::new();
         for (i, json) in encoded {
             if !batch.is_empty()
                 && (batch.len() == BATCH_MESSAGES || bytes + json.len() > BATCH_BYTES)
             {
                 batches.push(std::mem::take(&mut batch));
-                bytes = 0;
+                bytes = WRAPPER;
             }
             bytes += json.len() + 1;
             batch.push((i, json));
@@ -302,6 +307,8 @@ impl Http {
             let url = format!("{}/v1/messages/batch", self.base);
             let mut done = Vec::with_capacity(pending.len());
             let mut backoff = FIRST_BACKOFF;
+            // The wait MDC asked for (Retry-After), for the next pause only.
+            let mut asked: Option<Duration> = None;
             let mut attempt = 0;
             // Why the last try failed, for the messages left when they run out.
             let mut failure = String::new();
@@ -316,7 +323,8 @@ impl Http {
                     break;
                 }
                 if attempt > 0 {
-                    tokio::time::sleep(backoff.min(self.max_backoff)).await;
+                    let pause = asked.take().unwrap_or(backoff).min(self.max_backoff);
+                    tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
                 attempt += 1;
@@ -362,6 +370,10 @@ impl Http {
                             if let Some(error) = result.error {
                                 failure = format!("{status}: {}", error.message);
                             }
+                            if let Some(seconds) = result.retry_after {
+                                let wait = Duration::from_secs(seconds);
+                                asked = Some(asked.map_or(wait, |a| a.max(wait)));
+                            }
                             again.push((i, json));
                         }
                     }
@@ -379,9 +391,7 @@ impl Http {
                     let wait = retry_after(&response);
                     failure = format!("{status}: {}", error_body(response).await.message);
                     tracing::debug!(attempt, %status, ?wait, "MDC cannot take the batch now; trying again");
-                    if let Some(wait) = wait {
-                        backoff = wait;
-                    }
+                    asked = wait;
                     continue;
                 }
                 if status == StatusCode::PAYLOAD_TOO_LARGE && pending.len() > 1 {

@@ -321,6 +321,11 @@ impl ApiError {
         self.status
     }
 
+    /// The seconds of its `Retry-After`, when it has one.
+    pub(crate) fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// What goes under `"error"`: `message`, and `field` and `rule` when
     /// known.
     pub(crate) fn body(&self) -> Value {

@@ -96,6 +96,8 @@ pub struct BatchResult {
     pub accepted: Option<Submitted>,
     /// With any other status.
     pub error: Option<ErrorDetail>,
+    /// With 429: seconds to wait before sending this message again.
+    pub retry_after: Option<u64>,
 }
 
 /// A message as support sees it.

@@ -5,7 +5,7 @@
 //! own, at the same time; the answer (200) carries one result per message,
 //! in the request's order: `{"status": 202, "accepted": {…}}` with what a
 //! single submit answers, or `{"status": 4xx|503, "error": {…}}` with its
-//! error. One bad message turns none of the others away. Each message takes
+//! error (and `retry_after`, seconds, with a 429). One bad message turns none of the others away. Each message takes
 //! one of the service's rate, in order; those past it get 429. The request
 //! as a whole fails (and nothing of it is kept) when it cannot be read
 //! (malformed JSON, over `max_body_bytes`, no key or scope, a `messages`
@@ -110,7 +110,11 @@ pub(crate) async fn submit_batch(
         .map(|result| match result {
             Ok(submitted) => json!({"status": 202, "accepted": submitted}),
             Err(Refusal { error, .. }) => {
-                json!({"status": error.status().as_u16(), "error": error.body()})
+                let mut result = json!({"status": error.status().as_u16(), "error": error.body()});
+                if let Some(seconds) = error.retry_after_seconds() {
+                    result["retry_after"] = json!(seconds);
+                }
+                result
             }
         })
         .collect();

@@ -73,6 +73,7 @@ async fn a_batch_is_one_request_and_only_what_mdc_could_not_take_goes_again() {
         .mount(&server)
         .await;
     let client = client(&server).await;
+    let started = std::time::Instant::now();
     let messages: Vec<SubmitRequest> = vec![
         Sms::to("+14155550123").body("one").into(),
         Sms::to("12345").body("invalid here").into(),
@@ -84,6 +85,12 @@ async fn a_batch_is_one_request_and_only_what_mdc_could_not_take_goes_again() {
         Sms::to("+14155550124").body("three").into(),
     ];
     let results = client.send_batch(messages).await;
+    // Retry-After: 0 stands for the next pause only; then 200 and 400 ms.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(results.len(), 4);
     match &results[0] {
         Ok(sent) => assert_eq!(sent.id.as_str(), "msg_01JZ0000000000000000000001"),
@@ -274,4 +281,101 @@ async fn more_than_mdc_takes_at_once_is_cut_into_batches() {
         .map(Vec::len)
         .collect();
     assert_eq!(sizes, [500, 500, 201]);
+}
+
+#[tokio::test]
+async fn a_message_mdc_never_takes_is_unavailable_after_the_tries() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&request.body).expect("json");
+            let results: Vec<Value> = body["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| match m["body"].as_str() {
+                    Some("one") => accepted("msg_01JZ0000000000000000000005"),
+                    _ => json!({"status": 503, "error": {"message": "temporarily unavailable"}}),
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({ "results": results }))
+        })
+        .mount(&server)
+        .await;
+    let client = client(&server).await;
+    let results = client.send_batch(two_sms()).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(SubmitError::Unavailable(e)) => {
+            assert!(e.to_string().contains("4 tries"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let sizes: Vec<usize> = batches(&server, "/v1/messages/batch")
+        .await
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [2, 1, 1, 1]);
+}
+
+#[tokio::test]
+async fn a_message_over_the_rate_waits_as_mdc_asks() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
+            accepted("msg_01JZ0000000000000000000006"),
+            {"status": 429, "retry_after": 1, "error": {"rule": "rate_limited", "message": "over its submit rate"}},
+        ]})))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(accept_all)
+        .mount(&server)
+        .await;
+    let client = client(&server).await;
+    let started = std::time::Instant::now();
+    let results = client.send_batch(two_sms()).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(batches(&server, "/v1/messages/batch").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_key_twice_in_one_call_is_refused_here_whatever_the_batches() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(accept_all)
+        .mount(&server)
+        .await;
+    let client = client(&server).await;
+    let [one, two] = two_sms();
+    let results = client
+        .send_batch([
+            one.idempotency_key("order-1"),
+            two.idempotency_key("order-1"),
+        ])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(SubmitError::Invalid(e)) => {
+            assert_eq!(
+                (e.field.as_str(), &*e.rule),
+                ("idempotency_key", "repeated_in_batch")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let sent = batches(&server, "/v1/messages/batch").await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].len(), 1);
 }

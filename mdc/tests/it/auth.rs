@@ -624,6 +624,31 @@ async fn a_batch_takes_one_of_the_service_rate_for_each_message() {
         answer["results"][2]["error"]["rule"], "rate_limited",
         "{answer}"
     );
+    assert!(
+        answer["results"][2]["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=2).contains(&s)),
+        "{answer}"
+    );
+    // With the rate spent (a token comes back each second), a batch none
+    // of whose messages passes is a 429 as a whole, with Retry-After.
+    let response = server
+        .http
+        .post(format!("{}/v1/messages/batch", server.base))
+        .bearer_auth(&billing)
+        .json(&json!({"messages": [email("ivan@example.com"), email("jane@example.com")]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|s| (1..=2).contains(&s)));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["rule"], "rate_limited", "{body}");
     let (status, page, _) = call(&server, "GET", "/v1/messages", Some(&admin), None).await;
     assert_eq!(status, 200, "{page}");
     let mut stored: Vec<&str> = page["messages"]
