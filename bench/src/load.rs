@@ -291,6 +291,9 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
     }
     let accepted = accepted_total.load(Ordering::Relaxed);
     let errors = errors.load(Ordering::Relaxed);
+    if accepted == 0 {
+        bail!("no message was accepted ({errors} refused or unanswered)");
+    }
 
     eprintln!("Waiting for {accepted} messages to be delivered");
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
