@@ -10,6 +10,7 @@ pub mod config;
 mod devices_api;
 pub mod idle;
 pub(crate) mod keys_api;
+mod messages_api;
 pub mod openapi;
 pub(crate) mod parked_api;
 mod reports_api;

@@ -14,10 +14,9 @@ use mdc_core::ports::{ListFilter, Scope, SortOrder};
 use mdc_core::{MessageRecord, Status};
 use serde_json::{json, Value};
 
-use crate::api::{
-    list_filter, only_known, parse_param, unavailable, unprocessable, ApiError, State,
-};
+use crate::api::{only_known, parse_param, unavailable, unprocessable, ApiError, State};
 use crate::auth::Caller;
+use crate::messages_api::list_filter;
 
 /// Records read per store call.
 const PAGE: usize = 500;

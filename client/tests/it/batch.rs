@@ -132,6 +132,17 @@ fn accept_all(request: &wiremock::Request) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({ "results": results }))
 }
 
+/// A server that accepts every message of every batch.
+async fn accepting_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages/batch"))
+        .respond_with(accept_all)
+        .mount(&server)
+        .await;
+    server
+}
+
 fn too_large() -> ResponseTemplate {
     ResponseTemplate::new(413)
         .set_body_json(json!({"error": {"message": "request body exceeds 1024 bytes"}}))
@@ -231,12 +242,7 @@ async fn a_refused_batch_is_each_messages_refusal_not_an_invalid_message() {
 
 #[tokio::test]
 async fn large_messages_are_cut_into_batches_under_the_body_limit() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(accept_all)
-        .mount(&server)
-        .await;
+    let server = accepting_server().await;
     let client = client(&server).await;
     let body = "x".repeat(20 * 1024);
     let results = client
@@ -263,12 +269,7 @@ async fn large_messages_are_cut_into_batches_under_the_body_limit() {
 
 #[tokio::test]
 async fn more_than_mdc_takes_at_once_is_cut_into_batches() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(accept_all)
-        .mount(&server)
-        .await;
+    let server = accepting_server().await;
     let client = client(&server).await;
     let results = client
         .send_batch((0..1_201).map(|i| Sms::to("+14155550123").body(format!("message {i}"))))
@@ -351,12 +352,7 @@ async fn a_message_over_the_rate_waits_as_mdc_asks() {
 
 #[tokio::test]
 async fn a_key_twice_in_one_call_is_refused_here_whatever_the_batches() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(accept_all)
-        .mount(&server)
-        .await;
+    let server = accepting_server().await;
     let client = client(&server).await;
     let [one, two] = two_sms();
     let results = client

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{email, sms, Server};
+use crate::auth::{call, create_key, create_key_direct};
+use crate::harness::{email, sms, Server, TEST_CONFIG};
 
 /// A batch of `messages`: (status, answer).
 async fn batch(server: &Server, messages: Value) -> (u16, Value) {
@@ -148,4 +149,74 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_keeps_nothing() {
     // Still serving.
     let (status, answer) = batch(&server, json!([sms("+14155550123")])).await;
     assert_eq!(results(status, &answer)[0]["status"], 202, "{answer}");
+}
+
+#[tokio::test]
+async fn a_batch_takes_one_of_the_service_rate_for_each_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, admin) = create_key_direct(dir.path(), "ops", "admin");
+    let config = format!("{TEST_CONFIG}\n[services.billing]\nrate_per_second = 1\nburst = 2\n");
+    let server = Server::start_with(dir.path(), &config).await;
+    let billing = create_key(&server, &admin, "billing", &["send"]).await;
+    let messages: Vec<Value> = (0..3)
+        .map(|i| email(&format!("hana{i}@example.com")))
+        .collect();
+    let batch = json!({ "messages": messages });
+    // The rate is taken in order, before any message is written: the
+    // burst's two pass, the third is refused on its own.
+    let (status, answer, _) = call(
+        &server,
+        "POST",
+        "/v1/messages/batch",
+        Some(&billing),
+        Some(&batch),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let statuses: Vec<&Value> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [202, 202, 429], "{answer}");
+    assert_eq!(
+        answer["results"][2]["error"]["rule"], "rate_limited",
+        "{answer}"
+    );
+    assert!(
+        answer["results"][2]["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=2).contains(&s)),
+        "{answer}"
+    );
+    // With the rate spent (a token comes back each second), a batch none
+    // of whose messages passes is a 429 as a whole, with Retry-After.
+    let response = server
+        .http
+        .post(format!("{}/v1/messages/batch", server.base))
+        .bearer_auth(&billing)
+        .json(&json!({"messages": [email("ivan@example.com"), email("jane@example.com")]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|s| (1..=2).contains(&s)));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["rule"], "rate_limited", "{body}");
+    let (status, page, _) = call(&server, "GET", "/v1/messages", Some(&admin), None).await;
+    assert_eq!(status, 200, "{page}");
+    let mut stored: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["to"].as_str().expect("to"))
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(stored, ["hana0@example.com", "hana1@example.com"], "{page}");
 }
