@@ -23,12 +23,18 @@ const BATCH_MESSAGES: usize = 500;
 /// (256 KiB); a batch MDC still finds too large (413) is cut in two.
 const BATCH_BYTES: usize = 192 * 1024;
 
+/// How long an MDC that answered a batch with 404 or 405 (one from before
+/// batches) gets single submits before a batch is tried again.
+const SINGLES_FOR: Duration = Duration::from_secs(300);
+
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
     key: Option<String>,
     attempts: u32,
     max_backoff: Duration,
+    /// Until when batches go as single submits (MDC has no batches).
+    singles_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +177,7 @@ impl Http {
             key: config.api_key.clone(),
             attempts: config.attempts,
             max_backoff: config.max_backoff,
+            singles_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -251,6 +258,13 @@ impl Http {
         &self,
         requests: &[SubmitRequest],
     ) -> Vec<Result<Sent, SubmitError>> {
+        if self.singles_for_now() {
+            let mut results = Vec::with_capacity(requests.len());
+            for request in requests {
+                results.push(self.submit(request).await);
+            }
+            return results;
+        }
         let mut results: Vec<Option<Result<Sent, SubmitError>>> =
             requests.iter().map(|_| None).collect();
         let mut encoded = Vec::with_capacity(requests.len());
@@ -293,6 +307,18 @@ impl Http {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(SubmitError::Unavailable("not sent".into()))))
             .collect()
+    }
+
+    fn singles_lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.singles_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether MDC lately answered that it has no batches.
+    fn singles_for_now(&self) -> bool {
+        self.singles_lock()
+            .is_some_and(|until| tokio::time::Instant::now() < until)
     }
 
     /// One batch, `(index, JSON)` of each message, until each has its
@@ -410,7 +436,8 @@ impl Http {
                     // One message too large for a batch, or an MDC without
                     // batches: one at a time.
                     if status != StatusCode::PAYLOAD_TOO_LARGE {
-                        tracing::warn!(%status, "MDC does not take batches at {url}; sending one message at a time");
+                        tracing::warn!(%status, "MDC does not take batches at {url}; sending one message at a time for {} s", SINGLES_FOR.as_secs());
+                        *self.singles_lock() = Some(tokio::time::Instant::now() + SINGLES_FOR);
                     }
                     for (i, _) in pending.drain(..) {
                         done.push((i, self.submit(&requests[i]).await));

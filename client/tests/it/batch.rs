@@ -180,7 +180,7 @@ async fn a_batch_over_mdcs_body_limit_is_cut_in_two() {
 
 #[tokio::test]
 async fn an_mdc_without_batches_or_a_message_too_large_for_one_gets_single_submits() {
-    for refusal in [too_large(), ResponseTemplate::new(404)] {
+    for (status, refusal) in [(413, too_large()), (404, ResponseTemplate::new(404))] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/v1/messages/batch"))
@@ -212,6 +212,17 @@ async fn an_mdc_without_batches_or_a_message_too_large_for_one_gets_single_submi
         let mut alone: Vec<String> = singles.iter().map(|m| m[0].to_string()).collect();
         alone.sort();
         assert_eq!(batched, alone);
+        // Without batches, the next call does not ask again; after a message
+        // too large, it does.
+        let without_batches = status == 404;
+        let tried = batches(&server, "/v1/messages/batch").await.len();
+        let results = client.send_batch(two_sms()).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            batches(&server, "/v1/messages/batch").await.len() == tried,
+            without_batches
+        );
+        assert_eq!(batches(&server, "/v1/messages").await.len(), 4);
     }
 }
 
