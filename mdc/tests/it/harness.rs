@@ -467,7 +467,28 @@ pub fn sent_event(message: &Value) -> Option<&Value> {
 
 /// When the message was sent, from its `sent` event.
 pub fn sent_at(message: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    let at = sent_event(message)?["at"].as_str()?;
-    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    event_time(sent_event(message)?)
+}
+
+/// When the send the vendor took began, for messages whose dispatcher may
+/// have been killed: the `sent` event's time, or, for a send the vendor took
+/// just before its dispatcher died and settled by the vendor's report alone
+/// (no `sent` event is ever written then), the start of the last attempt
+/// before the report.
+pub fn sent_or_attempted_at(message: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Some(event) = sent_event(message) {
+        return event_time(event);
+    }
+    let events = message["events"].as_array()?;
+    let reported = events.iter().position(|e| e["status"] == "delivered")?;
+    let attempt = events[..reported]
+        .iter()
+        .rev()
+        .find(|e| e["status"] == "sending")?;
+    event_time(attempt)
+}
+
+fn event_time(event: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str()?).ok()?;
     Some(at.with_timezone(&chrono::Utc))
 }
