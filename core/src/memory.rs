@@ -136,11 +136,14 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn discard(&self, message: &crate::Message) -> Result<bool, StoreError> {
+    async fn discard(&self, record: &MessageRecord) -> Result<bool, StoreError> {
         self.check()?;
+        let message = &record.message;
         let mut records = lock(&self.records);
         let untouched = records.get(&message.id).is_some_and(|r| {
-            matches!(r.status, Status::Accepted | Status::Queued) && r.attempts == 0
+            matches!(r.status, Status::Accepted | Status::Queued)
+                && r.attempts == 0
+                && r.events.len() == record.events.len()
         });
         if untouched {
             records.remove(&message.id);

@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use mdc_client::validate::ValidationError;
 use mdc_client::{enrich, ClientConfig, SubmitError, SubmitRequest, Submitted};
-use mdc_core::ports::{Created, Queue, Store, SuppressionList, Topic, Transition};
-use mdc_core::{mask, Event, Message, MessageRecord, Status};
+use mdc_core::ports::{Created, Queue, Store, SuppressionList, Topic, Transition, Updated};
+use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status};
 
 const COMPONENT: &str = "ingest";
+/// Rounds of [`Submitter::submit_as`] before giving up on a key whose
+/// holder keeps being removed.
+const ACCEPT_ROUNDS: usize = 3;
 
 /// Validates, enriches, records and queues messages.
 #[derive(Clone)]
@@ -45,7 +48,8 @@ impl Submitter {
     /// the reuse refused) and the dispatcher drops the new copy at once, as
     /// its key has another holder. If producing fails the caller gets an
     /// error and the record is removed again (its idempotency key freed),
-    /// so nothing half-written stays.
+    /// so nothing half-written stays, unless a repeated submission has
+    /// answered for it meanwhile: that one queued it again, and it stays.
     /// Producing a message twice is harmless: the dispatcher's claim lets
     /// only one copy through.
     pub async fn submit(&self, request: &SubmitRequest) -> Result<Submitted, SubmitError> {
@@ -82,17 +86,44 @@ impl Submitter {
         // Stored and queued at the same time (see above), from one JSON
         // encoding of the message.
         let json = message.encode();
+        // Again only when the earlier message holding its key was removed
+        // between being found and being answered for (its own submission
+        // could not queue it); a new round makes this one the key's holder.
+        for _ in 0..ACCEPT_ROUNDS {
+            if let Some((id, status, duplicate)) = self.accept(&record, &json).await? {
+                return Ok(Submitted {
+                    id,
+                    status,
+                    warnings,
+                    duplicate,
+                });
+            }
+        }
+        Err(SubmitError::Unavailable(
+            "the message holding this idempotency key kept being removed; try again".into(),
+        ))
+    }
+
+    /// One round of [`Submitter::submit_as`]: the id, status and whether it
+    /// is an earlier message's, or `None` when the earlier message holding
+    /// the key is gone.
+    async fn accept(
+        &self,
+        record: &MessageRecord,
+        json: &[u8],
+    ) -> Result<Option<(MessageId, Status, bool)>, SubmitError> {
+        let message = &record.message;
         let (created, queued) = tokio::join!(
-            self.store.create_encoded(&record, &json),
-            self.produce_encoded(&message, json.clone())
+            self.store.create_encoded(record, json),
+            self.produce_encoded(message, json.to_vec())
         );
         let created = created?;
         if let Err(e) = queued {
             if created == Created::New {
-                return Err(self.unqueued(&message, e).await);
+                return Err(self.unqueued(record, e).await);
             }
         }
-        match created {
+        let existing = match created {
             Created::New => {
                 metrics::counter!(
                     "mdc_messages_accepted_total",
@@ -100,40 +131,55 @@ impl Submitter {
                     "priority" => message.priority.as_str(),
                 )
                 .increment(1);
-                Ok(Submitted {
-                    id: message.id,
-                    status: Status::Queued,
-                    warnings,
-                    duplicate: false,
-                })
+                return Ok(Some((message.id.clone(), Status::Queued, false)));
             }
-            Created::Existing(existing) => {
-                if !existing.message.same_request(&message) {
-                    return Err(SubmitError::Conflict(ValidationError::new(
-                        "idempotency_key",
-                        "reused",
-                        format!(
-                            "this idempotency key was used for another message ({}); use a new key for a different message",
-                            existing.message.id
-                        ),
-                    )));
-                }
-                // Not yet picked up: an earlier submission may have failed to
-                // reach the queue, so produce it (again) before answering.
-                let unsent = matches!(existing.status, Status::Accepted | Status::Queued)
-                    && existing.attempts == 0;
-                if unsent {
-                    self.enqueue(&existing.message).await?;
-                }
-                tracing::debug!(message_id = %existing.message.id, "Duplicate submission answered with the existing message");
-                Ok(Submitted {
-                    id: existing.message.id.clone(),
-                    status: existing.status,
-                    warnings,
-                    duplicate: true,
-                })
-            }
+            Created::Existing(existing) => existing,
+        };
+        if !existing.message.same_request(message) {
+            return Err(SubmitError::Conflict(ValidationError::new(
+                "idempotency_key",
+                "reused",
+                format!(
+                    "this idempotency key was used for another message ({}); use a new key for a different message",
+                    existing.message.id
+                ),
+            )));
         }
+        // Not yet picked up: an earlier submission may have failed to reach
+        // the queue, so produce it (again) before answering.
+        let unsent =
+            matches!(existing.status, Status::Accepted | Status::Queued) && existing.attempts == 0;
+        if unsent && !self.requeue(&existing.message).await? {
+            return Ok(None);
+        }
+        tracing::debug!(message_id = %existing.message.id, "Duplicate submission answered with the existing message");
+        Ok(Some((existing.message.id, existing.status, true)))
+    }
+
+    /// Produces an earlier, unsent `message` again for a repeated
+    /// submission that is about to answer for it, and notes that on its
+    /// trail: its first submission, should it fail to queue it, then keeps
+    /// it rather than removing it ([`Store::discard`]). Returns false when it
+    /// was removed before that.
+    ///
+    /// A failure to produce is this submission's error; the message is left
+    /// as it is, as it is the first submission's (whose own produce may be
+    /// succeeding). A retry with the key, or the reconciler, queues it.
+    async fn requeue(&self, message: &Message) -> Result<bool, SubmitError> {
+        if let Err(e) = self.produce(message).await {
+            let topic = Topic::Messages(message.channel(), message.priority);
+            tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue a repeated submission's message again; caller told to retry");
+            return Err(e.into());
+        }
+        let event = Event::new(
+            COMPONENT,
+            "submitted again with its idempotency key; queued again",
+        );
+        let noted = self
+            .store
+            .update(&message.id, Transition::event(event))
+            .await?;
+        Ok(!matches!(noted, Updated::NotFound))
     }
 
     /// Produces `message` to its lane.
@@ -151,24 +197,22 @@ impl Submitter {
         self.queue.produce(topic, &message.to, json).await
     }
 
-    /// Produces a stored `message`; when that fails, [`Submitter::unqueued`].
-    async fn enqueue(&self, message: &Message) -> Result<(), SubmitError> {
-        let Err(e) = self.produce(message).await else {
-            return Ok(());
-        };
-        Err(self.unqueued(message, e).await)
-    }
-
     /// After `message` was stored but could not be queued: removes it again
     /// (or notes the failure on it) and returns the caller's error.
-    async fn unqueued(&self, message: &Message, e: mdc_core::ports::QueueError) -> SubmitError {
+    async fn unqueued(
+        &self,
+        record: &MessageRecord,
+        e: mdc_core::ports::QueueError,
+    ) -> SubmitError {
+        let message = &record.message;
         let topic = Topic::Messages(message.channel(), message.priority);
         tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue message; caller told to retry");
         // The caller hears that it failed, so nothing of it stays: a retry
         // (with the same idempotency key or without) starts afresh. Should the
         // record have reached the queue after all, the dispatcher finds no
         // message and drops it.
-        match self.store.discard(message).await {
+        match self.store.discard(record).await {
+            // Kept: a repeated submission answered for it meanwhile.
             Ok(_) => {}
             Err(discard) => {
                 // Left `queued`: a retry with the same key queues it again.

@@ -357,15 +357,17 @@ impl Store for EmbeddedStore {
         self.create_stored(record, message).await
     }
 
-    async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
-        let id = message.id.bits();
+    async fn discard(&self, created: &MessageRecord) -> Result<bool, StoreError> {
+        let id = created.message.id.bits();
+        let created_events = created.events.len();
         let removed = self
             .apply(move |t| {
                 let Some(record) = t.load(id)? else {
                     return Ok(false);
                 };
                 let untouched = matches!(record.status, Status::Accepted | Status::Queued)
-                    && record.attempts == 0;
+                    && record.attempts == 0
+                    && t.trail_len(id)? == created_events;
                 if !untouched {
                     return Ok(false);
                 }

@@ -460,14 +460,17 @@ impl Store for MongoStore {
         Ok(done)
     }
 
-    async fn discard(&self, message: &mdc_core::Message) -> Result<bool, StoreError> {
+    async fn discard(&self, record: &mdc_core::MessageRecord) -> Result<bool, StoreError> {
+        let message = &record.message;
         let collection = &self.collections[&message.channel()];
         let untouched = vec![Status::Accepted.as_str(), Status::Queued.as_str()];
+        let created_events = i64::try_from(record.events.len()).unwrap_or(i64::MAX);
         let result = collection
             .delete_one(doc! {
                 "_id": message.id.as_str(),
                 "status": { "$in": untouched },
                 "attempts": 0,
+                "events": { "$size": created_events },
             })
             .await
             .map_err(unavailable)?;

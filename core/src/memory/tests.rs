@@ -26,7 +26,7 @@ fn creating_and_discarding_at_once_never_deadlock() {
                             crate::Event::new("test", "queued"),
                         );
                         store.create(&record).await.expect("create");
-                        store.discard(&record.message).await.expect("discard");
+                        store.discard(&record).await.expect("discard");
                     }
                 });
                 let _ = done.send(());

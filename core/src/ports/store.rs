@@ -530,11 +530,15 @@ pub trait Store: Send + Sync + 'static {
         Ok((updated, after.as_ref().map(Brief::of)))
     }
 
-    /// Removes the record of `message` if no attempt has started (it is
-    /// still `accepted` or `queued`), freeing its idempotency key. For a
-    /// submit that could not queue the message: the caller was told it
-    /// failed, so nothing of it stays. Returns whether it was removed.
-    async fn discard(&self, message: &crate::Message) -> Result<bool, StoreError>;
+    /// Removes `record`, as [`Store::create`] stored it, if nothing has
+    /// touched it since: no attempt has started (it is still `accepted` or
+    /// `queued`) and its trail holds only the events it was created with.
+    /// Its idempotency key is freed. For a submit that could not queue the
+    /// message: the caller was told it failed, so nothing of it stays. A
+    /// repeated submission that answered for the message in the meantime
+    /// added an event to its trail, so the message it answered for is kept.
+    /// Returns whether it was removed.
+    async fn discard(&self, record: &crate::MessageRecord) -> Result<bool, StoreError>;
 
     /// The id of the stored message holding `message`'s idempotency key (in
     /// its scope), if any: for a queued copy whose record is missing, tells

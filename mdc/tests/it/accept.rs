@@ -259,3 +259,230 @@ async fn messages_are_stored_and_queued_at_once() {
     assert!(store.get(&copy.id).await.expect("get").is_none());
     assert_eq!(queued[4].id, submitted.id);
 }
+
+/// What a [`Scripted`] queue does with one produce.
+enum Step {
+    /// Waits for the test's go-ahead (telling it the produce is waiting),
+    /// then produces, or fails when `fail`.
+    Gate {
+        waiting: tokio::sync::oneshot::Sender<()>,
+        go: tokio::sync::oneshot::Receiver<()>,
+        fail: bool,
+    },
+    Fail,
+}
+
+/// The embedded queue, whose produces follow a script in the order they
+/// come; past the script they go through.
+struct Scripted {
+    inner: Arc<dyn Queue>,
+    script: std::sync::Mutex<std::collections::VecDeque<Step>>,
+}
+
+#[async_trait]
+impl Queue for Scripted {
+    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        let step = self.script.lock().expect("script").pop_front();
+        let fail = match step {
+            None => false,
+            Some(Step::Fail) => true,
+            Some(Step::Gate { waiting, go, fail }) => {
+                let _ = waiting.send(());
+                let _ = go.await;
+                fail
+            }
+        };
+        if fail {
+            return Err(QueueError::Unavailable("broker down".into()));
+        }
+        self.inner.produce(topic, key, payload).await
+    }
+
+    async fn consumer(
+        &self,
+        topic: Topic,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.inner.consumer(topic, spec).await
+    }
+
+    async fn group_consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        spec: ConsumerSpec,
+    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
+        self.inner.group_consumer(topic, group, spec).await
+    }
+}
+
+/// A gate for [`Step::Gate`]: the step, a receiver told when its produce
+/// waits, and the sender that lets it go on.
+fn gate(
+    fail: bool,
+) -> (
+    Step,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (waiting, waited) = tokio::sync::oneshot::channel();
+    let (release, go) = tokio::sync::oneshot::channel();
+    (Step::Gate { waiting, go, fail }, waited, release)
+}
+
+/// A submitter on the embedded store and a queue following `script`.
+fn scripted(
+    script: Vec<Step>,
+) -> (
+    tempfile::TempDir,
+    Arc<Submitter>,
+    Arc<dyn Store>,
+    Arc<dyn Queue>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
+    let queue = Arc::new(Scripted {
+        inner: embedded.queue.clone(),
+        script: std::sync::Mutex::new(script.into()),
+    });
+    let store: Arc<dyn Store> = embedded.store;
+    let submitter = Submitter::new(store.clone(), queue, ClientConfig::default());
+    (dir, Arc::new(submitter), store, embedded.queue)
+}
+
+/// Waits until a message holding `key` is stored (its submission's write
+/// is under way when its produce is seen waiting).
+async fn key_held(store: &dyn Store, key: &str) -> mdc_core::MessageId {
+    let (mut probe, _) =
+        mdc_client::enrich(&otp(Some(key)), &ClientConfig::default()).expect("valid");
+    probe.idempotency_key = key.to_owned();
+    for _ in 0..1000 {
+        if let Some(holder) = store.key_holder(&probe).await.expect("holder") {
+            return holder;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("no message holds {key}");
+}
+
+/// The ids of the messages on the critical SMS lane, in order.
+async fn queued_ids(queue: &Arc<dyn Queue>) -> Vec<mdc_core::MessageId> {
+    let topic = Topic::Messages(Channel::Sms, Priority::Critical);
+    let waiting = queue.lag(topic).await.expect("lag").unwrap_or(0) as usize;
+    let consumer = queue
+        .consumer(topic, ConsumerSpec { index: 0, count: 1 })
+        .await
+        .expect("consumer");
+    fetch_n(&consumer, waiting)
+        .await
+        .iter()
+        .map(|d| Message::decode(&d.payload).expect("message").id)
+        .collect()
+}
+
+/// Two submissions with one key at once: the first one's produce fails
+/// after the second found its message and answered for it. The first
+/// caller is told to retry, and the message the second one got a 202 for
+/// stays, queued; it was removed before.
+#[tokio::test]
+async fn a_message_a_repeated_submission_answered_for_stays_when_its_first_submission_fails() {
+    let (first_step, first_waiting, release_first) = gate(true);
+    let (_dir, submitter, store, queue) = scripted(vec![first_step]);
+    let first = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.submit(&otp(Some("race-1"))).await }
+    });
+    first_waiting.await.expect("first produce");
+    let held = key_held(&*store, "race-1").await;
+
+    let second = submitter
+        .submit(&otp(Some("race-1")))
+        .await
+        .expect("second submission");
+    assert!(second.duplicate);
+    assert_eq!(second.id, held);
+    release_first.send(()).expect("release");
+    let err = first
+        .await
+        .expect("task")
+        .expect_err("first produce failed");
+    assert!(matches!(err, SubmitError::Unavailable(_)), "{err}");
+
+    let record = stored(&*store, &second.id).await;
+    assert_eq!(record.status, Status::Queued);
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.details.contains("submitted again")),
+        "{:?}",
+        record.events
+    );
+    assert!(queued_ids(&queue).await.contains(&second.id));
+}
+
+/// The first submission's produce fails and removes its message while a
+/// second submission with the key is queueing that message again: the
+/// second one then stores its own, and answers with that.
+#[tokio::test]
+async fn a_repeated_submission_whose_earlier_message_was_removed_stores_its_own() {
+    let (first_step, first_waiting, release_first) = gate(true);
+    // The second submission's own copy, then the earlier message again.
+    let (own_step, own_waiting, release_own) = gate(false);
+    let (again_step, again_waiting, release_again) = gate(false);
+    let (_dir, submitter, store, queue) = scripted(vec![first_step, own_step, again_step]);
+    let first = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.submit(&otp(Some("race-2"))).await }
+    });
+    first_waiting.await.expect("first produce");
+    let removed = key_held(&*store, "race-2").await;
+    let second = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.submit(&otp(Some("race-2"))).await }
+    });
+    own_waiting.await.expect("own copy");
+    release_own.send(()).expect("release");
+    again_waiting.await.expect("earlier message again");
+    release_first.send(()).expect("release");
+    first
+        .await
+        .expect("task")
+        .expect_err("first produce failed");
+    assert!(store.get(&removed).await.expect("get").is_none());
+    release_again.send(()).expect("release");
+
+    let second = second.await.expect("task").expect("second submission");
+    assert!(!second.duplicate, "the earlier message is gone");
+    assert_ne!(second.id, removed);
+    assert_eq!(stored(&*store, &second.id).await.status, Status::Queued);
+    assert_eq!(key_held(&*store, "race-2").await, second.id);
+    assert!(queued_ids(&queue).await.contains(&second.id));
+}
+
+/// A repeated submission that cannot queue the earlier message again is
+/// told to retry and leaves the message alone: it is the first
+/// submission's, whose own produce succeeds and whose 202 stands. It was
+/// removed before.
+#[tokio::test]
+async fn a_repeated_submission_that_cannot_queue_leaves_the_first_submissions_message() {
+    let (first_step, first_waiting, release_first) = gate(false);
+    let (_dir, submitter, store, queue) = scripted(vec![first_step, Step::Fail, Step::Fail]);
+    let first = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.submit(&otp(Some("race-3"))).await }
+    });
+    first_waiting.await.expect("first produce");
+    let held = key_held(&*store, "race-3").await;
+    let err = submitter
+        .submit(&otp(Some("race-3")))
+        .await
+        .expect_err("queue refused the second");
+    assert!(matches!(err, SubmitError::Unavailable(_)), "{err}");
+    release_first.send(()).expect("release");
+    let first = first.await.expect("task").expect("first submission");
+    assert_eq!(first.id, held);
+    assert_eq!(stored(&*store, &first.id).await.status, Status::Queued);
+    assert_eq!(queued_ids(&queue).await, vec![first.id]);
+}

@@ -423,6 +423,20 @@ impl Tables<'_> {
         load(&self.messages, &self.states, id)
     }
 
+    /// How many events the trail of a stored record holds: its rows and
+    /// those kept in its state.
+    pub(super) fn trail_len(&self, id: u128) -> Result<usize, DbError> {
+        let (rows, in_state) = match stored(&self.messages, &self.states, id)? {
+            Some(Stored::Split(state)) => (state.next_event, state.trail.len()),
+            Some(Stored::Whole(_)) | None => (None, 0),
+        };
+        let rows = match rows {
+            Some(rows) => rows,
+            None => next_event_seq(&self.events, id)?,
+        };
+        Ok(rows as usize + in_state)
+    }
+
     /// Writes both parts of a record stored whole, splitting it (its trail
     /// stays in its rows).
     pub(super) fn put_parts(&mut self, record: &MessageRecord) -> Result<(), DbError> {

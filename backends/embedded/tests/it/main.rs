@@ -492,7 +492,7 @@ async fn status_counts_stay_exact_when_writes_share_commits() {
                 .await;
                 // Every tenth is created and removed again.
                 if i % 10 == 0 && status == Status::Queued {
-                    assert!(store.discard(&record.message).await.expect("discard"));
+                    assert!(store.discard(&record).await.expect("discard"));
                 }
             })
         })

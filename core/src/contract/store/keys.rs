@@ -1,4 +1,4 @@
-//! Creating a record, idempotency keys, and discarding what no attempt touched.
+//! Creating a record, idempotency keys, and discarding what nothing touched.
 
 use super::*;
 
@@ -88,7 +88,7 @@ pub async fn idempotency_keys_are_per_service(store: Arc<dyn Store>) {
         .expect("present");
     assert_eq!(got.message.service.as_deref(), Some("shipping"));
     // Discarding one service's message frees only its key.
-    assert!(store.discard(&shipping.message).await.expect("discard"));
+    assert!(store.discard(&shipping).await.expect("discard"));
     let mut billing_again = record("+14155550102");
     billing_again.message.service = Some("billing".to_owned());
     billing_again.message.idempotency_key = "order-7".to_owned();
@@ -136,7 +136,7 @@ pub async fn the_key_holder_is_the_message_stored_under_the_key(store: Arc<dyn S
         None,
         "keys are per service"
     );
-    assert!(store.discard(&callers.message).await.expect("discard"));
+    assert!(store.discard(&callers).await.expect("discard"));
     assert_eq!(
         store.key_holder(&callers.message).await.expect("holder"),
         None,
@@ -144,7 +144,7 @@ pub async fn the_key_holder_is_the_message_stored_under_the_key(store: Arc<dyn S
     );
 }
 
-pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<dyn Store>) {
+pub async fn discarding_removes_only_messages_nothing_has_touched(store: Arc<dyn Store>) {
     let unsent = stored(&store, "+14155550111").await;
     let claimed = stored(&store, "+14155550112").await;
     let now = crate::now();
@@ -154,9 +154,19 @@ pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<
         .expect("claim");
     assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
 
-    assert!(store.discard(&unsent.message).await.expect("discard"));
-    assert!(!store.discard(&claimed.message).await.expect("discard"));
-    assert!(!store.discard(&unsent.message).await.expect("again"));
+    // A repeated submission that answered for a message notes it on the
+    // trail: the message is kept.
+    let answered = stored(&store, "+14155550113").await;
+    let noted = Transition::event(Event::new("ingest", "submitted again"));
+    store
+        .update(&answered.message.id, noted)
+        .await
+        .expect("note");
+
+    assert!(store.discard(&unsent).await.expect("discard"));
+    assert!(!store.discard(&claimed).await.expect("discard"));
+    assert!(!store.discard(&answered).await.expect("discard"));
+    assert!(!store.discard(&unsent).await.expect("again"));
     assert!(store.get(&unsent.message.id).await.expect("get").is_none());
     assert!(store.get(&claimed.message.id).await.expect("get").is_some());
     let listed = store
@@ -166,9 +176,13 @@ pub async fn discarding_removes_only_messages_no_attempt_has_touched(store: Arc<
         })
         .await
         .expect("list");
-    assert_eq!(listed.len(), 1, "only the claimed one is listed");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the claimed and the answered one are listed"
+    );
     let counts = store.count_by_status().await.expect("count");
-    assert_eq!(counts.get(&Status::Queued), None, "{counts:?}");
+    assert_eq!(counts.get(&Status::Queued), Some(&1), "{counts:?}");
 
     // The idempotency key is free again: a retry makes a new message.
     let mut retry = record("+14155550111");

@@ -209,7 +209,7 @@ async fn a_message_removed_while_held_leaves_no_entries() {
     assert_eq!(listed(&store, Status::Queued).await, vec![indexed.clone()]);
     delivered(&store, &indexed).await;
     let (fresh, record) = accepted(&store).await;
-    assert!(store.discard(&record.message).await.expect("store answers"));
+    assert!(store.discard(&record).await.expect("store answers"));
     assert_eq!(expire_all(&store).await, 1);
     assert_eq!(entries(&db), (vec![], vec![]));
     assert_eq!(listed(&store, Status::Delivered).await, vec![]);
