@@ -163,8 +163,10 @@ impl Submitter {
     /// was removed before that.
     ///
     /// A failure to produce is this submission's error; the message is left
-    /// as it is, as it is the first submission's (whose own produce may be
-    /// succeeding). A retry with the key, or the reconciler, queues it.
+    /// as it is, as it is the first submission's: that one's own produce may
+    /// be succeeding, and if it fails it removes the message itself. A
+    /// message left `queued` off the queue by an earlier failure is queued
+    /// by a retry with the key, or by the reconciler.
     async fn requeue(&self, message: &Message) -> Result<bool, SubmitError> {
         if let Err(e) = self.produce(message).await {
             let topic = Topic::Messages(message.channel(), message.priority);
@@ -210,9 +212,11 @@ impl Submitter {
         // The caller hears that it failed, so nothing of it stays: a retry
         // (with the same idempotency key or without) starts afresh. Should the
         // record have reached the queue after all, the dispatcher finds no
-        // message and drops it.
+        // message and drops it. The exception: a repeated submission with the
+        // key queued it again and answered 202 meanwhile; it is kept (and
+        // sent), and a retry with the key gets that answer too.
         match self.store.discard(record).await {
-            // Kept: a repeated submission answered for it meanwhile.
+            // Removed, or kept as above.
             Ok(_) => {}
             Err(discard) => {
                 // Left `queued`: a retry with the same key queues it again.
