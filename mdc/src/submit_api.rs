@@ -18,7 +18,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use mdc_client::{SubmitError, SubmitRequest, Submitted};
 use mdc_core::ports::Scope;
 use mdc_core::Channel;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use futures::StreamExt;
 
@@ -42,8 +46,8 @@ pub(crate) async fn submit(
     caller.require(Scope::Send)?;
     state.auth.check_rate(caller.service.as_deref())?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(malformed)?;
-    match accept(&state, caller.service.as_deref(), value).await {
+    let request = parse_message(&body)?;
+    match accept(&state, caller.service.as_deref(), &request).await {
         Ok(submitted) => Ok(HttpResponse::Accepted().json(submitted)),
         Err(Refusal { error, cause }) => {
             if let Some(cause) = cause {
@@ -63,17 +67,17 @@ pub(crate) async fn submit_batch(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Send)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(malformed)?;
-    let messages = batch_messages(value)?;
+    let messages = batch_messages(&body)?;
     let service = caller.service.as_deref();
-    // Each message takes one of the service's rate, in order: those past
-    // it are refused (429), the others go on.
+    // Each message that can be read takes one of the service's rate, in
+    // order: those past it are refused (429), the others go on.
     let mut keys = std::collections::HashSet::new();
-    let admitted: Vec<Result<Value, ApiError>> = messages
+    let admitted: Vec<Result<SubmitRequest, ApiError>> = messages
         .into_iter()
         .map(|message| {
-            if let Some(key) = message.get("idempotency_key").and_then(Value::as_str) {
-                if !keys.insert(key.to_owned()) {
+            let request = parse_message(message.get().as_bytes())?;
+            if let Some(key) = &request.idempotency_key {
+                if !keys.insert(key.clone()) {
                     return Err(unprocessable(
                         "idempotency_key",
                         "repeated_in_batch",
@@ -82,13 +86,13 @@ pub(crate) async fn submit_batch(
                 }
             }
             state.auth.check_rate(service)?;
-            Ok(message)
+            Ok(request)
         })
         .collect();
     let results: Vec<Result<Submitted, Refusal>> = futures::stream::iter(admitted)
         .map(|admitted| async {
             match admitted {
-                Ok(message) => accept(&state, service, message).await,
+                Ok(request) => accept(&state, service, &request).await,
                 Err(error) => Err(Refusal { error, cause: None }),
             }
         })
@@ -105,21 +109,46 @@ pub(crate) async fn submit_batch(
     if let Some(whole) = refused_whole(&results) {
         return Err(whole);
     }
-    let results: Vec<Value> = results
-        .into_iter()
-        .map(|result| match result {
-            Ok(submitted) => json!({"status": 202, "accepted": submitted}),
-            Err(Refusal { error, .. }) => {
-                let mut result = json!({"status": error.status().as_u16(), "error": error.body()});
-                if let Some(seconds) = error.retry_after_seconds() {
-                    result["retry_after"] = json!(seconds);
-                }
-                result
-            }
-        })
-        .collect();
+    let results: Vec<BatchResult> = results.into_iter().map(BatchResult::from).collect();
     metrics::counter!("mdc_batches_total").increment(1);
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(BatchAnswer { results }))
+}
+
+/// The answer to a batch: one result per message, in order.
+#[derive(Serialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    Accepted {
+        status: u16,
+        accepted: Submitted,
+    },
+    Refused {
+        status: u16,
+        error: Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+}
+
+impl From<Result<Submitted, Refusal>> for BatchResult {
+    fn from(result: Result<Submitted, Refusal>) -> Self {
+        match result {
+            Ok(accepted) => BatchResult::Accepted {
+                status: StatusCode::ACCEPTED.as_u16(),
+                accepted,
+            },
+            Err(Refusal { error, .. }) => BatchResult::Refused {
+                status: error.status().as_u16(),
+                error: error.body(),
+                retry_after: error.retry_after_seconds(),
+            },
+        }
+    }
 }
 
 /// When every message of a batch was refused for the same passing reason
@@ -147,37 +176,89 @@ struct Refusal {
     cause: Option<String>,
 }
 
-fn malformed(e: serde_json::Error) -> ApiError {
+fn malformed(e: &serde_json::Error) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
 }
 
-/// The messages of a batch's body, `{"messages": [...]}`.
-fn batch_messages(value: Value) -> Result<Vec<Value>, ApiError> {
-    let Value::Object(mut body) = value else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the body must be a JSON object: {\"messages\": [...]}",
-        )
-        .rule("json_object"));
-    };
-    if let Some(unknown) = body.keys().find(|k| *k != "messages") {
+/// `json` is a JSON document (400 otherwise) whose top level is an object
+/// (422 otherwise).
+fn require_object(json: &[u8], what: &str) -> Result<(), ApiError> {
+    if json.trim_ascii_start().first() == Some(&b'{') {
+        return Ok(());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| malformed(&e))?;
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("{what} must be a JSON object"),
+    )
+    .rule("json_object"))
+}
+
+/// The message in `json`, read straight from the bytes: 400 for JSON that
+/// cannot be read, 422 naming the field for a field of the wrong type or
+/// one a message does not have.
+fn parse_message(json: &[u8]) -> Result<SubmitRequest, ApiError> {
+    require_object(json, "the body")?;
+    let mut reader = serde_json::Deserializer::from_slice(json);
+    let request: SubmitRequest = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if !inner.is_data() {
+            return malformed(&inner);
+        }
+        let message = without_position(&inner);
+        // An unknown field is named in the message, not the path.
+        let field = if path == "." {
+            message.split('`').nth(1).unwrap_or("").to_owned()
+        } else {
+            path
+        };
+        unprocessable(&field, "type", message)
+    })?;
+    // Nothing but white space after the message.
+    reader.end().map_err(|e| malformed(&e))?;
+    Ok(request)
+}
+
+/// What `serde_json` says, without where in the document it was: a
+/// batch's messages are read one by one, so the place would mislead.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
+}
+
+/// The messages of a batch's body, `{"messages": [...]}`, each as the JSON
+/// it was sent as.
+fn batch_messages(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    require_object(body, "the body").map_err(|e| {
+        if e.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object: {\"messages\": [...]}",
+            )
+            .rule("json_object")
+        } else {
+            e
+        }
+    })?;
+    let mut fields: HashMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    if let Some(unknown) = fields.keys().find(|k| *k != "messages") {
         return Err(unprocessable(
             unknown,
             "type",
             "unknown field; a batch has only `messages`",
         ));
     }
-    let messages = match body.remove("messages") {
-        Some(Value::Array(messages)) => messages,
-        Some(_) => {
-            return Err(unprocessable(
-                "messages",
-                "type",
-                "must be a list of messages",
-            ))
-        }
-        None => return Err(unprocessable("messages", "required", "missing")),
+    let Some(messages) = fields.remove("messages") else {
+        return Err(unprocessable("messages", "required", "missing"));
     };
+    let messages: Vec<&RawValue> = serde_json::from_str(messages.get())
+        .map_err(|_| unprocessable("messages", "type", "must be a list of messages"))?;
     if messages.is_empty() {
         return Err(unprocessable(
             "messages",
@@ -198,32 +279,16 @@ fn batch_messages(value: Value) -> Result<Vec<Value>, ApiError> {
     Ok(messages)
 }
 
-/// One message, as JSON: validated, then recorded and queued for
-/// `service`. The error is what a single submit of it answers.
-async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Submitted, Refusal> {
+/// One message: validated, then recorded and queued for `service`. The
+/// error is what a single submit of it answers.
+async fn accept(
+    state: &State,
+    service: Option<&str>,
+    request: &SubmitRequest,
+) -> Result<Submitted, Refusal> {
     let refused = |error| Refusal { error, cause: None };
-    if !value.is_object() {
-        return Err(refused(
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the body must be a JSON object",
-            )
-            .rule("json_object"),
-        ));
-    }
-    let request: SubmitRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // An unknown field is named in the message, not the path.
-        let field = if path == "." {
-            inner.split('`').nth(1).unwrap_or("").to_owned()
-        } else {
-            path
-        };
-        refused(unprocessable(&field, "type", inner))
-    })?;
     let started = std::time::Instant::now();
-    let answer = match state.submitter.submit_as(&request, service).await {
+    let answer = match state.submitter.submit_as(request, service).await {
         Ok(submitted) => Ok(submitted),
         Err(SubmitError::Invalid(e)) => {
             // Labels only from values that validate: no unbounded series.
@@ -265,6 +330,7 @@ async fn accept(state: &State, service: Option<&str>, value: Value) -> Result<Su
 #[cfg(test)]
 mod tests {
     use mdc_core::{MessageId, Status};
+    use serde_json::json;
 
     use super::*;
 
@@ -282,6 +348,83 @@ mod tests {
             error: ApiError::new(status, "no"),
             cause: None,
         })
+    }
+
+    fn refusal(json: &str) -> (u16, Value) {
+        let error = parse_message(json.as_bytes()).expect_err("refused");
+        (error.status().as_u16(), error.body())
+    }
+
+    #[test]
+    fn a_message_is_read_straight_from_its_json_and_refusals_name_the_field() {
+        let request =
+            parse_message(br#" {"channel": "sms", "to": "+14155550123"} "#).expect("a message");
+        assert_eq!(request.channel.as_deref(), Some("sms"));
+        assert_eq!(request.to.as_deref(), Some("+14155550123"));
+
+        let (status, body) = refusal(r#"{"channel": "sms""#);
+        assert_eq!((status, &body["rule"]), (400, &json!("json")), "{body}");
+        let (status, body) = refusal(r#"{"channel": "sms"} trailing"#);
+        assert_eq!((status, &body["rule"]), (400, &json!("json")), "{body}");
+        for not_an_object in [r#"["sms", "+14155550123"]"#, "\"sms\"", "7"] {
+            let (status, body) = refusal(not_an_object);
+            assert_eq!(
+                (status, &body["rule"]),
+                (422, &json!("json_object")),
+                "{body}"
+            );
+        }
+        let (status, body) = refusal(r#"{"channel": "sms", "to": 14155550123}"#);
+        assert_eq!((status, &body["field"]), (422, &json!("to")), "{body}");
+        let message = body["message"].as_str().expect("message");
+        assert!(message.starts_with("invalid type: integer"), "{message}");
+        assert!(
+            !message.contains("line"),
+            "no place in the document: {message}"
+        );
+        let (status, body) = refusal(r#"{"channel": "sms", "colour": "red"}"#);
+        assert_eq!((status, &body["field"]), (422, &json!("colour")), "{body}");
+        let (status, body) = refusal(r#"{"to": "+1", "to": "+2"}"#);
+        assert_eq!((status, &body["field"]), (422, &json!("to")), "{body}");
+    }
+
+    #[test]
+    fn a_batch_body_is_an_object_with_a_list_of_1_to_500_messages() {
+        let messages = batch_messages(br#"{"messages": [{"to": "+1"}, 7]}"#).expect("batch");
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].get(), r#"{"to": "+1"}"#);
+        let refused = |body: &str| {
+            let error = batch_messages(body.as_bytes()).expect_err("refused");
+            let body = error.body();
+            (
+                error.status().as_u16(),
+                body["field"].clone(),
+                body["rule"].clone(),
+            )
+        };
+        assert_eq!(refused("[1]"), (422, Value::Null, json!("json_object")));
+        assert_eq!(
+            refused(r#"{"messages": "#),
+            (400, Value::Null, json!("json"))
+        );
+        assert_eq!(refused("{}"), (422, json!("messages"), json!("required")));
+        assert_eq!(
+            refused(r#"{"messages": {}}"#),
+            (422, json!("messages"), json!("type"))
+        );
+        assert_eq!(
+            refused(r#"{"messages": []}"#),
+            (422, json!("messages"), json!("empty"))
+        );
+        assert_eq!(
+            refused(r#"{"messages": [], "extra": 1}"#),
+            (422, json!("extra"), json!("type"))
+        );
+        let many = format!(
+            r#"{{"messages": [{}]}}"#,
+            vec!["{}"; MAX_BATCH + 1].join(",")
+        );
+        assert_eq!(refused(&many), (422, json!("messages"), json!("too_many")));
     }
 
     #[test]
