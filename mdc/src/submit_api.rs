@@ -5,8 +5,9 @@
 //! own, at the same time; the answer (200) carries one result per message,
 //! in the request's order: `{"status": 202, "accepted": {…}}` with what a
 //! single submit answers, or `{"status": 4xx|503, "error": {…}}` with its
-//! error (and `retry_after`, seconds, with a 429). One bad message turns none of the others away. Each message takes
-//! one of the service's rate, in order; those past it get 429. The request
+//! error (and `retry_after`, seconds, with a 429). One bad message turns
+//! none of the others away. Each message that can be read takes one of the
+//! service's rate, in order; those past it get 429. The request
 //! as a whole fails (and nothing of it is kept) when it cannot be read
 //! (malformed JSON, over `max_body_bytes`, no key or scope, a `messages`
 //! that is not a list of 1 to [`MAX_BATCH`] messages), and when every
@@ -22,7 +23,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
@@ -68,16 +69,37 @@ pub(crate) async fn submit_batch(
     caller.require(Scope::Send)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let messages = batch_messages(&body)?;
+    let parsed: Vec<Result<SubmitRequest, ApiError>> = messages
+        .iter()
+        .map(|message| parse_message(message.get().as_bytes()))
+        .collect();
+    // JSON that cannot be read fails the whole request, as it did before
+    // the body was split (a lone surrogate or a number out of range is
+    // found only when its message is read).
+    if parsed.iter().any(|p| p.as_ref().is_err_and(unreadable)) {
+        return Err(match serde_json::from_slice::<Value>(&body) {
+            Err(e) => malformed(&e),
+            Ok(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON").rule("json"),
+        });
+    }
     let service = caller.service.as_deref();
-    // Each message that can be read takes one of the service's rate, in
-    // order: those past it are refused (429), the others go on.
+    // A message's idempotency key is taken first, whatever becomes of the
+    // message; then each message that can be read takes one of the
+    // service's rate, in order: those past it are refused (429), the
+    // others go on.
     let mut keys = std::collections::HashSet::new();
-    let admitted: Vec<Result<SubmitRequest, ApiError>> = messages
+    let admitted: Vec<Result<SubmitRequest, ApiError>> = parsed
         .into_iter()
-        .map(|message| {
-            let request = parse_message(message.get().as_bytes())?;
-            if let Some(key) = &request.idempotency_key {
-                if !keys.insert(key.clone()) {
+        .zip(&messages)
+        .map(|(parsed, raw)| {
+            let key = match &parsed {
+                Ok(request) => request.idempotency_key.clone(),
+                Err(_) => serde_json::from_str::<KeyOnly>(raw.get())
+                    .ok()
+                    .and_then(|k| k.idempotency_key),
+            };
+            if let Some(key) = key {
+                if !keys.insert(key) {
                     return Err(unprocessable(
                         "idempotency_key",
                         "repeated_in_batch",
@@ -85,6 +107,7 @@ pub(crate) async fn submit_batch(
                     ));
                 }
             }
+            let request = parsed?;
             state.auth.check_rate(service)?;
             Ok(request)
         })
@@ -180,13 +203,26 @@ fn malformed(e: &serde_json::Error) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")).rule("json")
 }
 
+/// Whether `error` is for JSON that cannot be read (400).
+fn unreadable(error: &ApiError) -> bool {
+    error.status() == StatusCode::BAD_REQUEST
+}
+
+/// A message's idempotency key alone, read from a message that cannot be
+/// read whole.
+#[derive(serde::Deserialize)]
+struct KeyOnly {
+    idempotency_key: Option<String>,
+}
+
 /// `json` is a JSON document (400 otherwise) whose top level is an object
 /// (422 otherwise).
 fn require_object(json: &[u8], what: &str) -> Result<(), ApiError> {
     if json.trim_ascii_start().first() == Some(&b'{') {
         return Ok(());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| malformed(&e))?;
+    // Only on this error path: the document read whole, as JSON.
+    serde_json::from_slice::<Value>(json).map_err(|e| malformed(&e))?;
     Err(ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         format!("{what} must be a JSON object"),
@@ -201,6 +237,12 @@ fn parse_message(json: &[u8]) -> Result<SubmitRequest, ApiError> {
     require_object(json, "the body")?;
     let mut reader = serde_json::Deserializer::from_slice(json);
     let request: SubmitRequest = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        // Read as a stream, a field of the wrong type can come before JSON
+        // that cannot be read: only on this error path, the document is
+        // read whole first, so that broken JSON is a 400 wherever it breaks.
+        if let Err(syntax) = serde_json::from_slice::<Value>(json) {
+            return malformed(&syntax);
+        }
         let path = e.path().to_string();
         let inner = e.into_inner();
         if !inner.is_data() {
@@ -245,7 +287,8 @@ fn batch_messages(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
             e
         }
     })?;
-    let mut fields: HashMap<Cow<'_, str>, &RawValue> =
+    // In order, so that of several unknown fields the first is named.
+    let mut fields: BTreeMap<Cow<'_, str>, &RawValue> =
         serde_json::from_slice(body).map_err(|e| malformed(&e))?;
     if let Some(unknown) = fields.keys().find(|k| *k != "messages") {
         return Err(unprocessable(
@@ -366,6 +409,15 @@ mod tests {
         assert_eq!((status, &body["rule"]), (400, &json!("json")), "{body}");
         let (status, body) = refusal(r#"{"channel": "sms"} trailing"#);
         assert_eq!((status, &body["rule"]), (400, &json!("json")), "{body}");
+        // Broken JSON after a field of the wrong type is still broken JSON.
+        for broken in [r#"{"to": 7,"#, r#"{"to": 7} trailing"#, r#"{"colour": 1 x"#] {
+            let (status, body) = refusal(broken);
+            assert_eq!(
+                (status, &body["rule"]),
+                (400, &json!("json")),
+                "{broken}: {body}"
+            );
+        }
         for not_an_object in [r#"["sms", "+14155550123"]"#, "\"sms\"", "7"] {
             let (status, body) = refusal(not_an_object);
             assert_eq!(

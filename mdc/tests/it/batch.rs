@@ -40,6 +40,12 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
     conflict["idempotency_key"] = json!("batch-key-3");
     let mut repeated = sms("+14155550126");
     repeated["idempotency_key"] = json!("batch-key-1");
+    // A message that cannot be read still takes its key.
+    let mut unreadable = sms("+14155550128");
+    unreadable["idempotency_key"] = json!("batch-key-4");
+    unreadable["priority"] = json!(5);
+    let mut after_unreadable = sms("+14155550129");
+    after_unreadable["idempotency_key"] = json!("batch-key-4");
     let (status, answer) = batch(
         &server,
         json!([
@@ -51,6 +57,8 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
             "not a message",
             reused,
             repeated,
+            unreadable,
+            after_unreadable,
         ]),
     )
     .await;
@@ -61,9 +69,11 @@ async fn each_message_of_a_batch_is_accepted_or_refused_on_its_own() {
         .collect();
     assert_eq!(
         statuses,
-        [202, 422, 202, 422, 409, 422, 202, 422],
+        [202, 422, 202, 422, 409, 422, 202, 422, 422, 422],
         "{answer}"
     );
+    assert_eq!(results[8]["error"]["field"], "priority", "{answer}");
+    assert_eq!(results[9]["error"]["rule"], "repeated_in_batch", "{answer}");
     assert_eq!(results[1]["error"]["field"], "to", "{answer}");
     assert_eq!(results[3]["error"]["field"], "colour", "{answer}");
     assert_eq!(results[4]["error"]["field"], "idempotency_key", "{answer}");
@@ -132,17 +142,25 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_keeps_nothing() {
             assert_eq!(answer["error"]["field"], field, "{answer}");
         }
     }
-    let response = server
-        .http
-        .post(format!("{}/v1/messages/batch", server.base))
-        .header("content-type", "application/json")
-        .body(r#"{"messages": [{"channel": "sms""#)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status().as_u16(), 400);
-    let answer: Value = response.json().await.expect("json");
-    assert_eq!(answer["error"]["rule"], "json", "{answer}");
+    // Cut short, and JSON that only reading a message finds broken (a lone
+    // surrogate, a number out of range): the whole request is a 400.
+    for body in [
+        r#"{"messages": [{"channel": "sms""#,
+        r#"{"messages": [{"channel": "sms", "to": "+14155550123", "body": "\ud800"}]}"#,
+        r#"{"messages": [{"channel": "sms", "to": "+14155550123", "body": "x", "data": {"n": 1e400}}]}"#,
+    ] {
+        let response = server
+            .http
+            .post(format!("{}/v1/messages/batch", server.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        let answer: Value = response.json().await.expect("json");
+        assert_eq!(answer["error"]["rule"], "json", "{body}: {answer}");
+    }
     let (status, page) = server.get("/v1/messages").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(0), "{page}");
