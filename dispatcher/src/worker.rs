@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::lanes::{Found, LaneGate, Standing, SHARING_DIVISOR};
+
+/// Rounds of storing a directly produced message whose key's holder keeps
+/// being removed before it is noted.
+const DIRECT_ROUNDS: u32 = 3;
 use crate::routing::Router;
 use crate::DispatcherConfig;
 
@@ -508,24 +512,49 @@ impl Dispatcher {
         let service = message.service.as_deref().unwrap_or("a service");
         let how = format!("accepted: produced directly by {service}");
         let record = MessageRecord::accepted(message.clone(), COMPONENT, &how);
-        match self.store.create(&record).await? {
-            Created::New => {
-                metrics::counter!(
-                    "mdc_messages_accepted_total",
-                    "channel" => message.channel().as_str(),
-                    "priority" => message.priority.as_str(),
-                )
-                .increment(1);
-            }
-            Created::Existing(existing) if existing.message.id == message.id => {}
-            Created::Existing(existing) => {
-                if existing.message.same_request(message) {
-                    tracing::info!(duplicate_of = %existing.message.id, "Produced again with the same idempotency key; dropping the copy");
-                } else {
-                    tracing::warn!(used_by = %existing.message.id, "Idempotency key already used for another message; dropping this one");
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            match self.store.create(&record).await? {
+                Created::New => {
+                    metrics::counter!(
+                        "mdc_messages_accepted_total",
+                        "channel" => message.channel().as_str(),
+                        "priority" => message.priority.as_str(),
+                    )
+                    .increment(1);
                 }
-                return Ok(false);
+                Created::Existing(existing) if existing.message.id == message.id => {}
+                Created::Existing(existing) => {
+                    if !existing.message.same_request(message) {
+                        tracing::warn!(used_by = %existing.message.id, "Idempotency key already used for another message; dropping this one");
+                        return Ok(false);
+                    }
+                    // The service was told this copy was taken, so the holder
+                    // now stands for it: a holder not yet sent is noted, so
+                    // that its own submission, should that fail to queue it,
+                    // keeps it (`Store::discard`). One removed before the note
+                    // leaves the key free for this copy.
+                    let unsent = matches!(existing.status, Status::Accepted | Status::Queued)
+                        && existing.attempts == 0;
+                    if unsent && rounds < DIRECT_ROUNDS {
+                        let event = Event::new(
+                            COMPONENT,
+                            format!("produced again directly by {service} with its idempotency key; this message stands for that copy"),
+                        );
+                        let noted = self
+                            .store
+                            .update(&existing.message.id, Transition::event(event))
+                            .await?;
+                        if matches!(noted, Updated::NotFound) {
+                            continue;
+                        }
+                    }
+                    tracing::info!(duplicate_of = %existing.message.id, "Produced again with the same idempotency key; dropping the copy");
+                    return Ok(false);
+                }
             }
+            break;
         }
         let Some(list) = &self.suppressions else {
             return Ok(true);

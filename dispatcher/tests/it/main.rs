@@ -413,6 +413,44 @@ async fn a_directly_produced_message_is_recorded_then_sent_once_and_copies_are_d
     h.stop().await;
 }
 
+/// A direct copy of a message an HTTP submission holds the key for, not
+/// sent yet, is dropped and noted on that message: should the submission's
+/// own produce fail, its record is kept for the copy the service was told
+/// was taken (the reconciler queues it), not removed.
+#[tokio::test(start_paused = true)]
+async fn a_direct_copy_dropped_for_an_unsent_holder_keeps_that_holder() {
+    let h = Harness::start(config(), None).await;
+    let mut holder = direct("+14155550193", "order-10");
+    holder.direct = false;
+    let record = mdc_core::MessageRecord::accepted(holder.clone(), "ingest", "accepted");
+    h.store.create(&record).await.expect("create");
+    let mut copy = holder.clone();
+    copy.id = MessageId::generate();
+    copy.direct = true;
+    h.produce_direct(&copy).await;
+    let noted = || async {
+        h.record(&holder.id)
+            .await
+            .events
+            .iter()
+            .any(|e| e.details.contains("produced again directly by billing"))
+    };
+    for _ in 0..100 {
+        if noted().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(noted().await, "{:#?}", h.record(&holder.id).await.events);
+    assert!(h.store.get(&copy.id).await.expect("get").is_none());
+    assert!(
+        !h.store.discard(&record).await.expect("discard"),
+        "kept for the direct copy"
+    );
+    assert_eq!(h.record(&holder.id).await.status, Status::Queued);
+    h.stop().await;
+}
+
 /// A service that produced one id twice with other content: the record
 /// stored first is what is sent, not the later copy (a directly produced
 /// message is claimed by id, so the store's copy is the one sent).
