@@ -372,4 +372,16 @@ impl Message {
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// Counts the message in `mdc_messages_accepted_total`, once its record
+    /// is new (by the accept path or, for one produced directly, the
+    /// dispatcher).
+    pub fn count_accepted(&self) {
+        metrics::counter!(
+            "mdc_messages_accepted_total",
+            "channel" => self.channel().as_str(),
+            "priority" => self.priority.as_str(),
+        )
+        .increment(1);
+    }
 }

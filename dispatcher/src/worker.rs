@@ -516,14 +516,7 @@ impl Dispatcher {
         loop {
             rounds += 1;
             match self.store.create(&record).await? {
-                Created::New => {
-                    metrics::counter!(
-                        "mdc_messages_accepted_total",
-                        "channel" => message.channel().as_str(),
-                        "priority" => message.priority.as_str(),
-                    )
-                    .increment(1);
-                }
+                Created::New => message.count_accepted(),
                 Created::Existing(existing) if existing.message.id == message.id => {}
                 Created::Existing(existing) => {
                     if !existing.message.same_request(message) {

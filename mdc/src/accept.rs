@@ -125,12 +125,7 @@ impl Submitter {
         }
         let existing = match created {
             Created::New => {
-                metrics::counter!(
-                    "mdc_messages_accepted_total",
-                    "channel" => message.channel().as_str(),
-                    "priority" => message.priority.as_str(),
-                )
-                .increment(1);
+                message.count_accepted();
                 return Ok(Some((message.id.clone(), Status::Queued, false)));
             }
             Created::Existing(existing) => existing,

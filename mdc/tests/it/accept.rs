@@ -11,47 +11,10 @@ use mdc_core::ports::{ConsumerSpec, Queue, QueueConsumer, QueueError, Store, Top
 use mdc_core::{Channel, Message, Priority, Status};
 use mdc_embedded::{Embedded, QueueLayout};
 
-/// The embedded queue with a switch that makes producing fail, as a broker
-/// outage would.
-struct Switchable {
-    inner: Arc<dyn Queue>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl Queue for Switchable {
-    async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(QueueError::Unavailable("broker down".into()));
-        }
-        self.inner.produce(topic, key, payload).await
-    }
-
-    async fn consumer(
-        &self,
-        topic: Topic,
-        spec: ConsumerSpec,
-    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        self.inner.consumer(topic, spec).await
-    }
-
-    async fn group_consumer(
-        &self,
-        topic: Topic,
-        group: &str,
-        spec: ConsumerSpec,
-    ) -> Result<Arc<dyn QueueConsumer>, QueueError> {
-        self.inner.group_consumer(topic, group, spec).await
-    }
-}
-
-fn setup() -> (Submitter, Arc<dyn Store>, Arc<Switchable>) {
+fn setup() -> (Submitter, Arc<dyn Store>, Arc<Scripted>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
-    let queue = Arc::new(Switchable {
-        inner: embedded.queue,
-        down: AtomicBool::new(false),
-    });
+    let queue = Arc::new(Scripted::new(embedded.queue, Vec::new()));
     let store: Arc<dyn Store> = embedded.store;
     (
         Submitter::new(store.clone(), queue.clone(), ClientConfig::default()),
@@ -273,10 +236,22 @@ enum Step {
 }
 
 /// The embedded queue, whose produces follow a script in the order they
-/// come; past the script they go through.
+/// come; past the script they go through, unless it is switched `down`, as
+/// a broker outage would.
 struct Scripted {
     inner: Arc<dyn Queue>,
     script: std::sync::Mutex<std::collections::VecDeque<Step>>,
+    down: AtomicBool,
+}
+
+impl Scripted {
+    fn new(inner: Arc<dyn Queue>, script: Vec<Step>) -> Self {
+        Self {
+            inner,
+            script: std::sync::Mutex::new(script.into()),
+            down: AtomicBool::new(false),
+        }
+    }
 }
 
 #[async_trait]
@@ -284,7 +259,7 @@ impl Queue for Scripted {
     async fn produce(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         let step = self.script.lock().expect("script").pop_front();
         let fail = match step {
-            None => false,
+            None => self.down.load(Ordering::SeqCst),
             Some(Step::Fail) => true,
             Some(Step::Gate { waiting, go, fail }) => {
                 let _ = waiting.send(());
@@ -341,10 +316,7 @@ fn scripted(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), QueueLayout::default()).expect("open");
-    let queue = Arc::new(Scripted {
-        inner: embedded.queue.clone(),
-        script: std::sync::Mutex::new(script.into()),
-    });
+    let queue = Arc::new(Scripted::new(embedded.queue.clone(), script));
     let store: Arc<dyn Store> = embedded.store;
     let submitter = Submitter::new(store.clone(), queue, ClientConfig::default());
     (dir, Arc::new(submitter), store, embedded.queue)
