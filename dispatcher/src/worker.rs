@@ -34,12 +34,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::lanes::{Found, LaneGate, Standing, SHARING_DIVISOR};
-
-/// Rounds of storing a directly produced message whose key's holder keeps
-/// being removed before it is noted.
-const DIRECT_ROUNDS: u32 = 3;
 use crate::routing::Router;
 use crate::DispatcherConfig;
+
+/// Rounds of storing a directly produced message whose key's holder keeps
+/// being removed before it is noted; past them the record is taken again
+/// later (an error), never dropped unnoted.
+const DIRECT_ROUNDS: u32 = 3;
 
 mod attempt;
 
@@ -524,13 +525,27 @@ impl Dispatcher {
                         return Ok(false);
                     }
                     // The service was told this copy was taken, so the holder
-                    // now stands for it: a holder not yet sent is noted, so
-                    // that its own submission, should that fail to queue it,
-                    // keeps it (`Store::discard`). One removed before the note
+                    // now stands for it. A holder not yet sent may have missed
+                    // the queue (its own submission's produce failing): it is
+                    // produced again and noted, so that its submission keeps
+                    // it rather than removing it (`Store::discard`), as a
+                    // repeated submission does. One removed before the note
                     // leaves the key free for this copy.
                     let unsent = matches!(existing.status, Status::Accepted | Status::Queued)
                         && existing.attempts == 0;
-                    if unsent && rounds < DIRECT_ROUNDS {
+                    if unsent {
+                        if rounds >= DIRECT_ROUNDS {
+                            return Err(StoreError::Unavailable(
+                                "the holder of this message's idempotency key keeps being removed"
+                                    .into(),
+                            ));
+                        }
+                        let holder = &existing.message;
+                        let topic = Topic::Messages(holder.channel(), holder.priority);
+                        self.queue
+                            .produce(topic, &holder.to, holder.encode())
+                            .await
+                            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
                         let event = Event::new(
                             COMPONENT,
                             format!("produced again directly by {service} with its idempotency key; this message stands for that copy"),

@@ -414,9 +414,9 @@ async fn a_directly_produced_message_is_recorded_then_sent_once_and_copies_are_d
 }
 
 /// A direct copy of a message an HTTP submission holds the key for, not
-/// sent yet, is dropped and noted on that message: should the submission's
-/// own produce fail, its record is kept for the copy the service was told
-/// was taken (the reconciler queues it), not removed.
+/// sent yet, is dropped; that message is queued again and noted: should the
+/// submission's own produce have failed, its record is kept for the copy
+/// the service was told was taken, and sent.
 #[tokio::test(start_paused = true)]
 async fn a_direct_copy_dropped_for_an_unsent_holder_keeps_that_holder() {
     let h = Harness::start(config(), None).await;
@@ -447,7 +447,10 @@ async fn a_direct_copy_dropped_for_an_unsent_holder_keeps_that_holder() {
         !h.store.discard(&record).await.expect("discard"),
         "kept for the direct copy"
     );
-    assert_eq!(h.record(&holder.id).await.status, Status::Queued);
+    h.wait_for(&holder.id, Status::Sent, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.provider.sends("+14155550193"), 1, "sent once");
     h.stop().await;
 }
 
