@@ -31,47 +31,46 @@ async fn batches(server: &MockServer, at: &str) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// Answers the batch requests `server` receives with `answers` in turn,
+/// the last one every request after.
+async fn answer_batches_in_turn(server: &MockServer, answers: Vec<ResponseTemplate>) {
+    let last = answers.len().saturating_sub(1);
+    for (i, answer) in answers.into_iter().enumerate() {
+        let mock = Mock::given(method("POST"))
+            .and(path("/v1/messages/batch"))
+            .respond_with(answer);
+        let mock = if i < last {
+            mock.up_to_n_times(1)
+        } else {
+            mock
+        };
+        mock.mount(server).await;
+    }
+}
+
 #[tokio::test]
 async fn a_batch_is_one_request_and_only_what_mdc_could_not_take_goes_again() {
     let server = MockServer::start().await;
     // Not taken at all, then an answer that does not match the batch:
     // both times the same messages again.
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(
+    let results =
+        |results: Value| ResponseTemplate::new(200).set_body_json(json!({ "results": results }));
+    answer_batches_in_turn(
+        &server,
+        vec![
             ResponseTemplate::new(503)
                 .insert_header("Retry-After", "0")
                 .set_body_json(json!({"error": {"message": "temporarily unavailable"}})),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"results": [accepted("msg_01JZ0000000000000000000009")]})),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
-            accepted("msg_01JZ0000000000000000000001"),
-            {"status": 503, "error": {"message": "temporarily unavailable"}},
-            {"status": 422, "error": {"field": "to", "rule": "suppressed", "message": "this recipient is suppressed"}},
-        ]})))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages/batch"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
-            accepted("msg_01JZ0000000000000000000002"),
-        ]})))
-        .mount(&server)
-        .await;
+            results(json!([accepted("msg_01JZ0000000000000000000009")])),
+            results(json!([
+                accepted("msg_01JZ0000000000000000000001"),
+                {"status": 503, "error": {"message": "temporarily unavailable"}},
+                {"status": 422, "error": {"field": "to", "rule": "suppressed", "message": "this recipient is suppressed"}},
+            ])),
+            results(json!([accepted("msg_01JZ0000000000000000000002")])),
+        ],
+    )
+    .await;
     let client = client(&server).await;
     let started = std::time::Instant::now();
     let messages: Vec<SubmitRequest> = vec![
