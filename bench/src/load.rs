@@ -3,7 +3,8 @@
 //!
 //! `ingest`:
 //! - accepted msg/s: 202 answers per second during the submit phase;
-//! - submit latency p50 / p99 / max;
+//! - submit latency p50 / p99 / max, and the slowest connection's first
+//!   submit (what a server still loading something at start makes wait);
 //! - end-to-end msg/s: messages per second from the first submit until all
 //!   of them are `delivered` (polled from `/v1/stats`).
 //!
@@ -215,6 +216,9 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            // This connection's first accepted submit: a server that is
+            // still loading something shows here.
+            let mut first_latency = None;
             loop {
                 if stop_at.is_some_and(|at| Instant::now() >= at) {
                     break;
@@ -246,12 +250,14 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
                     _ => 0,
                 };
                 if accepted > 0 {
-                    let _ = histogram.record(sent.elapsed().as_micros() as u64);
+                    let micros = sent.elapsed().as_micros() as u64;
+                    let _ = histogram.record(micros);
+                    first_latency.get_or_insert(micros);
                 }
                 accepted_total.fetch_add(accepted, Ordering::Relaxed);
                 errors.fetch_add(count - accepted, Ordering::Relaxed);
             }
-            histogram
+            (histogram, first_latency)
         }));
     }
     // Progress while submitting: submitted, delivered, and the backlog
@@ -281,8 +287,11 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
         })
     };
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut first_latency = 0;
     for worker in workers {
-        latency.add(worker.await?)?;
+        let (histogram, first) = worker.await?;
+        latency.add(histogram)?;
+        first_latency = first_latency.max(first.unwrap_or(0));
     }
     let submit_time = start.elapsed();
     let cpu_after = cpu(&sampler);
@@ -334,6 +343,10 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
         accepted as f64 / submit_time.as_secs_f64()
     );
     print_percentiles("submit latency", &latency, 2, "10 ms", true);
+    println!(
+        "first submits          {:.2} ms   (the slowest connection's first)",
+        first_latency as f64 / 1000.0
+    );
     let per_message = |seconds: f64| seconds * 1e6 / (accepted + errors).max(1) as f64;
     println!(
         "load generator CPU     {:.0} µs per message",

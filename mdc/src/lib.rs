@@ -114,6 +114,11 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
             .shared()
             .map_err(|e| anyhow::anyhow!("--roles {}: {e}", roles.names().join(",")))?;
     }
+    // Accepting an SMS needs the phone-number metadata: it loads while the
+    // backends open, and requests are taken once it has.
+    let metadata = roles
+        .ingest
+        .then(|| tokio::task::spawn_blocking(mdc_client::validate::load_phone_metadata));
     let ports = backends::connect(
         &config.backends,
         &config.data_dir,
@@ -215,6 +220,10 @@ pub async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> a
         )
         .await?
     });
+    if let Some(metadata) = metadata {
+        // A load that panicked would panic again at the first number.
+        let _ = metadata.await;
+    }
     let server = api::server(
         http_state(&config, &ports, vendors, intakes, &health, feedback, auth),
         config.listen,

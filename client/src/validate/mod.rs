@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attachment::attachments;
 pub use email::email_address;
-pub use phone::phone_number;
+pub use phone::{load_phone_metadata, phone_number};
 pub use push::{push_payload, push_target};
 pub use text::{email_subject, sms_body, SmsShape, SMS_GSM7_SEGMENT, SMS_UCS2_SEGMENT};
 
