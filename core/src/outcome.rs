@@ -203,7 +203,7 @@ pub async fn publish_current(
         };
         record = whole;
     }
-    publish_record(queue, &record, vendor_at).await
+    Box::pin(publish_record(queue, &record, vendor_at)).await
 }
 
 /// Publishes the outcome of the move the caller has just stored with
@@ -231,7 +231,7 @@ pub async fn publish_moved(
     let unchanged = event.status == Some(record.status)
         && record.updated_at.timestamp_millis() == event.at.timestamp_millis();
     if !unchanged {
-        return publish_current(store, queue, id, vendor_at).await;
+        return Box::pin(publish_current(store, queue, id, vendor_at)).await;
     }
     record.events.push(event.clone());
     publish_record(queue, &record, vendor_at).await
@@ -252,7 +252,9 @@ pub async fn publish_record(
     }
     if queue.wants_outcomes() {
         if let Some(event) = OutcomeEvent::of_message(record, vendor_at) {
-            event.publish(queue).await?;
+            // Boxed, with the event: callers' futures stay small (every
+            // dispatch and report holds one), so moving them stays cheap.
+            Box::pin(async move { event.publish(queue).await }).await?;
         }
     } else {
         metrics::counter!("mdc_outcome_events_unwritten_total").increment(1);
@@ -285,7 +287,7 @@ pub async fn count_moved(
     let unchanged =
         brief.status == status && brief.updated_at.timestamp_millis() == at.timestamp_millis();
     if !unchanged || queue.wants_outcomes() {
-        return publish_current(store, queue, id, vendor_at).await;
+        return Box::pin(publish_current(store, queue, id, vendor_at)).await;
     }
     if !is_outcome(status) {
         return Ok(false);

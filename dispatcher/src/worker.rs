@@ -409,7 +409,7 @@ impl Dispatcher {
         let mut late = false;
         let id = &message.id;
         self.store.remember_channel(id, message.channel());
-        if message.direct && !self.record_direct(message).await? {
+        if message.direct && !Box::pin(self.record_direct(message)).await? {
             return Ok(Pass::Done);
         }
         if mdc_core::now() > message.deadline {
@@ -423,7 +423,7 @@ impl Dispatcher {
                 .await?
             {
                 Updated::Applied { .. } => {
-                    self.publish_outcome(id).await;
+                    Box::pin(self.publish_outcome(id)).await;
                     return Ok(Pass::Done);
                 }
                 // Queued before its record was written: expire it once it is.
@@ -455,9 +455,12 @@ impl Dispatcher {
             Claim::Claimed { record, verify } => {
                 let attempt = record.attempts;
                 let held = Held::new(lease_until);
-                let work = self.attempt(*record, verify, &held);
+                // Boxed, as are the large or rare steps of dispatching: a
+                // future is copied whole when made, and each record in
+                // flight holds one (tests::a_records_dispatch_futures_stay_small).
+                let mut work = Box::pin(self.attempt(*record, verify, &held));
                 let keeper = self.keep_lease(message, attempt, &held);
-                tokio::pin!(work, keeper);
+                tokio::pin!(keeper);
                 tokio::select! {
                     biased;
                     () = &mut work => {}
@@ -470,7 +473,7 @@ impl Dispatcher {
                 // The redelivery may follow a crash between the store write
                 // and its outcome event: publish it again (same event id).
                 if mdc_core::outcome::is_outcome(status) {
-                    self.publish_outcome(id).await;
+                    Box::pin(self.publish_outcome(id)).await;
                 }
                 Ok(Pass::Done)
             }
@@ -497,7 +500,7 @@ impl Dispatcher {
             }
             Claim::Busy { lease_until } => {
                 // Still held: look again when the lease ends.
-                self.schedule(message, lease_until).await?;
+                Box::pin(self.schedule(message, lease_until)).await?;
                 Ok(Pass::Done)
             }
             Claim::NotFound => Ok(Pass::NotStored),
@@ -589,3 +592,6 @@ impl Dispatcher {
         Ok(false)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -466,7 +466,10 @@ impl ResponseHandler {
                 let (store, queue, vendor_at) = (&*self.store, &*self.queue, report.vendor_at);
                 match outcome {
                     Outcome::Published(moved) => {
-                        outcome::publish_moved(store, queue, &id, &moved, vendor_at, after).await?;
+                        Box::pin(outcome::publish_moved(
+                            store, queue, &id, &moved, vendor_at, after,
+                        ))
+                        .await?;
                     }
                     Outcome::Counted { status, at } => {
                         outcome::count_moved(store, queue, &id, status, at, vendor_at, brief)
@@ -474,7 +477,9 @@ impl ResponseHandler {
                     }
                     Outcome::Nothing => {}
                 }
-                self.suppress_if_asked(&id, &report).await?;
+                if suppression_asked(&report).is_some() {
+                    Box::pin(self.suppress_if_asked(&id, &report)).await?;
+                }
             }
             Updated::Ignored { current } => {
                 tracing::info!(message_id = %id, %current, reported = %status, "Report did not change a message already further on");
@@ -482,9 +487,11 @@ impl ResponseHandler {
                 // store write and its outcome event: publish it again (the
                 // same event id).
                 if reported == Some(current) {
-                    self.publish(&id, &report).await?;
+                    Box::pin(self.publish(&id, &report)).await?;
                 }
-                self.suppress_if_asked(&id, &report).await?;
+                if suppression_asked(&report).is_some() {
+                    Box::pin(self.suppress_if_asked(&id, &report)).await?;
+                }
             }
             Updated::NotFound => {
                 tracing::warn!(message_id = %id, "Report for a message that is not stored")
@@ -516,16 +523,8 @@ impl ResponseHandler {
         id: &MessageId,
         report: &DeliveryReport,
     ) -> Result<(), Unapplied> {
-        let reason = match &report.outcome {
-            ReportOutcome::Failed {
-                reason,
-                suppress: true,
-            } => reason,
-            ReportOutcome::Noted {
-                details,
-                suppress: true,
-            } => details,
-            _ => return Ok(()),
+        let Some(reason) = suppression_asked(report) else {
+            return Ok(());
         };
         let Some(list) = &self.suppressions else {
             return Ok(());
@@ -580,3 +579,21 @@ impl ResponseHandler {
             .await
     }
 }
+
+/// Why `report` asks for its recipient to be suppressed, if it does.
+fn suppression_asked(report: &DeliveryReport) -> Option<&String> {
+    match &report.outcome {
+        ReportOutcome::Failed {
+            reason,
+            suppress: true,
+        } => Some(reason),
+        ReportOutcome::Noted {
+            details,
+            suppress: true,
+        } => Some(details),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

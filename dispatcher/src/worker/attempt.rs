@@ -31,7 +31,7 @@ impl Dispatcher {
     ) {
         let mut now = record.clone();
         if apply_update(&mut now, transition) != (Updated::Applied { status }) {
-            return self.publish_outcome(&record.message.id).await;
+            return Box::pin(self.publish_outcome(&record.message.id)).await;
         }
         self.until_published(|| mdc_core::outcome::publish_record(&*self.queue, &now, None))
             .await;
@@ -118,7 +118,7 @@ impl Dispatcher {
                 provider: None,
                 event,
             };
-            return self.store_outcome(&record, ended).await;
+            return Box::pin(self.store_outcome(&record, ended)).await;
         };
         // Resending after an attempt that may have reached the vendor is
         // decided here, and the trail says how.
@@ -128,7 +128,7 @@ impl Dispatcher {
                 (Verify::Provider, Some(provider)) => Ask::Only(provider),
                 (_, last) => Ask::Every { last },
             };
-            let looked = router.lookup(ask, &message.id).await;
+            let looked = Box::pin(router.lookup(ask, &message.id)).await;
             let asked = looked.provider;
             let outcome = match looked.result {
                 Ok(Lookup::Found(receipt)) => {
@@ -164,7 +164,7 @@ impl Dispatcher {
                 }
             };
             if let Some(transition) = outcome {
-                return self.store_outcome(&record, transition).await;
+                return Box::pin(self.store_outcome(&record, transition)).await;
             }
         }
         // Past the deadline (also when asking took it there) an attempt only
@@ -188,7 +188,7 @@ impl Dispatcher {
                     ),
                 ),
             };
-            return self.store_outcome(&record, ended).await;
+            return Box::pin(self.store_outcome(&record, ended)).await;
         }
         // The router bounds each provider call by the send timeout and waits
         // for a rate-limit token when every provider is at its limit; the
@@ -247,7 +247,7 @@ impl Dispatcher {
             }
         };
         if let Some(transition) = transition {
-            self.store_outcome(&record, transition).await;
+            Box::pin(self.store_outcome(&record, transition)).await;
         }
     }
 
@@ -425,7 +425,7 @@ impl Dispatcher {
             match self.store.update(&message.id, transition.clone()).await {
                 Ok(Updated::Applied { status }) => {
                     if mdc_core::outcome::is_outcome(status) {
-                        self.publish_applied(record, transition, status).await;
+                        Box::pin(self.publish_applied(record, transition, status)).await;
                     }
                     return;
                 }
