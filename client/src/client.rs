@@ -262,12 +262,9 @@ impl Client {
     }
 
     /// Checks the settings and, for the direct transport, that the brokers
-    /// answer and MDC's topics exist, so a mistake shows at start-up. The
-    /// phone-number metadata loads meanwhile, so the first SMS sent does
-    /// not wait for it.
+    /// answer and MDC's topics exist, so a mistake shows at start-up.
     pub async fn new(config: Config) -> Result<Self, InvalidSetting> {
         config.validate()?;
-        let metadata = tokio::task::spawn_blocking(crate::validate::load_phone_metadata);
         #[cfg(feature = "http")]
         let http = match &config.api_url {
             Some(url) => Some(crate::http::Http::new(&config, url)?),
@@ -283,8 +280,6 @@ impl Client {
                     .map_err(|e| InvalidSetting::new(ENV_KAFKA_BROKERS, e.to_string()))?,
             )),
         };
-        // A load that panicked would panic again at the first number.
-        let _ = metadata.await;
         Ok(Self {
             inner,
             config,

@@ -46,8 +46,13 @@ fn a_records_dispatch_futures_stay_small() {
             size_of_val(&dispatcher.store_outcome(&record, outcome)),
         ),
     ];
-    for (name, size) in sizes {
-        assert!(size <= 3072, "{name}'s future is {size} bytes");
+    // About a quarter over today's sizes (which vary a little with the
+    // features a build unifies): a step that inlines a large one fails.
+    let bounds = [1280, 640, 3328, 960];
+    for ((name, size), bound) in sizes.into_iter().zip(bounds) {
+        assert!(
+            size <= bound,
+            "{name}'s future is {size} bytes, over {bound}"
+        );
     }
-    assert!(sizes[0].1 <= 1024 && sizes[1].1 <= 1024, "{sizes:?}");
 }

@@ -19,5 +19,7 @@ fn a_reports_future_stays_small() {
         payload: Vec::new(),
     };
     let size = size_of_val(&handler.apply(&delivery));
+    // About a quarter over today's size (which varies a little with the
+    // features a build unifies).
     assert!(size <= 2048, "apply's future is {size} bytes");
 }
