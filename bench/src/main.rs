@@ -150,16 +150,36 @@ async fn stats(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
         .await?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().mode {
-        Mode::Ingest(args) => load::run(args, None).await,
-        Mode::E2e { args, duration } => load::run(args, Some(Duration::from_secs(duration))).await,
-        Mode::Priority(args) => priority::run(args).await,
-        Mode::RetryStorm(args) => retry_storm::run(args).await,
-        Mode::KafkaProduce(args) => kafka_produce::run(args).await,
-        Mode::Store(args) => store::run(args).await,
+fn main() -> anyhow::Result<()> {
+    let mode = Cli::parse().mode;
+    // The submitting modes share the machine's cores with the server under
+    // test: on one thread, a request costs the generator less (no work
+    // stealing or waking across threads), which leaves more to the server.
+    // With `--webhooks` the receiver's latency is measured, so it gets
+    // threads of its own.
+    let one_thread = match &mode {
+        Mode::Ingest(args) | Mode::E2e { args, .. } => !args.webhooks,
+        _ => false,
+    };
+    let runtime = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     }
+    .enable_all()
+    .build()?;
+    runtime.block_on(async move {
+        match mode {
+            Mode::Ingest(args) => load::run(args, None).await,
+            Mode::E2e { args, duration } => {
+                load::run(args, Some(Duration::from_secs(duration))).await
+            }
+            Mode::Priority(args) => priority::run(args).await,
+            Mode::RetryStorm(args) => retry_storm::run(args).await,
+            Mode::KafkaProduce(args) => kafka_produce::run(args).await,
+            Mode::Store(args) => store::run(args).await,
+        }
+    })
 }
 
 /// The server under test: started fresh with `--spawn`, or `--url`.
