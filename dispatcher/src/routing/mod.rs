@@ -25,6 +25,10 @@ use self::ratelimit::RateLimiter;
 pub const LEASE_LOST: &str =
     "the attempt's lease ran out or was taken over before the send; not sent";
 
+/// How often an attempt waiting for a rate limit's token asks whether it
+/// still holds the message.
+const HOLD_CHECK: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -253,15 +257,28 @@ impl Router {
                 let left = (message.deadline - mdc_core::now())
                     .to_std()
                     .unwrap_or_default();
-                if tokio::time::timeout(left, token).await.is_err() {
-                    return ended(
-                        name,
-                        Err(ProviderError::transient(
-                            "the deadline passed while waiting for the rate limit",
-                        )),
-                        skipped,
-                        failed_over,
-                    );
+                // An attempt that loses its hold meanwhile stops waiting,
+                // and leaves the token to a send that can use it.
+                let hold_lost = async {
+                    while held() {
+                        tokio::time::sleep(HOLD_CHECK).await;
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    waited = tokio::time::timeout(left, token) => {
+                        if waited.is_err() {
+                            return ended(
+                                name,
+                                Err(ProviderError::transient(
+                                    "the deadline passed while waiting for the rate limit",
+                                )),
+                                skipped,
+                                failed_over,
+                            );
+                        }
+                    }
+                    () = hold_lost => return lost(name, skipped, failed_over),
                 }
             }
             if !held() {
@@ -584,7 +601,8 @@ mod tests {
     }
 
     /// The hold is asked before every provider call, after a failover and
-    /// after a rate limit's wait too.
+    /// after a rate limit's wait too; a wait for a token ends when the hold
+    /// does, and leaves the token.
     #[tokio::test(start_paused = true)]
     async fn nothing_is_sent_once_the_attempt_no_longer_holds_the_message() {
         let down = Scripted::new("down", Err(transient()));
@@ -613,12 +631,39 @@ mod tests {
         // The token was left for the next send; now `up` is at its limit and
         // the hold ends while the message waits for the next token.
         assert!(router.send(&message(), || true).await.result.is_ok());
-        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        let start = tokio::time::Instant::now();
+        let until = start + Duration::from_millis(500);
         let attempt = router
             .send(&message(), || tokio::time::Instant::now() < until)
             .await;
         assert!(attempt.lease_lost());
         assert_eq!(up.calls(), 1, "not sent after the wait");
+        assert!(
+            start.elapsed() < Duration::from_millis(700),
+            "stopped waiting once the hold ended: {:?}",
+            start.elapsed()
+        );
+        // For each priority's way of waiting: the token the lost attempt
+        // waited for is the next send's, a second after the last.
+        for critical in [false, true] {
+            let start = tokio::time::Instant::now();
+            let until = start + Duration::from_millis(300);
+            let mut waiting = message();
+            if critical {
+                waiting.priority = Priority::Critical;
+            }
+            let attempt = router
+                .send(&waiting, || tokio::time::Instant::now() < until)
+                .await;
+            assert!(attempt.lease_lost());
+            assert!(router.send(&waiting, || true).await.result.is_ok());
+            assert!(
+                start.elapsed() < Duration::from_millis(1100),
+                "the token was left: {:?}",
+                start.elapsed()
+            );
+        }
+        assert_eq!(up.calls(), 3);
     }
 
     /// A vendor's error is a vendor's error, whatever its words: only the

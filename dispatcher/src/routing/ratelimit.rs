@@ -77,7 +77,8 @@ impl RateLimiter {
     }
 
     /// Takes a token, waiting as long as it takes. Waiters queue up: each
-    /// takes the next token in turn.
+    /// takes the next token in turn. A wait dropped before its turn gives
+    /// its token back.
     pub async fn acquire(&self) {
         let wait = {
             let mut bucket = self.lock();
@@ -88,7 +89,9 @@ impl RateLimiter {
             }
             Duration::from_secs_f64(-bucket.tokens / self.rate_of(&bucket))
         };
+        let reserved = Reserved(self);
         tokio::time::sleep(wait).await;
+        std::mem::forget(reserved);
     }
 
     /// Takes a token without queueing for one: waits until a token is free
@@ -147,6 +150,16 @@ impl RateLimiter {
     pub fn succeeded(&self) {
         let mut bucket = self.lock();
         bucket.level = (bucket.level + 0.05).min(1.0);
+    }
+}
+
+/// A token [`RateLimiter::acquire`] took ahead of its turn: given back
+/// unless the wait for that turn ran to its end.
+struct Reserved<'a>(&'a RateLimiter);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.lock().tokens += 1.0;
     }
 }
 
@@ -251,5 +264,17 @@ mod tests {
             "two tokens at 5/s: {:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_given_up_leaves_its_token() {
+        let limiter = RateLimiter::new(1.0, 1);
+        assert!(limiter.try_acquire());
+        // Waiting for the token due in a second, given up half-way.
+        let gave_up = tokio::time::timeout(Duration::from_millis(500), limiter.acquire()).await;
+        assert!(gave_up.is_err());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(limiter.try_acquire(), "the token due now was given back");
+        assert!(!limiter.try_acquire());
     }
 }

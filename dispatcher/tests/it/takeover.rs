@@ -51,32 +51,20 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550103", "+14155550104")
         .await;
-    // The store takes no extension for 8 s (a lease is 6 s): the waiting
-    // attempt's lease runs out, and another dispatcher takes the message.
+    // The store takes no extension for the first 4 s (a lease is 6 s): the
+    // waiting attempt's lease runs out at 6 s. It stops waiting for the
+    // token then, sends nothing and says so on the trail; another attempt
+    // (here or on another dispatcher) takes the message.
     h.store
-        .fail_updates(4, |t| matches!(t, Transition::LeaseExtended { .. }));
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let now = mdc_core::now();
-    match h
-        .store
-        .claim(&second, now, now + chrono::Duration::seconds(600), "other")
-        .await
-        .expect("claim")
-    {
-        Claim::Claimed { verify, .. } => assert_eq!(verify, Verify::Any),
-        other => panic!("the lease should have run out: {other:?}"),
-    }
-    // The rate limit's next token comes at 20 s: the first attempt, no
-    // longer holding the message, must not send it.
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
+        .fail_updates(2, |t| matches!(t, Transition::LeaseExtended { .. }));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(h.store.failed_updates(), 2, "the faults were hit");
     assert_eq!(
         h.provider.sends(to),
         0,
         "sent by an attempt that lost its lease"
     );
     let record = h.store.get(&second).await.expect("get").expect("stored");
-    assert_eq!((record.status, record.attempts), (Status::Sending, 2));
     assert!(
         record
             .events
@@ -98,6 +86,12 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
     };
     assert_eq!(sends("stopped"), 1.0, "{rendered}");
     assert_eq!(sends("transient"), 0.0, "{rendered}");
+    // The next attempt sends it once, with the rate limit's next token (at
+    // 20 s), which the stopped attempt left.
+    h.wait_for(&second, Status::Sent, Duration::from_secs(30))
+        .await;
+    assert_eq!(h.provider.sends(to), 1);
+    assert_eq!(h.record(&second).await.attempts, 2);
     h.stop().await;
 }
 
@@ -110,12 +104,13 @@ async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550105", "+14155550106")
         .await;
-    // No extension is taken until after the next token (at 20 s).
+    // No extension is taken until the lease has run out (at 6 s); the
+    // attempt stops waiting for the next token (at 20 s) then.
     h.store
-        .fail_updates(10, |t| matches!(t, Transition::LeaseExtended { .. }));
+        .fail_updates(2, |t| matches!(t, Transition::LeaseExtended { .. }));
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
-    assert_eq!(h.store.failed_updates(), 10, "the faults were hit");
+    assert_eq!(h.store.failed_updates(), 2, "the faults were hit");
     assert_eq!(h.provider.sends(to), 1);
     let record = h.record(&second).await;
     assert_eq!(record.attempts, 2);
