@@ -27,6 +27,9 @@ struct Bucket {
     /// tenth after throttling.
     level: f64,
     tokens: f64,
+    /// Tokens [`RateLimiter::acquire`] has taken ahead of their turn, all
+    /// told: the last one's number, so that only it gives its token back.
+    booked: u64,
     refilled: Instant,
     /// How many dispatchers share the configured rate.
     share: f64,
@@ -42,6 +45,7 @@ impl RateLimiter {
             inner: Mutex::new(Bucket {
                 level: 1.0,
                 tokens: burst,
+                booked: 0,
                 refilled: Instant::now(),
                 share: 1.0,
             }),
@@ -78,18 +82,20 @@ impl RateLimiter {
 
     /// Takes a token, waiting as long as it takes. Waiters queue up: each
     /// takes the next token in turn. A wait dropped before its turn gives
-    /// its token back.
+    /// its token back if no wait was booked after it (one booked later
+    /// counts on its place and would be overtaken: that token is lost).
     pub async fn acquire(&self) {
-        let wait = {
+        let (wait, reserved) = {
             let mut bucket = self.lock();
             self.refill(&mut bucket);
             bucket.tokens -= 1.0;
             if bucket.tokens >= 0.0 {
                 return;
             }
-            Duration::from_secs_f64(-bucket.tokens / self.rate_of(&bucket))
+            bucket.booked += 1;
+            let wait = Duration::from_secs_f64(-bucket.tokens / self.rate_of(&bucket));
+            (wait, Reserved(self, bucket.booked))
         };
-        let reserved = Reserved(self);
         tokio::time::sleep(wait).await;
         std::mem::forget(reserved);
     }
@@ -153,18 +159,26 @@ impl RateLimiter {
     }
 }
 
-/// A token [`RateLimiter::acquire`] took ahead of its turn: given back
-/// unless the wait for that turn ran to its end.
-struct Reserved<'a>(&'a RateLimiter);
+/// A token [`RateLimiter::acquire`] took ahead of its turn, and its
+/// number among those booked: given back, when the wait for that turn ends
+/// early, if it was the last booked. The bucket is then as if it had never
+/// been taken; the waits booked before it are not moved.
+struct Reserved<'a>(&'a RateLimiter, u64);
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
-        self.0.lock().tokens += 1.0;
+        let mut bucket = self.0.lock();
+        if bucket.booked == self.1 {
+            bucket.booked -= 1;
+            bucket.tokens += 1.0;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -276,5 +290,35 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(limiter.try_acquire(), "the token due now was given back");
         assert!(!limiter.try_acquire());
+    }
+
+    /// Only the last wait booked gives its token back: the ones after an
+    /// earlier one count on their turns, which must not be overtaken.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_given_up_ahead_of_others_leaves_no_token() {
+        let limiter = Arc::new(RateLimiter::new(1.0, 1));
+        assert!(limiter.try_acquire());
+        let first = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        let second = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        // The first (due at 1 s) gives up; the second keeps its turn at 2 s,
+        // and the token it sends with is the only one then.
+        first.abort();
+        assert!(first.await.is_err());
+        second.await.expect("second");
+        assert!(!limiter.try_acquire(), "two sends at once, over the rate");
+        let at = tokio::time::Instant::now();
+        // The last booked gives up: its token is left for the next.
+        let third = tokio::time::timeout(Duration::from_millis(100), limiter.acquire()).await;
+        assert!(third.is_err());
+        tokio::time::sleep_until(at + Duration::from_millis(1010)).await;
+        assert!(limiter.try_acquire());
     }
 }

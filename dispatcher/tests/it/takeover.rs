@@ -51,14 +51,19 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550103", "+14155550104")
         .await;
-    // The store takes no extension for the first 4 s (a lease is 6 s): the
-    // waiting attempt's lease runs out at 6 s. It stops waiting for the
-    // token then, sends nothing and says so on the trail; another attempt
-    // (here or on another dispatcher) takes the message.
+    // The store takes no extension until after the lease (6 s) has run
+    // out (extensions come every 2 s). The waiting attempt stops waiting
+    // for the token then, sends nothing and says so on the trail; another
+    // attempt (here or on another dispatcher) takes the message.
     h.store
-        .fail_updates(2, |t| matches!(t, Transition::LeaseExtended { .. }));
+        .fail_updates(3, |t| matches!(t, Transition::LeaseExtended { .. }));
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(h.store.failed_updates(), 2, "the faults were hit");
+    // The extension due at 6 s, when the lease ends, is tried or not
+    // depending on which of the two comes first.
+    assert!(
+        (2..=3).contains(&h.store.failed_updates()),
+        "the faults were hit"
+    );
     assert_eq!(
         h.provider.sends(to),
         0,
@@ -104,13 +109,13 @@ async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550105", "+14155550106")
         .await;
-    // No extension is taken until the lease has run out (at 6 s); the
+    // No extension is taken until after the lease (6 s) has run out; the
     // attempt stops waiting for the next token (at 20 s) then.
     h.store
-        .fail_updates(2, |t| matches!(t, Transition::LeaseExtended { .. }));
+        .fail_updates(3, |t| matches!(t, Transition::LeaseExtended { .. }));
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
-    assert_eq!(h.store.failed_updates(), 2, "the faults were hit");
+    assert_eq!(h.store.failed_updates(), 3, "the faults were hit");
     assert_eq!(h.provider.sends(to), 1);
     let record = h.record(&second).await;
     assert_eq!(record.attempts, 2);
