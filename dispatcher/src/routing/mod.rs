@@ -257,8 +257,9 @@ impl Router {
                 let left = (message.deadline - mdc_core::now())
                     .to_std()
                     .unwrap_or_default();
-                // An attempt that loses its hold meanwhile stops waiting,
-                // and leaves the token to a send that can use it.
+                // An attempt that loses its hold meanwhile stops waiting
+                // and takes no token (a critical send's reserved one goes
+                // back if no wait was booked after it).
                 let hold_lost = async {
                     while held() {
                         tokio::time::sleep(HOLD_CHECK).await;
