@@ -34,9 +34,33 @@ const EXCHANGES: u64 = 799;
 /// How many distinct numbers [`sms_recipient`] makes.
 pub(crate) const MAX_RECIPIENTS: u64 = EXCHANGES * 10_000;
 
+/// Mobile number prefixes of other countries, written to in turn after the
+/// US with `--countries`; each takes six more digits.
+const ABROAD: [&str; 24] = [
+    "+447400", "+4915123", "+919876", "+33612", "+34612", "+393123", "+31612", "+5511912",
+    "+525512", "+61412", "+819012", "+8613123", "+6581", "+971501", "+27711", "+2348021",
+    "+254712", "+46701", "+48512", "+6281234", "+639171", "+64211", "+353851", "+16042",
+];
+
+/// The most countries `--countries` spreads SMS recipients over.
+pub(crate) const MAX_COUNTRIES: u64 = ABROAD.len() as u64 + 1;
+
+/// Distinct numbers each country of [`ABROAD`] has.
+pub(crate) const ABROAD_RECIPIENTS: u64 = 1_000_000;
+
+/// The `n`th SMS recipient of a run writing to `countries` countries:
+/// countries in turn, the US first, each country's numbers in turn.
+fn sms_recipient(n: u64, countries: u64) -> String {
+    let (country, line) = (n % countries, n / countries);
+    match country.checked_sub(1) {
+        None => us_recipient(line),
+        Some(abroad) => format!("{}{:06}", ABROAD[abroad as usize], line % ABROAD_RECIPIENTS),
+    }
+}
+
 /// The `n`th of [`MAX_RECIPIENTS`] valid San Francisco numbers
 /// (+1 415 NXX XXXX; every exchange in turn).
-fn sms_recipient(n: u64) -> String {
+fn us_recipient(n: u64) -> String {
     let n = n % MAX_RECIPIENTS;
     let exchange = 200 + n % EXCHANGES;
     let exchange = if exchange >= 555 {
@@ -107,7 +131,15 @@ fn accepted_in(answer: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-fn body(channel: &str, i: u64, recipients: u64) -> Value {
+/// How SMS recipients are spread: `count` distinct numbers over
+/// `countries` countries.
+#[derive(Clone, Copy)]
+pub(crate) struct Recipients {
+    pub(crate) count: u64,
+    pub(crate) countries: u64,
+}
+
+fn body(channel: &str, i: u64, recipients: Recipients) -> Value {
     // `n`: the message's number among those of its channel.
     let (channel, n) = match channel {
         "mixed" => (["sms", "email", "push"][(i % 3) as usize], i / 3),
@@ -121,7 +153,7 @@ fn body(channel: &str, i: u64, recipients: u64) -> Value {
             json!({"channel": "push", "to": format!("bench-device-token-{i:08}"), "title": "Benchmark", "body": "Hello from mdc-bench"})
         }
         _ => {
-            json!({"channel": "sms", "to": sms_recipient(n % recipients), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
+            json!({"channel": "sms", "to": sms_recipient(n % recipients.count, recipients.countries), "body": "Your code is 123456", "type": "otp", "priority": "critical"})
         }
     }
 }
@@ -138,6 +170,14 @@ async fn delivered(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u6
 
 /// `ingest`, or with `sustain` the `e2e` mode: submit for that long.
 pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result<()> {
+    if args.recipients > args.countries * ABROAD_RECIPIENTS {
+        bail!(
+            "--recipients {} over --countries {}: at most {} distinct numbers a country",
+            args.recipients,
+            args.countries,
+            ABROAD_RECIPIENTS
+        );
+    }
     let (url, spawned, http) = server(&args).await?;
     let sampler = spawned
         .as_ref()
@@ -210,7 +250,10 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
             accepted_total.clone(),
             args.channel.clone(),
             args.keys,
-            args.recipients,
+            Recipients {
+                count: args.recipients,
+                countries: args.countries,
+            },
             args.batch,
         );
         workers.push(tokio::spawn(async move {
@@ -336,7 +379,16 @@ pub(crate) async fn run(args: Args, sustain: Option<Duration>) -> anyhow::Result
         );
     }
     if args.channel == "sms" || args.channel == "mixed" {
-        println!("SMS recipients         {}", args.recipients);
+        println!(
+            "SMS recipients         {} in {} {}",
+            args.recipients,
+            args.countries,
+            if args.countries == 1 {
+                "country"
+            } else {
+                "countries"
+            }
+        );
     }
     println!(
         "accepted msg/s         {:.0}   (target >= 30000)",
@@ -481,7 +533,10 @@ mod tests {
     use mdc_core::Channel;
     use mdc_simulators::Magic;
 
-    use super::{body, sms_recipient, trend, EXCHANGES, MAX_RECIPIENTS};
+    use super::{
+        body, sms_recipient, trend, us_recipient, Recipients, ABROAD_RECIPIENTS, EXCHANGES,
+        MAX_COUNTRIES, MAX_RECIPIENTS,
+    };
 
     /// Every number the benchmark sends to is valid, none is a magic
     /// recipient (every exchange comes up within the first 799, each line
@@ -494,7 +549,7 @@ mod tests {
             .iter()
             .flat_map(|line| (0..EXCHANGES).map(move |e| line * EXCHANGES + e))
         {
-            let to = sms_recipient(n);
+            let to = us_recipient(n);
             assert_eq!(Magic::of(Channel::Sms, &to), Magic::Deliver, "{to}");
             assert!(seen.insert(to.clone()), "{to} twice");
             if n < EXCHANGES {
@@ -503,8 +558,30 @@ mod tests {
                 assert_eq!(e164, to);
             }
         }
-        assert_eq!(sms_recipient(MAX_RECIPIENTS - 1), "+14159999999");
-        assert_eq!(sms_recipient(MAX_RECIPIENTS), sms_recipient(0));
+        assert_eq!(us_recipient(MAX_RECIPIENTS - 1), "+14159999999");
+        assert_eq!(us_recipient(MAX_RECIPIENTS), us_recipient(0));
+        assert_eq!(sms_recipient(7, 1), us_recipient(7));
+    }
+
+    /// With `--countries`, the countries come in turn, each with its own
+    /// numbers: valid mobile numbers, none a magic recipient, all different
+    /// (the first, second, a thousandth and last of each country checked).
+    #[test]
+    fn sms_recipients_abroad_are_valid_mobiles_and_distinct() {
+        let countries = MAX_COUNTRIES;
+        let mut seen = std::collections::HashSet::new();
+        for line in [0, 1, 1_000, ABROAD_RECIPIENTS - 1] {
+            for country in 0..countries {
+                let to = sms_recipient(line * countries + country, countries);
+                assert_eq!(Magic::of(Channel::Sms, &to), Magic::Deliver, "{to}");
+                assert!(seen.insert(to.clone()), "{to} twice");
+                let (e164, warning) = mdc_client::validate::phone_number("to", &to)
+                    .unwrap_or_else(|e| panic!("{to}: {e}"));
+                assert_eq!(e164, to);
+                assert!(warning.is_none(), "{to}: {warning:?}");
+            }
+        }
+        assert_eq!(seen.len() as u64, 4 * countries);
     }
 
     /// In a mixed run every third message is an SMS; they still go to
@@ -512,7 +589,13 @@ mod tests {
     #[test]
     fn mixed_runs_use_every_sms_recipient() {
         let numbers: std::collections::HashSet<String> = (0..3 * 3_000)
-            .map(|i| body("mixed", i, 3_000))
+            .map(|i| {
+                let recipients = Recipients {
+                    count: 3_000,
+                    countries: 1,
+                };
+                body("mixed", i, recipients)
+            })
             .filter(|b| b["channel"] == "sms")
             .map(|b| b["to"].as_str().expect("a number").to_owned())
             .collect();

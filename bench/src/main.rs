@@ -110,6 +110,11 @@ struct Args {
     /// message.
     #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=load::MAX_RECIPIENTS))]
     recipients: u64,
+    /// Countries the SMS recipients are spread over, in turn (the US, then
+    /// 24 others; at most a million numbers each): numbers of many
+    /// countries, as a service with customers abroad sends to.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=load::MAX_COUNTRIES))]
+    countries: u64,
     /// Messages per request: 1 posts each to /v1/messages, more post them
     /// together to /v1/messages/batch (at most 500).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=500))]

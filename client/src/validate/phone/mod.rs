@@ -1,10 +1,12 @@
 use std::sync::LazyLock;
 
-use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, Type};
+use phonenumber::metadata::{Database, DATABASE};
+use phonenumber::Type;
 use quick_cache::sync::Cache;
 
 use super::{ValidationError, Warning};
+
+mod kind;
 
 /// How many valid numbers [`KNOWN`] keeps (about a hundred bytes each).
 const KNOWN_NUMBERS: usize = 10_000;
@@ -16,21 +18,37 @@ struct Known {
     fixed_line: bool,
 }
 
-/// Valid numbers by their compact international form. Finding a number's
-/// type is the costliest step of accepting a message (libphonenumber's
-/// patterns, tried through one locked cache of compiled expressions); the
+/// Valid numbers by their compact international form. Parsing a number and
+/// finding its type is the costliest step of accepting a message; the
 /// answer depends on the number alone, and services send to the same
 /// recipients again and again (codes, alerts, receipts). Numbers seen once
 /// are evicted first (S3-FIFO); invalid numbers are not kept. A hit costs
 /// about a hundredth of a look-up, a miss no measurable time.
 static KNOWN: LazyLock<Cache<String, Known>> = LazyLock::new(|| Cache::new(KNOWN_NUMBERS));
 
+/// How many compiled patterns `phonenumber` keeps (100 by its default).
+/// Parsing a number uses a few of its region's (the national prefix, the
+/// region's general pattern, and for a code shared by several regions those
+/// tried before the number's): 141 for every region's example numbers.
+/// Fewer, and numbers of many countries in turn evict each other's patterns
+/// and compile them again. The types are found apart ([`kind`]).
+const PARSING_PATTERNS: usize = 1_024;
+
+/// libphonenumber's metadata, with room in its cache of compiled patterns
+/// for what parsing uses.
+static METADATA: LazyLock<&'static Database> = LazyLock::new(|| {
+    if let Ok(mut cache) = DATABASE.cache().lock() {
+        cache.set_capacity(PARSING_PATTERNS);
+    }
+    &DATABASE
+});
+
 /// Loads libphonenumber's metadata, which the first number a process
 /// validates otherwise waits for (about 86 ms of CPU and 10 MB of RSS,
 /// once). A blocking call, for a process that sends SMS to make at start,
 /// off its request path (`mdc serve` does, while its backends open).
 pub fn load_phone_metadata() {
-    std::hint::black_box(&*DATABASE);
+    std::hint::black_box(*METADATA);
 }
 
 /// Parses a number in E.164 or international format (`+44 7700 900123`,
@@ -86,6 +104,7 @@ pub fn phone_number(
 
 /// Parses and validates `international` (`+` and digits).
 fn look_up(field: &str, international: &str) -> Result<Known, ValidationError> {
+    let database = *METADATA;
     let number = phonenumber::parse(None, international).map_err(|e| {
         ValidationError::new(
             field,
@@ -93,16 +112,19 @@ fn look_up(field: &str, international: &str) -> Result<Known, ValidationError> {
             format!("is not a phone number ({e})"),
         )
     })?;
-    // Validity is the number's type being known. `is_valid` and
-    // `number_type` each find the number's region and match its patterns
-    // (for +1, region by region): the costliest step of validating. They
-    // read the same national number unless it has leading zeros, which
-    // only `is_valid` writes; without any, the type found once answers both.
-    let kind = number.number_type(&DATABASE);
-    let valid = if number.national().zeros() == 0 {
+    let code = number.code().value();
+    let national = number.national();
+    // Validity is the number's type being known, as `is_valid` has it.
+    // `is_valid` and `number_type` read the same national number unless it
+    // has leading zeros, which only `is_valid` writes; without any, the type
+    // found once answers both.
+    let kind = kind::number_type(code, &national.value().to_string())
+        .unwrap_or_else(|| number.number_type(database));
+    let valid = if national.zeros() == 0 {
         kind != Type::Unknown
     } else {
-        number.is_valid()
+        kind::number_type(code, &national.to_string())
+            .map_or_else(|| number.is_valid(), |kind| kind != Type::Unknown)
     };
     if !valid {
         return Err(ValidationError::new(
@@ -112,7 +134,9 @@ fn look_up(field: &str, international: &str) -> Result<Known, ValidationError> {
         ));
     }
     Ok(Known {
-        e164: number.format().mode(Mode::E164).to_string(),
+        // As phonenumber's E.164 formatting writes it, without its search
+        // for the national format's pattern that E.164 does not use.
+        e164: format!("+{code}{national}"),
         fixed_line: kind == Type::FixedLine,
     })
 }
