@@ -6,7 +6,8 @@
 //! - `retry-storm`: retries falling due together on Redis with expired
 //!   events lost;
 //! - `kafka-produce`: the client's direct transport against bare rdkafka;
-//! - `store`: the embedded store alone, CPU per delivered message.
+//! - `store`: the embedded store alone, CPU per delivered message;
+//! - `phones`: validating SMS recipients, MDC's way against `phonenumber`'s.
 //!
 //! With `--spawn`, the HTTP modes also sample the server's memory (idle and
 //! peak RSS) and its data directory (bytes per message).
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 mod kafka_produce;
 mod load;
+mod phones;
 mod post;
 mod priority;
 mod retry_storm;
@@ -66,6 +68,8 @@ enum Mode {
     KafkaProduce(kafka_produce::Args),
     /// The embedded store alone: a delivered message's writes, CPU per message.
     Store(store::Args),
+    /// Validating SMS recipients: MDC's validator against phonenumber's own.
+    Phones(phones::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -183,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             Mode::RetryStorm(args) => retry_storm::run(args).await,
             Mode::KafkaProduce(args) => kafka_produce::run(args).await,
             Mode::Store(args) => store::run(args).await,
+            Mode::Phones(args) => phones::run(args),
         }
     })
 }

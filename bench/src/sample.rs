@@ -25,7 +25,7 @@ pub struct Report {
 }
 
 /// Resident set size in bytes (0 when the process is gone or /proc absent).
-fn rss(pid: u32) -> u64 {
+pub fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
