@@ -28,6 +28,7 @@ mod load;
 mod phones;
 mod post;
 mod priority;
+mod recipients;
 mod retry_storm;
 mod sample;
 mod store;
@@ -109,15 +110,15 @@ struct Args {
     /// does (without, the server makes one).
     #[arg(long)]
     keys: bool,
-    /// Distinct SMS recipients, written to in turn (US numbers, at most
-    /// 7,990,000): repeated recipients, as in real traffic, or one per
-    /// message.
-    #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=load::MAX_RECIPIENTS))]
+    /// Distinct SMS recipients, written to in turn (at most 7,990,000 US
+    /// numbers, or a million a country with --countries): repeated
+    /// recipients, as in real traffic, or one per message.
+    #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=recipients::MAX_RECIPIENTS))]
     recipients: u64,
     /// Countries the SMS recipients are spread over, in turn (the US, then
     /// 24 others; at most a million numbers each): numbers of many
     /// countries, as a service with customers abroad sends to.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=load::MAX_COUNTRIES))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=recipients::MAX_COUNTRIES))]
     countries: u64,
     /// Messages per request: 1 posts each to /v1/messages, more post them
     /// together to /v1/messages/batch (at most 500).

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use crate::load::{sms_recipient, ABROAD_RECIPIENTS, MAX_COUNTRIES, MAX_RECIPIENTS};
+use crate::recipients::{most_recipients, sms_recipient, MAX_COUNTRIES};
 use crate::sample;
 
 #[derive(Debug, clap::Args)]
@@ -24,14 +24,13 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let most = if args.countries == 1 {
-        MAX_RECIPIENTS
-    } else {
-        args.countries * ABROAD_RECIPIENTS
-    };
+    let most = most_recipients(args.countries);
     if args.numbers.max(args.phonenumber_numbers) > most {
         bail!(
-            "at most {most} distinct numbers in {} countries",
+            "--numbers {} and --phonenumber-numbers {} over --countries {}: \
+             at most {most} distinct numbers",
+            args.numbers,
+            args.phonenumber_numbers,
             args.countries
         );
     }
