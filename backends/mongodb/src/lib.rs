@@ -66,10 +66,13 @@ pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreE
     StoreError::Other(e.into())
 }
 
-/// Fields that may be absent (None) and must then be unset, not kept.
 /// Every this many versions, a write checks the trail's length.
 const TRAIL_CHECK_EVERY: i64 = 8;
 
+/// How many times a create tries a key whose holder keeps being discarded.
+const CREATE_TRIES: usize = 5;
+
+/// Fields that may be absent (None) and must then be unset, not kept.
 const OPTIONAL: [&str; 4] = [
     "lease_until",
     "next_attempt_at",
@@ -360,33 +363,55 @@ impl Store for MongoStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
         let channel = record.message.channel();
         let collection = &self.collections[&channel];
-        match collection.insert_one(to_document(record, 0)?).await {
-            Ok(_) => {
-                self.located.note(&record.message.id, channel);
-                Ok(Created::New)
+        let document = to_document(record, 0)?;
+        let service = record
+            .message
+            .service
+            .as_deref()
+            .map_or(Bson::Null, Bson::from);
+        let by_key = doc! {
+            "message.idempotency_key": record.message.idempotency_key.as_str(),
+            "message.service": service,
+        };
+        // The key's holder can be discarded (its own submit failed) between
+        // this insert's refusal and the read of the holder: the key is then
+        // free, and the insert is tried again.
+        for _ in 0..CREATE_TRIES {
+            match collection.insert_one(document.clone()).await {
+                Ok(_) => {
+                    self.located.note(&record.message.id, channel);
+                    return Ok(Created::New);
+                }
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(unavailable(e)),
             }
-            Err(e) if is_duplicate_key(&e) => {
-                let key = record.message.idempotency_key.as_str();
-                let service = record
-                    .message
-                    .service
-                    .as_deref()
-                    .map_or(Bson::Null, Bson::from);
-                let existing = collection
-                    .find_one(doc! { "message.idempotency_key": key, "message.service": service })
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| {
-                        StoreError::Other(
-                            format!("duplicate message id {}", record.message.id).into(),
-                        )
-                    })?;
+            if let Some(existing) = collection
+                .find_one(by_key.clone())
+                .await
+                .map_err(unavailable)?
+            {
                 let existing = from_document(existing)?.0;
                 self.located.note(&existing.message.id, channel);
-                Ok(Created::Existing(Box::new(existing)))
+                return Ok(Created::Existing(Box::new(existing)));
             }
-            Err(e) => Err(unavailable(e)),
+            let same_id = collection
+                .find_one(doc! { "_id": record.message.id.as_str() })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(unavailable)?;
+            if same_id.is_some() {
+                return Err(StoreError::Other(
+                    format!("duplicate message id {}", record.message.id).into(),
+                ));
+            }
         }
+        Err(StoreError::Unavailable(
+            format!(
+                "idempotency key of {} held and freed {CREATE_TRIES} times in a row",
+                record.message.id
+            )
+            .into(),
+        ))
     }
 
     async fn expire(

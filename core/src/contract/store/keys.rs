@@ -189,3 +189,28 @@ pub async fn discarding_removes_only_messages_nothing_has_touched(store: Arc<dyn
     retry.message.idempotency_key = unsent.message.idempotency_key.clone();
     assert_eq!(store.create(&retry).await.expect("create"), Created::New);
 }
+
+/// A submission under a key whose holder is being discarded (its own
+/// submit failed) finds the holder or stores its own message: it never
+/// fails for having come in between.
+pub async fn a_create_racing_its_key_holders_discard_stores_or_finds(store: Arc<dyn Store>) {
+    for round in 0..200 {
+        let mut holder = record("+14155550114");
+        holder.message.idempotency_key = format!("race-{round}");
+        assert_eq!(store.create(&holder).await.expect("create"), Created::New);
+        let mut second = record("+14155550114");
+        second.message.idempotency_key = holder.message.idempotency_key.clone();
+        let (discarded, created) = tokio::join!(store.discard(&holder), store.create(&second));
+        assert!(discarded.expect("discard"), "round {round}");
+        match created {
+            Ok(Created::New) => {
+                let got = store.get(&second.message.id).await.expect("get");
+                assert!(got.is_some(), "round {round}: stored");
+            }
+            Ok(Created::Existing(existing)) => {
+                assert_eq!(existing.message.id, holder.message.id, "round {round}");
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}
