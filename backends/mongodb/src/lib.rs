@@ -10,9 +10,11 @@
 
 mod checkpoint;
 mod devices;
+mod document;
 mod indexes;
 mod keys;
 mod located;
+mod query;
 mod suppression;
 mod webhooks;
 
@@ -43,6 +45,9 @@ pub struct MongoConfig {
     pub records_ttl: Option<std::time::Duration>,
 }
 
+use document::{from_document, to_document, OPTIONAL};
+use query::ids_of;
+
 pub use checkpoint::MongoCheckpoints;
 pub use devices::MongoDevices;
 pub use keys::MongoKeys;
@@ -72,78 +77,11 @@ const TRAIL_CHECK_EVERY: i64 = 8;
 /// How many times a create tries a key whose holder keeps being discarded.
 const CREATE_TRIES: usize = 5;
 
-/// Fields that may be absent (None) and must then be unset, not kept.
-const OPTIONAL: [&str; 4] = [
-    "lease_until",
-    "next_attempt_at",
-    "provider",
-    "provider_message_id",
-];
-
-fn to_document(record: &MessageRecord, version: i64) -> Result<Document, StoreError> {
-    let mut document = bson::to_document(record).map_err(other)?;
-    document.insert("_id", record.message.id.as_str());
-    document.insert("version", version);
-    document.insert("created_ms", record.message.created_at.timestamp_millis());
-    document.insert("updated_ms", record.updated_at.timestamp_millis());
-    document.insert("event_count", record.events.len() as i64);
-    // A BSON date, for the TTL index of retention.
-    document.insert(
-        "created_date",
-        bson::DateTime::from_millis(record.message.created_at.timestamp_millis()),
-    );
-    Ok(document)
-}
-
-fn from_document(mut document: Document) -> Result<(MessageRecord, i64), StoreError> {
-    let version = document.get_i64("version").map_err(other)?;
-    for key in [
-        "_id",
-        "version",
-        "created_ms",
-        "updated_ms",
-        "event_count",
-        "created_date",
-        "redacted",
-    ] {
-        document.remove(key);
-    }
-    if !document.contains_key("events") {
-        document.insert("events", Bson::Array(Vec::new()));
-    }
-    Ok((bson::from_document(document).map_err(other)?, version))
-}
-
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(
         error.kind.as_ref(),
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) if e.code == 11000
     ) || error.to_string().contains("E11000")
-}
-
-/// The ids of at most `limit` documents matching `filter`.
-async fn ids_of(
-    collection: &Collection<Document>,
-    filter: Document,
-    limit: i64,
-) -> Result<Vec<String>, StoreError> {
-    if limit <= 0 {
-        return Ok(Vec::new());
-    }
-    let mut cursor = collection
-        .find(filter)
-        .projection(doc! { "_id": 1 })
-        .limit(limit)
-        .await
-        .map_err(unavailable)?;
-    let mut ids = Vec::new();
-    while cursor.advance().await.map_err(unavailable)? {
-        let document = cursor.deserialize_current().map_err(unavailable)?;
-        if let Ok(id) = document.get_str("_id") {
-            ids.push(id.to_owned());
-        }
-    }
-    Ok(ids)
 }
 
 impl MongoStore {
@@ -604,58 +542,7 @@ impl Store for MongoStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut query = Document::new();
-        if let Some(status) = filter.status {
-            query.insert("status", status.as_str());
-        }
-        if let Some(to) = &filter.to {
-            query.insert("message.to", to.as_str());
-        }
-        if let Some(service) = &filter.service {
-            query.insert("message.service", service.as_str());
-        }
-        if let Some(provider) = &filter.provider {
-            query.insert("provider", provider.as_str());
-        }
-        if let Some(kind) = filter.message_type {
-            query.insert("message.type", kind.as_str());
-        }
-        if let Some(priority) = filter.priority {
-            query.insert("message.priority", priority.as_str());
-        }
-        if let Some(reference) = &filter.reference {
-            query.insert("message.reference", reference.as_str());
-        }
-        let mut created = Document::new();
-        if let Some(after) = filter.created_after {
-            created.insert("$gte", after.timestamp_millis());
-        }
-        if let Some(before) = filter.created_before {
-            created.insert("$lt", before.timestamp_millis());
-        }
-        if !created.is_empty() {
-            query.insert("created_ms", created);
-        }
-        let field = if filter.sort.by_updated() {
-            "updated_ms"
-        } else {
-            "created_ms"
-        };
-        let direction = if filter.sort.descending() { -1 } else { 1 };
-        if let Some((at, id)) = &filter.after {
-            let op = if filter.sort.descending() {
-                "$lt"
-            } else {
-                "$gt"
-            };
-            query.insert(
-                "$or",
-                vec![
-                    doc! { field: { op: *at } },
-                    doc! { field: *at, "_id": { op: id.as_str() } },
-                ],
-            );
-        }
+        let (query, field, direction) = query::list(filter);
         let mut out = Vec::new();
         for (&channel, collection) in &self.collections {
             if filter.channel.is_some_and(|c| c != channel) {

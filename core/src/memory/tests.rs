@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::contract::sample_message;
+use crate::ports::Store;
+use crate::{MessageRecord, Status};
 
 /// Creating takes the records' lock and the keys' lock, as discarding
 /// does; taken in opposite orders, the two deadlocked now and then.

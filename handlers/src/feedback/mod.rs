@@ -19,11 +19,14 @@
 pub mod address;
 mod config;
 mod endpoints;
+mod post;
 pub mod sign;
+mod timers;
 
 pub use config::FeedbackConfig;
 pub use endpoints::Changing;
 use endpoints::{wants, Endpoints};
+use post::Tried;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,19 +48,6 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 256;
 /// Pause after the queue or the store failed.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
-/// The most of an answer kept with an attempt.
-const KEPT_RESPONSE: usize = 1024;
-
-/// How one try went.
-enum Tried {
-    Delivered,
-    /// 410: the endpoint asked to be disabled.
-    Gone,
-    Failed {
-        retry_after: Option<Duration>,
-    },
-}
-
 pub struct Feedback {
     queue: Arc<dyn Queue>,
     webhooks: Arc<dyn Webhooks>,
@@ -360,246 +350,6 @@ impl Feedback {
             })
             .await
     }
-
-    /// One signed POST; the attempt is recorded whatever happens.
-    async fn try_once(
-        &self,
-        endpoint: &WebhookEndpoint,
-        event_id: &str,
-        body: &[u8],
-        attempt: u32,
-    ) -> Tried {
-        let _all = self.in_flight.acquire().await;
-        let one = self.endpoint_permits(&endpoint.id);
-        let _one = one.acquire().await;
-        let now = mdc_core::now();
-        let timestamp = now.timestamp();
-        let signatures: Vec<String> = endpoint
-            .secrets
-            .iter()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| sign::sign(&s.secret, event_id, timestamp, body))
-            .collect();
-        let started = std::time::Instant::now();
-        let mut record = WebhookAttempt {
-            endpoint_id: endpoint.id.clone(),
-            event_id: event_id.to_owned(),
-            attempt,
-            at: now,
-            status: None,
-            latency_ms: 0,
-            error: None,
-            response: String::new(),
-            succeeded: false,
-            event: None,
-        };
-        let tried = match address::syntax(&endpoint.url, self.config.allow_private_urls) {
-            Err(e) => {
-                record.error = Some(format!("refused URL: {e}"));
-                Tried::Failed { retry_after: None }
-            }
-            Ok(url) => {
-                let sent = self
-                    .http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", event_id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signatures.join(" "))
-                    .body(body.to_vec())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) => {
-                        let status = response.status();
-                        record.status = Some(status.as_u16());
-                        let retry_after = retry_after(&response);
-                        record.response = first_bytes(response).await;
-                        if status.is_success() {
-                            Tried::Delivered
-                        } else if status.as_u16() == 410 {
-                            Tried::Gone
-                        } else {
-                            let honoured = matches!(status.as_u16(), 429 | 502 | 503 | 504);
-                            Tried::Failed {
-                                retry_after: retry_after.filter(|_| honoured),
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        record.error = Some(e.without_url().to_string());
-                        Tried::Failed { retry_after: None }
-                    }
-                }
-            }
-        };
-        record.latency_ms = started.elapsed().as_millis() as u64;
-        record.succeeded = matches!(tried, Tried::Delivered);
-        metrics::counter!(
-            "mdc_webhook_deliveries_total",
-            "result" => if record.succeeded { "delivered" } else { "failed" },
-        )
-        .increment(1);
-        if !record.succeeded {
-            record.event = serde_json::from_slice(body).ok();
-        }
-        if let Err(e) = self.webhooks.record_attempt(&record).await {
-            tracing::warn!(error = %e, "Could not record a webhook attempt");
-        }
-        if record.succeeded && endpoint.failing_since.is_some() {
-            self.recovered(&endpoint.id).await;
-        }
-        tried
-    }
-
-    /// Clears a failing mark after a success.
-    async fn recovered(&self, id: &str) {
-        if let Ok(Some(mut current)) = self.webhooks.get(id).await {
-            if current.failing_since.take().is_some() {
-                if let Err(e) = self.webhooks.update(&current).await {
-                    tracing::warn!(error = %e, "Could not clear an endpoint's failing mark");
-                }
-                self.invalidate();
-            }
-        }
-    }
-
-    fn endpoint_permits(&self, id: &str) -> Arc<Semaphore> {
-        lock(&self.per_endpoint)
-            .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_endpoint)))
-            .clone()
-    }
-
-    /// Fires due deliveries until `shutdown`.
-    async fn retry_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let due = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                due = self.timers.take_due(64) => due,
-            };
-            match due {
-                Ok(items) => {
-                    for item in items {
-                        let this = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = this.fire(&item).await {
-                                tracing::warn!(error = %e, "A webhook retry failed to run; it fires again after a restart");
-                            }
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Could not read webhook timers; retrying");
-                    tokio::time::sleep(ERROR_BACKOFF).await;
-                }
-            }
-        }
-    }
-
-    async fn fire(&self, item: &RetryItem) -> Result<(), StoreError> {
-        let complete = |timers: Arc<dyn RetryScheduler>, item: RetryItem| async move {
-            if let Err(e) = timers.complete(&item).await {
-                tracing::warn!(error = %e, "Could not complete a webhook timer; it may fire again");
-            }
-        };
-        let Some(pending) = self.webhooks.pending(&item.message_id).await? else {
-            complete(self.timers.clone(), item.clone()).await;
-            return Ok(());
-        };
-        let endpoint = match self.webhooks.get(&pending.endpoint_id).await? {
-            Some(endpoint) if endpoint.disabled.is_none() => endpoint,
-            _ => {
-                self.webhooks.remove_pending(&pending.key).await?;
-                complete(self.timers.clone(), item.clone()).await;
-                return Ok(());
-            }
-        };
-        let body = serde_json::to_vec(&pending.event).map_err(|e| StoreError::Other(e.into()))?;
-        let attempt = pending.attempts + 1;
-        match self
-            .try_once(&endpoint, &pending.event_id, &body, attempt)
-            .await
-        {
-            Tried::Delivered => self.webhooks.remove_pending(&pending.key).await?,
-            Tried::Gone => {
-                self.webhooks.remove_pending(&pending.key).await?;
-                self.disable(&endpoint, "the endpoint answered 410 Gone")
-                    .await?;
-            }
-            Tried::Failed { retry_after } => {
-                self.failed(
-                    &endpoint,
-                    Some(pending.key.clone()),
-                    &pending.event_id,
-                    &body,
-                    attempt,
-                    retry_after,
-                )
-                .await?
-            }
-        }
-        complete(self.timers.clone(), item.clone()).await;
-        Ok(())
-    }
-
-    /// Delivers again the events whose deliveries to `endpoint` failed
-    /// since `since` and never succeeded later; returns how many.
-    pub async fn recover(
-        &self,
-        endpoint: &WebhookEndpoint,
-        since: mdc_core::Timestamp,
-    ) -> Result<usize, StoreError> {
-        let attempts = self
-            .webhooks
-            .attempts(&endpoint.id, Some(since), 100_000)
-            .await?;
-        let succeeded: std::collections::HashSet<&str> = attempts
-            .iter()
-            .filter(|a| a.succeeded)
-            .map(|a| a.event_id.as_str())
-            .collect();
-        let mut queued = std::collections::HashSet::new();
-        for attempt in &attempts {
-            let Some(event) = &attempt.event else {
-                continue;
-            };
-            if succeeded.contains(attempt.event_id.as_str())
-                || !queued.insert(attempt.event_id.clone())
-            {
-                continue;
-            }
-            let body = serde_json::to_vec(event).map_err(|e| StoreError::Other(e.into()))?;
-            self.defer(endpoint, None, &attempt.event_id, &body, 0, Duration::ZERO)
-                .await?;
-        }
-        Ok(queued.len())
-    }
-}
-
-/// Whether `endpoint` takes `event`: a service's endpoint gets only its
-/// own messages' events (and suppressions, which apply to every service);
-/// one created without a service gets every event.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let value = response.headers().get("retry-after")?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|secs| Duration::from_secs(secs.min(24 * 3600)))
-}
-
-/// The first KiB of an answer, as text.
-async fn first_bytes(mut response: reqwest::Response) -> String {
-    let mut kept = Vec::new();
-    while kept.len() < KEPT_RESPONSE {
-        match response.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    kept.truncate(KEPT_RESPONSE);
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Message, MessageRecord};
+use crate::{Event, Message, MessageRecord};
 
 fn record(status: Status) -> MessageRecord {
     let message: Message = serde_json::from_value(serde_json::json!({
