@@ -56,18 +56,25 @@ pub(crate) async fn register_device(
             }
             Err(e) => return Err(unprocessable(&e.field, e.rule, e.message)),
         };
-    if let Some(known) = state.devices.by_token(&token).await.map_err(unavailable)? {
-        if !caller.owns(known.service.as_deref()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "this token is registered by another service",
-            )
-            .field("token")
-            .rule("registered_elsewhere"));
-        }
-    }
+    let registered_elsewhere = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "this token is registered by another service",
+        )
+        .field("token")
+        .rule("registered_elsewhere")
+    };
     let mut device = Device::new(&user, platform, &token);
     device.service = caller.service.clone();
+    // Checked here before a vendor endpoint is made for the token, and again
+    // by the registry's write, which leaves another service's device alone.
+    if let Some(known) = state.devices.by_token(&token).await.map_err(unavailable)? {
+        if !caller.owns(known.service.as_deref()) {
+            return Err(registered_elsewhere());
+        }
+        // An admin updates the device for the service that owns it.
+        device.service = known.service;
+    }
     if let Some(provider) = state.push_endpoints.iter().find(|p| p.serves(platform)) {
         device.endpoint = Some(
             provider
@@ -82,6 +89,9 @@ pub(crate) async fn register_device(
         );
     }
     let (stored, new) = state.devices.register(&device).await.map_err(unavailable)?;
+    if stored.service != device.service {
+        return Err(registered_elsewhere());
+    }
     let status = if new {
         StatusCode::CREATED
     } else {

@@ -60,6 +60,10 @@ impl DeviceRegistry for EmbeddedDevices {
                     None => None,
                 };
                 let (stored, new) = match existing {
+                    // Another service's: handed back as it is.
+                    Some(existing) if existing.service != device.service => {
+                        return Ok((existing, false))
+                    }
                     Some(mut existing) => {
                         by_user.remove((existing.user_id.as_str(), existing.id.as_str()))?;
                         if let (Some(old), Some(_)) = (&existing.endpoint, &device.endpoint) {

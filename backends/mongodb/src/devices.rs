@@ -1,10 +1,14 @@
-use crate::{other, unavailable};
+use crate::{is_duplicate_key, other, unavailable};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mdc_core::ports::{Device, DeviceRegistry, StoreError};
-use mongodb::bson::{self, doc, Document};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
+
+/// How many times a registration tries a token whose device keeps being
+/// removed between its upsert and the read of the owner's device.
+const REGISTER_TRIES: usize = 3;
 
 /// The device registry on MongoDB: one document per device, unique on the
 /// token, indexed by user.
@@ -57,22 +61,42 @@ impl DeviceRegistry for MongoDevices {
         if let Some(service) = &device.service {
             on_insert.insert("service", service.as_str());
         }
-        // One atomic upsert keyed by the token: the first registration creates
-        // the device, later ones update it and keep its id.
-        let stored = self
-            .devices
-            .find_one_and_update(
-                doc! { "token": &device.token },
-                doc! { "$set": set, "$setOnInsert": on_insert },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Other("upsert returned nothing".into()))?;
-        let stored = decode(stored)?;
-        let new = stored.id == device.id;
-        Ok((stored, new))
+        // One atomic upsert keyed by the token and its service: the first
+        // registration creates the device, the same service's later ones
+        // update it and keep its id. Another service's device does not
+        // match, and the insert the upsert tries instead breaks the token's
+        // unique index: that device is handed back as it is.
+        let service = device.service.as_deref().map_or(Bson::Null, Bson::from);
+        for _ in 0..REGISTER_TRIES {
+            let upserted = self
+                .devices
+                .find_one_and_update(
+                    doc! { "token": &device.token, "service": service.clone() },
+                    doc! { "$set": set.clone(), "$setOnInsert": on_insert.clone() },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match upserted {
+                Ok(stored) => {
+                    let stored = stored
+                        .ok_or_else(|| StoreError::Other("upsert returned nothing".into()))?;
+                    let stored = decode(stored)?;
+                    let new = stored.id == device.id;
+                    return Ok((stored, new));
+                }
+                Err(e) if is_duplicate_key(&e) => {
+                    if let Some(theirs) = self.by_token(&device.token).await? {
+                        return Ok((theirs, false));
+                    }
+                    // Removed meanwhile: the token is free again.
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the token's device kept being registered and removed; try again".into(),
+        ))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Device>, StoreError> {

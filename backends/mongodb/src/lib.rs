@@ -77,7 +77,7 @@ const TRAIL_CHECK_EVERY: i64 = 8;
 /// How many times a create tries a key whose holder keeps being discarded.
 const CREATE_TRIES: usize = 5;
 
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(
         error.kind.as_ref(),
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) if e.code == 11000

@@ -125,6 +125,75 @@ pub async fn finds_a_device_by_its_endpoint(registry: Arc<dyn DeviceRegistry>) {
     );
 }
 
+/// A token another service registered is left as it is: the registry hands
+/// its device back unchanged (the caller then answers that it is taken).
+pub async fn a_token_another_service_registered_is_left_as_it_is(
+    registry: Arc<dyn DeviceRegistry>,
+) {
+    let mut first = Device::new("alice", Platform::Fcm, "token-f1");
+    first.service = Some("billing".into());
+    registry.register(&first).await.expect("register");
+    let mut other = Device::new("mallory", Platform::Apns, "token-f1");
+    other.service = Some("shipping".into());
+    other.endpoint = Some("arn:endpoint/f1".into());
+    let (stored, new) = registry.register(&other).await.expect("register");
+    assert!(!new);
+    assert_eq!(stored, first, "handed back unchanged");
+    assert_eq!(
+        registry.by_token("token-f1").await.expect("by token"),
+        Some(first.clone())
+    );
+    assert!(registry.for_user("mallory").await.expect("list").is_empty());
+    assert_eq!(
+        registry
+            .by_endpoint("arn:endpoint/f1")
+            .await
+            .expect("by endpoint"),
+        None
+    );
+    // Its own service updates it.
+    let mut again = Device::new("alice2", Platform::Fcm, "token-f1");
+    again.service = Some("billing".into());
+    let (stored, new) = registry.register(&again).await.expect("register");
+    assert!(!new);
+    assert_eq!(
+        (stored.id.as_str(), stored.user_id.as_str()),
+        (first.id.as_str(), "alice2")
+    );
+}
+
+/// Two services registering the same new token at once: one owns it, the
+/// other is handed that device, unchanged.
+pub async fn services_registering_one_token_at_once_leave_it_with_one(
+    registry: Arc<dyn DeviceRegistry>,
+) {
+    for round in 0..100 {
+        let token = format!("token-race-{round}");
+        let mut a = Device::new("user-a", Platform::Fcm, &token);
+        a.service = Some("a".into());
+        let mut b = Device::new("user-b", Platform::Fcm, &token);
+        b.service = Some("b".into());
+        let (from_a, from_b) = tokio::join!(registry.register(&a), registry.register(&b));
+        let (from_a, from_b) = (from_a.expect("register a"), from_b.expect("register b"));
+        let (winner, loser) = match (from_a.1, from_b.1) {
+            (true, false) => (&from_a.0, &from_b.0),
+            (false, true) => (&from_b.0, &from_a.0),
+            other => panic!("round {round}: one new device, got {other:?}"),
+        };
+        assert_eq!(
+            loser, winner,
+            "round {round}: the loser is handed the winner's device"
+        );
+        let stored = registry.by_token(&token).await.expect("by token");
+        assert_eq!(stored.as_ref(), Some(winner), "round {round}");
+        assert_eq!(
+            winner.user_id,
+            format!("user-{}", winner.service.as_deref().unwrap_or_default()),
+            "round {round}: the owner's own user"
+        );
+    }
+}
+
 /// Expands to one test per case of the device registry contract.
 #[macro_export]
 macro_rules! devices_contract {
@@ -138,6 +207,8 @@ macro_rules! devices_contract {
                 lists_a_users_active_devices,
                 removes_devices,
                 finds_a_device_by_its_endpoint,
+                a_token_another_service_registered_is_left_as_it_is,
+                services_registering_one_token_at_once_leave_it_with_one,
             ]
         );
     };

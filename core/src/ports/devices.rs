@@ -65,11 +65,15 @@ impl Device {
 }
 
 /// The device registry. Tokens are unique: registering a known token updates
-/// that device (new user, platform, endpoint; active again) and keeps its id.
+/// that device (new user, platform, endpoint; active again) and keeps its id,
+/// when the same service registered it.
 #[async_trait]
 pub trait DeviceRegistry: Send + Sync + 'static {
-    /// Stores the device, or updates the one with the same token; returns the
-    /// stored device and whether it was new.
+    /// Stores the device, or updates the one with the same token if it is
+    /// `device.service`'s; returns the stored device and whether it was new.
+    /// Another service's device with the token is returned as it is: the
+    /// check and the write are one, so two services registering a token at
+    /// once leave it with one of them.
     async fn register(&self, device: &Device) -> Result<(Device, bool), StoreError>;
 
     async fn get(&self, id: &str) -> Result<Option<Device>, StoreError>;

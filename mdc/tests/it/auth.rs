@@ -391,6 +391,51 @@ async fn services_are_isolated_from_each_other() {
     )
     .await;
     assert_eq!(still["user_id"], "u7", "the device was not taken over");
+    // An admin updates it for billing, whose it stays.
+    let mut moved = device.clone();
+    moved["user_id"] = json!("u8");
+    let (status, updated, _) =
+        call(&server, "POST", "/v1/devices", Some(&admin), Some(&moved)).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["id"], device_id);
+    assert_eq!(updated["user_id"], "u8");
+    assert_eq!(updated["service"], "billing");
+    // Two services registering a new token at once: one gets it, the other
+    // a 409, and the device is the first one's.
+    for round in 0..20 {
+        let token = format!("tok-race-{round:012}");
+        let mine = json!({"user_id": "u-billing", "platform": "fcm", "token": token});
+        let theirs = json!({"user_id": "u-shipping", "platform": "fcm", "token": token});
+        let (a, b) = tokio::join!(
+            call(&server, "POST", "/v1/devices", Some(&billing), Some(&mine)),
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&shipping),
+                Some(&theirs)
+            ),
+        );
+        let (winner, stored) = match (a.0, b.0) {
+            (201, 409) => ("billing", a.1),
+            (409, 201) => ("shipping", b.1),
+            other => panic!(
+                "round {round}: one 201 and one 409, got {other:?}: {} {}",
+                a.1, b.1
+            ),
+        };
+        assert_eq!(stored["service"], winner, "round {round}");
+        assert_eq!(stored["user_id"], format!("u-{winner}"), "round {round}");
+        let (_, now, _) = call(
+            &server,
+            "GET",
+            &format!("/v1/devices/{}", stored["id"].as_str().expect("id")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(now["user_id"], format!("u-{winner}"), "round {round}");
+    }
 
     // Webhooks: another service's are invisible.
     let (status, hook, _) = call(
