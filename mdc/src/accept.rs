@@ -144,25 +144,31 @@ impl Submitter {
         // the queue, so produce it (again) before answering.
         let unsent =
             matches!(existing.status, Status::Accepted | Status::Queued) && existing.attempts == 0;
-        if unsent && !self.requeue(&existing.message).await? {
-            return Ok(None);
+        let mut status = existing.status;
+        if unsent {
+            match self.requeue(&existing.message).await? {
+                Some(now) => status = now,
+                None => return Ok(None),
+            }
         }
         tracing::debug!(message_id = %existing.message.id, "Duplicate submission answered with the existing message");
-        Ok(Some((existing.message.id, existing.status, true)))
+        Ok(Some((existing.message.id, status, true)))
     }
 
     /// Produces an earlier, unsent `message` again for a repeated
     /// submission that is about to answer for it, and notes that on its
     /// trail: its first submission, should it fail to queue it, then keeps
-    /// it rather than removing it ([`Store::discard`]). Returns false when it
-    /// was removed before that.
+    /// it rather than removing it ([`Store::discard`]). Returns its status
+    /// now, or `None` when it was removed before that. A message picked up
+    /// meanwhile gets no note (its trail goes on from its attempt); the
+    /// second copy on the queue finds it claimed and is dropped.
     ///
     /// A failure to produce is this submission's error; the message is left
     /// as it is, as it is the first submission's: that one's own produce may
     /// be succeeding, and if it fails it removes the message itself. A
     /// message left `queued` off the queue by an earlier failure is queued
     /// by a retry with the key, or by the reconciler.
-    async fn requeue(&self, message: &Message) -> Result<bool, SubmitError> {
+    async fn requeue(&self, message: &Message) -> Result<Option<Status>, SubmitError> {
         if let Err(e) = self.produce(message).await {
             let topic = Topic::Messages(message.channel(), message.priority);
             tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue a repeated submission's message again; caller told to retry");
@@ -174,9 +180,14 @@ impl Submitter {
         );
         let noted = self
             .store
-            .update(&message.id, Transition::event(event))
+            .update(&message.id, Transition::NotedWhileUnsent { event })
             .await?;
-        Ok(!matches!(noted, Updated::NotFound))
+        Ok(match noted {
+            Updated::NotFound => None,
+            Updated::Applied { status } | Updated::Ignored { current: status } => Some(status),
+            // Not answers to a note: the message is there, as it was read.
+            Updated::Mismatched | Updated::NotSentYet => Some(Status::Queued),
+        })
     }
 
     /// Produces `message` to its lane.

@@ -458,3 +458,51 @@ async fn a_repeated_submission_that_cannot_queue_leaves_the_first_submissions_me
     assert_eq!(stored(&*store, &first.id).await.status, Status::Queued);
     assert_eq!(queued_ids(&queue).await, vec![first.id]);
 }
+
+/// A repeated submission finds the message unsent, and it is picked up and
+/// finished while the submission queues it again: the note that it was
+/// queued again is not added to a finished message's trail, and the answer
+/// is the message's status now. The note was added after the end before.
+#[tokio::test]
+async fn a_repeated_submissions_note_never_lands_on_a_message_finished_meanwhile() {
+    let (own_step, own_waiting, release_own) = gate(false);
+    let (again_step, again_waiting, release_again) = gate(false);
+    let (_dir, first_submitter, store, queue) = scripted(Vec::new());
+    let first = first_submitter
+        .submit(&otp(Some("race-4")))
+        .await
+        .expect("first submission");
+    // The same store behind a queue whose next two produces wait.
+    let waiting = Arc::new(Scripted::new(queue, vec![own_step, again_step]));
+    let submitter = Arc::new(Submitter::new(
+        store.clone(),
+        waiting,
+        ClientConfig::default(),
+    ));
+    let second = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.submit(&otp(Some("race-4"))).await }
+    });
+    own_waiting.await.expect("own copy");
+    release_own.send(()).expect("release");
+    again_waiting.await.expect("earlier message again");
+    let cancelled = mdc_core::ports::Transition::to(
+        Status::Cancelled,
+        mdc_core::Event::new("support", "cancelled"),
+    );
+    store.update(&first.id, cancelled).await.expect("cancel");
+    release_again.send(()).expect("release");
+
+    let second = second.await.expect("task").expect("second submission");
+    assert!(second.duplicate);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.status, Status::Cancelled);
+    let record = stored(&*store, &first.id).await;
+    assert_eq!(record.status, Status::Cancelled);
+    assert_eq!(
+        record.events.last().map(|e| e.details.as_str()),
+        Some("cancelled"),
+        "{:?}",
+        record.events
+    );
+}

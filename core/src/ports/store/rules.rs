@@ -70,6 +70,11 @@ pub enum Transition {
     Moved { status: Status, event: Event },
     /// Only an event on the trail.
     Noted { event: Event },
+    /// Only an event, and only while no attempt has picked the message up
+    /// (`accepted` or `queued`, no attempt): a repeated submission's note
+    /// that it queued the message again. [`Updated::Ignored`] otherwise,
+    /// with nothing added.
+    NotedWhileUnsent { event: Event },
 }
 
 impl Transition {
@@ -105,6 +110,8 @@ struct Change {
     extend_lease: Option<Timestamp>,
     /// A vendor report's provider and id, which must be the message's.
     reported_by: Option<(String, String)>,
+    /// Applies only while no attempt has picked the message up.
+    only_unsent: bool,
 }
 
 impl Change {
@@ -123,6 +130,7 @@ impl Change {
             verify_before_send: None,
             extend_lease: None,
             reported_by: None,
+            only_unsent: false,
         }
     }
 }
@@ -188,6 +196,7 @@ impl From<Transition> for Change {
                 verify_before_send: None,
                 extend_lease: Some(until),
                 reported_by: None,
+                only_unsent: false,
             },
             Transition::Reported {
                 status,
@@ -212,6 +221,10 @@ impl From<Transition> for Change {
             },
             Transition::Moved { status, event } => Change::new(Some(status), event),
             Transition::Noted { event } => Change::new(None, event),
+            Transition::NotedWhileUnsent { event } => Change {
+                only_unsent: true,
+                ..Change::new(None, event)
+            },
         }
     }
 }
@@ -272,6 +285,12 @@ pub fn claim_event(attempt: u32, now: Timestamp, component: &str, verify_first: 
 /// The update rule, shared by read-modify-write backends.
 pub fn apply_update(record: &mut MessageRecord, transition: Transition) -> Updated {
     let update = Change::from(transition);
+    let unsent = matches!(record.status, Status::Accepted | Status::Queued) && record.attempts == 0;
+    if update.only_unsent && !unsent {
+        return Updated::Ignored {
+            current: record.status,
+        };
+    }
     if let Some((provider, id)) = &update.reported_by {
         match (&record.provider, &record.provider_message_id) {
             (Some(p), Some(i)) if p == provider && i == id => {}

@@ -101,6 +101,40 @@ fn an_applied_transition_appends_the_event_it_announces() {
     assert_eq!(extend.event_when_applied(), None);
 }
 
+/// A note while unsent applies only to a message no attempt picked up.
+#[test]
+fn a_note_while_unsent_applies_only_before_the_first_attempt() {
+    let note = || Transition::NotedWhileUnsent {
+        event: Event::new("ingest", "queued again"),
+    };
+    let mut unsent = record(Status::Queued);
+    unsent.attempts = 0;
+    assert_eq!(
+        apply_update(&mut unsent, note()),
+        Updated::Applied {
+            status: Status::Queued
+        }
+    );
+    assert_eq!(unsent.events.len(), 2);
+    for status in [
+        Status::Queued,
+        Status::Sending,
+        Status::Delivered,
+        Status::Cancelled,
+    ] {
+        let mut picked_up = record(status);
+        if status == Status::Cancelled {
+            picked_up.attempts = 0;
+        }
+        assert_eq!(
+            apply_update(&mut picked_up, note()),
+            Updated::Ignored { current: status },
+            "{status:?}"
+        );
+        assert_eq!(picked_up.events.len(), 1, "{status:?}: nothing added");
+    }
+}
+
 /// The claim's event is the one [`claim_event`] makes for the attempt it
 /// starts.
 #[test]
