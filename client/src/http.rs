@@ -299,7 +299,7 @@ impl Http {
             batches.push(batch);
         }
         for batch in batches {
-            for (i, result) in self.post_batch(batch, requests).await {
+            for (i, result) in self.post_batch(batch, requests, 0).await {
                 results[i] = Some(result);
             }
         }
@@ -322,12 +322,14 @@ impl Http {
     }
 
     /// One batch, `(index, JSON)` of each message, until each has its
-    /// result or the tries are used up. Boxed: a batch over MDC's body
-    /// limit is cut in two, each half posted the same way.
+    /// result or the tries are used up, `tried` of them already spent.
+    /// Boxed: a batch over MDC's body limit is cut in two, each half posted
+    /// the same way with the tries left.
     fn post_batch<'a>(
         &'a self,
         mut pending: Vec<(usize, Vec<u8>)>,
         requests: &'a [SubmitRequest],
+        tried: u32,
     ) -> BoxFuture<'a, Vec<(usize, Result<Sent, SubmitError>)>> {
         Box::pin(async move {
             let url = format!("{}/v1/messages/batch", self.base);
@@ -335,7 +337,8 @@ impl Http {
             let mut backoff = FIRST_BACKOFF;
             // The wait MDC asked for (Retry-After), for the next pause only.
             let mut asked: Option<Duration> = None;
-            let mut attempt = 0;
+            // A half of a batch too large goes on from the batch's tries.
+            let mut attempt = tried;
             // Why the last try failed, for the messages left when they run out.
             let mut failure = String::new();
             while !pending.is_empty() {
@@ -348,7 +351,7 @@ impl Http {
                     );
                     break;
                 }
-                if attempt > 0 {
+                if attempt > tried {
                     let pause = asked.take().unwrap_or(backoff).min(self.max_backoff);
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(self.max_backoff);
@@ -423,8 +426,11 @@ impl Http {
                 if status == StatusCode::PAYLOAD_TOO_LARGE && pending.len() > 1 {
                     // Over this MDC's max_body_bytes: each half on its own.
                     let second = pending.split_off(pending.len() / 2);
-                    done.extend(self.post_batch(pending, requests).await);
-                    done.extend(self.post_batch(second, requests).await);
+                    // The halves share the tries left, one at least: the
+                    // refusal was of the size, not of MDC being unavailable.
+                    let tried = attempt.min(self.attempts.saturating_sub(1));
+                    done.extend(self.post_batch(pending, requests, tried).await);
+                    done.extend(self.post_batch(second, requests, tried).await);
                     break;
                 }
                 if matches!(

@@ -385,3 +385,31 @@ async fn a_key_twice_in_one_call_is_refused_here_whatever_the_batches() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].len(), 1);
 }
+
+/// A batch cut in two after MDC refused it as too large: its halves share
+/// the tries the batch had left, not a fresh count each. Each half had all
+/// of `attempts` again before.
+#[tokio::test]
+async fn the_halves_of_a_batch_too_large_share_the_tries_it_had_left() {
+    let server = MockServer::start().await;
+    let unavailable = || {
+        ResponseTemplate::new(503)
+            .insert_header("Retry-After", "0")
+            .set_body_json(json!({"error": {"message": "temporarily unavailable"}}))
+    };
+    answer_batches_in_turn(&server, vec![unavailable(), too_large(), unavailable()]).await;
+    let client = client(&server).await;
+    let results = client.send_batch(two_sms()).await;
+    for result in &results {
+        match result {
+            Err(SubmitError::Unavailable(e)) => {
+                assert!(e.to_string().contains("after 4 tries"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let sent = batches(&server, "/v1/messages/batch").await;
+    // Two tries of the whole batch, then the two left for each half.
+    let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![2, 2, 1, 1, 1, 1], "{sent:#?}");
+}
