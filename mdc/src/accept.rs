@@ -146,7 +146,7 @@ impl Submitter {
             matches!(existing.status, Status::Accepted | Status::Queued) && existing.attempts == 0;
         let mut status = existing.status;
         if unsent {
-            match self.requeue(&existing.message).await? {
+            match self.requeue(&existing.message, existing.status).await? {
                 Some(now) => status = now,
                 None => return Ok(None),
             }
@@ -159,7 +159,8 @@ impl Submitter {
     /// submission that is about to answer for it, and notes that on its
     /// trail: its first submission, should it fail to queue it, then keeps
     /// it rather than removing it ([`Store::discard`]). Returns its status
-    /// now, or `None` when it was removed before that. A message picked up
+    /// now (`read` is what the submission read), or `None` when it was
+    /// removed before that. A message picked up
     /// meanwhile gets no note (its trail goes on from its attempt); the
     /// second copy on the queue finds it claimed and is dropped.
     ///
@@ -168,7 +169,11 @@ impl Submitter {
     /// be succeeding, and if it fails it removes the message itself. A
     /// message left `queued` off the queue by an earlier failure is queued
     /// by a retry with the key, or by the reconciler.
-    async fn requeue(&self, message: &Message) -> Result<Option<Status>, SubmitError> {
+    async fn requeue(
+        &self,
+        message: &Message,
+        read: Status,
+    ) -> Result<Option<Status>, SubmitError> {
         if let Err(e) = self.produce(message).await {
             let topic = Topic::Messages(message.channel(), message.priority);
             tracing::warn!(message_id = %message.id, to = %mask::recipient(&message.to), %topic, error = %e, "Could not queue a repeated submission's message again; caller told to retry");
@@ -186,7 +191,7 @@ impl Submitter {
             Updated::NotFound => None,
             Updated::Applied { status } | Updated::Ignored { current: status } => Some(status),
             // Not answers to a note: the message is there, as it was read.
-            Updated::Mismatched | Updated::NotSentYet => Some(Status::Queued),
+            Updated::Mismatched | Updated::NotSentYet => Some(read),
         })
     }
 

@@ -6,8 +6,9 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 
-/// How many times a registration tries a token whose device keeps being
-/// removed between its upsert and the read of the owner's device.
+/// How many times a registration tries a token whose device another
+/// registration keeps inserting, or removing, between its upsert and the
+/// read of the device.
 const REGISTER_TRIES: usize = 3;
 
 /// The device registry on MongoDB: one document per device, unique on the
@@ -78,18 +79,25 @@ impl DeviceRegistry for MongoDevices {
                 .return_document(ReturnDocument::After)
                 .await;
             match upserted {
-                Ok(stored) => {
-                    let stored = stored
-                        .ok_or_else(|| StoreError::Other("upsert returned nothing".into()))?;
+                Ok(Some(stored)) => {
                     let stored = decode(stored)?;
                     let new = stored.id == device.id;
                     return Ok((stored, new));
                 }
+                // Some servers answer a concurrent upsert with no document
+                // (SecantusDB): tried again, it matches what the other made.
+                Ok(None) => {}
                 Err(e) if is_duplicate_key(&e) => {
-                    if let Some(theirs) = self.by_token(&device.token).await? {
-                        return Ok((theirs, false));
+                    match self.by_token(&device.token).await? {
+                        Some(theirs) if theirs.service != device.service => {
+                            return Ok((theirs, false))
+                        }
+                        // The same service's registration inserted it first:
+                        // the upsert now matches it and updates it.
+                        Some(_) => {}
+                        // Removed meanwhile: the token is free again.
+                        None => {}
                     }
-                    // Removed meanwhile: the token is free again.
                 }
                 Err(e) => return Err(unavailable(e)),
             }

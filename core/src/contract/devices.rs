@@ -194,6 +194,37 @@ pub async fn services_registering_one_token_at_once_leave_it_with_one(
     }
 }
 
+/// One service registering a new token twice at once (two users): one
+/// registration makes the device, the other updates it; neither is lost.
+pub async fn one_service_registering_a_token_twice_at_once_updates_it(
+    registry: Arc<dyn DeviceRegistry>,
+) {
+    for round in 0..100 {
+        let token = format!("token-same-{round}");
+        let mut first = Device::new("user-1", Platform::Fcm, &token);
+        first.service = Some("a".into());
+        let mut second = Device::new("user-2", Platform::Fcm, &token);
+        second.service = Some("a".into());
+        let (one, two) = tokio::join!(registry.register(&first), registry.register(&second));
+        let (one, two) = (one.expect("register"), two.expect("register"));
+        assert!(
+            one.1 != two.1,
+            "round {round}: one new device, got {} and {}",
+            one.1,
+            two.1
+        );
+        assert_eq!(one.0.id, two.0.id, "round {round}: one device");
+        // The registration that came second left its user on the device.
+        let later = if one.1 { &two.0 } else { &one.0 };
+        let stored = registry.by_token(&token).await.expect("by token");
+        assert_eq!(
+            stored.as_ref().map(|d| &d.user_id),
+            Some(&later.user_id),
+            "round {round}"
+        );
+    }
+}
+
 /// Expands to one test per case of the device registry contract.
 #[macro_export]
 macro_rules! devices_contract {
@@ -209,6 +240,7 @@ macro_rules! devices_contract {
                 finds_a_device_by_its_endpoint,
                 a_token_another_service_registered_is_left_as_it_is,
                 services_registering_one_token_at_once_leave_it_with_one,
+                one_service_registering_a_token_twice_at_once_updates_it,
             ]
         );
     };

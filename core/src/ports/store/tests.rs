@@ -77,9 +77,16 @@ fn an_applied_transition_appends_the_event_it_announces() {
         ),
         (Status::Queued, Transition::to(Status::Expired, event())),
         (Status::Delivered, Transition::event(event())),
+        (
+            Status::Queued,
+            Transition::NotedWhileUnsent { event: event() },
+        ),
     ];
     for (status, transition) in cases {
         let mut record = record(status);
+        if matches!(transition, Transition::NotedWhileUnsent { .. }) {
+            record.attempts = 0;
+        }
         record.provider = Some("kaleyra".into());
         record.provider_message_id = Some("k-1".into());
         if status == Status::Sending {
@@ -107,15 +114,16 @@ fn a_note_while_unsent_applies_only_before_the_first_attempt() {
     let note = || Transition::NotedWhileUnsent {
         event: Event::new("ingest", "queued again"),
     };
-    let mut unsent = record(Status::Queued);
-    unsent.attempts = 0;
-    assert_eq!(
-        apply_update(&mut unsent, note()),
-        Updated::Applied {
-            status: Status::Queued
-        }
-    );
-    assert_eq!(unsent.events.len(), 2);
+    for status in [Status::Accepted, Status::Queued] {
+        let mut unsent = record(status);
+        unsent.attempts = 0;
+        assert_eq!(
+            apply_update(&mut unsent, note()),
+            Updated::Applied { status },
+            "{status:?}"
+        );
+        assert_eq!(unsent.events.len(), 2, "{status:?}");
+    }
     for status in [
         Status::Queued,
         Status::Sending,
