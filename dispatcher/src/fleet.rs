@@ -8,8 +8,11 @@
 //! reads low (the backend restarted empty and the others have not beaten
 //! again yet) never raises every dispatcher's rate at the same time.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use mdc_core::ports::{Fleet, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -51,10 +54,18 @@ impl FleetShare {
         }
     }
 
-    /// Beats until `shutdown`, then leaves.
+    /// Beats until `shutdown`, then leaves. A beat that panics (in a fleet
+    /// backend) is logged and the next one comes on time: a share that
+    /// stopped counting would keep the last count for good.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            self.beat().await;
+            if let Err(panic) = AssertUnwindSafe(self.beat()).catch_unwind().await {
+                tracing::error!(
+                    panic = panic_message(&panic),
+                    dispatchers = self.dispatchers,
+                    "Counting the dispatchers alive panicked; keeping the last count until the next beat"
+                );
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(BEAT) => {}
@@ -114,6 +125,15 @@ impl FleetShare {
         }
         self.dispatchers
     }
+}
+
+/// The text a panic was raised with, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 #[cfg(test)]
@@ -241,6 +261,48 @@ mod tests {
         assert_eq!(this.beat().await, 2);
         assert_eq!(rate(&route), 45.0);
         assert!(this.failing);
+    }
+
+    /// A fleet whose second beat panics; the others count `alive`.
+    struct PanicsOnce {
+        beats: std::sync::atomic::AtomicUsize,
+        alive: usize,
+    }
+
+    #[async_trait]
+    impl Fleet for PanicsOnce {
+        async fn beat(&self, _member: &str, _alive_for: Duration) -> Result<usize, StoreError> {
+            let n = self.beats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_ne!(n, 1, "the fleet backend panicked");
+            Ok(if n == 0 { 1 } else { self.alive })
+        }
+
+        async fn leave(&self, _member: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// A beat that panics does not stop the count: the next beat shares the
+    /// rate among the dispatchers alive then. The share stood at the last
+    /// count for good before.
+    #[tokio::test(start_paused = true)]
+    async fn a_beat_that_panics_leaves_the_next_beats_counting() {
+        let fleet = Arc::new(PanicsOnce {
+            beats: Default::default(),
+            alive: 3,
+        });
+        let route = router(90.0);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(
+            FleetShare::named(fleet.clone(), vec![route.clone()], "this".into())
+                .run(shutdown.clone()),
+        );
+        // Four beats' time: the first, the one that panics, and two more.
+        tokio::time::sleep(BEAT * 3 + BEAT / 2).await;
+        assert!(fleet.beats.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        assert_eq!(rate(&route), 30.0);
+        shutdown.cancel();
+        running.await.expect("the share ran to its stop");
     }
 
     /// A clean stop leaves the count at once.
