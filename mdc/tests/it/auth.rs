@@ -436,6 +436,45 @@ async fn services_are_isolated_from_each_other() {
         .await;
         assert_eq!(now["user_id"], format!("u-{winner}"), "round {round}");
     }
+    // An admin registering a token while a service does is never refused:
+    // it updates the service's device, or makes one the service is then
+    // refused.
+    for round in 0..20 {
+        let token = format!("tok-admin-{round:011}");
+        let service = json!({"user_id": "u-billing", "platform": "fcm", "token": token});
+        let by_admin = json!({"user_id": "u-ops", "platform": "fcm", "token": token});
+        let (a, b) = tokio::join!(
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&billing),
+                Some(&service)
+            ),
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&admin),
+                Some(&by_admin)
+            ),
+        );
+        assert!(
+            matches!(b.0, 200 | 201),
+            "round {round}: admin got {}: {}",
+            b.0,
+            b.1
+        );
+        match a.0 {
+            201 => assert_eq!(b.1["service"], "billing", "round {round}"),
+            409 => assert_eq!(
+                (b.0, &b.1["service"]),
+                (201, &json!("ops")),
+                "round {round}"
+            ),
+            other => panic!("round {round}: billing got {other}: {}", a.1),
+        }
+    }
 
     // Webhooks: another service's are invisible.
     let (status, hook, _) = call(
