@@ -23,9 +23,13 @@ fn env(name: &str) -> String {
 
 /// A `[backends.queue]` on `brokers` with topics of the test's own.
 fn kafka_queue(brokers: &str) -> String {
+    kafka_queue_prefixed(brokers, &format!("e2e{}", ulid::Ulid::new()))
+}
+
+/// A `[backends.queue]` on `brokers` with topics named after `prefix`.
+fn kafka_queue_prefixed(brokers: &str, prefix: &str) -> String {
     format!(
-        "[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"e2e{}\"\nreplication_factor = 1\ncreate_topics = true\nproduce_timeout = \"15s\"\nsession_timeout = \"6s\"\n",
-        ulid::Ulid::new()
+        "[backends.queue]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nprefix = \"{prefix}\"\nreplication_factor = 1\ncreate_topics = true\nproduce_timeout = \"15s\"\nsession_timeout = \"6s\"\n"
     )
 }
 
@@ -265,4 +269,80 @@ async fn running_some_roles_on_embedded_backends_is_refused_naming_them() {
         "{stderr}"
     );
     assert!(!stderr.contains("backends.queue"), "{stderr}");
+}
+
+/// A vendor report parked on Kafka goes back to be applied by
+/// `POST /v1/parked-reports/redrive`: the message it is about moves, and
+/// the parked topic is left empty.
+#[tokio::test]
+async fn a_parked_report_on_kafka_is_redriven_and_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let brokers = env("MDC_TEST_KAFKA_BROKERS");
+    let prefix = format!("e2e{}", ulid::Ulid::new());
+    // The simulator's own report comes a minute later: the message waits
+    // at `sent` for the parked one.
+    let config = config("", "", &kafka_queue_prefixed(&brokers, &prefix))
+        .replace("report_delay = \"20ms\"", "report_delay = \"1m\"");
+    let server = Server::start_with(dir.path(), &config).await;
+    let id = server.submit(&sms("+14155550123")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vendor_id = loop {
+        let message = server.message(&id).await;
+        if message["status"] == "sent" {
+            break message["provider_message_id"]
+                .as_str()
+                .expect("vendor id")
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "never sent: {message:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A failure report, where the simulator would report delivered: only
+    // the redriven report can end the message `failed`.
+    let report = mdc_core::DeliveryReport {
+        vendor_at: None,
+        provider: "sim-sms".into(),
+        provider_message_id: vendor_id,
+        reference: Some(id.parse().expect("message id")),
+        outcome: mdc_core::ReportOutcome::Failed {
+            reason: "parked, then redriven".into(),
+            suppress: false,
+        },
+        at: mdc_core::now(),
+        raw: json!({}),
+        note: None,
+    };
+    let mut kafka = mdc_kafka::KafkaConfig::new(&brokers, &prefix);
+    kafka.replication_factor = 1;
+    let queue = mdc_kafka::KafkaQueue::connect(kafka, mdc_core::ports::QueueLayout::default())
+        .await
+        .expect("connect");
+    use mdc_core::ports::Queue;
+    queue
+        .produce(
+            mdc_core::ports::Topic::ParkedReports,
+            "parked",
+            serde_json::to_vec(&report).expect("report"),
+        )
+        .await
+        .expect("park");
+
+    let (status, redriven) = server
+        .post_to("/v1/parked-reports/redrive?limit=10", json!({}))
+        .await;
+    assert_eq!(
+        (status, &redriven["redriven"]),
+        (200, &json!(1)),
+        "{redriven}"
+    );
+    let message = server.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(message["status"], "failed", "{message:#}");
+    assert!(
+        message.to_string().contains("parked, then redriven"),
+        "{message:#}"
+    );
+    let (status, again) = server
+        .post_to("/v1/parked-reports/redrive", json!({}))
+        .await;
+    assert_eq!((status, &again["redriven"]), (200, &json!(0)), "{again}");
 }
