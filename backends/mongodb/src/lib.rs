@@ -19,7 +19,6 @@ mod suppression;
 mod webhooks;
 
 use std::collections::HashMap;
-use std::future::IntoFuture;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -146,44 +145,6 @@ impl MongoStore {
     /// The device registry in the same database.
     pub async fn devices(&self) -> Result<MongoDevices, StoreError> {
         MongoDevices::open(&self.database, &self.prefix).await
-    }
-
-    /// The message holding `record`'s key in another channel's collection,
-    /// when it was made before `record` (ids grow with time); a later one
-    /// finds `record` and gives the key up itself. A message's own key
-    /// (made from its id) is never held elsewhere. Not atomic: the unique
-    /// index covers one collection, so two creates on different channels at
-    /// the same moment both keep the key when the later one looked before
-    /// the earlier one's insert.
-    async fn held_elsewhere(
-        &self,
-        record: &MessageRecord,
-        by_key: &Document,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        let message = &record.message;
-        if message.idempotency_key_owner().as_ref() == Some(&message.id) {
-            return Ok(None);
-        }
-        let found = futures::future::try_join_all(
-            self.collections
-                .iter()
-                .filter(|(&channel, _)| channel != message.channel())
-                .map(|(_, collection)| collection.find_one(by_key.clone()).into_future()),
-        )
-        .await
-        .map_err(unavailable)?;
-        let mut earliest: Option<MessageRecord> = None;
-        for document in found.into_iter().flatten() {
-            let other = from_document(document)?.0;
-            if other.message.id.as_str() < message.id.as_str()
-                && earliest
-                    .as_ref()
-                    .is_none_or(|e| other.message.id.as_str() < e.message.id.as_str())
-            {
-                earliest = Some(other);
-            }
-        }
-        Ok(earliest)
     }
 
     /// The message's collection and document (without its events unless asked).
@@ -356,17 +317,6 @@ impl Store for MongoStore {
         for _ in 0..CREATE_TRIES {
             match collection.insert_one(document.clone()).await {
                 Ok(_) => {
-                    // Unique per collection: another channel's message may
-                    // hold the key. The earlier of the two keeps it.
-                    if let Some(earlier) = self.held_elsewhere(record, &by_key).await? {
-                        collection
-                            .delete_one(doc! { "_id": record.message.id.as_str() })
-                            .await
-                            .map_err(unavailable)?;
-                        self.located
-                            .note(&earlier.message.id, earlier.message.channel());
-                        return Ok(Created::Existing(Box::new(earlier)));
-                    }
                     self.located.note(&record.message.id, channel);
                     return Ok(Created::New);
                 }
@@ -497,38 +447,24 @@ impl Store for MongoStore {
         &self,
         message: &mdc_core::Message,
     ) -> Result<Option<MessageId>, StoreError> {
+        let collection = &self.collections[&message.channel()];
         let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
-        let by_key = doc! {
-            "message.idempotency_key": message.idempotency_key.as_str(),
-            "message.service": service,
-        };
-        // Each channel's collection: the earliest holder keeps the key
-        // (see `create`).
-        let found =
-            futures::future::try_join_all(self.collections.iter().map(|(&channel, collection)| {
-                let by_key = by_key.clone();
-                async move {
-                    let found = collection
-                        .find_one(by_key)
-                        .projection(doc! { "_id": 1 })
-                        .await?;
-                    Ok::<_, mongodb::error::Error>(found.map(|d| (channel, d)))
-                }
-            }))
+        let found = collection
+            .find_one(doc! {
+                "message.idempotency_key": message.idempotency_key.as_str(),
+                "message.service": service,
+            })
+            .projection(doc! { "_id": 1 })
             .await
             .map_err(unavailable)?;
-        let holder = found
-            .into_iter()
-            .flatten()
-            .filter_map(|(channel, d)| {
-                let id: MessageId = d.get_str("_id").ok()?.parse().ok()?;
-                Some((id, channel))
-            })
-            .min_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        Ok(holder.map(|(id, channel)| {
-            self.located.note(&id, channel);
-            id
-        }))
+        let holder: Option<MessageId> = found
+            .as_ref()
+            .and_then(|d| d.get_str("_id").ok())
+            .and_then(|id| id.parse().ok());
+        if let Some(holder) = &holder {
+            self.located.note(holder, message.channel());
+        }
+        Ok(holder)
     }
 
     async fn claim(

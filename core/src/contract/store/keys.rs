@@ -214,25 +214,3 @@ pub async fn a_create_racing_its_key_holders_discard_stores_or_finds(store: Arc<
         }
     }
 }
-
-/// An idempotency key is one message whatever its channel: an email under
-/// the key of a stored SMS finds the SMS (which the accept path then
-/// refuses as another message), and the key's holder is the SMS.
-pub async fn a_key_holds_one_message_across_channels(store: Arc<dyn Store>) {
-    let mut sms = record("+14155550115");
-    sms.message.service = Some("billing".into());
-    sms.message.idempotency_key = "order-11".into();
-    assert_eq!(store.create(&sms).await.expect("create"), Created::New);
-    let mut email = email_record("ana@example.com");
-    email.message.service = Some("billing".into());
-    email.message.idempotency_key = "order-11".into();
-    match store.create(&email).await.expect("create") {
-        Created::Existing(existing) => assert_eq!(existing.message.id, sms.message.id),
-        other => panic!("expected the SMS under the key, got {other:?}"),
-    }
-    assert!(store.get(&email.message.id).await.expect("get").is_none());
-    assert_eq!(
-        store.key_holder(&email.message).await.expect("holder"),
-        Some(sms.message.id.clone())
-    );
-}

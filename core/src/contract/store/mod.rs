@@ -87,7 +87,6 @@ macro_rules! store_contract {
                 pages_walk_every_message_once_in_each_order,
                 discarding_removes_only_messages_nothing_has_touched,
                 a_create_racing_its_key_holders_discard_stores_or_finds,
-                a_key_holds_one_message_across_channels,
                 a_lease_is_extended_only_by_its_attempt,
                 a_long_trail_is_compacted,
                 a_report_applies_only_to_its_providers_message,
