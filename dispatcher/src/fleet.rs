@@ -60,11 +60,15 @@ impl FleetShare {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             if let Err(panic) = AssertUnwindSafe(self.beat()).catch_unwind().await {
-                tracing::error!(
-                    panic = panic_message(&panic),
-                    dispatchers = self.dispatchers,
-                    "Counting the dispatchers alive panicked; keeping the last count until the next beat"
-                );
+                // Logged once, as a failing count is, until a beat answers.
+                if !self.failing {
+                    tracing::error!(
+                        panic = panic_message(&panic),
+                        dispatchers = self.dispatchers,
+                        "Counting the dispatchers alive panicked; keeping the last count"
+                    );
+                    self.failing = true;
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,

@@ -285,7 +285,7 @@ async fn a_parked_report_on_kafka_is_redriven_and_applied() {
         .replace("report_delay = \"20ms\"", "report_delay = \"1m\"");
     let server = Server::start_with(dir.path(), &config).await;
     let id = server.submit(&sms("+14155550123")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let vendor_id = loop {
         let message = server.message(&id).await;
         if message["status"] == "sent" {
@@ -327,9 +327,20 @@ async fn a_parked_report_on_kafka_is_redriven_and_applied() {
         .await
         .expect("park");
 
-    let (status, redriven) = server
-        .post_to("/v1/parked-reports/redrive?limit=10", json!({}))
-        .await;
+    // Its consumer may wait for the broker's group join, up to the redrive's
+    // patience (45 s): longer than the harness's requests may take.
+    let redrive = server
+        .http
+        .post(format!(
+            "{}/v1/parked-reports/redrive?limit=10",
+            server.base
+        ))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("redrive");
+    let status = redrive.status().as_u16();
+    let redriven: Value = redrive.json().await.expect("answer");
     assert_eq!(
         (status, &redriven["redriven"]),
         (200, &json!(1)),
