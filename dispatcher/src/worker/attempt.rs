@@ -195,10 +195,7 @@ impl Dispatcher {
         // lease is kept alive meanwhile.
         let started = std::time::Instant::now();
         metrics::gauge!("mdc_sends_in_flight").increment(1.0);
-        // A call starts only with a whole send's time left on the lease: it
-        // then ends (at send_timeout) before anyone can take the message over.
-        let call = self.config.send_timeout;
-        let routed = router.send(message, || held.holds_for(call)).await;
+        let routed = router.send(message, || held.holds()).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();
         let outcome = match &routed.result {
@@ -444,8 +441,7 @@ impl Dispatcher {
 }
 
 /// The lease of an attempt in flight as far as the store has confirmed it:
-/// the attempt may start a provider call only while it holds for the
-/// call's whole time.
+/// the attempt may start a provider call only while it holds.
 pub(super) struct Held {
     /// Milliseconds since the epoch; `i64::MIN` once the store refused it.
     until: AtomicI64,
@@ -467,9 +463,7 @@ impl Held {
         self.until.store(i64::MIN, Ordering::SeqCst);
     }
 
-    /// Whether the lease holds for `time` from now.
-    pub(super) fn holds_for(&self, time: std::time::Duration) -> bool {
-        let time = i64::try_from(time.as_millis()).unwrap_or(i64::MAX);
-        mdc_core::now().timestamp_millis().saturating_add(time) < self.until.load(Ordering::SeqCst)
+    pub(super) fn holds(&self) -> bool {
+        mdc_core::now().timestamp_millis() < self.until.load(Ordering::SeqCst)
     }
 }
