@@ -283,3 +283,144 @@ async fn a_push_to_a_user_skips_devices_another_service_registered() {
     assert!(trail.contains("fcm-token-billing-0001"), "{trail}");
     assert!(!trail.contains("fcm-token-shipping-0001"), "{trail}");
 }
+
+/// A token is its registering service's: another service cannot take it
+/// over, not even by registering it at the same moment; an admin updates
+/// it for its service.
+#[tokio::test]
+async fn a_token_is_its_registering_services() {
+    use crate::auth::{call, create_key, create_key_direct};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, admin) = create_key_direct(dir.path(), "ops", "admin");
+    let server = Server::start_with(dir.path(), TEST_CONFIG).await;
+    let billing = create_key(&server, &admin, "billing", &["send", "read:pii"]).await;
+    let shipping = create_key(&server, &admin, "shipping", &["send", "read:pii"]).await;
+
+    let device = json!({"user_id": "u7", "platform": "fcm", "token": "tok-isolation-000001"});
+    let (status, registered, _) = call(
+        &server,
+        "POST",
+        "/v1/devices",
+        Some(&billing),
+        Some(&device),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let device_id = registered["id"].as_str().expect("id");
+    let mut taken = device.clone();
+    taken["user_id"] = json!("attacker");
+    let (status, refused, _) = call(
+        &server,
+        "POST",
+        "/v1/devices",
+        Some(&shipping),
+        Some(&taken),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["field"], "token");
+    for method in ["GET", "DELETE"] {
+        let (status, _, _) = call(
+            &server,
+            method,
+            &format!("/v1/devices/{device_id}"),
+            Some(&shipping),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{method} of another service's device");
+    }
+    let (_, still, _) = call(
+        &server,
+        "GET",
+        &format!("/v1/devices/{device_id}"),
+        Some(&billing),
+        None,
+    )
+    .await;
+    assert_eq!(still["user_id"], "u7", "the device was not taken over");
+    // An admin updates it for billing, whose it stays.
+    let mut moved = device.clone();
+    moved["user_id"] = json!("u8");
+    let (status, updated, _) =
+        call(&server, "POST", "/v1/devices", Some(&admin), Some(&moved)).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["id"], device_id);
+    assert_eq!(updated["user_id"], "u8");
+    assert_eq!(updated["service"], "billing");
+    // Two services registering a new token at once: one gets it, the other
+    // a 409, and the device is the first one's.
+    for round in 0..20 {
+        let token = format!("tok-race-{round:012}");
+        let mine = json!({"user_id": "u-billing", "platform": "fcm", "token": token});
+        let theirs = json!({"user_id": "u-shipping", "platform": "fcm", "token": token});
+        let (a, b) = tokio::join!(
+            call(&server, "POST", "/v1/devices", Some(&billing), Some(&mine)),
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&shipping),
+                Some(&theirs)
+            ),
+        );
+        let (winner, stored) = match (a.0, b.0) {
+            (201, 409) => ("billing", a.1),
+            (409, 201) => ("shipping", b.1),
+            other => panic!(
+                "round {round}: one 201 and one 409, got {other:?}: {} {}",
+                a.1, b.1
+            ),
+        };
+        assert_eq!(stored["service"], winner, "round {round}");
+        assert_eq!(stored["user_id"], format!("u-{winner}"), "round {round}");
+        let (_, now, _) = call(
+            &server,
+            "GET",
+            &format!("/v1/devices/{}", stored["id"].as_str().expect("id")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(now["user_id"], format!("u-{winner}"), "round {round}");
+    }
+    // An admin registering a token while a service does is never refused:
+    // it updates the service's device, or makes one the service is then
+    // refused.
+    for round in 0..20 {
+        let token = format!("tok-admin-{round:011}");
+        let service = json!({"user_id": "u-billing", "platform": "fcm", "token": token});
+        let by_admin = json!({"user_id": "u-ops", "platform": "fcm", "token": token});
+        let (a, b) = tokio::join!(
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&billing),
+                Some(&service)
+            ),
+            call(
+                &server,
+                "POST",
+                "/v1/devices",
+                Some(&admin),
+                Some(&by_admin)
+            ),
+        );
+        assert!(
+            matches!(b.0, 200 | 201),
+            "round {round}: admin got {}: {}",
+            b.0,
+            b.1
+        );
+        match a.0 {
+            201 => assert_eq!(b.1["service"], "billing", "round {round}"),
+            409 => assert_eq!(
+                (b.0, &b.1["service"]),
+                (201, &json!("ops")),
+                "round {round}"
+            ),
+            other => panic!("round {round}: billing got {other}: {}", a.1),
+        }
+    }
+}
