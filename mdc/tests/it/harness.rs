@@ -242,6 +242,15 @@ impl Server {
         }
     }
 
+    /// Polls until the message is `sent`, and returns the vendor's id for it.
+    pub async fn wait_sent(&self, id: &str, within: Duration) -> String {
+        let message = self.wait_status(id, "sent", within).await;
+        message["provider_message_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no vendor id: {message:#}"))
+            .to_owned()
+    }
+
     /// Submits until the service is back: 503 meanwhile, then 202; returns the id.
     pub async fn submit_when_back(&self, body: &Value, within: Duration) -> String {
         let deadline = Instant::now() + within;

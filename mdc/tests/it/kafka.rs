@@ -285,18 +285,7 @@ async fn a_parked_report_on_kafka_is_redriven_and_applied() {
         .replace("report_delay = \"20ms\"", "report_delay = \"1m\"");
     let server = Server::start_with(dir.path(), &config).await;
     let id = server.submit(&sms("+14155550123")).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let vendor_id = loop {
-        let message = server.message(&id).await;
-        if message["status"] == "sent" {
-            break message["provider_message_id"]
-                .as_str()
-                .expect("vendor id")
-                .to_owned();
-        }
-        assert!(Instant::now() < deadline, "never sent: {message:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let vendor_id = server.wait_sent(&id, Duration::from_secs(60)).await;
     // A failure report, where the simulator would report delivered: only
     // the redriven report can end the message `failed`.
     let report = mdc_core::DeliveryReport {

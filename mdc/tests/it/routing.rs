@@ -286,21 +286,7 @@ async fn a_report_with_only_the_vendor_id_finds_its_message() {
     );
     let server = Server::start_on(dir.path(), &config, port, KALEYRA_ENV).await;
     let id = server.submit(&sms("+919876543210")).await;
-    let deadline = std::time::Instant::now() + WITHIN;
-    let vendor_id = loop {
-        let message = server.message(&id).await;
-        if message["status"] == "sent" {
-            break message["provider_message_id"]
-                .as_str()
-                .expect("vendor id")
-                .to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never sent: {message:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let vendor_id = server.wait_sent(&id, WITHIN).await;
     let url = format!(
         "{}/v1/callbacks/kaleyra/kaleyra-test?token=callback-secret",
         server.base
