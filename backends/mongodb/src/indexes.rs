@@ -68,7 +68,7 @@ const TTL_INDEX: &str = "created_date_ttl";
 
 /// The retention TTL index on `created_date`, as configured: created,
 /// replaced when its expiry changed, dropped when retention is off.
-async fn ttl_index(
+pub(crate) async fn ttl_index(
     collection: &Collection<Document>,
     ttl: Option<std::time::Duration>,
 ) -> Result<(), StoreError> {

@@ -11,6 +11,7 @@
 mod checkpoint;
 mod devices;
 mod document;
+mod idempotency;
 mod indexes;
 mod keys;
 mod located;
@@ -59,6 +60,7 @@ pub struct MongoStore {
     database: mongodb::Database,
     prefix: String,
     located: located::Located,
+    key_index: idempotency::KeyIndex,
 }
 
 /// The driver could not reach the database (or it refused): try again later.
@@ -75,7 +77,7 @@ pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreE
 const TRAIL_CHECK_EVERY: i64 = 8;
 
 /// How many times a create tries a key whose holder keeps being discarded.
-const CREATE_TRIES: usize = 5;
+pub(crate) const CREATE_TRIES: usize = 5;
 
 pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     matches!(
@@ -114,11 +116,14 @@ impl MongoStore {
             indexes::ensure(&collection, config.records_ttl).await?;
             collections.insert(channel, collection);
         }
+        let key_index =
+            idempotency::KeyIndex::open(&database, &config.prefix, config.records_ttl).await?;
         Ok(Self {
             collections,
             database,
             prefix: config.prefix.clone(),
             located: located::Located::default(),
+            key_index,
         })
     }
 
@@ -186,6 +191,37 @@ impl MongoStore {
                 }
                 return Ok(Some((channel, document)));
             }
+        }
+        Ok(None)
+    }
+
+    /// After `record`'s insert into its channel's collection was refused:
+    /// the message holding its key there, or an error when another message
+    /// has its id; None when neither is there any more (the holder was
+    /// discarded meanwhile: try again).
+    async fn in_channel(&self, record: &MessageRecord) -> Result<Option<Created>, StoreError> {
+        let message = &record.message;
+        let channel = message.channel();
+        let collection = &self.collections[&channel];
+        let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
+        let by_key = doc! {
+            "message.idempotency_key": message.idempotency_key.as_str(),
+            "message.service": service,
+        };
+        if let Some(existing) = collection.find_one(by_key).await.map_err(unavailable)? {
+            let existing = from_document(existing)?.0;
+            self.located.note(&existing.message.id, channel);
+            return Ok(Some(Created::Existing(Box::new(existing))));
+        }
+        let same_id = collection
+            .find_one(doc! { "_id": message.id.as_str() })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?;
+        if same_id.is_some() {
+            return Err(StoreError::Other(
+                format!("duplicate message id {}", message.id).into(),
+            ));
         }
         Ok(None)
     }
@@ -300,22 +336,18 @@ impl MongoStore {
 impl Store for MongoStore {
     async fn create(&self, record: &MessageRecord) -> Result<Created, StoreError> {
         let channel = record.message.channel();
-        let collection = &self.collections[&channel];
         let document = to_document(record, 0)?;
-        let service = record
-            .message
-            .service
-            .as_deref()
-            .map_or(Bson::Null, Bson::from);
-        let by_key = doc! {
-            "message.idempotency_key": record.message.idempotency_key.as_str(),
-            "message.service": service,
-        };
+        if idempotency::is_callers(&record.message) {
+            return self.create_keyed(record, &document).await;
+        }
         // The key's holder can be discarded (its own submit failed) between
         // this insert's refusal and the read of the holder: the key is then
         // free, and the insert is tried again.
         for _ in 0..CREATE_TRIES {
-            match collection.insert_one(document.clone()).await {
+            match self.collections[&channel]
+                .insert_one(document.clone())
+                .await
+            {
                 Ok(_) => {
                     self.located.note(&record.message.id, channel);
                     return Ok(Created::New);
@@ -323,24 +355,8 @@ impl Store for MongoStore {
                 Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(unavailable(e)),
             }
-            if let Some(existing) = collection
-                .find_one(by_key.clone())
-                .await
-                .map_err(unavailable)?
-            {
-                let existing = from_document(existing)?.0;
-                self.located.note(&existing.message.id, channel);
-                return Ok(Created::Existing(Box::new(existing)));
-            }
-            let same_id = collection
-                .find_one(doc! { "_id": record.message.id.as_str() })
-                .projection(doc! { "_id": 1 })
-                .await
-                .map_err(unavailable)?;
-            if same_id.is_some() {
-                return Err(StoreError::Other(
-                    format!("duplicate message id {}", record.message.id).into(),
-                ));
+            if let Some(existing) = self.in_channel(record).await? {
+                return Ok(existing);
             }
         }
         Err(StoreError::Unavailable(
@@ -379,10 +395,11 @@ impl Store for MongoStore {
                 }
                 if !ids.is_empty() {
                     let deleted = collection
-                        .delete_many(doc! { "_id": { "$in": ids } })
+                        .delete_many(doc! { "_id": { "$in": &ids } })
                         .await
                         .map_err(unavailable)?;
                     done.removed += deleted.deleted_count as usize;
+                    self.key_index.release_all(&ids).await?;
                 }
             }
             if let Some(before) = bodies_before {
@@ -439,6 +456,11 @@ impl Store for MongoStore {
             .map_err(unavailable)?;
         if result.deleted_count == 1 {
             self.located.forget(&message.id);
+            // Left behind, the key's document is stale, and the next
+            // create under the key removes it.
+            if let Err(e) = self.release_key(record).await {
+                tracing::warn!(id = %message.id, error = %e, "Could not free a discarded message's idempotency key");
+            }
         }
         Ok(result.deleted_count == 1)
     }
@@ -447,6 +469,13 @@ impl Store for MongoStore {
         &self,
         message: &mdc_core::Message,
     ) -> Result<Option<MessageId>, StoreError> {
+        if idempotency::is_callers(message) {
+            if let Some(holder) = self.indexed_holder(message).await? {
+                return Ok(Some(holder));
+            }
+            // Messages stored before the key index are found in their
+            // channel's collection.
+        }
         let collection = &self.collections[&message.channel()];
         let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
         let found = collection

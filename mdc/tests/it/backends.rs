@@ -70,16 +70,11 @@ struct Mongo {
 }
 
 impl Mongo {
+    /// A one-node replica set, as production runs (transactions).
     fn start(port: u16, dir: &std::path::Path) -> Mongo {
         let child = std::process::Command::new(env("MDC_TEST_MONGODB_SERVER"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--standalone",
-                "--storage-path",
-            ])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--storage-path")
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

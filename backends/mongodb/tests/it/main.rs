@@ -112,12 +112,15 @@ async fn the_ttl_index_follows_the_records_retention() {
         async move { MongoStore::connect(&config).await.expect("connect") }
     };
     let client = mongodb::Client::with_uri_str(&url).await.expect("client");
-    let collection = client
-        .database("mdc_test")
-        .collection::<mongodb::bson::Document>(&format!("{prefix}messages_sms"));
-    let ttl_of = || async {
+    let collection = |name: &str| {
+        client
+            .database("mdc_test")
+            .collection::<mongodb::bson::Document>(&format!("{prefix}{name}"))
+    };
+    // A message collection's, and the idempotency keys'.
+    let ttl_of = |name: &'static str| async move {
         let mut found = None;
-        let mut cursor = collection.list_indexes().await.expect("list indexes");
+        let mut cursor = collection(name).list_indexes().await.expect("list indexes");
         while cursor.advance().await.expect("next") {
             let index = cursor.deserialize_current().expect("index");
             let options = index.options.unwrap_or_default();
@@ -128,18 +131,24 @@ async fn the_ttl_index_follows_the_records_retention() {
         found
     };
 
-    connect(Some(30 * 86400)).await;
-    assert_eq!(ttl_of().await, Some(Some(30 * 86400)));
-    connect(Some(30 * 86400)).await;
-    assert_eq!(
-        ttl_of().await,
-        Some(Some(30 * 86400)),
-        "unchanged on restart"
-    );
-    connect(Some(7 * 86400)).await;
-    assert_eq!(ttl_of().await, Some(Some(7 * 86400)), "replaced");
-    connect(None).await;
-    assert_eq!(ttl_of().await, None, "dropped");
+    for name in ["messages_sms", "message_keys"] {
+        connect(Some(30 * 86400)).await;
+        assert_eq!(ttl_of(name).await, Some(Some(30 * 86400)), "{name}");
+        connect(Some(30 * 86400)).await;
+        assert_eq!(
+            ttl_of(name).await,
+            Some(Some(30 * 86400)),
+            "{name}: unchanged on restart"
+        );
+        connect(Some(7 * 86400)).await;
+        assert_eq!(
+            ttl_of(name).await,
+            Some(Some(7 * 86400)),
+            "{name}: replaced"
+        );
+        connect(None).await;
+        assert_eq!(ttl_of(name).await, None, "{name}: dropped");
+    }
 }
 
 /// A store whose driver counts the `find` commands sent to each collection.
@@ -290,4 +299,70 @@ async fn a_known_message_is_looked_up_in_its_own_collection_only() {
     assert_eq!(take(&finds).values().sum::<usize>(), Channel::ALL.len());
     reader.get(&a.message.id).await.expect("get");
     assert_eq!(take(&finds), only_push(1));
+}
+
+/// A key document whose message is gone without it (the TTL index removed
+/// the message first, or a discard stopped between its two deletes) holds
+/// the key for nothing: the next create under the key, on any channel,
+/// removes it and stores its own message.
+#[tokio::test]
+async fn a_key_whose_message_is_gone_is_taken_again() {
+    use mdc_core::ports::Created;
+    use mdc_core::{Event, MessageRecord, Status};
+    let url = std::env::var("MDC_TEST_MONGODB_URL")
+        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
+    let prefix = format!("t{}_", ulid::Ulid::new());
+    let store = MongoStore::connect(&MongoConfig {
+        url: url.clone(),
+        database: "mdc_test".into(),
+        prefix: prefix.clone(),
+        majority_writes: false,
+        records_ttl: None,
+    })
+    .await
+    .expect("connect");
+    let keyed = |to: &str| {
+        let mut message = mdc_core::contract::sample_message(to);
+        message.service = Some("billing".into());
+        message.idempotency_key = "order-21".into();
+        MessageRecord::new(
+            message,
+            Status::Queued,
+            Event::new("ingest", "accepted").status(Status::Queued),
+        )
+    };
+    let sms = keyed("+14155550131");
+    assert_eq!(store.create(&sms).await.expect("create"), Created::New);
+
+    let database = mongodb::Client::with_uri_str(&url)
+        .await
+        .expect("client")
+        .database("mdc_test");
+    let doc = mongodb::bson::doc! { "_id": sms.message.id.as_str() };
+    let removed = database
+        .collection::<mongodb::bson::Document>(&format!("{prefix}messages_sms"))
+        .delete_one(doc)
+        .await
+        .expect("delete");
+    assert_eq!(removed.deleted_count, 1);
+
+    let mut email = keyed("ana@example.com");
+    email.message.content = mdc_core::message::Content::Email {
+        from: "noreply@example.com".into(),
+        subject: "Hi".into(),
+        text: Some("Hello".into()),
+        html: None,
+        attachments: Vec::new(),
+    };
+    assert_eq!(store.create(&email).await.expect("create"), Created::New);
+    assert_eq!(
+        store.key_holder(&sms.message).await.expect("holder"),
+        Some(email.message.id.clone())
+    );
+    let keys = database
+        .collection::<mongodb::bson::Document>(&format!("{prefix}message_keys"))
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count");
+    assert_eq!(keys, 1, "the stale document is replaced, not kept beside");
 }

@@ -214,3 +214,82 @@ pub async fn a_create_racing_its_key_holders_discard_stores_or_finds(store: Arc<
         }
     }
 }
+
+/// A caller's message under `key` for the billing service.
+fn keyed(mut record: MessageRecord, key: &str) -> MessageRecord {
+    record.message.service = Some("billing".into());
+    record.message.idempotency_key = key.into();
+    record
+}
+
+/// An idempotency key is one message whatever its channel: an email under
+/// the key of a stored SMS finds the SMS (which the accept path then
+/// refuses as another message), and the key's holder is the SMS.
+pub async fn a_key_holds_one_message_across_channels(store: Arc<dyn Store>) {
+    let sms = keyed(record("+14155550115"), "order-11");
+    assert_eq!(store.create(&sms).await.expect("create"), Created::New);
+    let email = keyed(email_record("ana@example.com"), "order-11");
+    match store.create(&email).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, sms.message.id),
+        other => panic!("expected the SMS under the key, got {other:?}"),
+    }
+    assert!(store.get(&email.message.id).await.expect("get").is_none());
+    assert_eq!(
+        store.key_holder(&email.message).await.expect("holder"),
+        Some(sms.message.id.clone())
+    );
+    let listed = store
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "only the SMS is stored: {listed:?}");
+}
+
+/// A key freed by discarding its holder is free in every channel: an
+/// email under a discarded SMS's key is a new message, and holds the key.
+pub async fn a_key_freed_in_one_channel_is_free_in_all(store: Arc<dyn Store>) {
+    let sms = keyed(record("+14155550116"), "order-12");
+    assert_eq!(store.create(&sms).await.expect("create"), Created::New);
+    assert!(store.discard(&sms).await.expect("discard"));
+    let email = keyed(email_record("bo@example.com"), "order-12");
+    assert_eq!(store.create(&email).await.expect("create"), Created::New);
+    assert_eq!(
+        store.key_holder(&sms.message).await.expect("holder"),
+        Some(email.message.id.clone())
+    );
+    let sms_again = keyed(record("+14155550116"), "order-12");
+    match store.create(&sms_again).await.expect("create") {
+        Created::Existing(existing) => assert_eq!(existing.message.id, email.message.id),
+        other => panic!("expected the email under the key, got {other:?}"),
+    }
+}
+
+/// Two submissions under one key on different channels at the same moment:
+/// one is stored, the other finds it, and nothing of the other stays.
+pub async fn creates_on_two_channels_under_one_key_keep_one_message(store: Arc<dyn Store>) {
+    for round in 0..100 {
+        let key = format!("both-{round}");
+        let sms = keyed(record("+14155550117"), &key);
+        let email = keyed(email_record("cy@example.com"), &key);
+        let (a, b) = tokio::join!(store.create(&sms), store.create(&email));
+        let (a, b) = (a.expect("sms"), b.expect("email"));
+        let (kept, lost, found) = match (a, b) {
+            (Created::New, Created::Existing(found)) => (&sms, &email, found),
+            (Created::Existing(found), Created::New) => (&email, &sms, found),
+            other => panic!("round {round}: exactly one is new, got {other:?}"),
+        };
+        assert_eq!(found.message.id, kept.message.id, "round {round}");
+        assert!(
+            store.get(&lost.message.id).await.expect("get").is_none(),
+            "round {round}: the other is not stored"
+        );
+        assert_eq!(
+            store.key_holder(&lost.message).await.expect("holder"),
+            Some(kept.message.id.clone()),
+            "round {round}"
+        );
+    }
+}

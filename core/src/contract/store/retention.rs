@@ -104,8 +104,9 @@ pub async fn retention_removes_old_records_and_clears_old_bodies(store: Arc<dyn 
         .expect("expire again");
     assert_eq!(second, crate::ports::Expired::default());
 
-    // The removed message's idempotency key is free again.
-    let mut again = record("+14155550121");
+    // The removed message's idempotency key is free again, in every
+    // channel.
+    let mut again = email_record("ana@example.com");
     again.message.idempotency_key = old.message.idempotency_key.clone();
     assert_eq!(store.create(&again).await.expect("create"), Created::New);
 }

@@ -1,0 +1,233 @@
+//! Callers' idempotency keys across the channels' collections.
+//!
+//! Each channel has a collection of its own, and a unique index covers one
+//! collection, so a key must be one message in all of them some other way:
+//! a `{prefix}message_keys` collection with one document per key in its
+//! scope (`_id`), naming the message that holds it (`id`, `channel`). A
+//! create writes that document and the message in one transaction: either
+//! both are stored or neither, so a key document always names a message
+//! that was stored. The dispatcher may claim a message the moment it is
+//! stored (the accept path queues it at the same time), so a message is
+//! never stored first and removed again on finding the key taken.
+//!
+//! A key document whose message is gone (discarded, or removed by
+//! retention) is stale: a create that finds one removes it and tries again.
+//! Messages with their own key ([`mdc_core::Message::idempotency_key_owner`])
+//! have none: no other message can hold it.
+
+use mdc_core::ports::{Created, StoreError};
+use mdc_core::{Channel, Message, MessageId, MessageRecord};
+use mongodb::bson::{self, doc, Document};
+use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::document::from_document;
+use crate::{is_duplicate_key, unavailable, MongoStore, CREATE_TRIES};
+
+/// The key index: which message holds each caller's key.
+pub(crate) struct KeyIndex {
+    keys: Collection<Document>,
+}
+
+/// The message a key document names.
+struct Holder {
+    id: MessageId,
+    channel: Channel,
+}
+
+/// Whether `message`'s key is a caller's, kept in the key index.
+pub(crate) fn is_callers(message: &Message) -> bool {
+    message.idempotency_key_owner().as_ref() != Some(&message.id)
+}
+
+impl KeyIndex {
+    pub(crate) async fn open(
+        database: &Database,
+        prefix: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Self, StoreError> {
+        let keys = database.collection::<Document>(&format!("{prefix}message_keys"));
+        keys.create_index(
+            IndexModel::builder()
+                .keys(doc! { "id": 1 })
+                .options(IndexOptions::builder().build())
+                .build(),
+        )
+        .await
+        .map_err(unavailable)?;
+        crate::indexes::ttl_index(&keys, ttl).await?;
+        Ok(Self { keys })
+    }
+
+    async fn holder(&self, scope: &str) -> Result<Option<Holder>, StoreError> {
+        let Some(document) = self
+            .keys
+            .find_one(doc! { "_id": scope })
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let id = document.get_str("id").ok().and_then(|id| id.parse().ok());
+        let channel = document
+            .get_str("channel")
+            .ok()
+            .and_then(|c| c.parse().ok());
+        match (id, channel) {
+            (Some(id), Some(channel)) => Ok(Some(Holder { id, channel })),
+            _ => Err(StoreError::Other(
+                format!("unreadable idempotency key document {document}").into(),
+            )),
+        }
+    }
+
+    /// Removes the key document of `scope` if it still names `id`.
+    async fn release(&self, scope: &str, id: &MessageId) -> Result<(), StoreError> {
+        self.keys
+            .delete_one(doc! { "_id": scope, "id": id.as_str() })
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes the key documents naming any of `ids` (removed by retention).
+    pub(crate) async fn release_all(&self, ids: &[String]) -> Result<(), StoreError> {
+        if !ids.is_empty() {
+            self.keys
+                .delete_many(doc! { "id": { "$in": ids } })
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_document(record: &MessageRecord) -> Document {
+    let message = &record.message;
+    doc! {
+        "_id": message.idempotency_scope(),
+        "id": message.id.as_str(),
+        "channel": message.channel().as_str(),
+        // For the retention TTL index, as on the messages.
+        "created_date": bson::DateTime::from_millis(message.created_at.timestamp_millis()),
+    }
+}
+
+impl MongoStore {
+    /// Stores a message under a caller's key: the key document and the
+    /// message in one transaction (see the module's doc).
+    pub(crate) async fn create_keyed(
+        &self,
+        record: &MessageRecord,
+        document: &Document,
+    ) -> Result<Created, StoreError> {
+        let message = &record.message;
+        let channel = message.channel();
+        let scope = message.idempotency_scope();
+        let key = key_document(record);
+        for _ in 0..CREATE_TRIES {
+            match self.insert_both(&key, channel, document).await {
+                Ok(()) => {
+                    self.located.note(&message.id, channel);
+                    return Ok(Created::New);
+                }
+                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue,
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            match self.key_index.holder(&scope).await? {
+                Some(holder) => {
+                    let found = self.collections[&holder.channel]
+                        .find_one(doc! { "_id": holder.id.as_str() })
+                        .await
+                        .map_err(unavailable)?;
+                    match found {
+                        Some(existing) => {
+                            self.located.note(&holder.id, holder.channel);
+                            let existing = from_document(existing)?.0;
+                            return Ok(Created::Existing(Box::new(existing)));
+                        }
+                        // Stale: its message is gone, and so is the key.
+                        None => self.key_index.release(&scope, &holder.id).await?,
+                    }
+                }
+                // The key is free: the message itself was refused.
+                None => {
+                    if let Some(existing) = self.in_channel(record).await? {
+                        return Ok(existing);
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            format!(
+                "idempotency key of {} held and freed {CREATE_TRIES} times in a row",
+                message.id
+            )
+            .into(),
+        ))
+    }
+
+    /// The key document and the message, both or neither.
+    async fn insert_both(
+        &self,
+        key: &Document,
+        channel: Channel,
+        document: &Document,
+    ) -> Result<(), mongodb::error::Error> {
+        let mut session = self.database.client().start_session().await?;
+        session.start_transaction().await?;
+        let written = async {
+            self.key_index
+                .keys
+                .insert_one(key.clone())
+                .session(&mut session)
+                .await?;
+            self.collections[&channel]
+                .insert_one(document.clone())
+                .session(&mut session)
+                .await?;
+            Ok::<_, mongodb::error::Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            // The server has aborted it already after a failed write; this
+            // only ends the session's transaction.
+            let _ = session.abort_transaction().await;
+            return Err(e);
+        }
+        let mut tries = 0;
+        loop {
+            match session.commit_transaction().await {
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && tries < 3 => {
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// The key's holder named by the key index, if any.
+    pub(crate) async fn indexed_holder(
+        &self,
+        message: &Message,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let holder = self.key_index.holder(&message.idempotency_scope()).await?;
+        Ok(holder.map(|holder| {
+            self.located.note(&holder.id, holder.channel);
+            holder.id
+        }))
+    }
+
+    /// After a discard of `record`, its key is free in every channel.
+    pub(crate) async fn release_key(&self, record: &MessageRecord) -> Result<(), StoreError> {
+        let message = &record.message;
+        if is_callers(message) {
+            self.key_index
+                .release(&message.idempotency_scope(), &message.id)
+                .await?;
+        }
+        Ok(())
+    }
+}
