@@ -15,11 +15,13 @@
 //! Messages with their own key ([`mdc_core::Message::idempotency_key_owner`])
 //! have none: no other message can hold it.
 
+use std::time::Duration;
+
 use mdc_core::ports::{Created, StoreError};
 use mdc_core::{Channel, Message, MessageId, MessageRecord};
 use mongodb::bson::{self, doc, Document};
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::IndexOptions;
+use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::{IndexOptions, ReadPreference, SelectionCriteria};
 use mongodb::{Collection, Database, IndexModel};
 
 use crate::document::from_document;
@@ -64,6 +66,7 @@ impl KeyIndex {
         let Some(document) = self
             .keys
             .find_one(doc! { "_id": scope })
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
             .await
             .map_err(unavailable)?
         else {
@@ -114,6 +117,29 @@ fn key_document(record: &MessageRecord) -> Document {
     }
 }
 
+/// How long a create waits out conflicting transactions (another one
+/// writing the same key, a lock) before it gives up.
+const CONFLICT_WAIT: Duration = Duration::from_secs(2);
+
+/// A transaction another one got in the way of, worth trying again after
+/// a pause; not a server out of reach, which the driver labels alike.
+fn is_conflict(e: &mongodb::error::Error) -> bool {
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        && !matches!(
+            *e.kind,
+            ErrorKind::ServerSelection { .. }
+                | ErrorKind::Io(_)
+                | ErrorKind::ConnectionPoolCleared { .. }
+        )
+}
+
+/// Why [`MongoStore::insert_both`] did not store.
+enum NotStored {
+    Refused(mongodb::error::Error),
+    /// The commit's result is unknown: it may have gone through.
+    Unsure(mongodb::error::Error),
+}
+
 impl MongoStore {
     /// Stores a message under a caller's key: the key document and the
     /// message in one transaction (see the module's doc).
@@ -126,32 +152,45 @@ impl MongoStore {
         let channel = message.channel();
         let scope = message.idempotency_scope();
         let key = key_document(record);
-        for _ in 0..CREATE_TRIES {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let mut freed = 0;
+        while freed < CREATE_TRIES {
             match self.insert_both(&key, channel, document).await {
                 Ok(()) => {
                     self.located.note(&message.id, channel);
                     return Ok(Created::New);
                 }
-                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue,
-                Err(e) if is_duplicate_key(&e) => {}
-                Err(e) => return Err(unavailable(e)),
+                Err(NotStored::Unsure(e)) => {
+                    return match self.read_primary(channel, &message.id).await? {
+                        Some(_) => {
+                            self.located.note(&message.id, channel);
+                            Ok(Created::New)
+                        }
+                        None => Err(unavailable(e)),
+                    };
+                }
+                Err(NotStored::Refused(e)) if is_conflict(&e) => {
+                    if started.elapsed() >= CONFLICT_WAIT {
+                        return Err(unavailable(e));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+                Err(NotStored::Refused(e)) if is_duplicate_key(&e) => {}
+                Err(NotStored::Refused(e)) => return Err(unavailable(e)),
             }
             match self.key_index.holder(&scope).await? {
-                Some(holder) => {
-                    let found = self.collections[&holder.channel]
-                        .find_one(doc! { "_id": holder.id.as_str() })
-                        .await
-                        .map_err(unavailable)?;
-                    match found {
-                        Some(existing) => {
-                            self.located.note(&holder.id, holder.channel);
-                            let existing = from_document(existing)?.0;
-                            return Ok(Created::Existing(Box::new(existing)));
-                        }
-                        // Stale: its message is gone, and so is the key.
-                        None => self.key_index.release(&scope, &holder.id).await?,
+                Some(holder) => match self.read_primary(holder.channel, &holder.id).await? {
+                    Some(existing) => {
+                        self.located.note(&holder.id, holder.channel);
+                        let existing = from_document(existing)?.0;
+                        return Ok(Created::Existing(Box::new(existing)));
                     }
-                }
+                    // Stale: its message is gone, and so is the key.
+                    None => self.key_index.release(&scope, &holder.id).await?,
+                },
                 // The key is free: the message itself was refused.
                 None => {
                     if let Some(existing) = self.in_channel(record).await? {
@@ -159,6 +198,7 @@ impl MongoStore {
                     }
                 }
             }
+            freed += 1;
         }
         Err(StoreError::Unavailable(
             format!(
@@ -169,15 +209,38 @@ impl MongoStore {
         ))
     }
 
+    /// A message's document as the primary has it: what a key document
+    /// read there names is committed there, whatever the URL's read
+    /// preference.
+    async fn read_primary(
+        &self,
+        channel: Channel,
+        id: &MessageId,
+    ) -> Result<Option<Document>, StoreError> {
+        self.collections[&channel]
+            .find_one(doc! { "_id": id.as_str() })
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .await
+            .map_err(unavailable)
+    }
+
     /// The key document and the message, both or neither.
     async fn insert_both(
         &self,
         key: &Document,
         channel: Channel,
         document: &Document,
-    ) -> Result<(), mongodb::error::Error> {
-        let mut session = self.database.client().start_session().await?;
-        session.start_transaction().await?;
+    ) -> Result<(), NotStored> {
+        let mut session = self
+            .database
+            .client()
+            .start_session()
+            .await
+            .map_err(NotStored::Refused)?;
+        session
+            .start_transaction()
+            .await
+            .map_err(NotStored::Refused)?;
         let written = async {
             self.key_index
                 .keys
@@ -195,15 +258,19 @@ impl MongoStore {
             // The server has aborted it already after a failed write; this
             // only ends the session's transaction.
             let _ = session.abort_transaction().await;
-            return Err(e);
+            return Err(NotStored::Refused(e));
         }
         let mut tries = 0;
         loop {
             match session.commit_transaction().await {
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && tries < 3 => {
+                Ok(()) => return Ok(()),
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
                     tries += 1;
+                    if tries > 3 {
+                        return Err(NotStored::Unsure(e));
+                    }
                 }
-                done => return done,
+                Err(e) => return Err(NotStored::Refused(e)),
             }
         }
     }
@@ -213,11 +280,19 @@ impl MongoStore {
         &self,
         message: &Message,
     ) -> Result<Option<MessageId>, StoreError> {
-        let holder = self.key_index.holder(&message.idempotency_scope()).await?;
-        Ok(holder.map(|holder| {
-            self.located.note(&holder.id, holder.channel);
-            holder.id
-        }))
+        let Some(holder) = self.key_index.holder(&message.idempotency_scope()).await? else {
+            return Ok(None);
+        };
+        // A key document left behind by a removal cut short names nobody.
+        if self
+            .read_primary(holder.channel, &holder.id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.located.note(&holder.id, holder.channel);
+        Ok(Some(holder.id))
     }
 
     /// After a discard of `record`, its key is free in every channel.

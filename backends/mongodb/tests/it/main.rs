@@ -345,6 +345,11 @@ async fn a_key_whose_message_is_gone_is_taken_again() {
         .await
         .expect("delete");
     assert_eq!(removed.deleted_count, 1);
+    assert_eq!(
+        store.key_holder(&sms.message).await.expect("holder"),
+        None,
+        "a key document whose message is gone names no holder"
+    );
 
     let mut email = keyed("ana@example.com");
     email.message.content = mdc_core::message::Content::Email {
@@ -365,4 +370,70 @@ async fn a_key_whose_message_is_gone_is_taken_again() {
         .await
         .expect("count");
     assert_eq!(keys, 1, "the stale document is replaced, not kept beside");
+}
+
+/// Discard and retention remove a message's key document with it.
+#[tokio::test]
+async fn key_documents_leave_with_their_messages() {
+    use mdc_core::contract::store::aged_record;
+    use mdc_core::{Event, MessageRecord, Status};
+    let url = std::env::var("MDC_TEST_MONGODB_URL")
+        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
+    let prefix = format!("t{}_", ulid::Ulid::new());
+    let store: Arc<dyn Store> = Arc::new(
+        MongoStore::connect(&MongoConfig {
+            url: url.clone(),
+            database: "mdc_test".into(),
+            prefix: prefix.clone(),
+            majority_writes: false,
+            records_ttl: None,
+        })
+        .await
+        .expect("connect"),
+    );
+    let keys = mongodb::Client::with_uri_str(&url)
+        .await
+        .expect("client")
+        .database("mdc_test")
+        .collection::<mongodb::bson::Document>(&format!("{prefix}message_keys"));
+    let count = || async {
+        keys.count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count")
+    };
+    let keyed = |to: &str, key: &str| {
+        let mut message = mdc_core::contract::sample_message(to);
+        message.idempotency_key = key.into();
+        MessageRecord::new(
+            message,
+            Status::Queued,
+            Event::new("ingest", "accepted").status(Status::Queued),
+        )
+    };
+
+    let discarded = keyed("+14155550132", "order-22");
+    store.create(&discarded).await.expect("create");
+    assert_eq!(count().await, 1);
+    assert!(store.discard(&discarded).await.expect("discard"));
+    assert_eq!(count().await, 0, "discarded with its message");
+
+    let old = aged_record(
+        &store,
+        keyed("+14155550133", "order-23"),
+        chrono::Duration::days(40),
+        Status::Delivered,
+    )
+    .await;
+    let kept = keyed("+14155550134", "order-24");
+    store.create(&kept).await.expect("create");
+    assert_eq!(count().await, 2);
+    let before = Some(mdc_core::now() - chrono::Duration::days(30));
+    let expired = store.expire(before, None, 100).await.expect("expire");
+    assert_eq!(expired.removed, 1);
+    assert!(store.get(&old.message.id).await.expect("get").is_none());
+    assert_eq!(count().await, 1, "removed with its message, the other kept");
+    assert_eq!(
+        store.key_holder(&kept.message).await.expect("holder"),
+        Some(kept.message.id.clone())
+    );
 }

@@ -11,7 +11,16 @@ pub async fn aged(
     age: Duration,
     status: Status,
 ) -> MessageRecord {
-    let mut record = record(to);
+    aged_record(store, record(to), age, status).await
+}
+
+/// [`aged`] for a record of the caller's.
+pub async fn aged_record(
+    store: &Arc<dyn Store>,
+    mut record: MessageRecord,
+    age: Duration,
+    status: Status,
+) -> MessageRecord {
     record.message.created_at = crate::now() - age;
     assert_eq!(store.create(&record).await.expect("create"), Created::New);
     if status != Status::Queued {
@@ -40,13 +49,10 @@ pub async fn aged(
 /// bodies of younger finished ones, leaves unfinished and new ones alone,
 /// and a second sweep finds nothing more to do.
 pub async fn retention_removes_old_records_and_clears_old_bodies(store: Arc<dyn Store>) {
-    let old = aged(
-        &store,
-        "+14155550121",
-        Duration::days(40),
-        Status::Delivered,
-    )
-    .await;
+    // With a caller's key, which a store may index apart from the message.
+    let mut keyed = record("+14155550121");
+    keyed.message.idempotency_key = "order-old".into();
+    let old = aged_record(&store, keyed, Duration::days(40), Status::Delivered).await;
     let old_unfinished = aged(&store, "+14155550122", Duration::days(40), Status::Queued).await;
     let middle = aged(&store, "+14155550123", Duration::days(10), Status::Failed).await;
     let recent = aged(&store, "+14155550124", Duration::days(1), Status::Delivered).await;
