@@ -30,7 +30,7 @@ pub struct DispatcherConfig {
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
     /// How long a claim holds a message before another dispatcher may take it
-    /// over; must exceed `send_timeout`.
+    /// over; must exceed `send_timeout` by a second at least.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     #[serde(with = "mdc_core::durations::list")]
@@ -49,6 +49,9 @@ const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_DRAIN: Duration = Duration::from_secs(600);
+/// How much longer than a send the lease is at least: the margin its
+/// extensions come within.
+const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
@@ -72,6 +75,14 @@ impl Default for DispatcherConfig {
 impl DispatcherConfig {
     pub fn consumers(&self, priority: Priority) -> u32 {
         self.consumers.get(&priority).copied().unwrap_or(1)
+    }
+
+    /// How often an attempt in flight extends its lease: three times within
+    /// the margin of the lease over a send, so that while the store takes
+    /// the extensions more than a send's time (`send_timeout`) is always
+    /// left, and a provider call may start at any time.
+    pub(crate) fn lease_extension_every(&self) -> Duration {
+        self.lease.saturating_sub(self.send_timeout) / 3
     }
 
     /// The guaranteed shares as fractions, by lane rank.
@@ -111,10 +122,10 @@ impl DispatcherConfig {
                 "must be longer than zero",
             ));
         }
-        if self.lease <= self.send_timeout {
+        if self.lease < self.send_timeout + MIN_LEASE_MARGIN {
             return Err(InvalidSetting::new(
                 "dispatcher.lease",
-                "must be longer than dispatcher.send_timeout",
+                "must be at least 1s longer than dispatcher.send_timeout",
             ));
         }
         if self.retry_schedule.is_empty() {

@@ -433,6 +433,11 @@ mod tests {
                 "lanes.bulk.consumers",
             ),
             ("[dispatcher]\nlease = \"1s\"", "dispatcher.lease"),
+            // A lease must outlast a send by a second at least.
+            (
+                "[dispatcher]\nsend_timeout = \"10s\"\nlease = \"10500ms\"",
+                "dispatcher.lease",
+            ),
             (
                 "[dispatcher]\nsend_timeout = \"soon\"",
                 "dispatcher.send_timeout",

@@ -60,15 +60,15 @@ impl Dispatcher {
         }
     }
 
-    /// Extends the attempt's lease every third of it, for as long as it is
-    /// polled: the attempt is raced against it, so the lease covers every
+    /// Extends the attempt's lease ([`DispatcherConfig::lease_extension_every`])
+    /// for as long as it is polled: the attempt is raced against it, so the lease covers every
     /// wait until the send returns and its outcome is stored. Never returns.
     /// `held` follows what the store confirmed: an extension the store
     /// refuses (another attempt took the message over) ends the hold, and
     /// one it cannot take leaves the hold to run out at the last confirmed
     /// time; the router sends nothing once it has.
     pub(super) async fn keep_lease(&self, message: &Message, attempt: u32, held: &Held) {
-        let every = self.config.lease / 3;
+        let every = self.config.lease_extension_every();
         loop {
             tokio::time::sleep(every).await;
             let until = later(mdc_core::now(), self.config.lease);
@@ -195,7 +195,11 @@ impl Dispatcher {
         // lease is kept alive meanwhile.
         let started = std::time::Instant::now();
         metrics::gauge!("mdc_sends_in_flight").increment(1.0);
-        let routed = router.send(message, || held.holds()).await;
+        // A call starts only with a whole send's time left on the lease: it
+        // then ends (at send_timeout) before anyone can take the message
+        // over, whether or not the store takes the extensions meanwhile.
+        let call = self.config.send_timeout;
+        let routed = router.send(message, || held.holds_for(call)).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();
         let outcome = match &routed.result {
@@ -441,7 +445,8 @@ impl Dispatcher {
 }
 
 /// The lease of an attempt in flight as far as the store has confirmed it:
-/// the attempt may start a provider call only while it holds.
+/// the attempt may start a provider call only while it holds for the
+/// call's whole time.
 pub(super) struct Held {
     /// Milliseconds since the epoch; `i64::MIN` once the store refused it.
     until: AtomicI64,
@@ -463,7 +468,9 @@ impl Held {
         self.until.store(i64::MIN, Ordering::SeqCst);
     }
 
-    pub(super) fn holds(&self) -> bool {
-        mdc_core::now().timestamp_millis() < self.until.load(Ordering::SeqCst)
+    /// Whether the lease holds for `time` from now.
+    pub(super) fn holds_for(&self, time: std::time::Duration) -> bool {
+        let time = i64::try_from(time.as_millis()).unwrap_or(i64::MAX);
+        mdc_core::now().timestamp_millis().saturating_add(time) < self.until.load(Ordering::SeqCst)
     }
 }
