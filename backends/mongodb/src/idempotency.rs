@@ -21,7 +21,7 @@ use mdc_core::ports::{Created, StoreError};
 use mdc_core::{Channel, Message, MessageId, MessageRecord};
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{IndexOptions, ReadPreference, SelectionCriteria};
+use mongodb::options::{IndexOptions, ReadConcern, ReadPreference, SelectionCriteria};
 use mongodb::{Collection, Database, IndexModel};
 
 use crate::document::from_document;
@@ -162,7 +162,17 @@ impl MongoStore {
                     return Ok(Created::New);
                 }
                 Err(NotStored::Unsure(e)) => {
-                    return match self.read_primary(channel, &message.id).await? {
+                    // Read as the majority has it: a commit only the primary
+                    // has could be rolled back by a failover.
+                    let committed = self.collections[&channel]
+                        .find_one(doc! { "_id": message.id.as_str() })
+                        .selection_criteria(SelectionCriteria::ReadPreference(
+                            ReadPreference::Primary,
+                        ))
+                        .read_concern(ReadConcern::majority())
+                        .await
+                        .map_err(unavailable)?;
+                    return match committed {
                         Some(_) => {
                             self.located.note(&message.id, channel);
                             Ok(Created::New)
