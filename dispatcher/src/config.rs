@@ -81,8 +81,10 @@ impl DispatcherConfig {
     /// the margin of the lease over a send, so that while the store takes
     /// the extensions more than a send's time (`send_timeout`) is always
     /// left, and a provider call may start at any time.
+    /// (At least 100 ms, for a config [`validate`](Self::validate) would
+    /// refuse.)
     pub(crate) fn lease_extension_every(&self) -> Duration {
-        self.lease.saturating_sub(self.send_timeout) / 3
+        (self.lease.saturating_sub(self.send_timeout) / 3).max(Duration::from_millis(100))
     }
 
     /// The guaranteed shares as fractions, by lane rank.
@@ -122,12 +124,6 @@ impl DispatcherConfig {
                 "must be longer than zero",
             ));
         }
-        if self.lease < self.send_timeout + MIN_LEASE_MARGIN {
-            return Err(InvalidSetting::new(
-                "dispatcher.lease",
-                "must be at least 1s longer than dispatcher.send_timeout",
-            ));
-        }
         if self.retry_schedule.is_empty() {
             return Err(InvalidSetting::new(
                 "dispatcher.retry_schedule",
@@ -146,6 +142,13 @@ impl DispatcherConfig {
                     format!("must be at most {}", humantime::format_duration(max)),
                 ));
             }
+        }
+        // Both bounded above: the sum cannot overflow.
+        if self.lease < self.send_timeout + MIN_LEASE_MARGIN {
+            return Err(InvalidSetting::new(
+                "dispatcher.lease",
+                "must be at least 1s longer than dispatcher.send_timeout",
+            ));
         }
         if let Some(delay) = self.retry_schedule.iter().find(|d| **d > MAX_RETRY_DELAY) {
             return Err(InvalidSetting::new(

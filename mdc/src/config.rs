@@ -438,6 +438,11 @@ mod tests {
                 "[dispatcher]\nsend_timeout = \"10s\"\nlease = \"10500ms\"",
                 "dispatcher.lease",
             ),
+            // Too long to add the margin to: refused, not a panic.
+            (
+                "[dispatcher]\nsend_timeout = \"18446744073709551615s\"",
+                "dispatcher.send_timeout",
+            ),
             (
                 "[dispatcher]\nsend_timeout = \"soon\"",
                 "dispatcher.send_timeout",

@@ -26,8 +26,42 @@ pub const LEASE_LOST: &str =
     "the attempt's lease ran out or was taken over before the send; not sent";
 
 /// How often an attempt waiting for a rate limit's token asks whether it
-/// still holds the message.
+/// still holds the message, and one waiting to hold it long enough for a
+/// call whether it does.
 const HOLD_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether an attempt may call a vendor now (see [`Router::send`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Held long enough for a whole call: it may start.
+    Ready,
+    /// Still held, not long enough for a whole call: wait for the hold to
+    /// be extended (or to end).
+    Wait,
+    /// No longer held: nothing may be sent.
+    Lost,
+}
+
+impl From<bool> for Hold {
+    fn from(held: bool) -> Self {
+        if held {
+            Hold::Ready
+        } else {
+            Hold::Lost
+        }
+    }
+}
+
+/// Waits while the hold says [`Hold::Wait`]: whether a call may start.
+async fn ready<H: Into<Hold>>(held: &impl Fn() -> H) -> bool {
+    loop {
+        match held().into() {
+            Hold::Ready => return true,
+            Hold::Lost => return false,
+            Hold::Wait => tokio::time::sleep(HOLD_CHECK).await,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,10 +226,12 @@ impl Router {
     /// Sends through the first member that can take it now; when every
     /// healthy member is only held back by its rate limit, waits for the
     /// first of them (backpressure: the backlog stays on the queue).
-    /// `held` is asked right before each provider call: once it says no
-    /// (the attempt's lease ran out or was taken over), nothing more is sent
-    /// and the attempt ends with a transient error.
-    pub async fn send(&self, message: &Message, held: impl Fn() -> bool) -> Attempt {
+    /// `held` ([`Hold`], or a bool: held for a call or lost) is asked right
+    /// before each provider call: while it says wait, the call waits; once
+    /// it says lost (the attempt's lease ran out or was taken over), nothing
+    /// more is sent and the attempt ends with a transient error. A wait for
+    /// a rate limit's token ends only when the hold is lost.
+    pub async fn send<H: Into<Hold>>(&self, message: &Message, held: impl Fn() -> H) -> Attempt {
         let mut skipped = Vec::new();
         let mut last: Option<(String, ProviderError)> = None;
         let mut rate_limited = Vec::new();
@@ -223,7 +259,7 @@ impl Router {
                 skipped.push((name, "circuit breaker open".to_owned()));
                 continue;
             }
-            if !held() {
+            if !ready(&held).await {
                 return lost(name, skipped, failed_over);
             }
             if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
@@ -261,7 +297,7 @@ impl Router {
                 // and takes no token (a critical send's reserved one goes
                 // back if no wait was booked after it).
                 let hold_lost = async {
-                    while held() {
+                    while held().into() != Hold::Lost {
                         tokio::time::sleep(HOLD_CHECK).await;
                     }
                 };
@@ -282,7 +318,7 @@ impl Router {
                     () = hold_lost => return lost(name, skipped, failed_over),
                 }
             }
-            if !held() {
+            if !ready(&held).await {
                 return lost(name, skipped, failed_over);
             }
             if let Some(result) = self.try_member(member, message).await {

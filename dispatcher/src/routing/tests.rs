@@ -358,3 +358,44 @@ async fn weighted_routes_share_traffic_by_weight() {
     );
     assert_eq!(heavy.calls() + light.calls(), 2000);
 }
+
+/// A call waits while the hold is too short for it (the lease is being
+/// extended): it is made once the hold covers it, and not at all if the
+/// hold runs out instead.
+#[tokio::test(start_paused = true)]
+async fn a_call_waits_while_the_hold_is_too_short_for_it() {
+    let up = Scripted::new("up", Ok(()));
+    let router = Router::new(
+        Mode::Ordered,
+        vec![member(&up, 1, None)],
+        Duration::from_secs(1),
+    );
+    let start = tokio::time::Instant::now();
+    let extended_at = start + Duration::from_millis(300);
+    let attempt = router
+        .send(&message(), || {
+            if tokio::time::Instant::now() < extended_at {
+                Hold::Wait
+            } else {
+                Hold::Ready
+            }
+        })
+        .await;
+    assert!(attempt.result.is_ok(), "{:?}", attempt.result);
+    assert_eq!(up.calls(), 1);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+
+    let start = tokio::time::Instant::now();
+    let ends_at = start + Duration::from_millis(500);
+    let attempt = router
+        .send(&message(), || {
+            if tokio::time::Instant::now() < ends_at {
+                Hold::Wait
+            } else {
+                Hold::Lost
+            }
+        })
+        .await;
+    assert!(attempt.lease_lost(), "{:?}", attempt.result);
+    assert_eq!(up.calls(), 1, "nothing sent on a hold that ran out");
+}

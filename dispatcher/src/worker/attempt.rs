@@ -14,7 +14,7 @@ use mdc_core::{mask, Event, Message, MessageId, MessageRecord, Status, Timestamp
 
 use super::{later, Dispatcher, CACHE_TTL, COMPONENT, MAX_WRITE_BACKOFF};
 use crate::retry::{next_attempt, Next};
-use crate::routing::Ask;
+use crate::routing::{Ask, Hold};
 
 impl Dispatcher {
     /// Publishes the outcome of `transition`, which the store applied to
@@ -60,7 +60,7 @@ impl Dispatcher {
         }
     }
 
-    /// Extends the attempt's lease ([`DispatcherConfig::lease_extension_every`])
+    /// Extends the attempt's lease (`DispatcherConfig::lease_extension_every`)
     /// for as long as it is polled: the attempt is raced against it, so the lease covers every
     /// wait until the send returns and its outcome is stored. Never returns.
     /// `held` follows what the store confirmed: an extension the store
@@ -198,8 +198,9 @@ impl Dispatcher {
         // A call starts only with a whole send's time left on the lease: it
         // then ends (at send_timeout) before anyone can take the message
         // over, whether or not the store takes the extensions meanwhile.
+        // With less left, it waits for the next extension.
         let call = self.config.send_timeout;
-        let routed = router.send(message, || held.holds_for(call)).await;
+        let routed = router.send(message, || held.for_call(call)).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();
         let outcome = match &routed.result {
@@ -468,9 +469,19 @@ impl Held {
         self.until.store(i64::MIN, Ordering::SeqCst);
     }
 
-    /// Whether the lease holds for `time` from now.
-    pub(super) fn holds_for(&self, time: std::time::Duration) -> bool {
+    /// Whether a call taking up to `time` may start: the lease holds for
+    /// that long from now, holds for less (wait for its extension), or has
+    /// run out.
+    pub(super) fn for_call(&self, time: std::time::Duration) -> Hold {
         let time = i64::try_from(time.as_millis()).unwrap_or(i64::MAX);
-        mdc_core::now().timestamp_millis().saturating_add(time) < self.until.load(Ordering::SeqCst)
+        let now = mdc_core::now().timestamp_millis();
+        let until = self.until.load(Ordering::SeqCst);
+        if now >= until {
+            Hold::Lost
+        } else if now.saturating_add(time) < until {
+            Hold::Ready
+        } else {
+            Hold::Wait
+        }
     }
 }

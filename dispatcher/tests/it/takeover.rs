@@ -52,21 +52,15 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
         .one_waiting_for_a_token("+14155550103", "+14155550104")
         .await;
     // The store takes none of the first attempt's extensions (they come
-    // every 1.33 s: three within the lease's 4 s over a send's 2 s). Once
-    // the lease (6 s) has less than a send's time left, at 4 s, the waiting
-    // attempt stops waiting for the token, sends nothing and says so on the
-    // trail; another attempt (here or on another dispatcher) takes the
-    // message.
-    h.store.fail_updates(3, |t| {
+    // every 1.33 s: three within the lease's 4 s over a send's 2 s) before
+    // its lease (6 s) has run out. The waiting attempt stops waiting for
+    // the token then, sends nothing and says so on the trail; another
+    // attempt (here or on another dispatcher) takes the message.
+    h.store.fail_updates(4, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
     tokio::time::sleep(Duration::from_secs(7)).await;
-    // The extension due at 4 s is tried or not depending on which of it
-    // and the stop comes first.
-    assert!(
-        (2..=3).contains(&h.store.failed_updates()),
-        "the faults were hit"
-    );
+    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
     assert_eq!(
         h.provider.sends(to),
         0,
@@ -113,24 +107,25 @@ async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550107", "+14155550108")
         .await;
+    let start = tokio::time::Instant::now();
     // The first attempt's extensions fail: its lease stays at 6 s, and the
-    // token at 4.5 s would leave 1.5 s of it. (It stops at 4 s, with 2 s
-    // left, before or after the extension due then.)
-    h.store.fail_updates(3, |t| {
+    // token at 4.5 s would leave 1.5 s of it. It waits for an extension
+    // that never comes, and stops when the lease runs out.
+    h.store.fail_updates(4, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
-    // Past the token, before the next attempt (1 s after the stop).
-    tokio::time::sleep(Duration::from_millis(4700)).await;
-    assert!(
-        (2..=3).contains(&h.store.failed_updates()),
-        "the faults were hit"
-    );
-    let events = h.record(&second).await.events;
-    assert_eq!(
-        h.provider.sends(to),
-        0,
-        "a send started on a lease about to end: {events:#?}"
-    );
+    // Past the token, then just before the lease ends.
+    for at in [4700, 5900] {
+        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+        let events = h.record(&second).await.events;
+        assert_eq!(
+            h.provider.sends(to),
+            0,
+            "{at} ms: a send started on a lease about to end: {events:#?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
     assert_eq!(h.provider.sends(to), 1);
@@ -147,18 +142,14 @@ async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
     let (second, to) = h
         .one_waiting_for_a_token("+14155550105", "+14155550106")
         .await;
-    // None of the first attempt's extensions is taken: at 4 s its lease
-    // (6 s) has less than a send's time (2 s) left, and it stops waiting
-    // for the next token (at 20 s).
-    h.store.fail_updates(3, |t| {
+    // None of the first attempt's extensions is taken before its lease
+    // (6 s) runs out; it stops waiting for the next token (at 20 s) then.
+    h.store.fail_updates(4, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
-    assert!(
-        (2..=3).contains(&h.store.failed_updates()),
-        "the faults were hit"
-    );
+    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
     assert_eq!(h.provider.sends(to), 1);
     let record = h.record(&second).await;
     assert_eq!(record.attempts, 2);
