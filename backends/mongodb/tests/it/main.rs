@@ -6,17 +6,32 @@ use std::sync::Arc;
 use mdc_core::ports::Store;
 use mdc_mongodb::{MongoConfig, MongoStore};
 
-async fn fresh() -> MongoStore {
-    let url = std::env::var("MDC_TEST_MONGODB_URL")
-        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
-    let config = MongoConfig {
-        url,
+/// Settings for collections of a test's own (a new prefix).
+fn fresh_config() -> MongoConfig {
+    MongoConfig {
+        url: std::env::var("MDC_TEST_MONGODB_URL")
+            .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test"),
         database: "mdc_test".into(),
         prefix: format!("t{}_", ulid::Ulid::new()),
         majority_writes: false,
         records_ttl: None,
-    };
-    MongoStore::connect(&config).await.expect("connect")
+    }
+}
+
+async fn fresh() -> MongoStore {
+    MongoStore::connect(&fresh_config()).await.expect("connect")
+}
+
+/// [`fresh`], and the database its collections are in with the prefix of
+/// their names, for a test that looks at them directly.
+async fn fresh_in() -> (MongoStore, mongodb::Database, String) {
+    let config = fresh_config();
+    let store = MongoStore::connect(&config).await.expect("connect");
+    let database = mongodb::Client::with_uri_str(&config.url)
+        .await
+        .expect("client")
+        .database(&config.database);
+    (store, database, config.prefix)
 }
 
 mod store {
@@ -309,18 +324,7 @@ async fn a_known_message_is_looked_up_in_its_own_collection_only() {
 async fn a_key_whose_message_is_gone_is_taken_again() {
     use mdc_core::ports::Created;
     use mdc_core::{Event, MessageRecord, Status};
-    let url = std::env::var("MDC_TEST_MONGODB_URL")
-        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
-    let prefix = format!("t{}_", ulid::Ulid::new());
-    let store = MongoStore::connect(&MongoConfig {
-        url: url.clone(),
-        database: "mdc_test".into(),
-        prefix: prefix.clone(),
-        majority_writes: false,
-        records_ttl: None,
-    })
-    .await
-    .expect("connect");
+    let (store, database, prefix) = fresh_in().await;
     let keyed = |to: &str| {
         let mut message = mdc_core::contract::sample_message(to);
         message.service = Some("billing".into());
@@ -334,10 +338,6 @@ async fn a_key_whose_message_is_gone_is_taken_again() {
     let sms = keyed("+14155550131");
     assert_eq!(store.create(&sms).await.expect("create"), Created::New);
 
-    let database = mongodb::Client::with_uri_str(&url)
-        .await
-        .expect("client")
-        .database("mdc_test");
     let doc = mongodb::bson::doc! { "_id": sms.message.id.as_str() };
     let removed = database
         .collection::<mongodb::bson::Document>(&format!("{prefix}messages_sms"))
@@ -377,25 +377,9 @@ async fn a_key_whose_message_is_gone_is_taken_again() {
 async fn key_documents_leave_with_their_messages() {
     use mdc_core::contract::store::aged_record;
     use mdc_core::{Event, MessageRecord, Status};
-    let url = std::env::var("MDC_TEST_MONGODB_URL")
-        .expect("MDC_TEST_MONGODB_URL is not set: run the tests with ./scripts/test");
-    let prefix = format!("t{}_", ulid::Ulid::new());
-    let store: Arc<dyn Store> = Arc::new(
-        MongoStore::connect(&MongoConfig {
-            url: url.clone(),
-            database: "mdc_test".into(),
-            prefix: prefix.clone(),
-            majority_writes: false,
-            records_ttl: None,
-        })
-        .await
-        .expect("connect"),
-    );
-    let keys = mongodb::Client::with_uri_str(&url)
-        .await
-        .expect("client")
-        .database("mdc_test")
-        .collection::<mongodb::bson::Document>(&format!("{prefix}message_keys"));
+    let (store, database, prefix) = fresh_in().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let keys = database.collection::<mongodb::bson::Document>(&format!("{prefix}message_keys"));
     let count = || async {
         keys.count_documents(mongodb::bson::doc! {})
             .await
