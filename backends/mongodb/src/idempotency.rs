@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mdc_core::ports::{Created, StoreError};
 use mdc_core::{Channel, Message, MessageId, MessageRecord};
-use mongodb::bson::{self, doc, Document};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{IndexOptions, ReadConcern, ReadPreference, SelectionCriteria};
 use mongodb::{Collection, Database, IndexModel};
@@ -283,6 +283,40 @@ impl MongoStore {
                 Err(e) => return Err(NotStored::Refused(e)),
             }
         }
+    }
+
+    /// After `record`'s insert into its channel's collection was refused:
+    /// the message holding its key there, or an error when another message
+    /// has its id; None when neither is there any more (the holder was
+    /// discarded meanwhile: try again).
+    pub(crate) async fn in_channel(
+        &self,
+        record: &MessageRecord,
+    ) -> Result<Option<Created>, StoreError> {
+        let message = &record.message;
+        let channel = message.channel();
+        let collection = &self.collections[&channel];
+        let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
+        let by_key = doc! {
+            "message.idempotency_key": message.idempotency_key.as_str(),
+            "message.service": service,
+        };
+        if let Some(existing) = collection.find_one(by_key).await.map_err(unavailable)? {
+            let existing = from_document(existing)?.0;
+            self.located.note(&existing.message.id, channel);
+            return Ok(Some(Created::Existing(Box::new(existing))));
+        }
+        let same_id = collection
+            .find_one(doc! { "_id": message.id.as_str() })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?;
+        if same_id.is_some() {
+            return Err(StoreError::Other(
+                format!("duplicate message id {}", message.id).into(),
+            ));
+        }
+        Ok(None)
     }
 
     /// The key's holder named by the key index, if any.

@@ -195,37 +195,6 @@ impl MongoStore {
         Ok(None)
     }
 
-    /// After `record`'s insert into its channel's collection was refused:
-    /// the message holding its key there, or an error when another message
-    /// has its id; None when neither is there any more (the holder was
-    /// discarded meanwhile: try again).
-    async fn in_channel(&self, record: &MessageRecord) -> Result<Option<Created>, StoreError> {
-        let message = &record.message;
-        let channel = message.channel();
-        let collection = &self.collections[&channel];
-        let service = message.service.as_deref().map_or(Bson::Null, Bson::from);
-        let by_key = doc! {
-            "message.idempotency_key": message.idempotency_key.as_str(),
-            "message.service": service,
-        };
-        if let Some(existing) = collection.find_one(by_key).await.map_err(unavailable)? {
-            let existing = from_document(existing)?.0;
-            self.located.note(&existing.message.id, channel);
-            return Ok(Some(Created::Existing(Box::new(existing))));
-        }
-        let same_id = collection
-            .find_one(doc! { "_id": message.id.as_str() })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(unavailable)?;
-        if same_id.is_some() {
-            return Err(StoreError::Other(
-                format!("duplicate message id {}", message.id).into(),
-            ));
-        }
-        Ok(None)
-    }
-
     /// Folds the middle of an over-long trail into one summary event
     /// ([`trail::compact`]), unless the message moved on meanwhile (the
     /// next check catches it then).
