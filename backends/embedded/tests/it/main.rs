@@ -453,9 +453,11 @@ async fn space_freed_by_retention_is_reused() {
     // about four times the first two, and each round's file is larger
     // than the one before. With reuse the file stays where the first
     // rounds took it, give or take where its last pages fell: the size
-    // moves both ways between rounds, and one round can end with the file
-    // grown by a region the next gives back (measured: 250 KB rounds with
-    // one of 390 KB), so the smaller of the last two rounds is compared.
+    // moves both ways between rounds, and a round can end with the file
+    // grown by a region later rounds give back (measured: 250 KB rounds
+    // with one of 390 KB; 190 KB rounds with 420, 410 and 310 KB after
+    // them), so the smaller of the last two rounds is compared, with room
+    // for such a region but not for a round's worth each round.
     let mut sizes = Vec::new();
     for _ in 0..8 {
         sizes.push(round().await);
@@ -463,7 +465,7 @@ async fn space_freed_by_retention_is_reused() {
     let early = sizes[..2].iter().max().copied().unwrap_or_default();
     let late = sizes[6..].iter().min().copied().unwrap_or_default();
     assert!(
-        late <= early + early / 2,
+        late <= early * 2,
         "the store grew from {early} to {late} bytes over rounds that each removed what they added ({sizes:?})"
     );
 }
