@@ -86,8 +86,30 @@ pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     ) || error.to_string().contains("E11000")
 }
 
+/// Refuses a server that cannot take transactions: a message and its
+/// caller's idempotency key are written in one. MongoDB takes them on a
+/// replica set member (its `hello` names the set) or through `mongos`
+/// (`msg: "isdbgrid"`), never on a standalone server, where every
+/// submission with a key would fail.
+async fn takes_transactions(database: &mongodb::Database) -> Result<(), StoreError> {
+    let hello = database
+        .run_command(doc! { "hello": 1 })
+        .await
+        .map_err(unavailable)?;
+    let in_a_set = hello.get_str("setName").is_ok_and(|name| !name.is_empty());
+    let mongos = hello.get_str("msg") == Ok("isdbgrid");
+    if in_a_set || mongos {
+        return Ok(());
+    }
+    Err(StoreError::Other(
+        "the MongoDB server is standalone: MDC writes a message and its idempotency key in one transaction, which MongoDB takes only on a replica set (one node will do: start mongod with --replSet and run rs.initiate() once) or a sharded cluster"
+            .into(),
+    ))
+}
+
 impl MongoStore {
-    /// Connects and creates the indexes (idempotent).
+    /// Connects, checks that the server takes transactions and creates the
+    /// indexes (idempotent).
     pub async fn connect(config: &MongoConfig) -> Result<Self, StoreError> {
         let options = ClientOptions::parse(&config.url)
             .await
@@ -109,6 +131,7 @@ impl MongoStore {
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         let client = Client::with_options(options).map_err(unavailable)?;
         let database = client.database(&config.database);
+        takes_transactions(&database).await?;
         let mut collections = HashMap::new();
         for &channel in Channel::ALL {
             let collection =

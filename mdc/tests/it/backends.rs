@@ -72,10 +72,20 @@ struct Mongo {
 impl Mongo {
     /// A one-node replica set, as production runs (transactions).
     fn start(port: u16, dir: &std::path::Path) -> Mongo {
+        Self::spawn(port, dir, &[])
+    }
+
+    /// A standalone server, which takes no transactions.
+    fn standalone(port: u16, dir: &std::path::Path) -> Mongo {
+        Self::spawn(port, dir, &["--standalone"])
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, args: &[&str]) -> Mongo {
         let child = std::process::Command::new(env("MDC_TEST_MONGODB_SERVER"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--storage-path")
             .arg(dir)
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -109,6 +119,37 @@ impl Drop for Mongo {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A standalone MongoDB would fail every submission with a caller's key
+/// (they need a transaction): start-up refuses it and says what to run.
+#[tokio::test]
+async fn a_standalone_mongodb_stops_start_up_with_an_error_saying_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::harness::free_port();
+    let storage = dir.path().join("mongo");
+    std::fs::create_dir_all(&storage).expect("mkdir");
+    let _mongo = Mongo::standalone(port, &storage);
+    let config = format!(
+        "[backends.store]\nkind = \"mongodb\"\nurl = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\nmajority_writes = false\n"
+    );
+    std::fs::write(dir.path().join("mdc.toml"), config).expect("write");
+    let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("mdc.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("mdc serve started on a standalone MongoDB instead of stopping")
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("backends.store"), "{stderr}");
+    assert!(stderr.contains("standalone"), "{stderr}");
+    assert!(stderr.contains("replica set"), "{stderr}");
 }
 
 #[tokio::test]
