@@ -1,13 +1,16 @@
 //! Command-line arguments; the commands that talk to a running server over
-//! its HTTP API (`send`, `status`, `webhooks`, `keys`) are in `cli/commands.rs`.
+//! its HTTP API (`send`, `status`, `webhooks`, `keys`) are in `cli/commands.rs`,
+//! `compact` in `cli/compact.rs`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 mod commands;
+mod compact;
 
 pub use commands::{create_topics, keys, keys_direct, send, status, webhooks};
+pub use compact::compact;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +69,17 @@ pub enum Command {
         server: ServerArg,
         #[command(flatten)]
         direct: DirectArgs,
+    },
+    /// Give the embedded data directory's files back the space retention
+    /// freed in them (they never shrink on their own). Only while mdc
+    /// serve is stopped.
+    Compact {
+        /// The TOML config file naming the data directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The embedded backends' data directory [default: ./data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 

@@ -112,6 +112,14 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             .await?;
             cli::keys_direct(&action, keys).await
         }
+        Command::Compact { config, data_dir } => {
+            let mut overrides = Figment::new();
+            if let Some(dir) = &data_dir {
+                overrides = overrides.merge(Serialized::default("data_dir", dir));
+            }
+            let config = Config::load(config.as_deref(), overrides)?;
+            cli::compact(&config.data_dir)
+        }
     }
 }
 

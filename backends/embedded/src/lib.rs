@@ -7,6 +7,7 @@
 
 mod cache;
 mod checkpoint;
+mod compact;
 mod db;
 mod devices;
 mod fleet;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use cache::{MemoryCache, NoCache};
 pub use checkpoint::EmbeddedCheckpoints;
+pub use compact::{compact_file, Compacted};
 pub use db::{on_writer_idle, Db, DbError, CACHE_BYTES, SMALL_CACHE_BYTES};
 pub use devices::EmbeddedDevices;
 pub use fleet::LocalFleet;

@@ -252,3 +252,73 @@ async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
     // The vendor-facing probes need no key.
     assert_eq!(paths["/healthz"]["get"]["security"], json!([{}]));
 }
+
+/// `mdc compact` on the data directory: refused while the server has the
+/// files open (naming the file and what to do), done once it has stopped,
+/// and the messages are all there when it starts again.
+#[tokio::test]
+async fn compact_waits_for_a_stopped_server_and_keeps_every_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compact = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+            .args(["compact", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run mdc compact")
+    };
+    let mut server = Server::start(dir.path()).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(
+            server
+                .submit(&sms(&format!("+1415555{:04}", 100 + n)))
+                .await,
+        );
+    }
+    for id in &ids {
+        server
+            .wait_status(id, "delivered", Duration::from_secs(30))
+            .await;
+    }
+
+    let refused = compact();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("store.redb"), "{stderr}");
+    assert!(stderr.contains("Stop it first"), "{stderr}");
+
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)));
+    let done = compact();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    for file in ["store.redb", "queue.redb", "simulator.redb"] {
+        assert!(stdout.contains(&format!("{file}: ")), "{file}: {stdout}");
+        assert!(dir.path().join("data").join(file).is_file());
+    }
+
+    let server = Server::start(dir.path()).await;
+    for id in &ids {
+        assert_eq!(server.message(id).await["status"], "delivered", "{id}");
+    }
+}
+
+/// A directory with no data files is named in a clear error, not created.
+#[tokio::test]
+async fn compact_of_a_directory_without_data_files_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+        .args(["compact", "--data-dir"])
+        .arg(dir.path().join("nothing-here"))
+        .output()
+        .expect("run mdc compact");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nothing-here"), "{stderr}");
+    assert!(stderr.contains("no MDC data files"), "{stderr}");
+    assert!(!dir.path().join("nothing-here").exists());
+}
