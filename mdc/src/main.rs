@@ -118,7 +118,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 overrides = overrides.merge(Serialized::default("data_dir", dir));
             }
             let config = Config::load(config.as_deref(), overrides)?;
-            cli::compact(&config.data_dir)
+            cli::compact(&config)
         }
     }
 }

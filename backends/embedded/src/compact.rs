@@ -1,12 +1,16 @@
 //! Gives a database file back to the file system's free space: retention
 //! frees the pages of removed messages, new messages reuse them, but the
-//! file keeps its largest size. Compacting moves the pages in use to the
-//! front and cuts the file after them. It needs the file to itself, so it
-//! runs while no server has it open.
+//! file keeps its largest size. Compacting moves the pages in use towards
+//! the front and cuts the file after the last one. It needs the file to
+//! itself, so it runs while no server has it open.
 
 use std::path::Path;
 
-use crate::db::DbError;
+use crate::db::repair_progress;
+
+/// Page cache while compacting: compaction walks the whole file on each
+/// pass, and redb's default (1 GiB) would let it grow towards that.
+const COMPACT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A file's size before and after [`compact_file`], in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,24 +19,47 @@ pub struct Compacted {
     pub after: u64,
 }
 
-fn size(path: &Path) -> Result<u64, DbError> {
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Another process (a running server) has the file open.
+    #[error("{0} is open in another process")]
+    InUse(String),
+    #[error("cannot compact {file}: {error}")]
+    Failed { file: String, error: String },
+}
+
+fn size(path: &Path) -> Result<u64, CompactError> {
     std::fs::metadata(path)
         .map(|m| m.len())
-        .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))
+        .map_err(|e| failed(path, e))
+}
+
+fn failed(path: &Path, error: impl std::fmt::Display) -> CompactError {
+    CompactError::Failed {
+        file: path.display().to_string(),
+        error: error.to_string(),
+    }
 }
 
 /// Compacts the database at `path`, which must exist and not be open in
 /// any process (a running server's file is refused, not waited for).
-/// Interrupted, the file stays whole: the compaction's moves are
-/// committed as it goes, and the next open repairs what the last one left
-/// unfinished.
-pub fn compact_file(path: &Path) -> Result<Compacted, DbError> {
+/// A file a killed server left is checked first, as a server's start
+/// would, with its progress logged. Interrupted, the file stays whole
+/// (each step of the compaction is a commit), but the next open checks
+/// it again before anything else.
+pub fn compact_file(path: &Path) -> Result<Compacted, CompactError> {
     let before = size(path)?;
-    let mut database = redb::Database::open(path)
-        .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
-    database
-        .compact()
-        .map_err(|e| DbError::Storage(format!("compacting {}: {e}", path.display())))?;
+    let mut database = redb::Builder::new()
+        .set_cache_size(COMPACT_CACHE_BYTES)
+        .set_repair_callback(repair_progress(path))
+        .open(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                CompactError::InUse(path.display().to_string())
+            }
+            e => failed(path, e),
+        })?;
+    database.compact().map_err(|e| failed(path, e))?;
     drop(database);
     Ok(Compacted {
         before,
@@ -89,11 +116,25 @@ mod tests {
     }
 
     #[test]
-    fn an_open_file_is_refused_with_its_name() {
+    fn an_open_file_is_refused_as_in_use() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("queue.redb");
-        let _open = Db::open(&path).expect("open");
+        let open = Db::open(&path).expect("open");
         let error = compact_file(&path).expect_err("the file is in use");
-        assert!(error.to_string().contains("queue.redb"), "{error}");
+        assert!(
+            matches!(&error, CompactError::InUse(file) if file.ends_with("queue.redb")),
+            "{error}"
+        );
+        drop(open);
+        compact_file(&path).expect("free once closed");
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_a_failure_not_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.redb");
+        std::fs::write(&path, b"not a database").expect("write");
+        let error = compact_file(&path).expect_err("not a database");
+        assert!(matches!(error, CompactError::Failed { .. }), "{error}");
     }
 }

@@ -180,6 +180,25 @@ struct Inner {
     idle: IdleSlot,
 }
 
+/// Logs the check of a file a process left without closing it (killed,
+/// or its machine stopped), at every tenth of the way: redb reads every
+/// page of it before the file opens, which takes a while for a large one.
+pub(crate) fn repair_progress(path: &Path) -> impl Fn(&mut redb::RepairSession) + 'static {
+    let file = path.display().to_string();
+    let logged = std::cell::Cell::new(None::<u32>);
+    move |session| {
+        let tenth = (session.progress() * 10.0).floor() as u32;
+        if logged.get() != Some(tenth) {
+            logged.set(Some(tenth));
+            tracing::warn!(
+                file = %file,
+                percent_done = tenth * 10,
+                "Checking a database file that was not closed cleanly"
+            );
+        }
+    }
+}
+
 impl Db {
     /// Opens (or creates) the database at `path` with a page cache of
     /// [`CACHE_BYTES`].
@@ -192,6 +211,7 @@ impl Db {
     pub fn with_cache(path: &Path, cache_bytes: usize) -> Result<Self, DbError> {
         let database = redb::Builder::new()
             .set_cache_size(cache_bytes)
+            .set_repair_callback(repair_progress(path))
             .create(path)
             .map_err(|e| DbError::Open(format!("{}: {e}", path.display())))?;
         let database = Arc::new(database);

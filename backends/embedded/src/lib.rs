@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use cache::{MemoryCache, NoCache};
 pub use checkpoint::EmbeddedCheckpoints;
-pub use compact::{compact_file, Compacted};
+pub use compact::{compact_file, CompactError, Compacted};
 pub use db::{on_writer_idle, Db, DbError, CACHE_BYTES, SMALL_CACHE_BYTES};
 pub use devices::EmbeddedDevices;
 pub use fleet::LocalFleet;
@@ -90,6 +90,12 @@ pub struct EmbeddedStores {
     pub keys: Arc<EmbeddedKeys>,
 }
 
+/// The store's file in the data directory: messages, retry timers,
+/// devices, suppressions, webhooks and API keys.
+pub const STORE_FILE: &str = "store.redb";
+/// The queue's file in the data directory.
+pub const QUEUE_FILE: &str = "queue.redb";
+
 fn create_dir(dir: &Path) -> Result<(), DbError> {
     std::fs::create_dir_all(dir).map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))
 }
@@ -98,7 +104,7 @@ fn create_dir(dir: &Path) -> Result<(), DbError> {
 pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
     create_dir(dir)?;
     Ok(Arc::new(EmbeddedQueue::open(
-        Db::with_cache(&dir.join("queue.redb"), db::SMALL_CACHE_BYTES)?,
+        Db::with_cache(&dir.join(QUEUE_FILE), db::SMALL_CACHE_BYTES)?,
         layout,
     )?))
 }
@@ -106,7 +112,7 @@ pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>,
 /// Opens only `dir/store.redb`: the store, retry timers and devices.
 pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
     create_dir(dir)?;
-    let store = Db::open(&dir.join("store.redb"))?;
+    let store = Db::open(&dir.join(STORE_FILE))?;
     Ok(EmbeddedStores {
         store: Arc::new(EmbeddedStore::open(store.clone())?),
         retry: Arc::new(EmbeddedRetry::open(store.clone())?),

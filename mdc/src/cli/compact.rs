@@ -1,12 +1,14 @@
 //! `mdc compact`: gives the embedded data directory's files back the space
 //! retention freed in them, while no server has them open.
 
-use std::path::Path;
-
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 /// The files of an embedded data directory, in the order compacted.
-const FILES: [&str; 3] = ["store.redb", "queue.redb", mdc_simulators::LEDGER_FILE];
+const FILES: [&str; 3] = [
+    mdc_embedded::STORE_FILE,
+    mdc_embedded::QUEUE_FILE,
+    mdc_simulators::LEDGER_FILE,
+];
 
 /// `bytes` in B, KB, MB or GB (powers of ten), one decimal.
 fn size(bytes: u64) -> String {
@@ -19,16 +21,36 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// Compacts each data file found in `dir`, printing its size before and
-/// after. A file a running server holds is refused with a hint to stop it;
-/// the files before it stay compacted.
-pub fn compact(dir: &Path) -> anyhow::Result<()> {
+/// Whether `config` keeps anything in its data directory: an embedded
+/// backend, or a route through a simulator (its ledger).
+fn keeps_files(config: &crate::Config) -> bool {
+    use crate::backends::{QueueBackend, RetryBackend, StoreBackend};
+    let backends = &config.backends;
+    matches!(backends.queue, QueueBackend::Embedded)
+        || matches!(backends.store, StoreBackend::Embedded)
+        || matches!(backends.retry, RetryBackend::Embedded)
+        || config.uses_simulators()
+}
+
+/// Compacts each data file found in `config`'s data directory, printing
+/// its size before and after. The first file that cannot be compacted
+/// (one a running server holds, above all) ends the run: the files before
+/// it stay compacted, those after it are left as they were.
+pub fn compact(config: &crate::Config) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
     let present: Vec<_> = FILES
         .iter()
         .map(|name| dir.join(name))
         .filter(|path| path.is_file())
         .collect();
     if present.is_empty() {
+        if !keeps_files(config) {
+            println!(
+                "nothing to compact: this configuration keeps nothing in {} (no embedded backend, no simulated vendor)",
+                dir.display()
+            );
+            return Ok(());
+        }
         bail!(
             "{} holds no MDC data files ({}): check --data-dir or the config's data_dir",
             dir.display(),
@@ -39,12 +61,13 @@ pub fn compact(dir: &Path) -> anyhow::Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!("{name}: compacting {} ...", size(before));
-        let compacted = mdc_embedded::compact_file(&path).with_context(|| {
-            format!(
-                "cannot compact {} (is mdc serve running on it? Stop it first)",
-                path.display()
-            )
-        })?;
+        let compacted = match mdc_embedded::compact_file(&path) {
+            Ok(compacted) => compacted,
+            Err(e @ mdc_embedded::CompactError::InUse(_)) => {
+                bail!("{e}: is mdc serve running on it? Stop it first")
+            }
+            Err(e) => return Err(e.into()),
+        };
         println!(
             "{name}: {} -> {} ({} given back)",
             size(compacted.before),

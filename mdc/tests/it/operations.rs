@@ -254,10 +254,11 @@ async fn the_openapi_document_is_3_1_and_names_every_endpoint() {
 }
 
 /// `mdc compact` on the data directory: refused while the server has the
-/// files open (naming the file and what to do), done once it has stopped,
+/// files open (naming the file and what to do), done once the server is
+/// gone, killed even (its files are checked first, with progress logged),
 /// and the messages are all there when it starts again.
 #[tokio::test]
-async fn compact_waits_for_a_stopped_server_and_keeps_every_message() {
+async fn compact_refuses_a_running_server_and_keeps_every_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let compact = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
@@ -284,22 +285,28 @@ async fn compact_waits_for_a_stopped_server_and_keeps_every_message() {
     let refused = compact();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("store.redb"), "{stderr}");
+    assert!(
+        stderr.contains("store.redb is open in another process"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Stop it first"), "{stderr}");
 
-    server.signal("TERM");
-    assert!(server.wait_exit(Duration::from_secs(30)));
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(30));
     let done = compact();
     let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(
-        done.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stdout}{stderr}");
     for file in ["store.redb", "queue.redb", "simulator.redb"] {
-        assert!(stdout.contains(&format!("{file}: ")), "{file}: {stdout}");
+        assert!(stdout.contains(&format!("{file}: compacting")), "{stdout}");
+        assert!(stdout.contains(&format!("{file}: ")), "{stdout}");
         assert!(dir.path().join("data").join(file).is_file());
     }
+    assert_eq!(stdout.matches(" given back)").count(), 3, "{stdout}");
+    assert!(
+        stderr.contains("Checking a database file that was not closed cleanly"),
+        "{stderr}"
+    );
 
     let server = Server::start(dir.path()).await;
     for id in &ids {
