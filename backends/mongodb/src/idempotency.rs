@@ -66,7 +66,7 @@ impl KeyIndex {
         let Some(document) = self
             .keys
             .find_one(doc! { "_id": scope })
-            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .selection_criteria(primary())
             .await
             .map_err(unavailable)?
         else {
@@ -140,6 +140,12 @@ enum NotStored {
     Unsure(mongodb::error::Error),
 }
 
+/// Reads that decide whether a key is taken go to the primary: a lagging
+/// secondary (a URL's `readPreference`) may not have the holder yet.
+pub(crate) fn primary() -> SelectionCriteria {
+    SelectionCriteria::ReadPreference(ReadPreference::Primary)
+}
+
 impl MongoStore {
     /// Stores a message under a caller's key: the key document and the
     /// message in one transaction (see the module's doc).
@@ -166,9 +172,7 @@ impl MongoStore {
                     // has could be rolled back by a failover.
                     let committed = self.collections[&channel]
                         .find_one(doc! { "_id": message.id.as_str() })
-                        .selection_criteria(SelectionCriteria::ReadPreference(
-                            ReadPreference::Primary,
-                        ))
+                        .selection_criteria(primary())
                         .read_concern(ReadConcern::majority())
                         .await
                         .map_err(unavailable)?;
@@ -229,7 +233,7 @@ impl MongoStore {
     ) -> Result<Option<Document>, StoreError> {
         self.collections[&channel]
             .find_one(doc! { "_id": id.as_str() })
-            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .selection_criteria(primary())
             .await
             .map_err(unavailable)
     }
@@ -301,7 +305,12 @@ impl MongoStore {
             "message.idempotency_key": message.idempotency_key.as_str(),
             "message.service": service,
         };
-        if let Some(existing) = collection.find_one(by_key).await.map_err(unavailable)? {
+        if let Some(existing) = collection
+            .find_one(by_key)
+            .selection_criteria(primary())
+            .await
+            .map_err(unavailable)?
+        {
             let existing = from_document(existing)?.0;
             self.located.note(&existing.message.id, channel);
             return Ok(Some(Created::Existing(Box::new(existing))));
@@ -309,6 +318,7 @@ impl MongoStore {
         let same_id = collection
             .find_one(doc! { "_id": message.id.as_str() })
             .projection(doc! { "_id": 1 })
+            .selection_criteria(primary())
             .await
             .map_err(unavailable)?;
         if same_id.is_some() {

@@ -499,6 +499,7 @@ impl Store for MongoStore {
                 "message.service": service,
             })
             .projection(doc! { "_id": 1 })
+            .selection_criteria(idempotency::primary())
             .await
             .map_err(unavailable)?;
         let holder: Option<MessageId> = found
