@@ -52,6 +52,13 @@ const MAX_DRAIN: Duration = Duration::from_secs(600);
 /// How much longer than a send the lease is at least: the margin its
 /// extensions come within.
 const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How far apart dispatchers' clocks may be: a lease runs out by the
+/// clock of the dispatcher that took it, a takeover goes by the clock of
+/// the one taking over. A vendor call starts only with a send's time and
+/// this left, so a clock ahead by up to this much never takes a message
+/// over while its call may still run. (Under [`MIN_LEASE_MARGIN`], which
+/// the extensions need room above.)
+pub(crate) const CLOCK_ALLOWANCE: Duration = Duration::from_millis(500);
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
@@ -77,14 +84,20 @@ impl DispatcherConfig {
         self.consumers.get(&priority).copied().unwrap_or(1)
     }
 
+    /// How much of its lease a vendor call needs left to start: a send's
+    /// time (`send_timeout`) and the [`CLOCK_ALLOWANCE`].
+    pub(crate) fn call_needs(&self) -> Duration {
+        self.send_timeout.saturating_add(CLOCK_ALLOWANCE)
+    }
+
     /// How often an attempt in flight extends its lease: three times within
-    /// the margin of the lease over a send, so that while the store takes
-    /// the extensions more than a send's time (`send_timeout`) is always
-    /// left, and a provider call may start at any time.
+    /// the margin of the lease over what a call needs left
+    /// ([`call_needs`](Self::call_needs)), so that while the store takes
+    /// the extensions a provider call may start at any time.
     /// (At least 100 ms, for a config [`validate`](Self::validate) would
     /// refuse.)
     pub(crate) fn lease_extension_every(&self) -> Duration {
-        (self.lease.saturating_sub(self.send_timeout) / 3).max(Duration::from_millis(100))
+        (self.lease.saturating_sub(self.call_needs()) / 3).max(Duration::from_millis(100))
     }
 
     /// The guaranteed shares as fractions, by lane rank.

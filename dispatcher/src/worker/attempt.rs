@@ -195,11 +195,12 @@ impl Dispatcher {
         // lease is kept alive meanwhile.
         let started = std::time::Instant::now();
         metrics::gauge!("mdc_sends_in_flight").increment(1.0);
-        // A call starts only with a whole send's time left on the lease: it
-        // then ends (at send_timeout) before anyone can take the message
-        // over, whether or not the store takes the extensions meanwhile.
-        // With less left, it waits for the next extension.
-        let call = self.config.send_timeout;
+        // A call starts only with a whole send's time left on the lease, and
+        // the allowance for clocks that differ: it then ends (at
+        // send_timeout) before anyone can take the message over, whether or
+        // not the store takes the extensions meanwhile. With less left, it
+        // waits for the next extension.
+        let call = self.config.call_needs();
         let routed = router.send(message, || held.for_call(call)).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();

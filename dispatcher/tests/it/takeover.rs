@@ -52,15 +52,15 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
         .one_waiting_for_a_token("+14155550103", "+14155550104")
         .await;
     // The store takes none of the first attempt's extensions (they come
-    // every 1.33 s: three within the lease's 4 s over a send's 2 s) before
-    // its lease (6 s) has run out. The waiting attempt stops waiting for
+    // every 1.17 s: three within the lease's 3.5 s over a send's 2 s and
+    // the clocks' allowance, 0.5 s) before its lease (6 s) has run out. The waiting attempt stops waiting for
     // the token then, sends nothing and says so on the trail; another
     // attempt (here or on another dispatcher) takes the message.
-    h.store.fail_updates(4, |t| {
+    h.store.fail_updates(5, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
+    assert_eq!(h.store.failed_updates(), 5, "the faults were hit");
     assert_eq!(
         h.provider.sends(to),
         0,
@@ -111,7 +111,7 @@ async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
     // The first attempt's extensions fail: its lease stays at 6 s, and the
     // token at 4.5 s would leave 1.5 s of it. It waits for an extension
     // that never comes, and stops when the lease runs out.
-    h.store.fail_updates(4, |t| {
+    h.store.fail_updates(5, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
     // Past the token, then just before the lease ends.
@@ -125,7 +125,42 @@ async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
         );
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
+    assert_eq!(h.store.failed_updates(), 5, "the faults were hit");
+    h.wait_for(&second, Status::Sent, Duration::from_secs(60))
+        .await;
+    assert_eq!(h.provider.sends(to), 1);
+    assert_eq!(h.record(&second).await.attempts, 2);
+    h.stop().await;
+}
+
+/// Dispatchers' clocks differ a little, and a lease runs out by the clock
+/// of the one that took it: a call starts only with a send's time and the
+/// clocks' allowance (0.5 s) left, so a dispatcher whose clock runs ahead
+/// by up to that never takes the message over while the call may run.
+#[tokio::test(start_paused = true)]
+async fn a_send_leaves_the_lease_room_for_clocks_that_differ() {
+    // One send every 3.7 s: the token would leave 2.3 s of the 6 s lease,
+    // more than the 2 s a send may take, less than that and the allowance.
+    let h = Harness::start(config(), Some((1.0 / 3.7, 1))).await;
+    let (second, to) = h
+        .one_waiting_for_a_token("+14155550111", "+14155550112")
+        .await;
+    let start = tokio::time::Instant::now();
+    h.store.fail_updates(5, |t| {
+        matches!(t, Transition::LeaseExtended { attempt: 1, .. })
+    });
+    // Past the token, then just before the lease ends.
+    for at in [3900, 5900] {
+        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+        let events = h.record(&second).await.events;
+        assert_eq!(
+            h.provider.sends(to),
+            0,
+            "{at} ms: a send started within the clocks' allowance of the lease's end: {events:#?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(h.store.failed_updates(), 5, "the faults were hit");
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
     assert_eq!(h.provider.sends(to), 1);
@@ -144,12 +179,12 @@ async fn a_last_attempt_that_lost_its_lease_is_tried_again_not_failed() {
         .await;
     // None of the first attempt's extensions is taken before its lease
     // (6 s) runs out; it stops waiting for the next token (at 20 s) then.
-    h.store.fail_updates(4, |t| {
+    h.store.fail_updates(5, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
     h.wait_for(&second, Status::Sent, Duration::from_secs(60))
         .await;
-    assert_eq!(h.store.failed_updates(), 4, "the faults were hit");
+    assert_eq!(h.store.failed_updates(), 5, "the faults were hit");
     assert_eq!(h.provider.sends(to), 1);
     let record = h.record(&second).await;
     assert_eq!(record.attempts, 2);
