@@ -140,8 +140,9 @@ enum NotStored {
     Unsure(mongodb::error::Error),
 }
 
-/// Reads that decide whether a key is taken go to the primary: a lagging
-/// secondary (a URL's `readPreference`) may not have the holder yet.
+/// The primary, for reads whatever the URL's `readPreference`: those that
+/// decide whether a key is taken, and every read of a message by its id
+/// or vendor id. A lagging secondary may not have a message just written.
 pub(crate) fn primary() -> SelectionCriteria {
     SelectionCriteria::ReadPreference(ReadPreference::Primary)
 }

@@ -16,6 +16,7 @@ mod indexes;
 mod keys;
 mod located;
 mod query;
+mod server;
 mod suppression;
 mod webhooks;
 
@@ -86,50 +87,6 @@ pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     ) || error.to_string().contains("E11000")
 }
 
-/// Refuses a server that cannot take transactions: a message and its
-/// caller's idempotency key are written in one. MongoDB takes them on a
-/// replica set member (its `hello` names the set) or through `mongos`
-/// (`msg: "isdbgrid"`), never on a standalone server, where every
-/// submission with a key would fail. A server that knows no `hello`
-/// (MongoDB before 4.4.2, some compatible services) is asked `isMaster`,
-/// which answers alike; one that answers neither is let through with a
-/// warning rather than refused on a guess.
-async fn takes_transactions(database: &mongodb::Database) -> Result<(), StoreError> {
-    let reply = match database.run_command(doc! { "hello": 1 }).await {
-        Err(e) if unknown_command(&e) => database.run_command(doc! { "isMaster": 1 }).await,
-        reply => reply,
-    };
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) if unknown_command(&e) => {
-            tracing::warn!(error = %e, "MongoDB answers neither hello nor isMaster: cannot tell whether it takes transactions, which submissions with an idempotency key need");
-            return Ok(());
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
-    let in_a_set = reply.get_str("setName").is_ok_and(|name| !name.is_empty());
-    let mongos = reply.get_str("msg") == Ok("isdbgrid");
-    if in_a_set || mongos {
-        return Ok(());
-    }
-    const WHY: &str = "MDC writes a message and its idempotency key in one transaction, which MongoDB takes only on a replica set (one node will do) or a sharded cluster";
-    let error = if reply.get_bool("isreplicaset") == Ok(true) {
-        format!("the MongoDB server's replica set is not initiated (run rs.initiate() once): {WHY}")
-    } else {
-        format!("the MongoDB server is standalone (start mongod with --replSet and run rs.initiate() once): {WHY}")
-    };
-    Err(StoreError::Other(error.into()))
-}
-
-/// The server does not know the command (CommandNotFound, or
-/// CommandNotSupported on some compatible services).
-fn unknown_command(error: &mongodb::error::Error) -> bool {
-    matches!(
-        error.kind.as_ref(),
-        mongodb::error::ErrorKind::Command(e) if e.code == 59 || e.code == 115
-    )
-}
-
 impl MongoStore {
     /// Connects, checks that the server takes transactions and creates the
     /// indexes (idempotent).
@@ -154,7 +111,7 @@ impl MongoStore {
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         let client = Client::with_options(options).map_err(unavailable)?;
         let database = client.database(&config.database);
-        takes_transactions(&database).await?;
+        server::takes_transactions(&database).await?;
         let mut collections = HashMap::new();
         for &channel in Channel::ALL {
             let collection =
@@ -210,7 +167,9 @@ impl MongoStore {
 
     /// The message's document with `projection` applied, from whichever
     /// channel's collection holds it: the one it is known to be in, or each
-    /// in turn.
+    /// in turn. Read from the primary whatever the URL's read preference:
+    /// a message just accepted is shown (`queued`), and a claim or update
+    /// decides on the version its write will be checked against.
     async fn find_projected(
         &self,
         id: &MessageId,
@@ -227,6 +186,7 @@ impl MongoStore {
                 .with_options(
                     mongodb::options::FindOneOptions::builder()
                         .projection(projection.clone())
+                        .selection_criteria(idempotency::primary())
                         .build(),
                 )
                 .await
@@ -255,6 +215,7 @@ impl MongoStore {
         let Some(counted) = collection
             .find_one(filter.clone())
             .projection(doc! { "event_count": 1 })
+            .selection_criteria(idempotency::primary())
             .await
             .map_err(unavailable)?
         else {
@@ -270,6 +231,7 @@ impl MongoStore {
         }
         let Some(document) = collection
             .find_one(filter.clone())
+            .selection_criteria(idempotency::primary())
             .await
             .map_err(unavailable)?
         else {
@@ -572,6 +534,8 @@ impl Store for MongoStore {
             let found = collection
                 .find_one(doc! { "provider": provider, "provider_message_id": provider_message_id })
                 .projection(doc! { "_id": 1 })
+                // A report may come right after the `sent` write naming it.
+                .selection_criteria(idempotency::primary())
                 .await
                 .map_err(unavailable)?;
             if let Some(document) = found {
