@@ -59,6 +59,10 @@ const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// over while its call may still run. (Under [`MIN_LEASE_MARGIN`], which
 /// the extensions need room above.)
 pub(crate) const CLOCK_ALLOWANCE: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    CLOCK_ALLOWANCE.as_millis() < MIN_LEASE_MARGIN.as_millis(),
+    "the extensions need room between what a call needs and the lease"
+);
 
 impl Default for DispatcherConfig {
     fn default() -> Self {

@@ -53,9 +53,10 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
         .await;
     // The store takes none of the first attempt's extensions (they come
     // every 1.17 s: three within the lease's 3.5 s over a send's 2 s and
-    // the clocks' allowance, 0.5 s) before its lease (6 s) has run out. The waiting attempt stops waiting for
-    // the token then, sends nothing and says so on the trail; another
-    // attempt (here or on another dispatcher) takes the message.
+    // the clocks' allowance, 0.5 s) before its lease (6 s) has run out.
+    // The waiting attempt stops waiting for the token then, sends nothing
+    // and says so on the trail; another attempt (here or on another
+    // dispatcher) takes the message.
     h.store.fail_updates(5, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
