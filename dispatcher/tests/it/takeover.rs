@@ -98,31 +98,31 @@ async fn a_send_whose_lease_ran_out_unextended_is_not_made() {
     h.stop().await;
 }
 
-/// A token that comes while the lease, unextended, has less than a send's
-/// time (`send_timeout`) left starts no call: the call could outlast the
-/// lease and meet a second dispatcher's attempt.
-#[tokio::test(start_paused = true)]
-async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
-    // One send every 4.5 s; the lease is 6 s, a send may take 2 s.
-    let h = Harness::start(config(), Some((1.0 / 4.5, 1))).await;
-    let (second, to) = h
-        .one_waiting_for_a_token("+14155550107", "+14155550108")
-        .await;
+/// The first attempt's extensions fail, so its 6 s lease is never renewed,
+/// and the rate limit's next token comes after `token_every` seconds, with
+/// less of the lease left than a call needs: no send at either of `checks`
+/// (ms after the first send: past the token, and just before the lease
+/// ends); the attempt stops when the lease runs out, and the next one
+/// sends the message once.
+async fn no_call_on_a_lease_too_short_for_it(
+    token_every: f64,
+    (a, b): (&'static str, &'static str),
+    checks: [u64; 2],
+    what: &str,
+) {
+    let h = Harness::start(config(), Some((1.0 / token_every, 1))).await;
+    let (second, to) = h.one_waiting_for_a_token(a, b).await;
     let start = tokio::time::Instant::now();
-    // The first attempt's extensions fail: its lease stays at 6 s, and the
-    // token at 4.5 s would leave 1.5 s of it. It waits for an extension
-    // that never comes, and stops when the lease runs out.
     h.store.fail_updates(5, |t| {
         matches!(t, Transition::LeaseExtended { attempt: 1, .. })
     });
-    // Past the token, then just before the lease ends.
-    for at in [4700, 5900] {
+    for at in checks {
         tokio::time::sleep_until(start + Duration::from_millis(at)).await;
         let events = h.record(&second).await.events;
         assert_eq!(
             h.provider.sends(to),
             0,
-            "{at} ms: a send started on a lease about to end: {events:#?}"
+            "{at} ms: a send started {what}: {events:#?}"
         );
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -134,39 +134,36 @@ async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
     h.stop().await;
 }
 
+/// A token that comes while the lease, unextended, has less than a send's
+/// time (`send_timeout`) left starts no call: the call could outlast the
+/// lease and meet a second dispatcher's attempt.
+#[tokio::test(start_paused = true)]
+async fn a_send_is_not_started_with_less_than_its_timeout_left_on_the_lease() {
+    // The token at 4.5 s would leave 1.5 s of the lease; a send may take 2 s.
+    no_call_on_a_lease_too_short_for_it(
+        4.5,
+        ("+14155550107", "+14155550108"),
+        [4700, 5900],
+        "on a lease about to end",
+    )
+    .await;
+}
+
 /// Dispatchers' clocks differ a little, and a lease runs out by the clock
 /// of the one that took it: a call starts only with a send's time and the
 /// clocks' allowance (0.5 s) left, so a dispatcher whose clock runs ahead
 /// by up to that never takes the message over while the call may run.
 #[tokio::test(start_paused = true)]
 async fn a_send_leaves_the_lease_room_for_clocks_that_differ() {
-    // One send every 3.7 s: the token would leave 2.3 s of the 6 s lease,
-    // more than the 2 s a send may take, less than that and the allowance.
-    let h = Harness::start(config(), Some((1.0 / 3.7, 1))).await;
-    let (second, to) = h
-        .one_waiting_for_a_token("+14155550111", "+14155550112")
-        .await;
-    let start = tokio::time::Instant::now();
-    h.store.fail_updates(5, |t| {
-        matches!(t, Transition::LeaseExtended { attempt: 1, .. })
-    });
-    // Past the token, then just before the lease ends.
-    for at in [3900, 5900] {
-        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-        let events = h.record(&second).await.events;
-        assert_eq!(
-            h.provider.sends(to),
-            0,
-            "{at} ms: a send started within the clocks' allowance of the lease's end: {events:#?}"
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(h.store.failed_updates(), 5, "the faults were hit");
-    h.wait_for(&second, Status::Sent, Duration::from_secs(60))
-        .await;
-    assert_eq!(h.provider.sends(to), 1);
-    assert_eq!(h.record(&second).await.attempts, 2);
-    h.stop().await;
+    // The token at 3.7 s would leave 2.3 s of the lease: more than the 2 s
+    // a send may take, less than that and the allowance.
+    no_call_on_a_lease_too_short_for_it(
+        3.7,
+        ("+14155550111", "+14155550112"),
+        [3900, 5900],
+        "within the clocks' allowance of the lease's end",
+    )
+    .await;
 }
 
 /// The same outage with nobody taking over, on the last attempt: the attempt
