@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdc_core::ports::{AfterAmbiguous, Lookup, Provider, ProviderError, Receipt};
-use mdc_core::{Message, MessageId, Priority};
+use mdc_core::{Message, MessageId, Priority, Timestamp};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -52,16 +52,36 @@ impl From<bool> for Hold {
     }
 }
 
-/// Waits while the hold says [`Hold::Wait`]: whether a call may start.
-async fn ready<H: Into<Hold>>(held: &impl Fn() -> H) -> bool {
+/// Why a call may or may not start.
+enum Go {
+    Call,
+    /// The hold is lost.
+    Lost,
+    /// The message's deadline has passed: no call starts after it.
+    Late,
+}
+
+/// Waits while the hold says [`Hold::Wait`], but not past the message's
+/// `deadline`: whether a call may start.
+async fn ready<H: Into<Hold>>(held: &impl Fn() -> H, deadline: Timestamp) -> Go {
     loop {
-        match held().into() {
-            Hold::Ready => return true,
-            Hold::Lost => return false,
-            Hold::Wait => tokio::time::sleep(HOLD_CHECK).await,
+        let hold = held().into();
+        if hold == Hold::Lost {
+            return Go::Lost;
         }
+        if mdc_core::now() > deadline {
+            return Go::Late;
+        }
+        if hold == Hold::Ready {
+            return Go::Call;
+        }
+        tokio::time::sleep(HOLD_CHECK).await;
     }
 }
+
+/// The error of an attempt whose message's deadline passed before a call
+/// could start.
+const PAST_DEADLINE: &str = "the deadline passed before the call could start";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,7 +250,8 @@ impl Router {
     /// before each provider call: while it says wait, the call waits; once
     /// it says lost (the attempt's lease ran out or was taken over), nothing
     /// more is sent and the attempt ends with a transient error. A wait for
-    /// a rate limit's token ends only when the hold is lost.
+    /// a rate limit's token ends only when the hold is lost. No call starts
+    /// after the message's deadline (a transient error too).
     pub async fn send<H: Into<Hold>>(&self, message: &Message, held: impl Fn() -> H) -> Attempt {
         let mut skipped = Vec::new();
         let mut last: Option<(String, ProviderError)> = None;
@@ -242,6 +263,14 @@ impl Router {
             skipped,
             failed_over,
             stopped: false,
+        };
+        let late = |provider, skipped, failed_over| {
+            ended(
+                provider,
+                Err(ProviderError::transient(PAST_DEADLINE)),
+                skipped,
+                failed_over,
+            )
         };
         let lost = |provider, skipped, failed_over| Attempt {
             stopped: true,
@@ -259,8 +288,10 @@ impl Router {
                 skipped.push((name, "circuit breaker open".to_owned()));
                 continue;
             }
-            if !ready(&held).await {
-                return lost(name, skipped, failed_over);
+            match ready(&held, message.deadline).await {
+                Go::Call => {}
+                Go::Lost => return lost(name, skipped, failed_over),
+                Go::Late => return late(name, skipped, failed_over),
             }
             if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
                 rate_limited.push(index);
@@ -318,8 +349,10 @@ impl Router {
                     () = hold_lost => return lost(name, skipped, failed_over),
                 }
             }
-            if !ready(&held).await {
-                return lost(name, skipped, failed_over);
+            match ready(&held, message.deadline).await {
+                Go::Call => {}
+                Go::Lost => return lost(name, skipped, failed_over),
+                Go::Late => return late(name, skipped, failed_over),
             }
             if let Some(result) = self.try_member(member, message).await {
                 if let Some(result) = settle(&name, result, &mut last, &mut failed_over) {

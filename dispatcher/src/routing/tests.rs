@@ -399,3 +399,31 @@ async fn a_call_waits_while_the_hold_is_too_short_for_it() {
     assert!(attempt.lease_lost(), "{:?}", attempt.result);
     assert_eq!(up.calls(), 1, "nothing sent on a hold that ran out");
 }
+
+/// A call waiting for its hold to cover it waits no longer than the
+/// message's deadline: the attempt then ends with nothing sent, as a
+/// transient error (its next attempt would be past the deadline).
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_its_hold_does_not_outlast_the_deadline() {
+    let up = Scripted::new("up", Ok(()));
+    let router = Router::new(
+        Mode::Ordered,
+        vec![member(&up, 1, None)],
+        Duration::from_secs(1),
+    );
+    let mut late = message();
+    late.deadline = mdc_core::now() + chrono::Duration::milliseconds(500);
+    let start = tokio::time::Instant::now();
+    let attempt = tokio::time::timeout(Duration::from_secs(5), router.send(&late, || Hold::Wait))
+        .await
+        .expect("the wait outlasted the deadline");
+    assert!(
+        matches!(&attempt.result, Err(ProviderError::Transient { message, .. }) if message.contains("deadline")),
+        "{:?}",
+        attempt.result
+    );
+    assert!(!attempt.lease_lost());
+    assert_eq!(up.calls(), 0, "nothing sent past the deadline");
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert!(start.elapsed() < Duration::from_millis(700));
+}
