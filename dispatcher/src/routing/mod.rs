@@ -150,6 +150,9 @@ pub struct Attempt {
     /// Stopped before calling `provider` because the attempt no longer
     /// held the message.
     stopped: bool,
+    /// Stopped before calling `provider` because the message's deadline
+    /// passed (waiting for a rate limit's token or for the lease).
+    late: bool,
 }
 
 impl Attempt {
@@ -157,6 +160,12 @@ impl Attempt {
     /// longer held the message: nothing was sent.
     pub fn lease_lost(&self) -> bool {
         self.stopped
+    }
+
+    /// Whether it stopped before a provider call because the message's
+    /// deadline passed: the message expires.
+    pub fn past_deadline(&self) -> bool {
+        self.late
     }
 }
 
@@ -251,7 +260,7 @@ impl Router {
     /// it says lost (the attempt's lease ran out or was taken over), nothing
     /// more is sent and the attempt ends with a transient error. A wait for
     /// a rate limit's token ends only when the hold is lost. No call starts
-    /// after the message's deadline (a transient error too).
+    /// after the message's deadline ([`Attempt::past_deadline`]).
     pub async fn send<H: Into<Hold>>(&self, message: &Message, held: impl Fn() -> H) -> Attempt {
         let mut skipped = Vec::new();
         let mut last: Option<(String, ProviderError)> = None;
@@ -263,11 +272,13 @@ impl Router {
             skipped,
             failed_over,
             stopped: false,
+            late: false,
         };
-        let late = |provider, skipped, failed_over| {
-            ended(
+        let late = |provider, reason: &str, skipped, failed_over| Attempt {
+            late: true,
+            ..ended(
                 provider,
-                Err(ProviderError::transient(PAST_DEADLINE)),
+                Err(ProviderError::transient(reason)),
                 skipped,
                 failed_over,
             )
@@ -291,7 +302,7 @@ impl Router {
             match ready(&held, message.deadline).await {
                 Go::Call => {}
                 Go::Lost => return lost(name, skipped, failed_over),
-                Go::Late => return late(name, skipped, failed_over),
+                Go::Late => return late(name, PAST_DEADLINE, skipped, failed_over),
             }
             if member.limiter.as_ref().is_some_and(|l| !l.try_acquire()) {
                 rate_limited.push(index);
@@ -336,11 +347,9 @@ impl Router {
                     biased;
                     waited = tokio::time::timeout(left, token) => {
                         if waited.is_err() {
-                            return ended(
+                            return late(
                                 name,
-                                Err(ProviderError::transient(
-                                    "the deadline passed while waiting for the rate limit",
-                                )),
+                                "the deadline passed while waiting for the rate limit",
                                 skipped,
                                 failed_over,
                             );
@@ -352,7 +361,7 @@ impl Router {
             match ready(&held, message.deadline).await {
                 Go::Call => {}
                 Go::Lost => return lost(name, skipped, failed_over),
-                Go::Late => return late(name, skipped, failed_over),
+                Go::Late => return late(name, PAST_DEADLINE, skipped, failed_over),
             }
             if let Some(result) = self.try_member(member, message).await {
                 if let Some(result) = settle(&name, result, &mut last, &mut failed_over) {

@@ -204,10 +204,12 @@ impl Dispatcher {
         let routed = router.send(message, || held.for_call(call)).await;
         metrics::gauge!("mdc_sends_in_flight").decrement(1.0);
         let stopped = routed.lease_lost();
+        let late = routed.past_deadline();
         let outcome = match &routed.result {
             // The provider named was not called (calls before it that
             // failed over are counted below): not a vendor's error.
             Err(_) if stopped => "stopped",
+            Err(_) if late => "late",
             Ok(_) => "sent",
             Err(ProviderError::Permanent { .. }) => "refused",
             Err(ProviderError::Transient { .. }) => "transient",
@@ -219,7 +221,7 @@ impl Dispatcher {
             metrics::counter!("mdc_sends_total", "provider" => provider.clone(), "outcome" => "transient")
                 .increment(1);
         }
-        if !stopped {
+        if !stopped && !late {
             metrics::histogram!("mdc_send_seconds", "provider" => routed.provider.clone())
                 .record(started.elapsed().as_secs_f64());
         }
@@ -245,6 +247,20 @@ impl Dispatcher {
             }
             Err(error) if routed.lease_lost() => {
                 Some(self.stopped(&record, &routed.provider, error))
+            }
+            // Whatever attempts are left: nothing was sent, and nothing
+            // may be sent any more.
+            Err(error) if late => {
+                let mut details = "deadline passed before the message could be sent".to_owned();
+                if !failover.is_empty() {
+                    details.push_str(&format!(" (after {})", failover.join("; ")));
+                }
+                Some(Transition::Ended {
+                    attempt: record.attempts,
+                    status: Status::Expired,
+                    provider: None,
+                    event: Event::new(COMPONENT, details).error(error.to_string()),
+                })
             }
             Err(error) => {
                 let unsure = matches!(error, ProviderError::Ambiguous { .. })

@@ -128,6 +128,35 @@ async fn a_message_past_its_deadline_expires_without_a_send() {
     h.stop().await;
 }
 
+/// A message whose deadline passes while it waits for a rate limit's
+/// token, on its last attempt, expires: nothing was sent, and no vendor
+/// failed it.
+#[tokio::test(start_paused = true)]
+async fn a_last_attempt_whose_deadline_passes_at_the_rate_limit_expires() {
+    // One send every 20 s; the second message may wait 3 s.
+    let h = Harness::start(no_retries(), Some((0.05, 1))).await;
+    let first = h.submit("+14155550131", Priority::Normal).await;
+    h.wait_for(&first, Status::Sent, Duration::from_secs(10))
+        .await;
+    let late = h
+        .submit_with("+14155550132", Priority::Normal, |m| {
+            m.deadline = mdc_core::now() + chrono::Duration::seconds(3)
+        })
+        .await;
+    h.wait_for(&late, Status::Expired, Duration::from_secs(10))
+        .await;
+    assert_eq!(h.provider.calls("+14155550132"), 0);
+    let record = h.record(&late).await;
+    assert!(
+        record.events.iter().any(|e| e
+            .details
+            .contains("deadline passed before the message could be sent")),
+        "{:#?}",
+        record.events
+    );
+    h.stop().await;
+}
+
 /// Critical messages that each fetch empties are no backlog: bulk keeps
 /// going beside them (in smaller batches) instead of falling to its floor
 /// share.
