@@ -159,6 +159,7 @@ async fn no_message_waits_at_a_rate_limit_past_its_deadline() {
         "{:?}",
         attempt.result
     );
+    assert!(attempt.past_deadline());
     assert!(started.elapsed() < Duration::from_millis(400));
     assert_eq!(vendor.calls(), 1, "the late message was not sent");
     // With time to wait for the next token, it is sent.
@@ -401,8 +402,8 @@ async fn a_call_waits_while_the_hold_is_too_short_for_it() {
 }
 
 /// A call waiting for its hold to cover it waits no longer than the
-/// message's deadline: the attempt then ends with nothing sent, as a
-/// transient error (its next attempt would be past the deadline).
+/// message's deadline: the attempt then ends with nothing sent, marked
+/// past its deadline (the message expires).
 #[tokio::test(start_paused = true)]
 async fn a_call_waiting_for_its_hold_does_not_outlast_the_deadline() {
     let up = Scripted::new("up", Ok(()));
@@ -423,6 +424,7 @@ async fn a_call_waiting_for_its_hold_does_not_outlast_the_deadline() {
         attempt.result
     );
     assert!(!attempt.lease_lost());
+    assert!(attempt.past_deadline());
     assert_eq!(up.calls(), 0, "nothing sent past the deadline");
     assert!(start.elapsed() >= Duration::from_millis(500));
     assert!(start.elapsed() < Duration::from_millis(700));

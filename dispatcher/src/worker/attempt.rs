@@ -255,11 +255,14 @@ impl Dispatcher {
                 if !failover.is_empty() {
                     details.push_str(&format!(" (after {})", failover.join("; ")));
                 }
+                details.push_str(resend_note.as_deref().unwrap_or_default());
                 Some(Transition::Ended {
                     attempt: record.attempts,
                     status: Status::Expired,
                     provider: None,
-                    event: Event::new(COMPONENT, details).error(error.to_string()),
+                    event: Event::new(COMPONENT, details)
+                        .provider(&routed.provider, None)
+                        .error(error.to_string()),
                 })
             }
             Err(error) => {

@@ -147,10 +147,15 @@ async fn a_last_attempt_whose_deadline_passes_at_the_rate_limit_expires() {
         .await;
     assert_eq!(h.provider.calls("+14155550132"), 0);
     let record = h.record(&late).await;
+    assert_eq!(record.attempts, 1);
     assert!(
-        record.events.iter().any(|e| e
-            .details
-            .contains("deadline passed before the message could be sent")),
+        record.events.iter().any(|e| {
+            e.details
+                .contains("deadline passed before the message could be sent")
+                && e.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("waiting for the rate limit"))
+        }),
         "{:#?}",
         record.events
     );
