@@ -38,6 +38,25 @@ async fn messages_complete_with_mongodb_store_and_redis_retries() {
     assert_eq!(stats["statuses"]["delivered"], 3);
 }
 
+/// `mdc serve` with `config` in `dir`, which must stop at start-up (within
+/// 30 s, or the test fails rather than waits): its stderr.
+async fn start_up_error(dir: &std::path::Path, config: &str) -> String {
+    std::fs::write(dir.join("mdc.toml"), config).expect("write");
+    let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("mdc.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("mdc serve started instead of stopping")
+        .expect("run");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn an_unreachable_backend_stops_start_up_with_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -48,17 +67,7 @@ async fn an_unreachable_backend_stops_start_up_with_an_error_naming_it() {
         .port();
     let config =
         format!("[backends.retry]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n");
-    std::fs::write(dir.path().join("mdc.toml"), config).expect("write");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.path().join("mdc.toml"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
-        .await
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = start_up_error(dir.path(), &config).await;
     assert!(stderr.contains("backends.retry"), "{stderr}");
 }
 
@@ -133,20 +142,7 @@ async fn a_standalone_mongodb_stops_start_up_with_an_error_saying_why() {
     let config = format!(
         "[backends.store]\nkind = \"mongodb\"\nurl = \"mongodb://127.0.0.1:{port}/?directConnection=true\"\nmajority_writes = false\n"
     );
-    std::fs::write(dir.path().join("mdc.toml"), config).expect("write");
-    let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdc"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.path().join("mdc.toml"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), serve)
-        .await
-        .expect("mdc serve started on a standalone MongoDB instead of stopping")
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = start_up_error(dir.path(), &config).await;
     assert!(stderr.contains("backends.store"), "{stderr}");
     assert!(stderr.contains("standalone"), "{stderr}");
     assert!(stderr.contains("replica set"), "{stderr}");
