@@ -185,11 +185,10 @@ struct StorePorts {
     keys: Arc<dyn ApiKeys>,
 }
 
-/// Connects every configured backend. The embedded files in `data_dir` are
-/// opened only for the ports configured to use them: `queue.redb` for an
-/// embedded queue, `store.redb` for an embedded store or retry timing.
-/// `records_ttl` is the retention of records (`retention.records`), for
-/// MongoDB's TTL index.
+/// Connects every configured backend. The embedded file in `data_dir`,
+/// `store.redb`, is opened when a port is configured to use it: the queue,
+/// the store or retry timing. `records_ttl` is the retention of records
+/// (`retention.records`), for MongoDB's TTL index.
 pub async fn connect(
     backends: &Backends,
     data_dir: &Path,
@@ -197,22 +196,29 @@ pub async fn connect(
     records_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Connected> {
     let opening = || format!("opening the data directory {}", data_dir.display());
-    let queue: Arc<dyn Queue> = match &backends.queue {
-        QueueBackend::Embedded => {
-            mdc_embedded::open_queue(data_dir, layout.clone()).with_context(opening)?
+    let local = matches!(backends.store, StoreBackend::Embedded)
+        || matches!(backends.retry, RetryBackend::Embedded);
+    let file = if local || matches!(backends.queue, QueueBackend::Embedded) {
+        Some(mdc_embedded::open_file(data_dir).with_context(opening)?)
+    } else {
+        None
+    };
+    let queue: Arc<dyn Queue> = match (&backends.queue, &file) {
+        (QueueBackend::Embedded, Some(file)) => {
+            mdc_embedded::queue_in(file, data_dir, layout.clone()).with_context(opening)?
         }
-        QueueBackend::Kafka(config) => Arc::new(
+        (QueueBackend::Embedded, None) => {
+            anyhow::bail!("backends.queue: embedded queue not opened")
+        }
+        (QueueBackend::Kafka(config), _) => Arc::new(
             mdc_kafka::KafkaQueue::connect(config.clone(), layout)
                 .await
                 .context("backends.queue: cannot use Kafka")?,
         ),
     };
-    let local = matches!(backends.store, StoreBackend::Embedded)
-        || matches!(backends.retry, RetryBackend::Embedded);
-    let embedded = if local {
-        Some(mdc_embedded::open_stores(data_dir).with_context(opening)?)
-    } else {
-        None
+    let embedded = match (local, &file) {
+        (true, Some(file)) => Some(mdc_embedded::stores_in(file).with_context(opening)?),
+        _ => None,
     };
     let StorePorts {
         store,

@@ -118,11 +118,11 @@ mod tests {
     #[test]
     fn an_open_file_is_refused_as_in_use() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("queue.redb");
+        let path = dir.path().join("store.redb");
         let open = Db::open(&path).expect("open");
         let error = compact_file(&path).expect_err("the file is in use");
         assert!(
-            matches!(&error, CompactError::InUse(file) if file.ends_with("queue.redb")),
+            matches!(&error, CompactError::InUse(file) if file.ends_with("store.redb")),
             "{error}"
         );
         drop(open);

@@ -60,7 +60,7 @@ struct Request {
 pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The page cache of a database whose pages are mostly written once and
-/// soon deleted or rarely read again (the queue, the simulators' ledger).
+/// rarely read again (the simulators' ledger).
 pub const SMALL_CACHE_BYTES: usize = 1024 * 1024;
 
 /// Writes waiting for the one job of the next commit that will apply them

@@ -1,5 +1,5 @@
 //! Embedded backends: the queue, store and retry scheduler of a single-process
-//! MDC, durable in one data directory (a [`redb`] database).
+//! MDC, durable in one [`redb`] database file of the data directory.
 //!
 //! All writes go through one group-committing writer ([`Db`]): concurrent
 //! writes share a transaction and an fsync, so durability costs little per
@@ -34,7 +34,7 @@ pub use store::EmbeddedStore;
 pub use suppression::EmbeddedSuppressions;
 pub use webhooks::EmbeddedWebhooks;
 
-/// The three embedded backends over one database file.
+/// The embedded backends over one database file.
 pub struct Embedded {
     pub queue: Arc<EmbeddedQueue>,
     pub store: Arc<EmbeddedStore>,
@@ -48,11 +48,11 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens (creating if needed) `dir/queue.redb` and `dir/store.redb`: two
-    /// files, so queue and store writes commit in parallel. Fails if another
-    /// process has them open.
+    /// Opens (creating if needed) `dir/store.redb` with the queue and the
+    /// stores in it. Fails if another process has it open.
     pub fn open(dir: &Path, layout: QueueLayout) -> Result<Self, DbError> {
-        let queue = open_queue(dir, layout)?;
+        let file = open_file(dir)?;
+        let queue = queue_in(&file, dir, layout)?;
         let EmbeddedStores {
             store,
             retry,
@@ -62,7 +62,7 @@ impl Embedded {
             webhooks,
             webhook_retry,
             keys,
-        } = open_stores(dir)?;
+        } = stores_in(&file)?;
         Ok(Self {
             queue,
             store,
@@ -77,7 +77,7 @@ impl Embedded {
     }
 }
 
-/// The store, retry timers and device registry over `dir/store.redb`.
+/// The store, retry timers and device registry of `store.redb`.
 pub struct EmbeddedStores {
     pub store: Arc<EmbeddedStore>,
     pub retry: Arc<EmbeddedRetry>,
@@ -90,37 +90,56 @@ pub struct EmbeddedStores {
     pub keys: Arc<EmbeddedKeys>,
 }
 
-/// The store's file in the data directory: messages, retry timers,
-/// devices, suppressions, webhooks and API keys.
+/// The file of the embedded backends in the data directory: the queue,
+/// messages, retry timers, devices, suppressions, webhooks and API keys.
+/// One file with one writer, so the queue's writes and the store's share
+/// commits: a submit's record and its queue entry usually go into the same
+/// one, and a message's writes cost half the commits and `fdatasync`s of
+/// two files (docs/benchmarks.md, "One file for the queue and the store").
 pub const STORE_FILE: &str = "store.redb";
-/// The queue's file in the data directory.
-pub const QUEUE_FILE: &str = "queue.redb";
+/// The queue's own file in earlier versions. When the queue opens, the
+/// records left in it move into [`STORE_FILE`] and the file is removed.
+pub const EARLIER_QUEUE_FILE: &str = "queue.redb";
 
 fn create_dir(dir: &Path) -> Result<(), DbError> {
     std::fs::create_dir_all(dir).map_err(|e| DbError::Open(format!("{}: {e}", dir.display())))
 }
 
-/// Opens only the queue, `dir/queue.redb`.
-pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
+/// Opens (creating it and `dir` if needed) `dir/store.redb`, for
+/// [`queue_in`] and [`stores_in`]. Fails if another process has it open.
+pub fn open_file(dir: &Path) -> Result<Db, DbError> {
     create_dir(dir)?;
-    Ok(Arc::new(EmbeddedQueue::open(
-        Db::with_cache(&dir.join(QUEUE_FILE), db::SMALL_CACHE_BYTES)?,
-        layout,
-    )?))
+    Db::open(&dir.join(STORE_FILE))
 }
 
-/// Opens only `dir/store.redb`: the store, retry timers and devices.
-pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
-    create_dir(dir)?;
-    let store = Db::open(&dir.join(STORE_FILE))?;
+/// The queue in `file`, the data file of `dir` ([`open_file`]), with the
+/// records of an earlier version's `dir/queue.redb` moved into it first.
+pub fn queue_in(file: &Db, dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
+    queue::earlier_file::move_records(file, &dir.join(EARLIER_QUEUE_FILE))?;
+    Ok(Arc::new(EmbeddedQueue::open(file.clone(), layout)?))
+}
+
+/// Opens only the queue of `dir/store.redb`.
+pub fn open_queue(dir: &Path, layout: QueueLayout) -> Result<Arc<EmbeddedQueue>, DbError> {
+    queue_in(&open_file(dir)?, dir, layout)
+}
+
+/// The store, retry timers and devices in `file` ([`open_file`]).
+pub fn stores_in(file: &Db) -> Result<EmbeddedStores, DbError> {
     Ok(EmbeddedStores {
-        store: Arc::new(EmbeddedStore::open(store.clone())?),
-        retry: Arc::new(EmbeddedRetry::open(store.clone())?),
-        devices: Arc::new(EmbeddedDevices::open(store.clone())?),
-        suppressions: Arc::new(EmbeddedSuppressions::open(store.clone())?),
-        checkpoints: Arc::new(EmbeddedCheckpoints::open(store.clone())?),
-        webhooks: Arc::new(EmbeddedWebhooks::open(store.clone())?),
-        keys: Arc::new(EmbeddedKeys::open(store.clone())?),
-        webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(store)?),
+        store: Arc::new(EmbeddedStore::open(file.clone())?),
+        retry: Arc::new(EmbeddedRetry::open(file.clone())?),
+        devices: Arc::new(EmbeddedDevices::open(file.clone())?),
+        suppressions: Arc::new(EmbeddedSuppressions::open(file.clone())?),
+        checkpoints: Arc::new(EmbeddedCheckpoints::open(file.clone())?),
+        webhooks: Arc::new(EmbeddedWebhooks::open(file.clone())?),
+        keys: Arc::new(EmbeddedKeys::open(file.clone())?),
+        webhook_retry: Arc::new(EmbeddedRetry::open_webhooks(file.clone())?),
     })
+}
+
+/// Opens only the stores of `dir/store.redb`: the store, retry timers and
+/// devices.
+pub fn open_stores(dir: &Path) -> Result<EmbeddedStores, DbError> {
+    stores_in(&open_file(dir)?)
 }

@@ -13,6 +13,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::db::{wait_with, Db, DbError, Taker, Waiting};
 
+pub(crate) mod earlier_file;
+
 /// How long an idle `fetch` waits before returning an empty batch.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 

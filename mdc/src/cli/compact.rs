@@ -4,11 +4,7 @@
 use anyhow::bail;
 
 /// The files of an embedded data directory, in the order compacted.
-const FILES: [&str; 3] = [
-    mdc_embedded::STORE_FILE,
-    mdc_embedded::QUEUE_FILE,
-    mdc_simulators::LEDGER_FILE,
-];
+const FILES: [&str; 2] = [mdc_embedded::STORE_FILE, mdc_simulators::LEDGER_FILE];
 
 /// `bytes` in B, KB, MB or GB (powers of ten), one decimal.
 fn size(bytes: u64) -> String {
