@@ -203,6 +203,13 @@ pub async fn connect(
     } else {
         None
     };
+    let earlier_queue = data_dir.join(mdc_embedded::EARLIER_QUEUE_FILE);
+    if !matches!(backends.queue, QueueBackend::Embedded) && earlier_queue.is_file() {
+        tracing::warn!(
+            file = %earlier_queue.display(),
+            "An embedded queue's file of an earlier version is left in the data directory; its records move into store.redb only with the embedded queue configured"
+        );
+    }
     let queue: Arc<dyn Queue> = match (&backends.queue, &file) {
         (QueueBackend::Embedded, Some(file)) => {
             mdc_embedded::queue_in(file, data_dir, layout.clone()).with_context(opening)?

@@ -34,7 +34,7 @@ use crate::auth::Caller;
 pub const MAX_BATCH: usize = 500;
 
 /// How many messages of one batch are taken at the same time: enough for
-/// the store's and the queue's writers to gather them into few commits.
+/// the store's and the queue's writes to gather into few commits.
 const BATCH_CONCURRENCY: usize = 64;
 
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = crate::openapi::SubmitBody, responses((status = 202, description = "Accepted: durable and queued", body = crate::openapi::Submitted), (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody), (status = 409, description = "The idempotency key was used for another message", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A field breaks a rule; `field` names it", body = crate::openapi::ErrorBody), (status = 429, description = "The service is over its submit rate; see Retry-After", body = crate::openapi::ErrorBody), (status = 401, description = "No API key, or an unknown or revoked one", body = crate::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = crate::openapi::ErrorBody), (status = 503, description = "A backend is unavailable; nothing changed, retry", body = crate::openapi::ErrorBody)))]

@@ -94,8 +94,8 @@ pub struct EmbeddedStores {
 /// messages, retry timers, devices, suppressions, webhooks and API keys.
 /// One file with one writer, so the queue's writes and the store's share
 /// commits: a submit's record and its queue entry usually go into the same
-/// one, and a message's writes cost half the commits and `fdatasync`s of
-/// two files (docs/benchmarks.md, "One file for the queue and the store").
+/// one, and a message takes fewer commits and `fdatasync`s than with two
+/// files (docs/benchmarks.md, "One file for the queue and the store").
 pub const STORE_FILE: &str = "store.redb";
 /// The queue's own file in earlier versions. When the queue opens, the
 /// records left in it move into [`STORE_FILE`] and the file is removed.

@@ -256,13 +256,19 @@ impl Dispatcher {
                     details.push_str(&format!(" (after {})", failover.join("; ")));
                 }
                 details.push_str(resend_note.as_deref().unwrap_or_default());
+                // The stop's own words: no vendor's error ("transient: …"),
+                // as a webhook's reason reads them.
+                let why = match error {
+                    ProviderError::Transient { message, .. } => message,
+                    other => other.to_string(),
+                };
                 Some(Transition::Ended {
                     attempt: record.attempts,
                     status: Status::Expired,
                     provider: None,
                     event: Event::new(COMPONENT, details)
                         .provider(&routed.provider, None)
-                        .error(error.to_string()),
+                        .error(why),
                 })
             }
             Err(error) => {

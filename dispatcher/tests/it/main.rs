@@ -159,6 +159,12 @@ async fn a_last_attempt_whose_deadline_passes_at_the_rate_limit_expires() {
         "{:#?}",
         record.events
     );
+    // What a webhook says of it: no vendor's error.
+    let outcome = mdc_core::outcome::OutcomeEvent::of_message(&record, None).expect("an outcome");
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("the deadline passed while waiting for the rate limit")
+    );
     h.stop().await;
 }
 
