@@ -329,3 +329,52 @@ async fn compact_of_a_directory_without_data_files_says_so() {
     assert!(stderr.contains("no MDC data files"), "{stderr}");
     assert!(!dir.path().join("nothing-here").exists());
 }
+
+/// A data directory of a version that kept the queue in `queue.redb`:
+/// the messages waiting there move into `store.redb` at start-up and are
+/// delivered; the old file is gone.
+#[tokio::test]
+async fn messages_waiting_in_an_earlier_queue_file_are_delivered_after_an_upgrade() {
+    use mdc_client::{ClientConfig, SubmitRequest};
+    use mdc_embedded::{Db, EmbeddedQueue, QueueLayout, EARLIER_QUEUE_FILE};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut ids = Vec::new();
+    {
+        // As an earlier version left them: recorded in store.redb, queued
+        // in queue.redb, not yet taken by a dispatcher.
+        let stores = mdc_embedded::open_stores(&data).expect("stores");
+        let queue_file = Db::open(&data.join(EARLIER_QUEUE_FILE)).expect("queue file");
+        let queue = EmbeddedQueue::open(queue_file, QueueLayout::default()).expect("queue");
+        let submitter = mdc::accept::Submitter::new(
+            stores.store.clone(),
+            std::sync::Arc::new(queue),
+            ClientConfig::default(),
+        );
+        for i in 0..3 {
+            let submitted = submitter
+                .submit(&SubmitRequest {
+                    channel: Some("sms".into()),
+                    to: Some(format!("+1415555017{i}")),
+                    body: Some(format!("waiting {i}")),
+                    ..Default::default()
+                })
+                .await
+                .expect("submit");
+            ids.push(submitted.id.as_str().to_owned());
+        }
+    }
+    let server = Server::start(dir.path()).await;
+    for id in &ids {
+        server
+            .wait_status(id, "delivered", Duration::from_secs(30))
+            .await;
+    }
+    assert!(!data.join(EARLIER_QUEUE_FILE).exists());
+    let log = std::fs::read_to_string(dir.path().join("mdc.log")).expect("log");
+    assert!(
+        log.contains("Moved the records waiting in the queue's earlier file"),
+        "{log}"
+    );
+}
