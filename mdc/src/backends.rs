@@ -207,7 +207,7 @@ pub async fn connect(
     if !matches!(backends.queue, QueueBackend::Embedded) && earlier_queue.is_file() {
         tracing::warn!(
             file = %earlier_queue.display(),
-            "An embedded queue's file of an earlier version is left in the data directory; its records move into store.redb only with the embedded queue configured"
+            "An embedded queue's file of an earlier version is left in the data directory; its records move into store.redb only with the embedded queue configured: start once with it to move them, or remove the file if nothing it holds is wanted"
         );
     }
     let queue: Arc<dyn Queue> = match (&backends.queue, &file) {

@@ -95,8 +95,8 @@ type Change = Box<dyn FnOnce(&mut Streams<'_>) -> Result<(), DbError> + Send>;
 
 /// Writes of one kind (produces, fsynced; acknowledgements, not) gathered
 /// into one job of the database's next commit: with every write its own
-/// job, each opened and closed its table again, a sixth of the queue
-/// writer's time at load.
+/// job, each opened and closed its table again, a sixth of the queue's
+/// writing time at load (measured when it had a writer of its own).
 struct Gathered {
     db: Db,
     durable: bool,

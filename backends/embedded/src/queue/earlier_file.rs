@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
+};
 
 use crate::db::{repair_progress, Db, DbError, SMALL_CACHE_BYTES};
 
@@ -51,6 +54,18 @@ fn move_records_by(file: &Db, earlier: &Path, per_commit: u64) -> Result<u64, Db
             .filter(|name| name.starts_with("queue."))
             .collect();
         agree(file, &read, &tables).map_err(|e| named(&e))?;
+        let mut waiting = 0;
+        for name in &tables {
+            let table = read
+                .open_table(QueueTable::new(name))
+                .map_err(|e| named(&e))?;
+            waiting += table.len().map_err(|e| named(&e))?;
+        }
+        tracing::info!(
+            file = %earlier.display(),
+            records = waiting,
+            "Moving the records waiting in the queue's earlier file into the store's file before serving"
+        );
         let mut moved = 0;
         for name in &tables {
             moved += copy_table(file, &read, QueueTable::new(name), per_commit)
@@ -93,7 +108,7 @@ fn agree(file: &Db, read: &ReadTransaction, tables: &[String]) -> Result<(), DbE
                 .is_some_and(|there| there.value() != value.value())
             {
                 return Err(DbError::Storage(format!(
-                    "its record at partition {} offset {} of {name} differs from the one the store's file holds there; nothing was moved. Start the version that wrote it to deliver what it holds, or move it away",
+                    "its record at partition {} offset {} of {name} differs from the one the store's file holds there; nothing was moved. Run the version that wrote it until its queue has drained, then remove it",
                     key.0, key.1
                 )));
             }
@@ -167,8 +182,8 @@ mod tests {
             .collect()
     }
 
-    /// Records move in steps of `per_commit`, every one of them, also when
-    /// their number is a multiple of the step.
+    /// Every record moves with a step of three, also when their number
+    /// is a multiple of it (the last step then finds nothing).
     #[test]
     fn records_move_in_steps_and_none_is_left() {
         for records in [0, 1, 6, 7, 9] {

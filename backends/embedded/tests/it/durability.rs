@@ -107,7 +107,7 @@ async fn records_of_an_earlier_queue_file_move_into_the_store_file() {
         "nothing doubled"
     );
     // New records under the same keys land in the partitions of the
-    // moved ones, after them: none takes a moved record's place.
+    // moved ones: none takes a moved record's place.
     for i in &waiting {
         embedded
             .queue
@@ -168,7 +168,7 @@ async fn an_unreadable_earlier_queue_file_is_named_and_an_empty_one_removed() {
 }
 
 /// Closing a consumer makes its acknowledgements durable, so a stop
-/// that never closes the queue's file (another thread still holding
+/// that never closes the data file (another thread still holding
 /// the queue as the process exits) redelivers nothing. What a crash
 /// would leave is read from a copy of the file taken while it is open.
 #[tokio::test]
