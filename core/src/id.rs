@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -21,11 +22,29 @@ impl MessageId {
         Self::from_ulid(ulid::Ulid::new())
     }
 
+    /// Written without the formatting machinery: ids are made and read
+    /// several times for every message.
     fn from_ulid(ulid: ulid::Ulid) -> Self {
-        Self {
-            text: format!("{PREFIX}{ulid}"),
-            bits: ulid.0,
+        let mut encoded = [0; ulid::ULID_LEN];
+        let mut text = String::with_capacity(PREFIX.len() + ulid::ULID_LEN);
+        text.push_str(PREFIX);
+        text.push_str(ulid.array_to_str(&mut encoded));
+        Self { text, bits: ulid.0 }
+    }
+
+    /// The id `text` names, keeping `text` itself when it is already
+    /// written as ids are (upper case), else written again.
+    fn parse(text: Cow<'_, str>) -> Result<Self, InvalidMessageId> {
+        let rest = text.strip_prefix(PREFIX).ok_or(InvalidMessageId)?;
+        let ulid = ulid::Ulid::from_string(rest).map_err(|_| InvalidMessageId)?;
+        let mut encoded = [0; ulid::ULID_LEN];
+        if ulid.array_to_str(&mut encoded) != rest {
+            return Ok(Self::from_ulid(ulid));
         }
+        Ok(Self {
+            text: text.into_owned(),
+            bits: ulid.0,
+        })
     }
 
     /// The id whose ULID is `bits` (every value is one).
@@ -51,9 +70,7 @@ impl FromStr for MessageId {
     type Err = InvalidMessageId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s.strip_prefix(PREFIX).ok_or(InvalidMessageId)?;
-        let ulid = ulid::Ulid::from_string(rest).map_err(|_| InvalidMessageId)?;
-        Ok(Self::from_ulid(ulid))
+        Self::parse(Cow::Borrowed(s))
     }
 }
 
@@ -61,7 +78,7 @@ impl TryFrom<String> for MessageId {
     type Error = InvalidMessageId;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+        Self::parse(Cow::Owned(s))
     }
 }
 
@@ -95,6 +112,22 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.as_str().parse::<MessageId>().ok(), Some(a.clone()));
         assert!(a.as_str().starts_with("msg_"));
+    }
+
+    /// An id read in another case is written as ids are, whichever way it
+    /// is read; one already written so keeps its text.
+    #[test]
+    fn ids_read_in_lower_case_are_written_in_upper_case() {
+        let canonical = "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        let lower = "msg_01arz3ndektsv4rrffq69g5fav";
+        let parsed: MessageId = lower.parse().expect("a valid id");
+        assert_eq!(parsed.as_str(), canonical);
+        let read: MessageId = serde_json::from_str(&format!("\"{lower}\"")).expect("a valid id");
+        assert_eq!(read.as_str(), canonical);
+        assert_eq!(read, parsed);
+        let kept = MessageId::try_from(canonical.to_owned()).expect("a valid id");
+        assert_eq!(kept, parsed);
+        assert_eq!(kept.to_string(), canonical);
     }
 
     #[test]
