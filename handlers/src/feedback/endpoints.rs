@@ -10,6 +10,7 @@ use std::time::Duration;
 use mdc_core::outcome::{OutcomeEvent, OutcomeInterest};
 use mdc_core::ports::{StoreError, WebhookEndpoint};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long a read of the endpoints is used before the next.
 const FRESH: Duration = Duration::from_secs(1);
@@ -52,15 +53,46 @@ impl Endpoints {
         &self,
         load: impl Future<Output = Result<Vec<WebhookEndpoint>, StoreError>>,
     ) -> Result<Arc<Vec<WebhookEndpoint>>, StoreError> {
-        let generation = {
+        {
             let state = self.lock();
             if let Some((at, endpoints)) = &state.read {
                 if at.elapsed() < FRESH {
                     return Ok(endpoints.clone());
                 }
             }
-            state.generation
-        };
+        }
+        self.reload(load).await
+    }
+
+    /// Reads the endpoints every half [`FRESH`] until `shutdown`, so the
+    /// view publishers ask stays fresh between the outcome events that
+    /// would read it: once it went stale, every outcome was written (and
+    /// handled) until the next event read it again. A failed read is
+    /// tried again at the next turn; meanwhile the view goes stale and
+    /// every event is wanted, as before.
+    pub(super) async fn keep_fresh<F, L>(&self, load: L, shutdown: CancellationToken)
+    where
+        L: Fn() -> F,
+        F: Future<Output = Result<Vec<WebhookEndpoint>, StoreError>>,
+    {
+        loop {
+            if let Err(e) = self.reload(load()).await {
+                tracing::debug!(error = %e, "Could not read the webhook endpoints; trying again shortly");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(FRESH / 2) => {}
+            }
+        }
+    }
+
+    /// Reads the endpoints with `load` and keeps the read, unless a change
+    /// came while it was under way.
+    async fn reload(
+        &self,
+        load: impl Future<Output = Result<Vec<WebhookEndpoint>, StoreError>>,
+    ) -> Result<Arc<Vec<WebhookEndpoint>>, StoreError> {
+        let generation = self.lock().generation;
         let endpoints = Arc::new(load.await?);
         let mut state = self.lock();
         if state.generation == generation {
@@ -206,6 +238,64 @@ mod tests {
         tokio::time::advance(FRESH).await;
         assert!(endpoints.want(&sent), "a stale read decides nothing");
         assert!(endpoints.want_any());
+    }
+
+    /// Kept fresh, the view never goes stale between events: no endpoint
+    /// means no event wanted at every moment, not only in the second after
+    /// an event read the endpoints. A read that fails lets it go stale (every
+    /// event wanted) until one succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn a_view_kept_fresh_does_not_go_stale() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let endpoints = Arc::new(Endpoints::default());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shutdown = CancellationToken::new();
+        let keeper = tokio::spawn({
+            let (endpoints, reads, failing, shutdown) = (
+                endpoints.clone(),
+                reads.clone(),
+                failing.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                let load = || {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    let failing = failing.load(Ordering::SeqCst);
+                    async move {
+                        if failing {
+                            Err(StoreError::Unavailable("down".into()))
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    }
+                };
+                endpoints.keep_fresh(load, shutdown).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        for step in 0..50 {
+            assert!(!endpoints.want_any(), "stale after {} ms", step * 100);
+            tokio::time::advance(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            11,
+            "one read every half second"
+        );
+
+        failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(FRESH + FRESH / 2).await;
+        tokio::task::yield_now().await;
+        assert!(endpoints.want_any(), "no read for a second: every event");
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::advance(FRESH / 2).await;
+        tokio::task::yield_now().await;
+        assert!(!endpoints.want_any(), "read again");
+
+        shutdown.cancel();
+        keeper.await.expect("stops");
     }
 
     /// While an endpoint is being changed every event is wanted, and a read

@@ -54,7 +54,8 @@ pub struct Feedback {
     timers: Arc<dyn RetryScheduler>,
     http: reqwest::Client,
     config: FeedbackConfig,
-    /// The endpoints, read again when older than a second or invalidated.
+    /// The endpoints, read every half second and again when older than a
+    /// second or invalidated.
     endpoints: Arc<Endpoints>,
     in_flight: Semaphore,
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -114,6 +115,17 @@ impl Feedback {
             .await?;
         let retries = tokio::spawn(self.clone().retry_loop(shutdown.clone()));
         let pruner = tokio::spawn(self.clone().prune_loop(shutdown.clone()));
+        let freshener = tokio::spawn({
+            let (endpoints, webhooks) = (self.endpoints.clone(), self.webhooks.clone());
+            let shutdown = shutdown.clone();
+            async move {
+                let load = || {
+                    let webhooks = webhooks.clone();
+                    async move { webhooks.list().await }
+                };
+                endpoints.keep_fresh(load, shutdown).await;
+            }
+        });
         while !shutdown.is_cancelled() {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -130,6 +142,7 @@ impl Feedback {
         consumer.close().await.ok();
         retries.await?;
         pruner.await?;
+        freshener.await?;
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use crate::receiver::{config, kind, subscribe, Mode, Received, Receiver, WITHIN}
 use std::time::Instant;
 
 /// On the embedded queue, where webhook delivery is the outcomes' only
-/// reader, events no endpoint wants are not written; an endpoint created
-/// later gets every event from then on.
+/// reader, events no endpoint wants are not written, also after a pause;
+/// an endpoint created later gets every event from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_no_endpoint_wants_are_unwritten_until_one_does() {
     use crate::operations::{scrape, sum};
@@ -31,6 +31,23 @@ async fn outcomes_no_endpoint_wants_are_unwritten_until_one_does() {
             Instant::now() < deadline,
             "every outcome event was written, with no endpoint to want it"
         );
+    }
+
+    // The endpoints are read every half second, not only at events: after
+    // a pause longer than a read stays fresh, the next message's events
+    // are left unwritten too (once the endpoints were read only at events,
+    // so the first event after a pause was written).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before = unwritten(scrape(&server).await);
+    let id = server.submit(&sms("+14155550100")).await;
+    server.wait_status(&id, "delivered", WITHIN).await;
+    let deadline = Instant::now() + WITHIN;
+    while unwritten(scrape(&server).await) < before + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "an event after a pause was written, with no endpoint to want it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
     subscribe(&server, &receiver, "all", Mode::Ok, json!({})).await;
