@@ -15,6 +15,7 @@ pub mod message;
 pub mod outcome;
 pub mod ports;
 pub mod report;
+pub mod rfc3339;
 pub mod setting;
 pub mod status;
 pub mod supervise;

@@ -172,8 +172,10 @@ pub struct Message {
     pub sender: Option<String>,
     pub content: Content,
     pub idempotency_key: String,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: Timestamp,
     /// After this instant the message is `expired`, never sent late.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub deadline: Timestamp,
     /// The caller's own reference, returned with every outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +244,7 @@ impl Message {
 /// One entry of a message's append-only trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub at: Timestamp,
     /// The part of MDC that recorded it: `ingest`, `dispatcher`, `response-handler`, ...
     pub component: String,
@@ -301,14 +304,23 @@ impl Event {
 pub struct MessageRecord {
     pub message: Message,
     pub status: Status,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: Timestamp,
     /// Send attempts started so far.
     pub attempts: u32,
     /// While an attempt is in flight: the time after which its sender is presumed dead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub lease_until: Option<Timestamp>,
     /// When the next attempt is due, while a retry is pending.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub next_attempt_at: Option<Timestamp>,
     /// Set after an ambiguous outcome: ask the vendor before sending again.
     #[serde(default)]

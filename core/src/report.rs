@@ -17,9 +17,14 @@ pub struct DeliveryReport {
     pub reference: Option<MessageId>,
     pub outcome: ReportOutcome,
     /// When MDC received it.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub at: Timestamp,
     /// When the vendor says it happened, when it says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub vendor_at: Option<Timestamp>,
     /// The vendor's payload, kept verbatim for the event trail.
     #[serde(default)]
