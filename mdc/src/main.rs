@@ -35,8 +35,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,actix_server=warn".into());
+    // Colours only on a terminal: a log file or a journal gets plain text
+    // that grep and log pipelines read as it is.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match &cli.command {
         Command::Serve(args) if args.log_format == cli::LogFormat::Json => {

@@ -123,9 +123,13 @@ impl Server {
         }
     }
 
-    /// Panics if the log holds a recipient or body this test submitted.
+    /// Panics if the log holds a recipient or body this test submitted, or
+    /// a terminal's colour codes (it is written to a file).
     pub fn assert_log_has_no_private_data(&self) {
         let log = self.log();
+        if let Some(line) = log.lines().find(|l| l.contains('\x1b')) {
+            panic!("the log, written to a file, holds terminal codes: {line:?}");
+        }
         let private = self.private.lock().unwrap_or_else(|p| p.into_inner());
         for text in private.iter() {
             if let Some(line) = log.lines().find(|l| l.contains(text.as_str())) {
@@ -350,7 +354,7 @@ impl Drop for Server {
             let _ = child.wait();
         }
         // Every end-to-end test checks its server's log for the
-        // recipients and bodies it used.
+        // recipients and bodies it used, and for colour codes.
         if !std::thread::panicking() {
             self.assert_log_has_no_private_data();
         }
