@@ -28,6 +28,9 @@ struct State {
     generation: u64,
     /// Changes under way: until they end, every event is wanted.
     changing: usize,
+    /// A queue has asked what is wanted ([`Endpoints::want`]): only then is
+    /// the view kept fresh ([`Endpoints::keep_fresh`]).
+    asked: bool,
     read: Option<(Instant, Arc<Vec<WebhookEndpoint>>)>,
 }
 
@@ -64,20 +67,26 @@ impl Endpoints {
         self.reload(load).await
     }
 
-    /// Reads the endpoints every half [`FRESH`] until `shutdown`, so the
-    /// view publishers ask stays fresh between the outcome events that
-    /// would read it: once it went stale, every outcome was written (and
-    /// handled) until the next event read it again. A failed read is
-    /// tried again at the next turn; meanwhile the view goes stale and
-    /// every event is wanted, as before.
+    /// Once a queue asks what is wanted, reads the endpoints every half
+    /// [`FRESH`] until `shutdown`, so the view it asks stays fresh between
+    /// the outcome events that would read it: once it went stale, every
+    /// outcome was written (and handled) until the next event read it
+    /// again. A queue that never asks (one whose outcomes others may read)
+    /// costs no reads. A failed read is tried again at the next turn;
+    /// meanwhile the view goes stale and every event is wanted, as before.
     pub(super) async fn keep_fresh<F, L>(&self, load: L, shutdown: CancellationToken)
     where
         L: Fn() -> F,
         F: Future<Output = Result<Vec<WebhookEndpoint>, StoreError>>,
     {
         loop {
-            if let Err(e) = self.reload(load()).await {
-                tracing::debug!(error = %e, "Could not read the webhook endpoints; trying again shortly");
+            if self.lock().asked {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    read = self.reload(load()) => if let Err(e) = read {
+                        tracing::debug!(error = %e, "Could not read the webhook endpoints; trying again shortly");
+                    }
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -139,7 +148,8 @@ impl Endpoints {
     /// The endpoints as last read, when that read is fresh and no change
     /// came or is under way since.
     fn fresh(&self) -> Option<Arc<Vec<WebhookEndpoint>>> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.asked = true;
         match &state.read {
             Some((at, endpoints)) if state.changing == 0 && at.elapsed() < FRESH => {
                 Some(endpoints.clone())
@@ -240,10 +250,11 @@ mod tests {
         assert!(endpoints.want_any());
     }
 
-    /// Kept fresh, the view never goes stale between events: no endpoint
-    /// means no event wanted at every moment, not only in the second after
-    /// an event read the endpoints. A read that fails lets it go stale (every
-    /// event wanted) until one succeeds.
+    /// Kept fresh once asked, the view never goes stale between events: no
+    /// endpoint means no event wanted at every moment, not only in the
+    /// second after an event read the endpoints. Nothing is read before a
+    /// queue asks; a read that fails lets the view go stale (every event
+    /// wanted) until one succeeds.
     #[tokio::test(start_paused = true)]
     async fn a_view_kept_fresh_does_not_go_stale() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -274,6 +285,12 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
+        tokio::time::advance(FRESH * 5).await;
+        tokio::task::yield_now().await;
+        assert_eq!(reads.load(Ordering::SeqCst), 0, "no read until asked");
+        assert!(endpoints.want_any(), "never read: every event");
+        tokio::time::advance(FRESH / 2).await;
+        tokio::task::yield_now().await;
         for step in 0..50 {
             assert!(!endpoints.want_any(), "stale after {} ms", step * 100);
             tokio::time::advance(Duration::from_millis(100)).await;
@@ -288,6 +305,7 @@ mod tests {
         failing.store(true, Ordering::SeqCst);
         tokio::time::advance(FRESH + FRESH / 2).await;
         tokio::task::yield_now().await;
+        assert_eq!(reads.load(Ordering::SeqCst), 12, "the failed read was made");
         assert!(endpoints.want_any(), "no read for a second: every event");
         failing.store(false, Ordering::SeqCst);
         tokio::time::advance(FRESH / 2).await;
