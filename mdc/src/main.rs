@@ -27,6 +27,13 @@ fn release_thread_cache() {
     }
 }
 
+/// Whether logs are coloured: only on a terminal, and not there either
+/// with `NO_COLOR` set to anything (https://no-color.org). A log file or a
+/// journal gets plain text that grep and log pipelines read as it is.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     // Freed memory goes back to the system after jemalloc's decay time
     // (10 s) also while the server idles, not only on its next allocations.
@@ -35,11 +42,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,actix_server=warn".into());
-    // Colours only on a terminal: a log file or a journal gets plain text
-    // that grep and log pipelines read as it is.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     match &cli.command {
         Command::Serve(args) if args.log_format == cli::LogFormat::Json => {
@@ -183,6 +191,15 @@ async fn signals(shutdown: CancellationToken) {
 mod tests {
     use super::*;
     use tikv_jemalloc_ctl::{Access, AsName};
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "NO_COLOR empty is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a file or a journal: plain text");
+        assert!(!colour(false, Some("1".into())));
+    }
 
     fn cache_enabled() -> bool {
         b"thread.tcache.enabled\0"
