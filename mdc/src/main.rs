@@ -28,7 +28,7 @@ fn release_thread_cache() {
 }
 
 /// Whether logs are coloured: only on a terminal, and not there either
-/// with `NO_COLOR` set to anything (https://no-color.org). A log file or a
+/// with `NO_COLOR` set and not empty (https://no-color.org). A log file or a
 /// journal gets plain text that grep and log pipelines read as it is.
 fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())

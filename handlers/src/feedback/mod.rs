@@ -54,8 +54,8 @@ pub struct Feedback {
     timers: Arc<dyn RetryScheduler>,
     http: reqwest::Client,
     config: FeedbackConfig,
-    /// The endpoints, read every half second and again when older than a
-    /// second or invalidated.
+    /// The endpoints, read again when older than a second or invalidated,
+    /// and every half second once a queue asks which outcomes are wanted.
     endpoints: Arc<Endpoints>,
     in_flight: Semaphore,
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
