@@ -316,6 +316,32 @@ mod tests {
         keeper.await.expect("stops");
     }
 
+    /// A stop while a read hangs (a store that does not answer) ends the
+    /// reader at once; it does not wait for the read.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_hanging_read_ends_the_reader() {
+        let endpoints = Arc::new(Endpoints::default());
+        assert!(endpoints.want_any(), "asked, so the reader reads");
+        let (began, mut reading) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let keeper = tokio::spawn({
+            let (endpoints, shutdown) = (endpoints.clone(), shutdown.clone());
+            async move {
+                let load = || {
+                    began.send(()).ok();
+                    std::future::pending::<Result<Vec<WebhookEndpoint>, StoreError>>()
+                };
+                endpoints.keep_fresh(load, shutdown).await;
+            }
+        });
+        reading.recv().await.expect("a read began");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_millis(1), keeper)
+            .await
+            .expect("the reader ended without waiting for the read")
+            .expect("stops");
+    }
+
     /// While an endpoint is being changed every event is wanted, and a read
     /// made meanwhile (before or after the store write) is not kept.
     #[tokio::test(start_paused = true)]

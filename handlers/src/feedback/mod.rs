@@ -104,6 +104,10 @@ impl Feedback {
     }
 
     /// Delivers until `shutdown`: the outcomes consumer and the retry loop.
+    ///
+    /// The tasks it starts (the retry loop, the pruner, the endpoint
+    /// reader) stop with it, also when it panics or is dropped: a restart
+    /// by [`mdc_core::supervise::supervise`] leaves one of each.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self
             .queue
@@ -113,11 +117,13 @@ impl Feedback {
                 ConsumerSpec { index: 0, count: 1 },
             )
             .await?;
-        let retries = tokio::spawn(self.clone().retry_loop(shutdown.clone()));
-        let pruner = tokio::spawn(self.clone().prune_loop(shutdown.clone()));
+        let ours = shutdown.child_token();
+        let _stop_ours = ours.clone().drop_guard();
+        let retries = tokio::spawn(self.clone().retry_loop(ours.clone()));
+        let pruner = tokio::spawn(self.clone().prune_loop(ours.clone()));
         let freshener = tokio::spawn({
             let (endpoints, webhooks) = (self.endpoints.clone(), self.webhooks.clone());
-            let shutdown = shutdown.clone();
+            let shutdown = ours.clone();
             async move {
                 let load = || {
                     let webhooks = webhooks.clone();
@@ -370,3 +376,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests;
