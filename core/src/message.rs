@@ -362,7 +362,13 @@ impl MessageRecord {
     /// A newly accepted message, `queued` on its priority topic, as the
     /// accept path records it: `component` accepted it `how`.
     pub fn accepted(message: Message, component: &str, how: &str) -> Self {
-        let topic = crate::ports::Topic::Messages(message.channel(), message.priority);
+        let queued = [
+            "queued on ",
+            message.channel().as_str(),
+            ".",
+            message.priority.as_str(),
+        ]
+        .concat();
         let mut record = Self::new(
             message,
             Status::Queued,
@@ -370,7 +376,7 @@ impl MessageRecord {
         );
         record
             .events
-            .push(Event::new(component, format!("queued on {topic}")).status(Status::Queued));
+            .push(Event::new(component, queued).status(Status::Queued));
         record
     }
 }

@@ -182,7 +182,8 @@ fn decide(magic: Magic, entry: &mut Entry, provider: &str, channel: Channel, to:
     entry.calls += 1;
     let accept = |entry: &mut Entry, report: &ReportOutcome| {
         entry.accepted += 1;
-        let id = format!("{provider}-{}", ulid::Ulid::new());
+        let mut ulid = [0; ulid::ULID_LEN];
+        let id = [provider, "-", ulid::Ulid::new().array_to_str(&mut ulid)].concat();
         entry.provider_message_id = Some(id.clone());
         entry.report = Some(report.clone());
         entry.report_pending = true;

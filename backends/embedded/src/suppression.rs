@@ -14,7 +14,7 @@ pub struct EmbeddedSuppressions {
 }
 
 fn key(channel: Channel, recipient: &str) -> String {
-    format!("{channel}:{recipient}")
+    [channel.as_str(), ":", recipient].concat()
 }
 
 impl EmbeddedSuppressions {
@@ -92,5 +92,18 @@ impl SuppressionList for EmbeddedSuppressions {
         out.sort_by_key(|s| std::cmp::Reverse(s.at));
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries are stored under this key; a store written by an earlier
+    /// version must still be found.
+    #[test]
+    fn entries_are_keyed_by_channel_and_recipient() {
+        assert_eq!(key(Channel::Sms, "+14155550100"), "sms:+14155550100");
+        assert_eq!(key(Channel::Email, "a@example.com"), "email:a@example.com");
     }
 }

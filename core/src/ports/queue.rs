@@ -40,7 +40,9 @@ impl Topic {
     /// `sms.critical`, `responses`: prefixed by backends that share a namespace.
     pub fn name(&self) -> String {
         match self {
-            Topic::Messages(channel, priority) => format!("{channel}.{priority}"),
+            Topic::Messages(channel, priority) => {
+                [channel.as_str(), ".", priority.as_str()].concat()
+            }
             Topic::Responses => "responses".to_owned(),
             Topic::ParkedReports => "responses.parked".to_owned(),
             Topic::Outcomes => "outcomes".to_owned(),
@@ -203,5 +205,25 @@ pub trait QueueConsumer: Send + Sync {
     /// fetched and not acknowledged go to the next member.
     async fn close(&self) -> Result<(), QueueError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Topics (Kafka's, the embedded queue's tables) carry these names; a
+    /// queue written by an earlier version must still be read.
+    #[test]
+    fn topics_are_named_by_channel_and_priority() {
+        assert_eq!(
+            Topic::Messages(Channel::Sms, Priority::Critical).name(),
+            "sms.critical"
+        );
+        assert_eq!(
+            Topic::Messages(Channel::Email, Priority::Bulk).to_string(),
+            "email.bulk"
+        );
+        assert_eq!(Topic::Responses.name(), "responses");
     }
 }

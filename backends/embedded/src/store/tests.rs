@@ -525,3 +525,11 @@ async fn a_claim_by_message_reads_no_stored_message() {
 
 mod brief;
 mod held;
+
+/// The vendor-id index is keyed by provider and vendor id, split by the
+/// unit separator; a store written by an earlier version must still be
+/// found.
+#[test]
+fn vendor_ids_are_keyed_by_provider_and_id() {
+    assert_eq!(provider_key("kaleyra", "abc-1"), "kaleyra\u{1f}abc-1");
+}

@@ -12,7 +12,7 @@ use super::{Prepared, Tables};
 use crate::db::DbError;
 
 pub(super) fn provider_key(provider: &str, provider_message_id: &str) -> String {
-    format!("{provider}\u{1f}{provider_message_id}")
+    [provider, "\u{1f}", provider_message_id].concat()
 }
 
 /// Writes a record's state and new trail events and keeps the indexes in

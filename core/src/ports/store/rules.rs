@@ -271,8 +271,8 @@ pub fn apply_claim(
 /// ([`apply_claim`]); `verify_first` when the attempt asks the vendor
 /// before sending.
 pub fn claim_event(attempt: u32, now: Timestamp, component: &str, verify_first: bool) -> Event {
-    let mut event =
-        Event::new(component, format!("attempt {attempt} started")).status(Status::Sending);
+    let details = ["attempt ", itoa::Buffer::new().format(attempt), " started"].concat();
+    let mut event = Event::new(component, details).status(Status::Sending);
     event.at = now;
     if verify_first {
         event

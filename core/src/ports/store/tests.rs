@@ -19,7 +19,11 @@ fn record(status: Status) -> MessageRecord {
 /// appends, for every kind of transition that carries an event.
 #[test]
 fn an_applied_transition_appends_the_event_it_announces() {
-    let event = || Event::new("dispatcher", "something happened").error("detail");
+    let event = || {
+        Event::new("dispatcher", "something happened")
+            .error("detail")
+            .raw(serde_json::json!({"vendor": "payload"}))
+    };
     let at = crate::now();
     let cases = [
         (
@@ -106,6 +110,30 @@ fn an_applied_transition_appends_the_event_it_announces() {
         until: at,
     };
     assert_eq!(extend.event_when_applied(), None);
+}
+
+/// A move that does not apply is kept as an event with its status taken
+/// out and its details saying why, its vendor payload as given: a backend
+/// that prepared the event's stored form matches it without comparing
+/// payloads.
+#[test]
+fn a_transition_that_does_not_apply_keeps_its_vendor_payload() {
+    let payload = serde_json::json!({"status": "DELIVRD", "id": "k-1"});
+    let mut record = record(Status::Delivered);
+    record.provider = Some("kaleyra".into());
+    record.provider_message_id = Some("k-1".into());
+    let transition = Transition::Sent {
+        attempt: 1,
+        provider: "kaleyra".into(),
+        provider_message_id: "k-1".into(),
+        event: Event::new("response-handler", "sent").raw(payload.clone()),
+    };
+    let outcome = apply_update(&mut record, transition);
+    assert!(matches!(outcome, Updated::Ignored { .. }), "{outcome:?}");
+    let kept = record.events.last().expect("kept as an event");
+    assert!(kept.details.contains("ignored"), "{}", kept.details);
+    assert_eq!(kept.status, None);
+    assert_eq!(kept.raw.as_ref(), Some(&payload));
 }
 
 /// A note while unsent applies only to a message no attempt picked up.
