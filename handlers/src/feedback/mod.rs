@@ -105,9 +105,10 @@ impl Feedback {
 
     /// Delivers until `shutdown`: the outcomes consumer and the retry loop.
     ///
-    /// The tasks it starts (the retry loop, the pruner, the endpoint
+    /// The loops it starts (the retry loop, the pruner, the endpoint
     /// reader) stop with it, also when it panics or is dropped: a restart
-    /// by [`mdc_core::supervise::supervise`] leaves one of each.
+    /// by [`mdc_core::supervise::supervise`] leaves one of each. A retry
+    /// already firing finishes on its own, within the webhook timeout.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self
             .queue
