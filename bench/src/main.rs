@@ -150,14 +150,21 @@ impl Drop for Spawned {
     }
 }
 
-/// The server's `/v1/stats`: messages per status.
+/// The server's `/v1/stats`: messages per status. A request that could
+/// not be sent (a connection the server closed as it was reused) is tried
+/// again, twice at most: the read changes nothing.
 async fn stats(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    Ok(http
-        .get(format!("{url}/v1/stats"))
-        .send()
-        .await?
-        .json()
-        .await?)
+    let mut tries = 0;
+    let response = loop {
+        match http.get(format!("{url}/v1/stats")).send().await {
+            Err(e) if e.is_request() && tries < 2 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            sent => break sent?,
+        }
+    };
+    Ok(response.json().await?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -259,6 +266,11 @@ async fn server_with(
     };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
+        // Under the server's keep-alive (5 s), so an idle connection is
+        // dropped here before the server closes it: reused as the server
+        // closes it, a request fails with "connection reset" (seen on a slow
+        // server, under valgrind).
+        .pool_idle_timeout(Duration::from_secs(4))
         .timeout(Duration::from_secs(30))
         .build()?;
     wait_ready(&http, &url).await?;
