@@ -5,6 +5,7 @@
 //! fifth of its time, and the caller's thread can do it while the writer
 //! is busy with the writes before.
 
+use mdc_core::ports::Transition;
 use mdc_core::Event;
 
 use super::event_codec;
@@ -27,6 +28,17 @@ impl Prepared {
             prepared.push((event, bytes));
         }
         Ok(Self(prepared))
+    }
+
+    /// The event `update` appends when it applies, encoded on the caller's
+    /// thread without copying its vendor payload: what is kept to match it
+    /// is the event without the payload ([`same_but_payload`]).
+    pub fn of_update(update: &mut Transition) -> Result<Self, DbError> {
+        let prepared = update.prepare_event(|event| {
+            let bytes = event_codec::encode(event)?;
+            Ok::<_, DbError>((without_payload(event), bytes))
+        });
+        Ok(Self(prepared.transpose()?.into_iter().collect()))
     }
 
     /// The stored form of `event`: prepared if it was, encoded now if not.
@@ -64,6 +76,21 @@ fn same_but_payload(a: &Event, b: &Event) -> bool {
         && *provider_message_id == b.provider_message_id
         && *error == b.error
         && a.raw.is_some() == b.raw.is_some()
+}
+
+/// `event` with a stand-in for its payload, enough for
+/// [`same_but_payload`].
+fn without_payload(event: &Event) -> Event {
+    Event {
+        at: event.at,
+        component: event.component.clone(),
+        status: event.status,
+        details: event.details.clone(),
+        provider: event.provider.clone(),
+        provider_message_id: event.provider_message_id.clone(),
+        error: event.error.clone(),
+        raw: event.raw.as_ref().map(|_| serde_json::Value::Null),
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +135,37 @@ mod tests {
         let mut ignored = sent.clone();
         ignored.details.push_str(" (ignored: message is delivered)");
         assert!(!same_but_payload(&sent, &ignored));
+    }
+
+    /// An update's event is prepared as it will be appended (with the
+    /// status the update moves to, its payload encoded), and the update is
+    /// left as it was.
+    #[test]
+    fn an_update_s_event_is_prepared_as_it_will_be_appended() {
+        let event = Event::new("response-handler", "delivered")
+            .raw(serde_json::json!({"status": "DELIVRD"}));
+        let update = Transition::Reported {
+            status: mdc_core::Status::Delivered,
+            provider: "kaleyra".into(),
+            provider_message_id: "k-1".into(),
+            event,
+        };
+        let appended = update.event_when_applied().expect("an event");
+        let mut lent = update.clone();
+        let mut prepared = Prepared::of_update(&mut lent).expect("encodes");
+        assert_eq!(lent, update, "left as it was");
+        assert_eq!(prepared.0.len(), 1);
+        let bytes = prepared.bytes(&appended).expect("bytes");
+        assert!(prepared.0.is_empty(), "the prepared bytes were taken");
+        assert_eq!(event_codec::decode(&bytes).expect("decodes"), appended);
+
+        let mut extend = Transition::LeaseExtended {
+            attempt: 1,
+            until: mdc_core::now(),
+        };
+        assert!(Prepared::of_update(&mut extend)
+            .expect("nothing to encode")
+            .0
+            .is_empty());
     }
 }

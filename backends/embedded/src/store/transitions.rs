@@ -66,7 +66,8 @@ impl EmbeddedStore {
         hand: Hand,
     ) -> Result<(Updated, Option<(State, Option<Handed>)>), StoreError> {
         let id = id.clone();
-        let prepared = Prepared::of(update.event_when_applied())?;
+        let mut update = update;
+        let prepared = Prepared::of_update(&mut update)?;
         Ok(self
             .apply(move |t| {
                 let modified = modify(t, &id, prepared, |record| apply_update(record, update))?;

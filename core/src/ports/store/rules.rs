@@ -92,7 +92,73 @@ impl Transition {
     /// applies (none for a lease extension): a backend may prepare its
     /// stored form before the write.
     pub fn event_when_applied(&self) -> Option<Event> {
-        Change::from(self.clone()).event
+        let mut event = self.carried()?.clone();
+        if let Some(status) = self.moves_to() {
+            event.status = Some(status);
+        }
+        Some(event)
+    }
+
+    /// What `prepare` makes of the event [`Transition::event_when_applied`]
+    /// names, lent rather than cloned: its vendor payload can be large. The
+    /// transition is left as it was.
+    pub fn prepare_event<T>(&mut self, prepare: impl FnOnce(&Event) -> T) -> Option<T> {
+        let status = self.moves_to();
+        let event = self.carried_mut()?;
+        let own = event.status;
+        if status.is_some() {
+            event.status = status;
+        }
+        let prepared = prepare(event);
+        event.status = own;
+        Some(prepared)
+    }
+
+    /// The status the message moves to when this applies; none for a
+    /// transition that moves no status.
+    fn moves_to(&self) -> Option<Status> {
+        match self {
+            Self::Sent { .. } | Self::SentUnconfirmed { .. } => Some(Status::Sent),
+            Self::AttemptFailed { .. } => Some(Status::Sending),
+            Self::Ended { status, .. }
+            | Self::Reported { status, .. }
+            | Self::Moved { status, .. } => Some(*status),
+            Self::LeaseExtended { .. }
+            | Self::VendorNoted { .. }
+            | Self::Noted { .. }
+            | Self::NotedWhileUnsent { .. } => None,
+        }
+    }
+
+    /// The event the transition carries, as given.
+    fn carried(&self) -> Option<&Event> {
+        match self {
+            Self::Sent { event, .. }
+            | Self::SentUnconfirmed { event, .. }
+            | Self::AttemptFailed { event, .. }
+            | Self::Ended { event, .. }
+            | Self::Reported { event, .. }
+            | Self::VendorNoted { event, .. }
+            | Self::Moved { event, .. }
+            | Self::Noted { event }
+            | Self::NotedWhileUnsent { event } => Some(event),
+            Self::LeaseExtended { .. } => None,
+        }
+    }
+
+    fn carried_mut(&mut self) -> Option<&mut Event> {
+        match self {
+            Self::Sent { event, .. }
+            | Self::SentUnconfirmed { event, .. }
+            | Self::AttemptFailed { event, .. }
+            | Self::Ended { event, .. }
+            | Self::Reported { event, .. }
+            | Self::VendorNoted { event, .. }
+            | Self::Moved { event, .. }
+            | Self::Noted { event }
+            | Self::NotedWhileUnsent { event } => Some(event),
+            Self::LeaseExtended { .. } => None,
+        }
     }
 }
 
@@ -137,6 +203,8 @@ impl Change {
 
 impl From<Transition> for Change {
     fn from(transition: Transition) -> Self {
+        // The one place each transition's status is named.
+        let status = transition.moves_to();
         match transition {
             Transition::Sent {
                 attempt,
@@ -148,7 +216,7 @@ impl From<Transition> for Change {
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
                 verify_before_send: Some(false),
-                ..Change::new(Some(Status::Sent), event)
+                ..Change::new(status, event)
             },
             Transition::SentUnconfirmed {
                 attempt,
@@ -158,7 +226,7 @@ impl From<Transition> for Change {
                 expect_attempt: Some(attempt),
                 provider: Some(provider),
                 verify_before_send: Some(false),
-                ..Change::new(Some(Status::Sent), event)
+                ..Change::new(status, event)
             },
             Transition::AttemptFailed {
                 attempt,
@@ -172,18 +240,18 @@ impl From<Transition> for Change {
                 end_attempt: true,
                 next_attempt_at: Some(next_attempt_at),
                 verify_before_send: Some(verify_first),
-                ..Change::new(Some(Status::Sending), event)
+                ..Change::new(status, event)
             },
             Transition::Ended {
                 attempt,
-                status,
                 provider,
                 event,
+                ..
             } => Change {
                 expect_attempt: Some(attempt),
                 provider,
                 end_attempt: true,
-                ..Change::new(Some(status), event)
+                ..Change::new(status, event)
             },
             Transition::LeaseExtended { attempt, until } => Change {
                 status: None,
@@ -199,15 +267,15 @@ impl From<Transition> for Change {
                 only_unsent: false,
             },
             Transition::Reported {
-                status,
                 provider,
                 provider_message_id,
                 event,
+                ..
             } => Change {
                 reported_by: Some((provider.clone(), provider_message_id.clone())),
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
-                ..Change::new(Some(status), event)
+                ..Change::new(status, event)
             },
             Transition::VendorNoted {
                 provider,
@@ -217,13 +285,13 @@ impl From<Transition> for Change {
                 reported_by: Some((provider.clone(), provider_message_id.clone())),
                 provider: Some(provider),
                 provider_message_id: Some(provider_message_id),
-                ..Change::new(None, event)
+                ..Change::new(status, event)
             },
-            Transition::Moved { status, event } => Change::new(Some(status), event),
-            Transition::Noted { event } => Change::new(None, event),
+            Transition::Moved { event, .. } => Change::new(status, event),
+            Transition::Noted { event } => Change::new(status, event),
             Transition::NotedWhileUnsent { event } => Change {
                 only_unsent: true,
-                ..Change::new(None, event)
+                ..Change::new(status, event)
             },
         }
     }

@@ -97,6 +97,13 @@ fn an_applied_transition_appends_the_event_it_announces() {
             record.lease_until = Some(at + chrono::Duration::seconds(30));
         }
         let announced = transition.event_when_applied();
+        let mut lent = transition.clone();
+        assert_eq!(
+            lent.prepare_event(Event::clone),
+            announced,
+            "{transition:?}"
+        );
+        assert_eq!(lent, transition, "prepare_event left it as it was");
         let outcome = apply_update(&mut record, transition.clone());
         assert!(
             matches!(outcome, Updated::Applied { .. }),
