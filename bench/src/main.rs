@@ -150,9 +150,9 @@ impl Drop for Spawned {
     }
 }
 
-/// The server's `/v1/stats`: messages per status. A request that could
-/// not be sent (a connection the server closed as it was reused) is tried
-/// again, twice at most: the read changes nothing.
+/// The server's `/v1/stats`: messages per status. A request that failed
+/// on its way (a connection the server closed as it was reused, a timeout)
+/// is tried again, twice at most: the read changes nothing.
 async fn stats(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let mut tries = 0;
     let response = loop {

@@ -86,7 +86,20 @@ fn an_applied_transition_appends_the_event_it_announces() {
             Transition::NotedWhileUnsent { event: event() },
         ),
     ];
-    for (status, transition) in cases {
+    // The status each moves the message to, as its event says.
+    let moves = [
+        Some(Status::Sent),
+        Some(Status::Sent),
+        Some(Status::Sending),
+        Some(Status::Failed),
+        Some(Status::Delivered),
+        None,
+        Some(Status::Expired),
+        None,
+        None,
+    ];
+    assert_eq!(moves.len(), cases.len());
+    for ((status, transition), moves_to) in cases.into_iter().zip(moves) {
         let mut record = record(status);
         if matches!(transition, Transition::NotedWhileUnsent { .. }) {
             record.attempts = 0;
@@ -97,6 +110,11 @@ fn an_applied_transition_appends_the_event_it_announces() {
             record.lease_until = Some(at + chrono::Duration::seconds(30));
         }
         let announced = transition.event_when_applied();
+        assert_eq!(
+            announced.as_ref().map(|e| e.status),
+            Some(moves_to),
+            "{transition:?}"
+        );
         let mut lent = transition.clone();
         assert_eq!(
             lent.prepare_event(Event::clone),
