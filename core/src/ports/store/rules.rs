@@ -89,14 +89,11 @@ impl Transition {
     }
 
     /// The event [`apply_update`] appends to the trail when this transition
-    /// applies (none for a lease extension): a backend may prepare its
-    /// stored form before the write.
+    /// applies (none for a lease extension). A copy of the whole transition:
+    /// to prepare the event's stored form before the write, lend it with
+    /// [`Transition::prepare_event`].
     pub fn event_when_applied(&self) -> Option<Event> {
-        let mut event = self.carried()?.clone();
-        if let Some(status) = self.moves_to() {
-            event.status = Some(status);
-        }
-        Some(event)
+        self.clone().prepare_event(Event::clone)
     }
 
     /// What `prepare` makes of the event [`Transition::event_when_applied`]
@@ -131,21 +128,6 @@ impl Transition {
     }
 
     /// The event the transition carries, as given.
-    fn carried(&self) -> Option<&Event> {
-        match self {
-            Self::Sent { event, .. }
-            | Self::SentUnconfirmed { event, .. }
-            | Self::AttemptFailed { event, .. }
-            | Self::Ended { event, .. }
-            | Self::Reported { event, .. }
-            | Self::VendorNoted { event, .. }
-            | Self::Moved { event, .. }
-            | Self::Noted { event }
-            | Self::NotedWhileUnsent { event } => Some(event),
-            Self::LeaseExtended { .. } => None,
-        }
-    }
-
     fn carried_mut(&mut self) -> Option<&mut Event> {
         match self {
             Self::Sent { event, .. }
